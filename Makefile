@@ -1,0 +1,30 @@
+# Two commands do all the set-up on a fresh machine: `make reproduce` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: install test test-all reproduce bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e .
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: $(STAMP)  ## the fast suite (what CI runs)
+	$(BIN)/python -m pytest -q -m "not slow"
+
+test-all: $(STAMP)  ## including the slow Inception-scale tests
+	$(BIN)/python -m pytest -q
+
+reproduce: $(STAMP)  ## the paper's main job on the built-in models
+	$(BIN)/harness model=mnist_cnn method=gradient schedule=cascading data.count=100
+
+bench: $(STAMP)  ## harness vs. PAIR saliency vs. raw TensorFlow
+	@echo "benchmarks arrive with the methods issue"
+
+clean:
+	rm -rf results/runs results/sweeps results/reproduce results/bench .pytest_cache

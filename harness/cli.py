@@ -1,0 +1,89 @@
+"""The `harness` command: a thin Hydra entry point.
+
+    harness model=mnist_cnn method=gradient schedule=cascading     # one run
+    harness -m method=gradient,guided_backprop schedule=independent # a sweep
+    harness layers model=mnist_cnn                                  # the model's blocks
+    harness --help / harness --cfg job                              # options / resolved config
+
+A user mistake ends with one line on stderr (`harness: error: ...`) and exit status 2.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from harness.errors import HarnessError
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "conf"
+GROUPS = ("model", "data", "method", "schedule", "metrics", "experiment")
+COMMANDS = ("run", "layers")
+
+
+def main() -> None:
+    argv = sys.argv[1:]
+    if argv and argv[0] in COMMANDS:
+        argv = [*argv[1:], f"command={argv[0]}"]
+    try:
+        check_group_choices(argv)
+    except HarnessError as error:
+        fail(error)
+    sys.argv = [sys.argv[0], *argv]
+    _hydra_main()
+
+
+def fail(error: BaseException) -> None:
+    print(f"harness: error: {error}", file=sys.stderr)
+    sys.exit(2)
+
+
+def group_options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
+
+
+def check_group_choices(argv: list[str]) -> None:
+    """Catch `method=nonsense` before Hydra does: Hydra's own message spans a dozen lines."""
+    for arg in argv:
+        if arg.startswith("-") or "=" not in arg:
+            continue
+        key, _, value = arg.lstrip("+~").partition("=")
+        if key not in GROUPS or value in ("", "null"):
+            continue
+        valid = group_options(key)
+        for choice in value.split(","):
+            if choice not in valid:
+                raise HarnessError(f"unknown {key} {choice!r}; valid: {', '.join(valid)}")
+
+
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="config")
+def _hydra_main(cfg: DictConfig) -> None:
+    try:
+        if cfg.command == "layers":
+            print_layers(cfg)
+            return
+        from harness import runner
+
+        run_dir = runner.run(cfg)
+        print(f"results: {run_dir}")
+    except HarnessError as error:
+        fail(error)
+
+
+def print_layers(cfg: DictConfig) -> None:
+    from harness.models import load_model
+
+    model = load_model(cfg.model)
+    print(f"{model.name} ({model.source_kind}: {model.identity}); input {model.input_spec}; "
+          f"{model.num_classes} classes")
+    print(f"{len(model.blocks)} blocks, input -> output:")
+    in_block = set()
+    for i, block in enumerate(model.blocks):
+        print(f"  {i:2d} {block.name:<24} {block.parameter_count:>12,d} parameters")
+        for v in block.variables:
+            in_block.add(v.name)
+            print(f"       {v.name:<48} {str(list(v.shape)):<22} {'' if v.trainable else '(non-trainable)'}")
+    rest = [v for v in model.variables if v.name not in in_block]
+    if rest:
+        print(f"  not in any block (never randomized): {', '.join(v.name for v in rest)}")

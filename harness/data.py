@@ -1,0 +1,120 @@
+"""Image sets: the built-in MNIST held-out split, a folder or glob of image files, skimage photos.
+
+Every source returns an `ImageSet` with images in [0, 1], float32, NHWC, resized to the model's input
+size; `ModelUnderTest.input_spec.to_model_space` maps them to the model's own value range.
+"""
+from __future__ import annotations
+
+import glob as globbing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from harness.errors import HarnessError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+SOURCES = ("mnist", "folder", "skimage")
+SKIMAGE_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry",
+                  "retina", "camera", "coins", "moon", "page", "text", "brick", "grass", "gravel")
+
+
+@dataclass(frozen=True)
+class ImageSet:
+    images: np.ndarray                 # [N, H, W, C] float32 in [0, 1]
+    ids: list[str]                     # stable names (row keys in scores.csv)
+    labels: np.ndarray | None = None   # int labels when the source has them
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def load_images(cfg: Mapping[str, Any], size: tuple[int, int] | None, channels: int) -> ImageSet:
+    source = cfg.get("source")
+    if source not in SOURCES:
+        raise HarnessError(f"unknown data source {source!r}; valid: {', '.join(SOURCES)}")
+    count = cfg.get("count")
+    loaded = {"mnist": _mnist, "folder": _folder, "skimage": _skimage}[source](cfg)
+    if count is not None:
+        loaded = ImageSet(loaded.images[:count], loaded.ids[:count],
+                          None if loaded.labels is None else loaded.labels[:count])
+    return _conform(loaded, size, channels)
+
+
+def _mnist(cfg) -> ImageSet:
+    from harness.zoo import mnist
+
+    _, _, x_test, y_test = mnist.load_split()
+    return ImageSet(x_test, [f"mnist_test_{i:04d}" for i in range(len(x_test))], y_test)
+
+
+def _folder(cfg) -> ImageSet:
+    pattern = str(cfg.get("path") or "")
+    path = Path(pattern).expanduser()
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    else:
+        files = sorted(Path(p) for p in globbing.glob(str(path)) if Path(p).is_file())
+        if not files and not any(ch in pattern for ch in "*?["):
+            raise HarnessError(f"data.path {pattern!r} does not exist (give a folder of images or a glob)")
+    if not files:
+        raise HarnessError(f"data.path {pattern!r} contains no images ({', '.join(IMAGE_SUFFIXES)})")
+    # Sizes may differ: the list is resized and stacked by `_conform`.
+    return ImageSet([_read(f) for f in files], [f.name for f in files], _labels(cfg, len(files)))
+
+
+def _skimage(cfg) -> ImageSet:
+    from skimage import data as photos
+
+    names = list(cfg.get("names") or ("chelsea", "coffee", "astronaut", "rocket"))
+    unknown = [n for n in names if n not in SKIMAGE_PHOTOS]
+    if unknown:
+        raise HarnessError(f"unknown skimage photo {unknown[0]!r}; valid: {', '.join(SKIMAGE_PHOTOS)}")
+    images = [_as_float(getattr(photos, n)()) for n in names]
+    return ImageSet(images, names, _labels(cfg, len(names)))
+
+
+def _read(file: Path) -> np.ndarray:
+    from skimage import io
+
+    try:
+        return _as_float(io.imread(file))
+    except Exception as error:  # noqa: BLE001 - decoders raise many types for a broken file
+        raise HarnessError(f"image {str(file)!r} does not decode: {str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__}") from error
+
+
+def _as_float(image: np.ndarray) -> np.ndarray:
+    from skimage.util import img_as_float32
+
+    image = img_as_float32(image)
+    return image[..., None] if image.ndim == 2 else image
+
+
+def _labels(cfg, n: int) -> np.ndarray | None:
+    labels = cfg.get("labels")
+    if labels is None:
+        return None
+    if len(labels) != n:
+        raise HarnessError(f"data.labels has {len(labels)} entries for {n} images")
+    return np.asarray(labels, np.int64)
+
+
+def _conform(image_set: ImageSet, size: tuple[int, int] | None, channels: int) -> ImageSet:
+    """Resize to the model's input size and match its channels (RGBA drops alpha; gray -> RGB)."""
+    from skimage.transform import resize
+
+    out = []
+    for image, image_id in zip(image_set.images, image_set.ids):
+        image = np.asarray(image, np.float32)
+        if image.shape[-1] == 4:
+            image = image[..., :3]
+        if image.shape[-1] != channels:
+            if image.shape[-1] == 1 and channels == 3:
+                image = np.repeat(image, 3, axis=-1)
+            else:
+                raise HarnessError(f"image {image_id!r} has {image.shape[-1]} channels; the model takes {channels}")
+        if size and tuple(image.shape[:2]) != tuple(size):
+            image = resize(image, (*size, channels), anti_aliasing=True, preserve_range=True)
+        out.append(image.astype(np.float32))
+    return ImageSet(np.stack(out), list(image_set.ids), image_set.labels)

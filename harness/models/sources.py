@@ -1,0 +1,248 @@
+"""Where a model comes from. Every source ends in the same `ModelUnderTest`.
+
+`model.source` is one of
+- `builtin:NAME`                      a built-in model (trained here, cached; loaded as a SavedModel)
+- `http(s)://...`                     a TF-Hub handle, resolved by `tensorflow_hub` (download, cache,
+                                      `TFHUB_CACHE_DIR`)
+- a folder with `saved_model.pb`      a TF2 SavedModel (callable, as TF-Hub models are)
+- a `.keras` / `.h5` file             a Keras model
+- `keras_applications:NAME`           `keras.applications.NAME` (weights: null or a local file)
+"""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from harness.errors import HarnessError
+from harness.models.blocks import clean_name
+from harness.models.export import read_metadata
+from harness.models.wrapper import (InputSpec, ModelUnderTest, ModelVariable, build_blocks,
+                                    check_logit_output, execution_order)
+
+KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
+
+
+def classify(source: str) -> str:
+    if not source:
+        raise HarnessError("model.source is empty; give a built-in name (builtin:mnist_cnn), a TF-Hub "
+                           "handle (http(s)://...), a SavedModel folder, a .keras/.h5 file or "
+                           "keras_applications:NAME")
+    if source.startswith("builtin:"):
+        return "builtin"
+    if source.startswith("keras_applications:"):
+        return "keras_applications"
+    if source.startswith(("http://", "https://")):
+        return "hub"
+    path = Path(source).expanduser()
+    if path.is_dir() and (path / "saved_model.pb").is_file():
+        return "saved_model"
+    if path.suffix in KERAS_SUFFIXES and path.is_file():
+        return "keras_file"
+    if path.is_dir():
+        raise HarnessError(f"model source {source!r} is a folder without saved_model.pb, not a SavedModel")
+    if path.suffix in KERAS_SUFFIXES:
+        raise HarnessError(f"model source {source!r}: no such Keras file")
+    raise HarnessError(
+        f"model source {source!r} does not resolve: expected builtin:NAME, an http(s) TF-Hub handle, "
+        "an existing SavedModel folder, a .keras/.h5 file, or keras_applications:NAME"
+    )
+
+
+def load_model(cfg: Mapping[str, Any], log=print) -> ModelUnderTest:
+    """Build the ModelUnderTest a `model` config describes."""
+    source = str(cfg.get("source") or "")
+    kind = classify(source)
+    loader = {"builtin": _load_builtin, "hub": _load_hub, "saved_model": _load_saved_model,
+              "keras_file": _load_keras_file, "keras_applications": _load_keras_applications}[kind]
+    model = loader(source, cfg, log)
+    model.num_classes = check_logit_output(model)
+    return model
+
+
+# -- SavedModels (hub handles, folders, built-ins) ---------------------------------------------------
+def _load_builtin(source: str, cfg, log) -> ModelUnderTest:
+    from harness import zoo
+
+    name = source.split(":", 1)[1]
+    path = zoo.model_path(name, log=log)
+    model = _from_saved_model(str(path), cfg, kind="builtin", identity=f"builtin:{path.name}")
+    model.name = cfg.get("name") or name
+    return model
+
+
+def _load_hub(handle: str, cfg, log) -> ModelUnderTest:
+    import tensorflow_hub as hub
+
+    try:
+        path = hub.resolve(handle)
+    except Exception as error:  # noqa: BLE001 - hub raises many types for an unreachable handle
+        raise HarnessError(f"TF-Hub handle {handle!r} could not be resolved: {_first_line(error)}") from error
+    return _from_saved_model(path, cfg, kind="hub", identity=handle)
+
+
+def _load_saved_model(path: str, cfg, log) -> ModelUnderTest:
+    return _from_saved_model(path, cfg, kind="saved_model", identity=f"{path}#{_digest(Path(path) / 'saved_model.pb')}")
+
+
+def _from_saved_model(path: str, cfg, kind: str, identity: str) -> ModelUnderTest:
+    import tensorflow as tf
+    import tensorflow_hub as hub
+
+    try:
+        loaded = hub.load(path)
+    except Exception as error:  # noqa: BLE001
+        raise HarnessError(f"{path!r} is not a loadable SavedModel: {_first_line(error)}") from error
+    metadata = read_metadata(path)
+    call = _callable_of(loaded, path)
+    spec = _input_spec(cfg, metadata, _saved_model_input_shape(loaded))
+    raw = list(getattr(loaded, "variables", []))
+    if not raw:
+        raise HarnessError(f"SavedModel {path!r} exposes no variables; nothing to randomize")
+    tensor_spec = tf.TensorSpec(spec.batch_shape(), tf.float32)
+    ordered = execution_order(call, tensor_spec, raw)
+    initializers = metadata.get("initializers", {})
+    variables = [ModelVariable(clean_name(v.name), v, bool(v.trainable), initializers.get(clean_name(v.name)))
+                 for v in ordered]
+    name = cfg.get("name") or metadata.get("name") or Path(path.rstrip("/")).name
+    return ModelUnderTest(
+        name=name, identity=identity, source_kind=kind, call=call, input_spec=spec, variables=variables,
+        blocks=_blocks(variables, cfg, name), metadata=metadata, saved_model=loaded,
+    )
+
+
+def _callable_of(loaded, path: str):
+    """The SavedModel's forward pass: its `__call__` (TF2 hub style) or its single serving signature."""
+    if callable(loaded):
+        return lambda x: loaded(x)
+    signatures = getattr(loaded, "signatures", {})
+    if "serving_default" in signatures:
+        signature = signatures["serving_default"]
+        outputs = list(signature.structured_outputs)
+        if len(outputs) != 1:
+            raise HarnessError(f"SavedModel {path!r}: serving signature has outputs {outputs}; expected one logit output")
+        key = outputs[0]
+        input_key = list(signature.structured_input_signature[1])[0]
+        return lambda x: signature(**{input_key: x})[key]
+    raise HarnessError(f"SavedModel {path!r} is neither callable nor has a serving_default signature")
+
+
+def _saved_model_input_shape(loaded) -> list | None:
+    try:
+        for cf in loaded.__call__.concrete_functions:
+            spec = cf.structured_input_signature[0][0]
+            return list(spec.shape)
+    except (AttributeError, IndexError, TypeError):
+        return None
+    return None
+
+
+# -- Keras ------------------------------------------------------------------------------------------
+def _load_keras_file(path: str, cfg, log) -> ModelUnderTest:
+    import keras
+
+    try:
+        model = keras.models.load_model(path, compile=False)
+    except Exception as error:  # noqa: BLE001
+        raise HarnessError(f"{path!r} is not a loadable Keras model: {_first_line(error)}") from error
+    return _from_keras(model, cfg, kind="keras_file", identity=f"{path}#{_digest(Path(path))}")
+
+
+def _load_keras_applications(source: str, cfg, log) -> ModelUnderTest:
+    import keras
+
+    name = source.split(":", 1)[1]
+    builder = getattr(keras.applications, name, None)
+    if builder is None or not callable(builder):
+        valid = [n for n in dir(keras.applications) if n[0].isupper()]
+        raise HarnessError(f"unknown keras.applications model {name!r}; valid: {', '.join(valid)}")
+    weights = cfg.get("weights")
+    if weights and not Path(weights).is_file():
+        raise HarnessError(f"keras.applications weights file {weights!r} does not exist (no downloads here: "
+                           "use weights: null or a local file)")
+    kwargs = {"weights": weights or None}
+    if cfg.get("input", {}).get("size"):
+        kwargs["input_shape"] = (*cfg["input"]["size"], cfg["input"].get("channels", 3))
+    model = builder(**kwargs, classifier_activation=None)
+    return _from_keras(model, cfg, kind="keras_applications", identity=f"{source}#{weights or 'random'}")
+
+
+def _from_keras(model, cfg, kind: str, identity: str) -> ModelUnderTest:
+    import tensorflow as tf
+
+    shape = list(model.inputs[0].shape)
+    spec = _input_spec(cfg, {}, shape)
+    call = lambda x: model(x, training=False)  # noqa: E731 - inference mode always (BN statistics)
+    by_tf = {id(v.value.handle): v for v in model.variables}
+    ordered = execution_order(call, tf.TensorSpec(spec.batch_shape(), tf.float32),
+                              [v.value for v in model.variables])
+    variables = [ModelVariable(by_tf[id(t.handle)].path, t, bool(by_tf[id(t.handle)].trainable),
+                               _keras_initializer(model, by_tf[id(t.handle)].path)) for t in ordered]
+    name = cfg.get("name") or model.name
+    return ModelUnderTest(
+        name=name, identity=identity, source_kind=kind, call=call, input_spec=spec, variables=variables,
+        blocks=_blocks(variables, cfg, name), keras_model=model,
+    )
+
+
+def _keras_initializer(model, path: str) -> dict | None:
+    """The construction-time initializer of a Keras variable, as the harness's spec dict."""
+    layer_name, _, attribute = path.rpartition("/")
+    try:
+        layer = model.get_layer(layer_name.split("/")[-1])
+    except ValueError:
+        return None
+    initializer = getattr(layer, f"{attribute}_initializer", None)
+    return initializer_spec(initializer) if initializer is not None else None
+
+
+def initializer_spec(initializer) -> dict | None:
+    """Translate a Keras initializer into the spec dicts `harness.randomization` draws from."""
+    config = initializer.get_config()
+    kind = type(initializer).__name__
+    if kind == "TruncatedNormal":
+        return {"kind": "truncated_normal", "std": config["stddev"], "mean": config.get("mean", 0.0)}
+    if kind == "RandomNormal":
+        return {"kind": "normal", "std": config["stddev"], "mean": config.get("mean", 0.0)}
+    if kind == "RandomUniform":
+        return {"kind": "uniform", "low": config["minval"], "high": config["maxval"]}
+    if kind in ("Zeros", "Ones", "Constant"):
+        return {"kind": "constant", "value": {"Zeros": 0.0, "Ones": 1.0}.get(kind, config.get("value"))}
+    if kind in ("GlorotUniform", "HeNormal", "HeUniform", "GlorotNormal", "LecunNormal", "LecunUniform"):
+        return {"kind": "variance_scaling", "scale": {"He": 2.0}.get(kind[:2], 1.0),
+                "mode": "fan_avg" if kind.startswith("Glorot") else "fan_in",
+                "distribution": "uniform" if kind.endswith("Uniform") else "truncated_normal"}
+    if kind == "VarianceScaling":
+        return {"kind": "variance_scaling", "scale": config["scale"], "mode": config["mode"],
+                "distribution": config["distribution"]}
+    return None
+
+
+# -- shared -----------------------------------------------------------------------------------------
+def _input_spec(cfg, metadata: dict, shape: list | None) -> InputSpec:
+    """Config first, then the model's own metadata, then what its input signature says."""
+    given = dict(cfg.get("input") or {})
+    meta = metadata.get("input", {})
+    size = given.get("size") or meta.get("size")
+    if not size and shape and len(shape) == 4 and shape[1] and shape[2]:
+        size = [int(shape[1]), int(shape[2])]
+    channels = given.get("channels") or meta.get("channels") or (int(shape[3]) if shape and len(shape) == 4 and shape[3] else 3)
+    value_range = given.get("value_range") or meta.get("value_range") or [0.0, 1.0]
+    return InputSpec(tuple(int(s) for s in size) if size else None, int(channels),
+                     (float(value_range[0]), float(value_range[1])))
+
+
+def _blocks(variables, cfg, name):
+    spec = dict(cfg.get("blocks") or {})
+    return build_blocks(variables, depth=int(spec.get("depth") or 1), names=spec.get("names"), model=name)
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

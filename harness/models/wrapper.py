@@ -1,0 +1,157 @@
+"""ModelUnderTest: the one wrapper every other module talks to.
+
+Whatever a model's source (TF-Hub handle, SavedModel folder, Keras file, built-in), the harness sees
+logits for a batch, the input spec, the variables grouped into blocks in execution order, and an
+in-place snapshot / restore / randomize. Compiled functions capture the variables once, so assigning
+new values never retraces (`trace_counts` lets tests prove it).
+"""
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import tensorflow as tf
+
+from harness.errors import HarnessError
+from harness.models import blocks as blocking
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """What the model expects: spatial size (None = any), channels, and its input value range.
+
+    Images enter the harness in [0, 1]; `to_model_space` maps them to the model's range
+    (TF-Hub image models take [0, 1]; the paper's slim Inception takes [-1, 1]).
+    """
+    size: tuple[int, int] | None
+    channels: int
+    value_range: tuple[float, float] = (0.0, 1.0)
+
+    def to_model_space(self, images01: np.ndarray) -> np.ndarray:
+        low, high = self.value_range
+        return (low + (high - low) * np.asarray(images01, np.float32)).astype(np.float32)
+
+    def batch_shape(self) -> list[int | None]:
+        height, width = self.size if self.size else (None, None)
+        return [None, height, width, self.channels]
+
+
+@dataclass
+class ModelVariable:
+    """A model variable with what randomization needs: its clean name, role and initializer."""
+    name: str
+    variable: tf.Variable
+    trainable: bool
+    initializer: dict[str, Any] | None = None
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(int(d) for d in self.variable.shape)
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+
+@dataclass(frozen=True)
+class Block:
+    name: str
+    variables: tuple[ModelVariable, ...]
+
+    @property
+    def parameter_count(self) -> int:
+        return sum(v.size for v in self.variables)
+
+
+@dataclass
+class ModelUnderTest:
+    """A model as every other module sees it. Build it with `harness.models.load_model`."""
+    name: str
+    identity: str                      # handle, path + hash, or built-in name + recipe key
+    source_kind: str                   # builtin | hub | saved_model | keras_file | keras_applications
+    call: Callable[[tf.Tensor], tf.Tensor]
+    input_spec: InputSpec
+    variables: list[ModelVariable]     # execution order (input -> output)
+    blocks: list[Block]
+    metadata: dict[str, Any] = field(default_factory=dict)
+    keras_model: Any = None            # set for Keras sources (Guided Backprop swaps activations)
+    saved_model: Any = None            # set for SavedModel / hub sources (graph import)
+    trace_counts: Counter = field(default_factory=Counter)
+    _compiled: dict = field(default_factory=dict, repr=False)
+    num_classes: int = 0
+
+    # -- forward ---------------------------------------------------------------------------------
+    def logits(self, x) -> tf.Tensor:
+        return self.call(x)
+
+    def tensor_spec(self) -> tf.TensorSpec:
+        return tf.TensorSpec(self.input_spec.batch_shape(), tf.float32)
+
+    def compiled(self, key: str, build: Callable[[], Callable]) -> Callable:
+        """A compiled function built once per model and key (e.g. 'gradient', 'guided')."""
+        if key not in self._compiled:
+            self._compiled[key] = build()
+        return self._compiled[key]
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        fn = self.compiled("logits", lambda: tf.function(self._counted("logits", self.logits),
+                                                        input_signature=[self.tensor_spec()]))
+        return fn(tf.constant(x)).numpy()
+
+    def _counted(self, key: str, fn: Callable) -> Callable:
+        def traced(*args):
+            self.trace_counts[key] += 1  # Python side effect: runs at trace time only
+            return fn(*args)
+        return traced
+
+    # -- blocks ----------------------------------------------------------------------------------
+    def block(self, name: str) -> Block:
+        for block in self.blocks:
+            if block.name == name:
+                return block
+        raise HarnessError(f"unknown block {name!r} of model {self.name}; "
+                           f"valid: {', '.join(b.name for b in self.blocks)}")
+
+    # -- state -----------------------------------------------------------------------------------
+    def snapshot(self) -> list[np.ndarray]:
+        return [v.variable.numpy().copy() for v in self.variables]
+
+    def restore(self, snapshot: list[np.ndarray]) -> None:
+        for v, value in zip(self.variables, snapshot, strict=True):
+            v.variable.assign(value)
+
+
+def execution_order(call: Callable, spec: tf.TensorSpec, variables: list[tf.Variable]) -> list[tf.Variable]:
+    """Variables sorted by when the traced forward pass first captures them.
+
+    The order variables are *listed* in is not execution order (hub.KerasLayer lists trainable ones
+    first); the captures of a traced call are. Variables the call never touches go last.
+    """
+    graph = tf.function(call).get_concrete_function(spec).graph
+    position = {id(handle): i for i, (handle, _) in enumerate(graph.captures)}
+    return sorted(variables, key=lambda v: position.get(id(v.handle), len(position)))
+
+
+def build_blocks(variables: list[ModelVariable], depth: int = 1, names: list[str] | None = None,
+                 model: str = "model") -> list[Block]:
+    groups = blocking.group([v.name for v in variables], depth=depth, block_names=names, model=model)
+    return [Block(name, tuple(variables[i] for i in indices)) for name, indices in groups]
+
+
+def check_logit_output(model: ModelUnderTest) -> int:
+    """Number of classes; the output of a forward pass must be a [batch, classes] logit vector."""
+    size = model.input_spec.size or (32, 32)
+    probe = np.zeros((1, *size, model.input_spec.channels), np.float32)
+    try:
+        out = model.predict(probe)
+    except HarnessError:
+        raise
+    except Exception as error:  # noqa: BLE001 - any TF failure here means the input spec is wrong
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise HarnessError(f"model {model.name} rejects input of shape {probe.shape}: {first}") from error
+    if out.ndim != 2 or out.shape[1] < 2:
+        raise HarnessError(f"model {model.name} outputs shape {list(out.shape)}, not a [batch, classes] "
+                           "logit vector; point the harness at the classifier's logits")
+    return int(out.shape[1])

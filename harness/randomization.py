@@ -1,0 +1,230 @@
+"""Layer randomization: schedules of steps, re-initialization schemes, in place and self-checked.
+
+A schedule is a list of steps; step 0 is always the unrandomized model. Applying a step assigns new
+values to the existing variables of its blocks (no clone, no rebuild, so compiled functions keep
+working without a retrace), proves that exactly those blocks changed, and afterwards restores every
+variable bit for bit from the trained snapshot (and proves that too).
+"""
+from __future__ import annotations
+
+import zlib
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from scipy import stats
+
+from harness.errors import HarnessError
+from harness.models.wrapper import Block, ModelUnderTest, ModelVariable
+
+SCHEDULES = ("cascading", "bottom_up", "independent")
+SCHEMES = ("auto", "own", "he_truncated_normal", "truncated_normal", "glorot_uniform", "uniform", "permute")
+BN_STATS = ("keep", "reset")
+DRAWS = ("per_step", "nested")
+ORIGINAL = "original"
+
+
+class RandomizationCheckError(RuntimeError):
+    """The self-check found a variable that should (not) have changed: the run must not go on."""
+
+
+# -- schedules ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Step:
+    index: int
+    block: str                       # the block this step adds ("original" at step 0)
+    randomized: tuple[str, ...]      # every block randomized at this step
+
+
+def schedule_steps(kind: str, block_names: Sequence[str]) -> list[Step]:
+    """Steps of a schedule over blocks given in execution order (input -> output).
+
+    cascading: top block first, then each next one down, accumulating (the paper's Figure 2);
+    bottom_up: the same from the input upward (Hedström et al.); independent: one block at a time,
+    top-down, all others trained.
+    """
+    if kind not in SCHEDULES:
+        raise HarnessError(f"unknown schedule {kind!r}; valid: {', '.join(SCHEDULES)}")
+    names = list(block_names)
+    top_down = names[::-1]
+    steps = [Step(0, ORIGINAL, ())]
+    for i, block in enumerate(top_down if kind != "bottom_up" else names, start=1):
+        if kind == "cascading":
+            randomized = tuple(top_down[:i])
+        elif kind == "bottom_up":
+            randomized = tuple(names[:i])
+        else:
+            randomized = (block,)
+        steps.append(Step(i, block, randomized))
+    return steps
+
+
+# -- settings ----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Reinit:
+    """How a block is re-initialized."""
+    scheme: str = "auto"             # see SCHEMES; "auto" = own initializer if known, else He
+    std: float = 0.01                # truncated_normal
+    low: float = -0.05               # uniform
+    high: float = 0.05
+    bn_stats: str = "keep"           # batch-norm moving statistics: keep (authors' code) or reset
+    draws: str = "per_step"          # fresh draws every step (paper) or once per block (nested)
+    seed: int = 0
+
+    def __post_init__(self):
+        for value, valid, what in ((self.scheme, SCHEMES, "re-initialization scheme"),
+                                   (self.bn_stats, BN_STATS, "bn_stats"), (self.draws, DRAWS, "draws")):
+            if value not in valid:
+                raise HarnessError(f"unknown {what} {value!r}; valid: {', '.join(valid)}")
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any], seed: int = 0) -> "Reinit":
+        keys = {"scheme", "std", "low", "high", "bn_stats", "draws"}
+        return cls(seed=seed, **{k: cfg[k] for k in keys if k in cfg and cfg[k] is not None})
+
+
+# -- drawing new values ------------------------------------------------------------------------------
+def role(v: ModelVariable) -> str:
+    """kernel | bias | gamma | moving_stat | other, from the variable's name, shape and trainability."""
+    leaf = v.name.rsplit("/", 1)[-1].lower()
+    if not v.trainable:
+        return "moving_stat" if ("moving" in leaf or leaf in ("mean", "variance")) else "other"
+    if leaf in ("gamma", "scale"):
+        return "gamma"
+    if len(v.shape) >= 2:
+        return "kernel"
+    return "bias"
+
+
+def _fans(shape: tuple[int, ...]) -> tuple[int, int]:
+    receptive = int(np.prod(shape[:-2])) if len(shape) > 2 else 1
+    return shape[-2] * receptive, shape[-1] * receptive
+
+
+def _truncated_normal(rng, shape, std, mean=0.0) -> np.ndarray:
+    # Truncated at two standard deviations, as tf / keras TruncatedNormal initializers do.
+    return stats.truncnorm.rvs(-2.0, 2.0, loc=mean, scale=std, size=shape, random_state=rng)
+
+
+def _from_spec(spec: Mapping[str, Any], shape, rng) -> np.ndarray:
+    kind = spec["kind"]
+    if kind == "truncated_normal":
+        return _truncated_normal(rng, shape, spec["std"], spec.get("mean", 0.0))
+    if kind == "normal":
+        return rng.normal(spec.get("mean", 0.0), spec["std"], size=shape)
+    if kind == "uniform":
+        return rng.uniform(spec["low"], spec["high"], size=shape)
+    if kind == "constant":
+        return np.full(shape, spec["value"])
+    if kind == "variance_scaling":
+        fan_in, fan_out = _fans(shape)
+        fan = {"fan_in": fan_in, "fan_out": fan_out, "fan_avg": (fan_in + fan_out) / 2}[spec["mode"]]
+        if spec["distribution"] == "uniform":
+            limit = np.sqrt(3.0 * spec["scale"] / fan)
+            return rng.uniform(-limit, limit, size=shape)
+        # Keras divides by .87962566 so that the *truncated* normal has the wanted variance.
+        return _truncated_normal(rng, shape, np.sqrt(spec["scale"] / fan) / 0.87962566103423978)
+    raise HarnessError(f"unknown initializer kind {kind!r} in model metadata")
+
+
+def scheme_for(v: ModelVariable, reinit: Reinit) -> str:
+    if reinit.scheme == "auto":
+        return "own" if v.initializer else "he_truncated_normal"
+    return reinit.scheme
+
+
+def draw(v: ModelVariable, reinit: Reinit, rng: np.random.Generator, current: np.ndarray) -> np.ndarray | None:
+    """New value for one variable, or None when the scheme leaves it alone."""
+    kind, scheme, shape = role(v), scheme_for(v, reinit), v.shape
+    if kind == "moving_stat":
+        if reinit.bn_stats == "keep":
+            return None
+        return np.zeros(shape) if "mean" in v.name.rsplit("/", 1)[-1] else np.ones(shape)
+    if kind == "other":
+        return None
+    if scheme == "permute":
+        return rng.permutation(current.ravel()).reshape(shape)
+    if scheme == "own":
+        if not v.initializer:
+            raise HarnessError(f"scheme 'own': variable {v.name} has no recorded initializer; use scheme "
+                               f"auto or one of {', '.join(SCHEMES[2:])}")
+        return _from_spec(v.initializer, shape, rng)
+    if kind in ("bias", "gamma"):
+        # Biases and batch-norm beta go back to their initial constant; gamma to one.
+        if v.initializer and v.initializer["kind"] == "constant":
+            return np.full(shape, v.initializer["value"])
+        return np.full(shape, 1.0 if kind == "gamma" else 0.0)
+    fan_in, fan_out = _fans(shape)
+    if scheme == "he_truncated_normal":
+        return _truncated_normal(rng, shape, np.sqrt(2.0 / fan_in))
+    if scheme == "truncated_normal":
+        return _truncated_normal(rng, shape, reinit.std)
+    if scheme == "glorot_uniform":
+        limit = np.sqrt(6.0 / (fan_in + fan_out))
+        return rng.uniform(-limit, limit, size=shape)
+    return rng.uniform(reinit.low, reinit.high, size=shape)  # "uniform"
+
+
+def _stable_hash(text: str) -> int:
+    return zlib.crc32(text.encode())
+
+
+def block_rng(reinit: Reinit, block: str, step: int, variable: str) -> np.random.Generator:
+    """Seeded from the run seed, the block and variable names, and (per_step draws) the step."""
+    step_part = step if reinit.draws == "per_step" else 0
+    return np.random.default_rng([reinit.seed, _stable_hash(block), _stable_hash(variable), step_part])
+
+
+def randomize_block(block: Block, reinit: Reinit, step: int) -> list[str]:
+    """Assign fresh values to a block's variables in place; returns the names assigned."""
+    assigned = []
+    for v in block.variables:
+        current = v.variable.numpy()
+        value = draw(v, reinit, block_rng(reinit, block.name, step, v.name), current)
+        if value is not None:
+            v.variable.assign(value.astype(current.dtype))
+            assigned.append(v.name)
+    return assigned
+
+
+# -- applying steps, with the self-check -------------------------------------------------------------
+@dataclass
+class Randomizer:
+    """Applies schedule steps to a model in place; proves each step and the final restore."""
+    model: ModelUnderTest
+    reinit: Reinit
+    trained: list[np.ndarray] = field(default_factory=list)
+    assigned: dict[str, list[str]] = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.trained = self.model.snapshot()
+
+    @contextmanager
+    def step(self, step: Step) -> Iterator[None]:
+        self.assigned = {}
+        try:
+            for name in step.randomized:
+                self.assigned[name] = randomize_block(self.model.block(name), self.reinit, step.index)
+            self.check(step.randomized)
+            yield
+        finally:
+            self.model.restore(self.trained)
+        self.check(())
+
+    def check(self, randomized: Sequence[str]) -> None:
+        """Untouched variables bit-identical to the trained ones; each randomized block changed."""
+        # A block of constants (an untrained batch-norm beta) may legitimately be re-assigned the
+        # same values, so "changed" is demanded of kernels only; every block must be assigned.
+        for name in randomized:
+            if not self.assigned.get(name):
+                raise RandomizationCheckError(f"self-check failed: nothing in block {name} was re-initialized")
+        expected = {v.name for name in randomized for v in self.model.block(name).variables}
+        for v, trained in zip(self.model.variables, self.trained, strict=True):
+            same = v.variable.numpy().tobytes() == trained.tobytes()
+            if v.name not in expected and not same:
+                raise RandomizationCheckError(
+                    f"self-check failed: {v.name} changed but is not in the randomized blocks {list(randomized)}")
+            if v.name in expected and same and role(v) == "kernel":
+                raise RandomizationCheckError(f"self-check failed: kernel {v.name} was not re-initialized")

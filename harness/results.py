@@ -1,0 +1,43 @@
+"""Writing result files atomically: a temp file in the same folder, then a rename.
+
+A reader (or a resumed run) never sees a half-written CSV: either the old file or the new one.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def write_csv(path: Path, frame: pd.DataFrame) -> Path:
+    return atomic_write(path, lambda tmp: frame.to_csv(tmp, index=False))
+
+
+def write_json(path: Path, data: Any) -> Path:
+    return atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str)))
+
+
+def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> Path:
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as handle:  # a file handle: np.savez would append ".npz" to a bare path
+            np.savez_compressed(handle, **arrays)
+    return atomic_write(path, write)

@@ -1,0 +1,411 @@
+"""Post-processing of saliency maps and similarity scores between two maps.
+
+Implements section 4 of the reference protocol (Adebayo et al. 2018, "Sanity Checks for Saliency
+Maps"): absolute and signed (diverging) visualisation maps, Spearman rank correlation of both,
+SSIM and HOG similarity, a foreground-only Spearman (pitfall 3), and random masks for the
+calibration control. Pure numpy / scipy / scikit-image: this module must not import TensorFlow.
+
+Undefined scores (pitfall 1) are never zero-filled: a constant map makes Spearman and the HOG
+correlation undefined, so the score is NaN with ``degenerate=True`` and a reason saying which side
+was constant. The caller counts and reports them.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Iterator
+
+import numpy as np
+from scipy import stats
+from skimage.feature import hog
+from skimage.metrics import structural_similarity
+
+from harness.errors import HarnessError
+
+__all__ = [
+    "METRIC_NAMES",
+    "MASK_KINDS",
+    "MetricSettings",
+    "Score",
+    "absolute_map",
+    "signed_map",
+    "minmax01",
+    "hog_geometry",
+    "compare",
+    "compare_batch",
+    "random_mask",
+]
+
+#: Every metric ``compare`` knows, in a stable order.
+METRIC_NAMES: tuple[str, ...] = ("spearman_abs", "spearman_signed", "ssim", "hog", "spearman_abs_fg")
+#: Correlations usable on the two HOG feature vectors (paper: Pearson, notebook: Spearman).
+HOG_CORRELATIONS: tuple[str, ...] = ("pearson", "spearman")
+#: Distributions of the calibration masks.
+MASK_KINDS: tuple[str, ...] = ("gaussian", "uniform")
+
+_PERCENTILE = 99.0  # clip level of 3-channel maps (PAIR's VisualizeImageGrayscale/Diverging default)
+_HOG_REFERENCE_CELL_PX = 16  # the paper's HOG cell size ...
+_HOG_REFERENCE_SIZE_PX = 299  # ... meant for Inception's 299 px inputs
+_HOG_MIN_CELL_PX = 2
+
+
+# --------------------------------------------------------------------------------------------
+# Settings
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MetricSettings:
+    """Which metrics to compute and how. Defaults are the paper's preset (``conf/metrics/paper.yaml``)."""
+
+    # Which metrics to compute, in this order; valid names: METRIC_NAMES.
+    metrics: tuple[str, ...] = ("spearman_abs", "spearman_signed", "ssim", "hog")
+    ssim_window: int = 5  # paper text: skimage SSIM, window 5 (uniform filter)
+    ssim_gaussian: bool = False  # notebook: Gaussian weights, sigma 1.5, window 11
+    ssim_sigma: float = 1.5
+    ssim_data_range: float = 1.0  # always passed explicitly to skimage (maps are min-max [0, 1])
+    hog_cell_px: int | None = None  # None -> round(16 * size / 299), at least 2 (see hog_geometry)
+    hog_orientations: int = 9
+    # Reduced automatically (see hog_geometry) when the image has fewer cells than this per side,
+    # e.g. a tiny image with large cells; 28 px MNIST with the scaled 2 px cells keeps 3x3.
+    hog_cells_per_block: int = 3
+    hog_correlation: str = "pearson"  # paper: Pearson; notebook: Spearman
+    preset: str = "paper"  # recorded in outputs
+
+    def __post_init__(self) -> None:
+        # Validate on construction so that both from_config and direct use fail early and clearly.
+        metrics = self.metrics
+        if isinstance(metrics, str):  # a single name, e.g. from a command-line override
+            metrics = (metrics,)
+        metrics = tuple(str(m) for m in metrics)
+        object.__setattr__(self, "metrics", metrics)
+        if not metrics:
+            raise HarnessError(f"metrics: at least one metric is needed; valid names: {', '.join(METRIC_NAMES)}")
+        for name in metrics:
+            if name not in METRIC_NAMES:
+                raise HarnessError(f"unknown metric {name!r}; valid names: {', '.join(METRIC_NAMES)}")
+        if len(set(metrics)) != len(metrics):
+            raise HarnessError(f"metrics: duplicate names in {list(metrics)}")
+        if self.hog_correlation not in HOG_CORRELATIONS:
+            raise HarnessError(
+                f"unknown hog_correlation {self.hog_correlation!r}; valid names: {', '.join(HOG_CORRELATIONS)}"
+            )
+        if int(self.ssim_window) < 3 or int(self.ssim_window) % 2 == 0:
+            raise HarnessError(f"ssim_window must be an odd integer >= 3, got {self.ssim_window!r}")
+        if not float(self.ssim_data_range) > 0:
+            raise HarnessError(f"ssim_data_range must be > 0, got {self.ssim_data_range!r}")
+        if not float(self.ssim_sigma) > 0:
+            raise HarnessError(f"ssim_sigma must be > 0, got {self.ssim_sigma!r}")
+        if self.hog_cell_px is not None and int(self.hog_cell_px) < 1:
+            raise HarnessError(f"hog_cell_px must be >= 1 or null, got {self.hog_cell_px!r}")
+        if int(self.hog_orientations) < 1 or int(self.hog_cells_per_block) < 1:
+            raise HarnessError("hog_orientations and hog_cells_per_block must be >= 1")
+
+    @classmethod
+    def from_config(cls, cfg: Mapping) -> "MetricSettings":
+        """Build from a Hydra/omegaconf node or a plain dict (keys = field names; missing -> default).
+
+        Unknown keys are an error too (a typo must not silently fall back to a default).
+        """
+        known = {f.name for f in fields(cls)}
+        values: dict[str, Any] = {}
+        for key in cfg:  # works for dict and omegaconf DictConfig alike
+            if key not in known:
+                raise HarnessError(f"unknown metrics setting {key!r}; valid settings: {', '.join(sorted(known))}")
+            values[key] = cfg[key]
+        # Coerce YAML scalars (e.g. `ssim_data_range: 1`) and ListConfig to the declared types.
+        if "metrics" in values and not isinstance(values["metrics"], str):
+            values["metrics"] = tuple(values["metrics"])
+        for key in ("ssim_window", "hog_orientations", "hog_cells_per_block"):
+            if key in values:
+                values[key] = int(values[key])
+        for key in ("ssim_sigma", "ssim_data_range"):
+            if key in values:
+                values[key] = float(values[key])
+        if values.get("hog_cell_px") is not None:
+            values["hog_cell_px"] = int(values["hog_cell_px"])
+        if "ssim_gaussian" in values:
+            values["ssim_gaussian"] = bool(values["ssim_gaussian"])
+        for key in ("hog_correlation", "preset"):
+            if key in values:
+                values[key] = str(values[key])
+        return cls(**values)
+
+    def to_record(self) -> dict[str, Any]:
+        """Plain, JSON-friendly dict of every setting (for run.json)."""
+        record = asdict(self)
+        record["metrics"] = list(self.metrics)
+        return record
+
+
+# --------------------------------------------------------------------------------------------
+# Post-processing
+# --------------------------------------------------------------------------------------------
+
+
+def _as_hwc(m: np.ndarray) -> np.ndarray:
+    """Return a float64 [H, W, C] view; a 2-D [H, W] map is treated as one channel."""
+    m = np.asarray(m, dtype=np.float64)
+    if m.ndim == 2:
+        m = m[:, :, None]
+    if m.ndim != 3:
+        raise ValueError(f"expected a saliency map of shape [H, W, C] or [H, W], got shape {m.shape}")
+    return m
+
+
+def _scale_by(x: np.ndarray, scale: float) -> np.ndarray:
+    """x / scale, or zeros when scale is 0 (all-zero map: no division-by-zero warnings)."""
+    if scale > 0:
+        return x / scale
+    return np.zeros_like(x)
+
+
+def absolute_map(m: np.ndarray) -> np.ndarray:
+    """[H, W, C] -> [H, W] float64 in [0, 1]: sum of |value| over channels.
+
+    C > 1 (Inception): clip at the 99th percentile and divide by it (PAIR's VisualizeImageGrayscale).
+    C == 1 (MNIST): divide by max |value|, no clip. An all-zero map stays all zeros.
+    """
+    m = _as_hwc(m)
+    a = np.abs(m).sum(axis=2)
+    if m.shape[2] == 1:
+        return _scale_by(a, float(a.max()))
+    p = float(np.percentile(a, _PERCENTILE))
+    if p > 0:
+        return np.minimum(a, p) / p
+    # Fewer than 1 % of pixels are non-zero (e.g. a very sparse map): clipping at the percentile
+    # would erase them all, so fall back to dividing by the max instead.
+    return _scale_by(a, float(a.max()))
+
+
+def signed_map(m: np.ndarray) -> np.ndarray:
+    """[H, W, C] -> [H, W] float64 in [-1, 1]: signed sum over channels.
+
+    C > 1: clip symmetrically at the 99th percentile of |sum| and divide by it (PAIR's diverging
+    visualisation); C == 1: divide by max |value|. An all-zero map stays all zeros.
+    """
+    m = _as_hwc(m)
+    s = m.sum(axis=2)
+    mag = np.abs(s)
+    if m.shape[2] == 1:
+        return _scale_by(s, float(mag.max()))
+    p = float(np.percentile(mag, _PERCENTILE))
+    if p > 0:
+        return np.clip(s, -p, p) / p
+    return _scale_by(s, float(mag.max()))  # sparse-map fallback, as in absolute_map
+
+
+def minmax01(m2d: np.ndarray) -> np.ndarray:
+    """Min-max scale a 2-D map to [0, 1] (input of SSIM and HOG); a constant map gives zeros."""
+    m2d = np.asarray(m2d, dtype=np.float64)
+    lo, hi = float(m2d.min()), float(m2d.max())
+    if hi > lo:
+        return (m2d - lo) / (hi - lo)
+    return np.zeros_like(m2d)
+
+
+def hog_geometry(height: int, width: int, settings: MetricSettings) -> tuple[int, int]:
+    """(cell size in px, cells per block side) actually used for an image of this size.
+
+    Cell size: settings.hog_cell_px, or scaled to the image: round(16 * min(H, W) / 299), at least
+    2 px (16 px is the paper's value for 299 px inputs; 28 px MNIST gets 2 px cells).
+    Cells per block: settings.hog_cells_per_block, reduced when the image has fewer cells than that
+    along a side (skimage's hog would otherwise fail or return an empty feature vector).
+    """
+    cell = settings.hog_cell_px
+    if cell is None:
+        cell = max(_HOG_MIN_CELL_PX, round(_HOG_REFERENCE_CELL_PX * min(height, width) / _HOG_REFERENCE_SIZE_PX))
+    n_cells = min(height // cell, width // cell)
+    if n_cells < 1:
+        raise ValueError(f"image of {height}x{width} px is smaller than one HOG cell of {cell} px")
+    return cell, min(settings.hog_cells_per_block, n_cells)
+
+
+# --------------------------------------------------------------------------------------------
+# Scores
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Score:
+    metric: str
+    value: float  # NaN when undefined
+    degenerate: bool
+    reason: str  # "" or why the score is degenerate / undefined
+
+
+@contextmanager
+def _quiet_scipy() -> Iterator[None]:
+    """Silence scipy's (near-)constant-input warnings: constancy is detected and reported first."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", stats.ConstantInputWarning)
+        warnings.simplefilter("ignore", stats.NearConstantInputWarning)
+        yield
+
+
+def _is_constant(x: np.ndarray) -> bool:
+    return x.size == 0 or bool(x.min() == x.max())
+
+
+def _constant_reason(ref: np.ndarray, cmp: np.ndarray, what: str = "constant map") -> str:
+    """'' if neither side is constant, else e.g. 'constant map (reference)'."""
+    sides = [name for name, x in (("reference", ref), ("compared", cmp)) if _is_constant(x)]
+    return f"{what} ({' and '.join(sides)})" if sides else ""
+
+
+def _flag(reason: str) -> tuple[bool, str]:
+    """(degenerate, reason) from a reason string."""
+    return bool(reason), reason
+
+
+def _spearman(x: np.ndarray, y: np.ndarray) -> float:
+    # Ties get average ranks (scipy's default): the MNIST background is one huge tie.
+    with _quiet_scipy():
+        return float(stats.spearmanr(x.ravel(), y.ravel()).statistic)
+
+
+def _pearson(x: np.ndarray, y: np.ndarray) -> float:
+    with _quiet_scipy():
+        return float(stats.pearsonr(x.ravel(), y.ravel()).statistic)
+
+
+def _correlation_score(metric: str, ref: np.ndarray, cmp: np.ndarray, corr, what: str = "constant map") -> Score:
+    reason = _constant_reason(ref, cmp, what)
+    if reason:
+        return Score(metric, float("nan"), True, reason)
+    return Score(metric, corr(ref, cmp), False, "")
+
+
+def _ssim(ref01: np.ndarray, cmp01: np.ndarray, s: MetricSettings) -> float:
+    kwargs: dict[str, Any] = {"win_size": int(s.ssim_window), "data_range": float(s.ssim_data_range)}
+    if s.ssim_gaussian:
+        # Wang et al. 2004 / the notebook: Gaussian weights, population covariance. skimage
+        # filters with sigma (truncate 3.5: 11 taps at sigma 1.5); win_size only sets the border crop.
+        kwargs.update(gaussian_weights=True, sigma=float(s.ssim_sigma), use_sample_covariance=False)
+    return float(structural_similarity(ref01, cmp01, **kwargs))
+
+
+def _hog_features(img01: np.ndarray, s: MetricSettings) -> np.ndarray:
+    cell, block = hog_geometry(img01.shape[0], img01.shape[1], s)
+    return hog(
+        img01,
+        orientations=int(s.hog_orientations),
+        pixels_per_cell=(cell, cell),
+        cells_per_block=(block, block),
+        block_norm="L2-Hys",
+        feature_vector=True,
+    )
+
+
+def _foreground(image: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    """Boolean [H, W]: pixels where the input is non-zero in any channel."""
+    img = np.asarray(image)
+    if img.ndim == 3:
+        fg = np.any(img != 0, axis=2)
+    elif img.ndim == 2:
+        fg = img != 0
+    else:
+        raise ValueError(f"expected an image of shape [H, W, C] or [H, W], got shape {img.shape}")
+    if fg.shape != hw:
+        raise ValueError(f"image of spatial shape {fg.shape} does not match maps of spatial shape {hw}")
+    return fg
+
+
+def compare(
+    reference: np.ndarray,
+    compared: np.ndarray,
+    settings: MetricSettings,
+    image: np.ndarray | None = None,
+) -> list[Score]:
+    """Score the similarity of two raw maps [H, W, C] (C = 1 or 3); one Score per settings.metrics.
+
+    - spearman_abs / spearman_signed: Spearman of the flattened absolute_map / signed_map.
+    - ssim: skimage SSIM of minmax01(absolute_map(.)), window / weights / data range from settings.
+    - hog: Pearson or Spearman of the skimage HOG vectors of minmax01(absolute_map(.)).
+    - spearman_abs_fg: spearman_abs restricted to foreground pixels (input non-zero in any
+      channel); needs ``image``. The maps are post-processed on the full image, then masked.
+
+    Spearman / HOG correlation of a constant map are undefined: NaN, degenerate, reason. SSIM of a
+    constant map is defined by skimage: the value is kept but flagged degenerate.
+    """
+    ref = _as_hwc(reference)
+    cmp = _as_hwc(compared)
+    if ref.shape != cmp.shape:
+        raise ValueError(f"maps differ in shape: reference {ref.shape}, compared {cmp.shape}")
+    if "spearman_abs_fg" in settings.metrics and image is None:
+        raise ValueError("metric 'spearman_abs_fg' needs the input image (foreground = non-zero input pixels)")
+
+    bad = [name for name, x in (("reference", ref), ("compared", cmp)) if not np.all(np.isfinite(x))]
+    if bad:  # NaN/inf in a map (e.g. a diverging method): every metric is undefined
+        reason = f"non-finite values ({' and '.join(bad)})"
+        return [Score(name, float("nan"), True, reason) for name in settings.metrics]
+
+    cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+
+    def pair(kind: str) -> tuple[np.ndarray, np.ndarray]:
+        """Post-process both maps once per kind ('abs', 'signed', 'abs01')."""
+        if kind not in cache:
+            if kind == "abs":
+                cache[kind] = (absolute_map(ref), absolute_map(cmp))
+            elif kind == "signed":
+                cache[kind] = (signed_map(ref), signed_map(cmp))
+            else:  # "abs01"
+                a, b = pair("abs")
+                cache[kind] = (minmax01(a), minmax01(b))
+        return cache[kind]
+
+    scores: list[Score] = []
+    for metric in settings.metrics:
+        if metric == "spearman_abs":
+            scores.append(_correlation_score(metric, *pair("abs"), _spearman))
+        elif metric == "spearman_signed":
+            scores.append(_correlation_score(metric, *pair("signed"), _spearman))
+        elif metric == "spearman_abs_fg":
+            fg = _foreground(image, ref.shape[:2])
+            if not fg.any():
+                scores.append(Score(metric, float("nan"), True, "no foreground pixels"))
+            else:
+                a, b = pair("abs")
+                scores.append(_correlation_score(metric, a[fg], b[fg], _spearman, "constant map on foreground"))
+        elif metric == "ssim":
+            a, b = pair("abs01")
+            scores.append(Score(metric, _ssim(a, b, settings), *_flag(_constant_reason(a, b))))
+        elif metric == "hog":
+            a, b = pair("abs01")
+            reason = _constant_reason(a, b)  # a constant map has all-zero HOG features
+            if reason:
+                scores.append(Score(metric, float("nan"), True, reason))
+                continue
+            corr = _pearson if settings.hog_correlation == "pearson" else _spearman
+            fa, fb = _hog_features(a, settings), _hog_features(b, settings)
+            scores.append(_correlation_score(metric, fa, fb, corr, "constant HOG features"))
+        else:  # unreachable: MetricSettings validates names
+            raise HarnessError(f"unknown metric {metric!r}; valid names: {', '.join(METRIC_NAMES)}")
+    return scores
+
+
+def compare_batch(
+    references: Sequence[np.ndarray] | np.ndarray,
+    compareds: Sequence[np.ndarray] | np.ndarray,
+    settings: MetricSettings,
+    images: Sequence[np.ndarray] | np.ndarray | None = None,
+) -> list[list[Score]]:
+    """compare() over the leading (batch) dimension; images, if given, must match in length."""
+    if len(references) != len(compareds):
+        raise ValueError(f"batch sizes differ: {len(references)} references, {len(compareds)} compared maps")
+    if images is not None and len(images) != len(references):
+        raise ValueError(f"batch sizes differ: {len(references)} maps, {len(images)} images")
+    imgs: Iterable = images if images is not None else [None] * len(references)
+    return [compare(r, c, settings, image=i) for r, c, i in zip(references, compareds, imgs)]
+
+
+def random_mask(shape: Sequence[int] | int, rng: np.random.Generator, kind: str = "gaussian") -> np.ndarray:
+    """Random map for the calibration control: 'gaussian' N(0, 1) or 'uniform' U[-1, 1], float32."""
+    if kind == "gaussian":
+        return rng.standard_normal(shape, dtype=np.float32)
+    if kind == "uniform":
+        return rng.uniform(-1.0, 1.0, size=shape).astype(np.float32)
+    raise HarnessError(f"unknown random mask kind {kind!r}; valid names: {', '.join(MASK_KINDS)}")

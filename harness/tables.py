@@ -1,0 +1,42 @@
+"""Tidy tables: the long `scores.csv` rows and their per-(block, method, metric) summary.
+
+Pure pandas/numpy, so the report can rebuild everything from a results folder without TensorFlow.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+SCORE_COLUMNS = ["model", "method", "schedule", "step", "block", "image_id", "target_class", "metric",
+                 "value", "degenerate", "reason", "seed"]
+GROUP_COLUMNS = ["model", "method", "schedule", "step", "block", "metric"]
+SUMMARY_COLUMNS = GROUP_COLUMNS + ["n", "mean", "sd", "se", "ci_low", "ci_high", "n_degenerate"]
+BOOTSTRAP_SAMPLES = 2000
+
+
+def bootstrap_ci(values: np.ndarray, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap CI of the mean (NaN when fewer than two values)."""
+    values = values[~np.isnan(values)]
+    if len(values) < 2:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    means = rng.choice(values, size=(BOOTSTRAP_SAMPLES, len(values)), replace=True).mean(axis=1)
+    alpha = (1.0 - level) / 2.0
+    return float(np.quantile(means, alpha)), float(np.quantile(means, 1.0 - alpha))
+
+
+def summarize(scores: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
+    """Mean, SD, SE and a 95 % bootstrap CI per group; degenerate (NaN) rows are counted, not used."""
+    records = []
+    for keys, group in scores.groupby(GROUP_COLUMNS, sort=False, dropna=False):
+        values = group["value"].to_numpy(dtype=float)
+        valid = values[~np.isnan(values)]
+        n = len(valid)
+        sd = float(np.std(valid, ddof=1)) if n > 1 else float("nan")
+        low, high = bootstrap_ci(valid, seed)
+        records.append(dict(zip(GROUP_COLUMNS, keys)) | {
+            "n": n, "mean": float(np.mean(valid)) if n else float("nan"), "sd": sd,
+            "se": sd / np.sqrt(n) if n > 1 else float("nan"), "ci_low": low, "ci_high": high,
+            "n_degenerate": int(group["degenerate"].astype(bool).sum()),
+        })
+    return pd.DataFrame.from_records(records, columns=SUMMARY_COLUMNS)

@@ -1,0 +1,140 @@
+"""Built-in models: the paper's MNIST CNN and MLP, trained here from shipped data and cached.
+
+Each model is trained once, deterministically, exported as a TF-Hub-style SavedModel (so it loads
+through the same path as any hub model) and cached under `harness.cache.cache_dir()/zoo`; later runs
+load it in about a second.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from harness.cache import cache_dir
+from harness.errors import HarnessError
+from harness.zoo import mnist
+
+
+@dataclass(frozen=True)
+class Recipe:
+    architecture: str          # "cnn" or "mlp"
+    labels: str                # "true" or "permuted" (data randomization test)
+    learning_rate: float
+    batch_size: int = 50
+    epochs: int = 10           # true labels: a fixed budget
+    max_epochs: int = 100      # permuted labels: train until `target_train_accuracy`, at most this
+    target_train_accuracy: float = 0.97
+    seed: int = 0
+    version: int = 1           # bump to invalidate caches when training code changes
+
+    def key(self) -> str:
+        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:10]
+
+
+# Adam lr 1e-4, batch 50 as in the paper. Permuted labels must be memorized (> 95 % training
+# accuracy); the paper forces 100 epochs, we stop as soon as the target is reached.
+RECIPES: dict[str, Recipe] = {
+    "mnist_cnn": Recipe("cnn", "true", 1e-4, epochs=15),
+    "mnist_mlp": Recipe("mlp", "true", 1e-4, epochs=10),
+    "mnist_cnn_randlabels": Recipe("cnn", "permuted", 1e-4, max_epochs=150),
+    "mnist_mlp_randlabels": Recipe("mlp", "permuted", 1e-4, max_epochs=150),
+}
+
+BUILDERS: dict[str, Callable] = {"cnn": mnist.build_cnn, "mlp": mnist.build_mlp}
+
+
+def names() -> list[str]:
+    return sorted(RECIPES)
+
+
+def model_path(name: str, log: Callable[[str], None] = print) -> Path:
+    """The cached SavedModel folder of built-in model `name`, trained first if needed."""
+    if name not in RECIPES:
+        raise HarnessError(f"unknown built-in model {name!r}; valid: {', '.join(names())}")
+    recipe = RECIPES[name]
+    path = cache_dir() / "zoo" / f"{name}-{recipe.key()}"
+    if not (path / "saved_model.pb").is_file():
+        _train_and_export(name, recipe, path, log)
+    return path
+
+
+def _train_and_export(name: str, recipe: Recipe, path: Path, log: Callable[[str], None]) -> None:
+    from harness.models.export import export_hub_style
+
+    log(f"training built-in model {name} (once; cached in {path.parent}) ...")
+    model, initializers, metrics = train(recipe)
+    log(
+        f"  {name}: train accuracy {metrics['train_accuracy']:.4f}, held-out accuracy "
+        f"{metrics['test_accuracy']:.4f}, {metrics['epochs']} epochs, {metrics['train_seconds']:.1f} s"
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Export next to the final place and rename: a killed run never leaves a half-written model.
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=path.parent))
+    try:
+        export_hub_style(model, tmp / "model", {
+            "name": name,
+            "input": {"size": list(mnist.IMAGE_SHAPE[:2]), "channels": 1, "value_range": [0.0, 1.0]},
+            "initializers": initializers,
+            "recipe": asdict(recipe),
+            "metrics": metrics,
+        })
+        (tmp / "model").rename(path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def train(recipe: Recipe):
+    """Train a model from a recipe; returns (keras model, initializer specs, metrics)."""
+    import keras
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(recipe.seed)
+    tf.config.experimental.enable_op_determinism()
+    x_train, y_train, x_test, y_test = mnist.load_split()
+    if recipe.labels == "permuted":
+        y_train = mnist.permuted_labels(y_train, recipe.seed)
+    model, initializers = BUILDERS[recipe.architecture]()
+    model.compile(
+        optimizer=keras.optimizers.Adam(recipe.learning_rate),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    epochs = recipe.epochs if recipe.labels == "true" else recipe.max_epochs
+    callbacks = [] if recipe.labels == "true" else [_stop_at_accuracy(recipe.target_train_accuracy)]
+    start = time.perf_counter()
+    history = model.fit(x_train, y_train, batch_size=recipe.batch_size, epochs=epochs,
+                        shuffle=True, verbose=0, callbacks=callbacks)
+    seconds = time.perf_counter() - start
+    metrics = {
+        "train_accuracy": _accuracy(model, x_train, y_train),
+        "test_accuracy": _accuracy(model, x_test, y_test),
+        "epochs": len(history.history["loss"]),
+        "train_seconds": seconds,
+        "train_size": int(len(x_train)),
+        "test_size": int(len(x_test)),
+    }
+    return model, initializers, metrics
+
+
+def _accuracy(model, x, y) -> float:
+    logits = model.predict(x, batch_size=500, verbose=0)
+    return float(np.mean(np.argmax(logits, axis=1) == y))
+
+
+def _stop_at_accuracy(target: float):
+    """A callback that stops training once an epoch's training accuracy reaches `target`."""
+    import keras
+
+    class StopAtAccuracy(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if (logs or {}).get("accuracy", 0.0) >= target:
+                self.model.stop_training = True
+
+    return StopAtAccuracy()

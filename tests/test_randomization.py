@@ -1,0 +1,177 @@
+"""Schedules, re-initialization schemes, the self-check, exact restore, constant trace count."""
+import numpy as np
+import pytest
+
+from harness import randomization as rz
+from harness.errors import HarnessError
+from harness.methods.kernels import input_gradients
+
+from conftest import tiny_cnn, wrap_keras
+
+BLOCKS = ["conv1", "conv2", "fc1", "logits"]
+
+
+def test_cascading_is_top_down_and_accumulates():
+    steps = rz.schedule_steps("cascading", BLOCKS)
+    assert steps[0] == rz.Step(0, "original", ())
+    assert [s.block for s in steps[1:]] == ["logits", "fc1", "conv2", "conv1"]
+    assert steps[2].randomized == ("logits", "fc1")
+    assert steps[-1].randomized == ("logits", "fc1", "conv2", "conv1")
+
+
+def test_bottom_up_starts_at_the_input():
+    steps = rz.schedule_steps("bottom_up", BLOCKS)
+    assert [s.block for s in steps] == ["original", "conv1", "conv2", "fc1", "logits"]
+    assert steps[2].randomized == ("conv1", "conv2")
+
+
+def test_independent_randomizes_one_block_at_a_time():
+    steps = rz.schedule_steps("independent", BLOCKS)
+    assert [s.randomized for s in steps] == [(), ("logits",), ("fc1",), ("conv2",), ("conv1",)]
+
+
+def test_unknown_schedule_and_scheme_names():
+    with pytest.raises(HarnessError, match="unknown schedule 'sideways'; valid: cascading"):
+        rz.schedule_steps("sideways", BLOCKS)
+    with pytest.raises(HarnessError, match="unknown re-initialization scheme 'gaussian'; valid: auto"):
+        rz.Reinit(scheme="gaussian")
+
+
+def _values(model):
+    return {v.name: v.variable.numpy().copy() for v in model.variables}
+
+
+@pytest.mark.parametrize("scheme", ["auto", "own", "he_truncated_normal", "truncated_normal", "glorot_uniform",
+                                    "uniform", "permute"])
+def test_every_scheme_changes_exactly_its_blocks_and_restores(scheme):
+    model = wrap_keras(tiny_cnn())
+    before = _values(model)
+    randomizer = rz.Randomizer(model, rz.Reinit(scheme=scheme, seed=1))
+    for step in rz.schedule_steps("cascading", [b.name for b in model.blocks]):
+        with randomizer.step(step):
+            now = _values(model)
+            touched = {v.name for name in step.randomized for v in model.block(name).variables}
+            for name, value in now.items():
+                if name not in touched:
+                    assert value.tobytes() == before[name].tobytes()
+                elif name.endswith("kernel"):
+                    assert not np.array_equal(value, before[name])
+    assert all(v.tobytes() == before[k].tobytes() for k, v in _values(model).items())
+
+
+def test_scheme_distributions():
+    model = wrap_keras(tiny_cnn())
+    kernel = model.block("fc1").variables[0]
+    rng = np.random.default_rng(0)
+    current = kernel.variable.numpy()
+    fan_in = kernel.shape[0]
+    he = rz.draw(kernel, rz.Reinit(scheme="he_truncated_normal"), rng, current)
+    assert np.abs(he).max() <= 2 * np.sqrt(2 / fan_in) + 1e-9
+    uniform = rz.draw(kernel, rz.Reinit(scheme="uniform", low=-0.3, high=-0.1), rng, current)
+    assert uniform.min() >= -0.3 and uniform.max() <= -0.1
+    normal = rz.draw(kernel, rz.Reinit(scheme="truncated_normal", std=0.5), rng, current)
+    assert np.abs(normal).max() <= 1.0 and 0.3 < normal.std() < 0.5
+    permuted = rz.draw(kernel, rz.Reinit(scheme="permute"), rng, current)
+    assert np.array_equal(np.sort(permuted.ravel()), np.sort(current.ravel()))
+    bias = model.block("fc1").variables[1]
+    assert np.all(rz.draw(bias, rz.Reinit(scheme="he_truncated_normal"), rng, bias.variable.numpy()) == 0.0)
+
+
+def test_own_initializer_is_used_and_required():
+    model = wrap_keras(tiny_cnn())
+    bias = model.block("fc1").variables[1]
+    assert bias.initializer == {"kind": "constant", "value": 0.0}
+    bias.initializer = None
+    with pytest.raises(HarnessError, match="no recorded initializer"):
+        rz.draw(bias, rz.Reinit(scheme="own"), np.random.default_rng(0), bias.variable.numpy())
+
+
+def test_draws_per_step_differ_nested_repeat():
+    def logits_kernel_at(draws):
+        model = wrap_keras(tiny_cnn())
+        randomizer = rz.Randomizer(model, rz.Reinit(draws=draws, seed=3))
+        values = []
+        for step in rz.schedule_steps("cascading", [b.name for b in model.blocks])[1:3]:
+            with randomizer.step(step):
+                values.append(model.block("logits").variables[0].variable.numpy().copy())
+        return values
+    first, second = logits_kernel_at("per_step")
+    assert not np.array_equal(first, second)
+    first, second = logits_kernel_at("nested")
+    assert np.array_equal(first, second)
+
+
+def test_same_seed_same_draws():
+    def draw_once():
+        model = wrap_keras(tiny_cnn())
+        with rz.Randomizer(model, rz.Reinit(seed=5)).step(rz.Step(1, "logits", ("logits",))):
+            return model.block("logits").variables[0].variable.numpy().copy()
+    assert np.array_equal(draw_once(), draw_once())
+
+
+def test_batch_norm_statistics_kept_or_reset():
+    for bn_stats, expect_changed in (("keep", False), ("reset", True)):
+        model = wrap_keras(tiny_cnn(batch_norm=True), blocks={"depth": 1})
+        bn = model.block("bn1")
+        moving = [v for v in bn.variables if rz.role(v) == "moving_stat"]
+        assert len(moving) == 2
+        moving[0].variable.assign(moving[0].variable.numpy() + 0.5)  # as if trained
+        before = [v.variable.numpy().copy() for v in moving]
+        randomizer = rz.Randomizer(model, rz.Reinit(bn_stats=bn_stats))
+        with randomizer.step(rz.Step(1, "bn1", ("bn1",))):
+            changed = any(not np.array_equal(v.variable.numpy(), b) for v, b in zip(moving, before))
+            assert changed is expect_changed
+
+
+def test_self_check_catches_a_randomizer_that_touches_other_blocks(monkeypatch):
+    model = wrap_keras(tiny_cnn())
+    original = rz.randomize_block
+
+    def leaky(block, reinit, step):
+        other = model.block("conv1").variables[0].variable
+        other.assign(other.numpy() + 1.0)
+        return original(block, reinit, step)
+
+    monkeypatch.setattr(rz, "randomize_block", leaky)
+    with pytest.raises(rz.RandomizationCheckError, match="conv1/kernel changed"):
+        with rz.Randomizer(model, rz.Reinit()).step(rz.Step(1, "logits", ("logits",))):
+            pass
+
+
+def test_self_check_catches_a_randomizer_that_does_nothing(monkeypatch):
+    model = wrap_keras(tiny_cnn())
+    monkeypatch.setattr(rz, "randomize_block", lambda block, reinit, step: [])
+    with pytest.raises(rz.RandomizationCheckError, match="nothing in block logits was re-initialized"):
+        with rz.Randomizer(model, rz.Reinit()).step(rz.Step(1, "logits", ("logits",))):
+            pass
+
+
+def test_self_check_catches_a_randomizer_that_skips_a_kernel(monkeypatch):
+    model = wrap_keras(tiny_cnn())
+    monkeypatch.setattr(rz, "draw", lambda v, reinit, rng, current: current if v.name.endswith("kernel") else current + 1)
+    with pytest.raises(rz.RandomizationCheckError, match="logits/kernel was not re-initialized"):
+        with rz.Randomizer(model, rz.Reinit()).step(rz.Step(1, "logits", ("logits",))):
+            pass
+
+
+def test_self_check_catches_a_broken_restore(monkeypatch):
+    model = wrap_keras(tiny_cnn())
+    randomizer = rz.Randomizer(model, rz.Reinit())
+    monkeypatch.setattr(type(model), "restore", lambda self, snapshot: None)
+    with pytest.raises(rz.RandomizationCheckError):
+        with randomizer.step(rz.Step(1, "logits", ("logits",))):
+            pass
+
+
+def test_gradient_traces_once_across_a_whole_cascade(images8):
+    model = wrap_keras(tiny_cnn())
+    randomizer = rz.Randomizer(model, rz.Reinit())
+    targets = np.zeros(len(images8), np.int32)
+    maps = []
+    for step in rz.schedule_steps("cascading", [b.name for b in model.blocks]):
+        with randomizer.step(step):
+            maps.append(input_gradients(model, images8, targets))
+    after = input_gradients(model, images8, targets)
+    assert model.trace_counts["gradient/logit"] == 1
+    assert not np.allclose(maps[0], maps[1])  # randomizing the logits changed the maps...
+    assert np.array_equal(maps[0], after)     # ...and the restore is exact
