@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from scipy import stats
 
 from harness.errors import HarnessError
 from harness.models.wrapper import Block, ModelUnderTest, ModelVariable
@@ -104,8 +103,17 @@ def _fans(shape: tuple[int, ...]) -> tuple[int, int]:
 
 
 def _truncated_normal(rng, shape, std, mean=0.0) -> np.ndarray:
-    # Truncated at two standard deviations, as tf / keras TruncatedNormal initializers do.
-    return stats.truncnorm.rvs(-2.0, 2.0, loc=mean, scale=std, size=shape, random_state=rng)
+    """Normal truncated at two standard deviations, as tf / keras TruncatedNormal draw.
+
+    Rejection sampling (redraw the ~4.6 % outside +-2): 30x faster than scipy's truncnorm.rvs,
+    which costs more than a whole MNIST step on the 3.2 M-weight fc1 kernel.
+    """
+    values = rng.standard_normal(shape)
+    outside = np.abs(values) > 2.0
+    while outside.any():
+        values[outside] = rng.standard_normal(int(outside.sum()))
+        outside = np.abs(values) > 2.0
+    return mean + std * values
 
 
 def _from_spec(spec: Mapping[str, Any], shape, rng) -> np.ndarray:

@@ -162,6 +162,7 @@ class ImportedGraph:
         self._graph_def = graph_def
         self._index(graph_def)
 
+    # relu_count: Relu/Relu6 ops the logits depend on (0 -> guided is impossible).
     def _index(self, graph_def) -> None:
         # A scratch import gives op types, dtypes and a topological op order
         # (the importer creates every op after its inputs).
@@ -169,7 +170,6 @@ class ImportedGraph:
         with scratch.as_default():
             tf.graph_util.import_graph_def(graph_def, name="")
         self._ops = scratch.get_operations()
-        self._position = {op.name: i for i, op in enumerate(self._ops)}
         self._op_by_name = {op.name: op for op in self._ops}
         reachable = _ancestors(scratch.get_tensor_by_name(self._output_name).op)
         self.relu_count = sum(op.type in _RELU_TYPES for op in reachable)
@@ -348,7 +348,7 @@ def _match_captures(cf, variables: Sequence[tf.Variable]):
 
 def _default_name(cf) -> str:
     name = cf.name.decode() if isinstance(cf.name, bytes) else str(cf.name)
-    return f"SavedModel function {name}"
+    return name
 
 
 def _strip_suffix(component: str) -> str | None:

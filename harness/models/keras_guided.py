@@ -84,6 +84,8 @@ _ACTIVATION_SWAPS = (
 
 def _all_layers(model: keras.Model) -> list:
     """Every layer, recursively through nested models and custom sub-layers."""
+    # Private Keras API, but the only walk that also reaches sub-layers of custom
+    # layers (`model.layers` stops at the top level).
     return model._flatten_layers(include_self=False, recursive=True)
 
 

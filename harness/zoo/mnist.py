@@ -37,7 +37,7 @@ def _cnn_init():
 
 
 def build_cnn(l2: float = 1e-3):
-    """conv 5x5x32 -> pool -> conv 5x5x64 -> pool -> dense 1024 -> dense 10 (logits), SAME, ReLU."""
+    """conv 5x5x32 -> pool -> conv 5x5x64 -> pool -> dense 1024 (dropout 0.5) -> dense 10 (logits), SAME, ReLU."""
     import keras
 
     init = _cnn_init()
@@ -57,6 +57,9 @@ def build_cnn(l2: float = 1e-3):
     x = keras.layers.MaxPooling2D(2, padding="same", name="pool2")(x)
     x = keras.layers.Flatten(name="flatten")(x)
     x = keras.layers.Dense(1024, activation="relu", name="fc1", **kw())(x)
+    # Dropout 0.5 on fc1 as in the TF "Deep MNIST" tutorial the authors' CNN comes from; it is
+    # inactive at inference, so maps and randomization never see it (it has no variables).
+    x = keras.layers.Dropout(0.5, name="dropout")(x)
     logits = keras.layers.Dense(10, name="logits", **kw(regularized=False))(x)
     model = keras.Model(inputs, logits, name="mnist_cnn")
     return model, {f"{layer}/{var}": spec for layer in ("conv1", "conv2", "fc1", "logits") for var, spec in init.items()}

@@ -1,0 +1,109 @@
+"""The paper's claims (protocol section 7), each checked against this run's numbers.
+
+A claim is judged with a simple threshold on the mean |Spearman| (or signed Spearman), stated in
+the report's text, so a reader can disagree with the threshold rather than with hidden logic.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import pandas as pd
+
+from harness.report.labels import ORIGINAL, block_label, method_label, model_label
+from harness.report.tables import mean_ci, number
+
+# Thresholds (means over images):
+DEPENDS_BELOW = 0.5           # |Spearman| at the last step below this: the map depends on what was randomized
+STAYS_SIMILAR_FROM = 0.5      # |Spearman| after the top block alone is randomized at least this: insensitive to it
+INPUT_DOMINATED_ABS = 0.9     # |Spearman| at the last step at least this ...
+INPUT_DOMINATED_SIGNED = 0.2  # ... and |signed Spearman| at most this: the map is dominated by the input
+
+# Schedules whose last step is "everything randomized" (weights or labels).
+FINAL_SCHEDULES = {"cascading": "the weights", "bottom_up": "the weights", "data_randomization": "the training labels"}
+
+
+@dataclass(frozen=True)
+class Claim:
+    statement: str
+    rule: str
+    findings: list[str]
+
+
+def check_claims(summary: pd.DataFrame) -> list[Claim]:
+    return [_depends(summary), _stays_similar(summary), _input_dominated(summary)]
+
+
+def _series(summary: pd.DataFrame, methods: tuple[str, ...], schedules, metric: str = "spearman_abs"):
+    """(experiment, model, schedule, method) -> its rows sorted by step, for the given metric."""
+    rows = summary[summary["method"].isin(methods) & summary["schedule"].isin(schedules)
+                   & (summary["metric"] == metric)]
+    for keys, group in rows.groupby(["experiment", "model", "schedule", "method"], sort=False):
+        if (group["step"] > 0).any():
+            yield keys, group.sort_values("step")
+
+
+def _where(keys) -> str:
+    experiment, model, schedule, method = keys
+    return f"{method_label(method)}, {model_label(model)} ({experiment}, {schedule})"
+
+
+def _verdict(ok: bool, *values: float) -> str:
+    if any(math.isnan(v) for v in values):  # every image's score undefined (pitfall 1): no verdict
+        return "**undetermined** (scores undefined)"
+    return "**confirmed**" if ok else "**not confirmed**"
+
+
+def _none(what: str) -> list[str]:
+    return [f"not measured in this folder (needs {what})"]
+
+
+def _depends(summary: pd.DataFrame) -> Claim:
+    findings = []
+    for keys, rows in _series(summary, ("gradient", "gradcam"), FINAL_SCHEDULES):
+        first, last = rows.iloc[0], rows.iloc[-1]
+        findings.append(f"{_where(keys)}: |Spearman| {number(first['mean'])} at {block_label(first['block'])} -> "
+                        f"{mean_ci(last)} at {block_label(last['block'])}: depends on {FINAL_SCHEDULES[keys[2]]}: "
+                        f"{_verdict(last['mean'] < DEPENDS_BELOW, last['mean'])}")
+    return Claim("Gradient and Grad-CAM depend on the weights (and on the training labels).",
+                 f"confirmed when the mean |Spearman| at the last step (all blocks randomized, or random labels) "
+                 f"is below {DEPENDS_BELOW}.",
+                 findings or _none("a cascading or data randomization run of Gradient or Grad-CAM"))
+
+
+def _stays_similar(summary: pd.DataFrame) -> Claim:
+    findings = []
+    for keys, rows in _series(summary, ("guided_backprop", "guided_gradcam"), ("cascading",)):
+        randomized = rows[rows["block"] != ORIGINAL]
+        top = randomized.iloc[0]
+        similar = randomized["mean"].ge(STAYS_SIMILAR_FROM).cummin()  # True while every step so far stays similar
+        reach = (f"stays >= {STAYS_SIMILAR_FROM} through {block_label(randomized[similar].iloc[-1]['block'])}"
+                 if similar.any() else f"below {STAYS_SIMILAR_FROM} from the start")
+        findings.append(f"{_where(keys)}: |Spearman| {mean_ci(top)} after {block_label(top['block'])} is "
+                        f"randomized, {reach}, {number(randomized.iloc[-1]['mean'])} when all are: "
+                        f"{_verdict(top['mean'] >= STAYS_SIMILAR_FROM, top['mean'])}")
+    return Claim("Guided Backprop and Guided Grad-CAM stay similar until the lowest layers are randomized.",
+                 f"confirmed when the mean |Spearman| after randomizing the top block alone is at least "
+                 f"{STAYS_SIMILAR_FROM}; how far down it stays there is shown too.",
+                 findings or _none("a cascading run of Guided Backprop or Guided Grad-CAM"))
+
+
+def _input_dominated(summary: pd.DataFrame) -> Claim:
+    methods = ("gradient_x_input", "integrated_gradients")
+    signed = {keys: rows.iloc[-1] for keys, rows in _series(summary, methods, FINAL_SCHEDULES, "spearman_signed")}
+    findings = []
+    for keys, rows in _series(summary, methods, FINAL_SCHEDULES):
+        last = rows.iloc[-1]
+        text = f"{_where(keys)}: at {block_label(last['block'])} |Spearman| {mean_ci(last)}"
+        ok, values = last["mean"] >= INPUT_DOMINATED_ABS, [last["mean"]]
+        if keys in signed:
+            text += f", signed Spearman {mean_ci(signed[keys])}"
+            ok, values = ok and abs(signed[keys]["mean"]) <= INPUT_DOMINATED_SIGNED, values + [signed[keys]["mean"]]
+        else:
+            text += " (signed Spearman not measured)"
+        findings.append(f"{text}: {_verdict(ok, *values)}")
+    return Claim("Gradient ⊙ Input and Integrated Gradients stay input-dominated (high |Spearman|, signed "
+                 "Spearman near 0).",
+                 f"confirmed when, at the last step, the mean |Spearman| is at least {INPUT_DOMINATED_ABS} and the "
+                 f"mean signed Spearman is within +-{INPUT_DOMINATED_SIGNED}.",
+                 findings or _none("a cascading or data randomization run of Gradient ⊙ Input or IG"))

@@ -1,0 +1,168 @@
+"""Score figures: similarity curves (paper Figures 4/20), box plots of independent randomization
+(Figure 21) and data randomization bars (Figure 6).
+
+Figures are drawn on `matplotlib.figure.Figure` objects, never through pyplot: no global state, no
+interactive backend, and PNGs are written by Agg (`savefig(format="png")`).
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
+
+from harness.report.labels import (CONTROL_LABELS, CONTROL_SCHEDULE, base_model, block_label, method_color,
+                                   method_label, metric_label, metric_short, model_label, order_methods,
+                                   order_metrics)
+from harness.results import atomic_write
+
+DPI = 110
+CONTROL_STYLES = {"ceiling": "--", "random_model": ":", "random_mask": "-."}
+SCHEDULE_AXIS = {
+    "cascading": "randomized down to block (cumulative, from the top)",
+    "bottom_up": "randomized up to block (cumulative, from the input)",
+    "independent": "randomized block (one at a time)",
+}
+
+
+def save(figure: Figure, path: Path) -> Path:
+    # No "Software" stamp: a rebuild with the same data writes the same bytes.
+    return atomic_write(path, lambda tmp: figure.savefig(tmp, format="png", dpi=DPI, metadata={"Software": None}))
+
+
+def _method_handles(methods: list[str], patch: bool = False) -> list:
+    if patch:
+        return [Patch(facecolor=method_color(m), alpha=0.6, label=method_label(m)) for m in methods]
+    return [Line2D([], [], color=method_color(m), marker="o", label=method_label(m)) for m in methods]
+
+
+def _panel_grid(count: int, width: float, height: float, columns: int = 2):
+    columns = min(columns, count)
+    rows = math.ceil(count / columns)
+    figure = Figure(figsize=(width * columns + 2.2, height * rows + 0.6), layout="constrained")
+    axes = np.atleast_1d(figure.subplots(rows, columns, squeeze=False).ravel())
+    for ax in axes[count:]:
+        ax.set_visible(False)
+    return figure, axes[:count]
+
+
+def _y_limits(ax, values: pd.Series) -> None:
+    low = min(0.0, float(np.nanmin(values)) if values.notna().any() else 0.0)
+    ax.set_ylim(low - 0.05, 1.05)
+    if low < 0:
+        ax.axhline(0, color="0.75", linewidth=0.8, zorder=0)
+
+
+# -- similarity curves ---------------------------------------------------------------------------------
+def similarity_curves(summary: pd.DataFrame, schedule: str, title: str, path: Path) -> Path:
+    """One panel per metric: mean and 95% CI band per method along the schedule; controls dashed."""
+    steps = summary[summary["schedule"] == schedule]
+    controls = summary[summary["schedule"] == CONTROL_SCHEDULE]
+    metrics = order_metrics(steps["metric"])
+    methods = order_methods(steps["method"])
+    figure, axes = _panel_grid(len(metrics), 4.6, 3.3)
+    for ax, metric in zip(axes, metrics):
+        _curve_panel(ax, steps[steps["metric"] == metric], controls[controls["metric"] == metric], methods)
+        ax.set_xlabel(SCHEDULE_AXIS.get(schedule, "step"))
+        ax.set_ylabel(metric_short(metric))
+        ax.set_title(metric_label(metric))
+    handles = _method_handles(methods) + [Line2D([], [], color="black", linestyle=CONTROL_STYLES[b], label=label)
+                                          for b, label in CONTROL_LABELS.items() if b in set(controls["block"])]
+    figure.legend(handles=handles, loc="outside right upper", title="method / control", fontsize=9)
+    figure.suptitle(title)
+    return save(figure, path)
+
+
+def _curve_panel(ax, rows: pd.DataFrame, controls: pd.DataFrame, methods: list[str]) -> None:
+    for method in methods:
+        line = rows[rows["method"] == method].sort_values("step")
+        if line.empty:
+            continue
+        color = method_color(method)
+        ax.plot(line["step"], line["mean"], marker="o", markersize=4, color=color, label=method_label(method))
+        ax.fill_between(line["step"], line["ci_low"], line["ci_high"], color=color, alpha=0.15, linewidth=0)
+        for _, control in controls[controls["method"] == method].iterrows():
+            ax.axhline(control["mean"], color=color, linewidth=1, alpha=0.8,
+                       linestyle=CONTROL_STYLES.get(control["block"], "--"))
+    ticks = rows[["step", "block"]].drop_duplicates().sort_values("step")
+    ax.set_xticks(ticks["step"], [block_label(b) for b in ticks["block"]],
+                  rotation=45 if len(ticks) > 6 else 0, ha="right" if len(ticks) > 6 else "center")
+    _y_limits(ax, pd.concat([rows["ci_low"], rows["mean"], controls["mean"]]))
+    ax.grid(axis="y", alpha=0.3)
+
+
+# -- independent randomization: box plots -------------------------------------------------------------
+def independent_boxes(scores: pd.DataFrame, title: str, path: Path) -> Path:
+    """One panel per metric; per block a group of boxes, one per method, over images."""
+    rows = scores[(scores["schedule"] == "independent") & (scores["step"] > 0)]
+    metrics = order_metrics(rows["metric"])
+    methods = order_methods(rows["method"])
+    blocks = rows[["step", "block"]].drop_duplicates().sort_values("step")["block"].tolist()
+    figure, axes = _panel_grid(len(metrics), 0.35 * len(blocks) * (len(methods) + 1) + 2.0, 3.2, columns=1)
+    for ax, metric in zip(axes, metrics):
+        _box_panel(ax, rows[rows["metric"] == metric], methods, blocks)
+        ax.set_ylabel(metric_short(metric))
+        ax.set_title(metric_label(metric))
+    axes[-1].set_xlabel(SCHEDULE_AXIS["independent"])
+    figure.legend(handles=_method_handles(methods, patch=True), loc="outside right upper", title="method",
+                  fontsize=9)
+    figure.suptitle(title)
+    return save(figure, path)
+
+
+def _box_panel(ax, rows: pd.DataFrame, methods: list[str], blocks: list[str]) -> None:
+    width = len(methods) + 1  # one empty slot between block groups
+    for j, method in enumerate(methods):
+        data, positions = [], []
+        for g, block in enumerate(blocks):
+            values = rows.loc[(rows["method"] == method) & (rows["block"] == block), "value"].dropna()
+            if len(values):
+                data.append(values.to_numpy())
+                positions.append(g * width + j)
+        if data:
+            color = method_color(method)
+            ax.boxplot(data, positions=positions, widths=0.7, patch_artist=True, manage_ticks=False,
+                       boxprops={"facecolor": color, "alpha": 0.6}, medianprops={"color": "black"},
+                       flierprops={"markersize": 3, "markeredgecolor": color})
+    ax.set_xticks([g * width + (len(methods) - 1) / 2 for g in range(len(blocks))], [block_label(b) for b in blocks])
+    ax.set_xlim(-1, len(blocks) * width - 1)
+    _y_limits(ax, rows["value"])
+    ax.grid(axis="y", alpha=0.3)
+
+
+# -- data randomization: grouped bars -------------------------------------------------------------------
+def data_randomization_bars(summary: pd.DataFrame, title: str, path: Path) -> Path:
+    """Per model (rows) and metric (columns): one bar per method, mean with 95% CI error bars."""
+    rows = summary[(summary["schedule"] == "data_randomization") & (summary["step"] > 0)]
+    rows = rows.assign(base=rows["model"].map(base_model))
+    models = sorted(rows["base"].unique())
+    metrics = [m for m in ("spearman_abs", "spearman_signed") if m in set(rows["metric"])]
+    metrics = metrics or order_metrics(rows["metric"])
+    panels = [(model, metric) for model in models for metric in metrics]
+    methods = order_methods(rows["method"])
+    figure, axes = _panel_grid(len(panels), 0.55 * len(methods) + 1.5, 3.2, columns=len(metrics))
+    for ax, (model, metric) in zip(axes, panels):
+        _bar_panel(ax, rows[(rows["base"] == model) & (rows["metric"] == metric)], methods)
+        ax.set_title(f"{model_label(model)}: {metric_short(metric)}")
+        ax.set_ylabel(f"{metric_short(metric)}, true vs random labels")
+    figure.suptitle(title)
+    return save(figure, path)
+
+
+def _bar_panel(ax, rows: pd.DataFrame, methods: list[str]) -> None:
+    shown = [m for m in methods if m in set(rows["method"])]
+    data = rows.set_index("method").loc[shown]
+    errors = np.nan_to_num(np.vstack([data["mean"] - data["ci_low"], data["ci_high"] - data["mean"]]).clip(0))
+    x = np.arange(len(shown))
+    ax.bar(x, data["mean"].fillna(0), yerr=errors, capsize=3, color=[method_color(m) for m in shown], alpha=0.8)
+    for xi, mean in zip(x, data["mean"]):
+        ax.annotate("n/a" if np.isnan(mean) else f"{mean:.2f}", (xi, 0 if np.isnan(mean) else mean),
+                    xytext=(0, 3 if np.isnan(mean) or mean >= 0 else -10), textcoords="offset points",
+                    ha="center", fontsize=8)
+    ax.set_xticks(x, [method_label(m) for m in shown], rotation=30, ha="right")
+    _y_limits(ax, pd.concat([data["ci_low"], data["mean"]]))
+    ax.grid(axis="y", alpha=0.3)

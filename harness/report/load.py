@@ -1,0 +1,135 @@
+"""Reading result folders: experiments, their run folders, and the skipped ones.
+
+Layouts understood (see harness.runner for what a run folder holds):
+- a *run folder*: `run.json`, `scores.csv`, `summary.csv`, `maps.npz` (one experiment on its own);
+- a *reproduce folder*: one subfolder per experiment, holding either run folders at any depth
+  (found by their `run.json`, which the runner writes last) or a `skipped.json`
+  {"experiment", "reason", "how_to_provide"}.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from harness.errors import HarnessError
+from harness.report.labels import order_experiments
+from harness.tables import GROUP_COLUMNS, SCORE_COLUMNS, SUMMARY_COLUMNS, summarize
+
+RUN_RECORD = "run.json"
+SKIPPED_RECORD = "skipped.json"
+# Folders the report itself writes next to experiments: never mistaken for an experiment.
+REPORT_OUTPUTS = ("figures", "report")
+
+
+@dataclass
+class Run:
+    """One run folder, read lazily (maps only when a figure needs them)."""
+    path: Path
+
+    @cached_property
+    def record(self) -> dict[str, Any]:
+        return json.loads((self.path / RUN_RECORD).read_text())
+
+    @cached_property
+    def scores(self) -> pd.DataFrame:
+        path = self.path / "scores.csv"
+        if not path.is_file():
+            return pd.DataFrame(columns=SCORE_COLUMNS)
+        # As the runner reads its parts: only empty cells are NaN (a block may well be called "NA").
+        scores = pd.read_csv(path, keep_default_na=False, na_values=[""],
+                             dtype={"image_id": str, "block": str, "model": str, "method": str, "reason": str})
+        scores["reason"] = scores["reason"].fillna("")
+        return scores
+
+    @cached_property
+    def summary(self) -> pd.DataFrame:
+        """The runner's summary.csv when it covers every group of scores.csv, else recomputed from it.
+
+        Control rows may be appended to scores.csv after the run; a stale summary must not hide them.
+        """
+        path = self.path / "summary.csv"
+        if path.is_file():
+            summary = pd.read_csv(path, keep_default_na=False, na_values=[""], dtype={"block": str, "model": str})
+            if set(SUMMARY_COLUMNS) <= set(summary.columns) and _groups(summary) == _groups(self.scores):
+                return summary[SUMMARY_COLUMNS]
+        return summarize(self.scores, int(self.record.get("seed", 0)))
+
+    @property
+    def maps_path(self) -> Path:
+        return self.path / "maps.npz"
+
+    @property
+    def model(self) -> str:
+        return str(self.record.get("model", {}).get("name", self.path.name))
+
+
+@dataclass
+class Experiment:
+    """A named experiment: its run folders, or why it did not run."""
+    name: str
+    path: Path
+    runs: list[Run] = field(default_factory=list)
+    skipped: dict[str, Any] | None = None
+
+    @cached_property
+    def scores(self) -> pd.DataFrame:
+        return _concat([run.scores for run in self.runs], SCORE_COLUMNS)
+
+    @cached_property
+    def summary(self) -> pd.DataFrame:
+        return _concat([run.summary for run in self.runs], SUMMARY_COLUMNS)
+
+    @property
+    def schedules(self) -> list[str]:
+        return list(dict.fromkeys(self.summary["schedule"].astype(str)))
+
+
+def load_folder(folder: Path) -> list[Experiment]:
+    """Every experiment under `folder`, in the paper's order; a one-line error when there is none."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise HarnessError(f"results folder {str(folder)!r} does not exist or is not a folder")
+    if (folder / RUN_RECORD).is_file():
+        return [Experiment(_run_name(folder), folder, [Run(folder)])]
+    experiments = [e for e in (_experiment(child) for child in sorted(folder.iterdir())) if e is not None]
+    if not experiments:
+        raise HarnessError(f"no run folders (with {RUN_RECORD}) and no {SKIPPED_RECORD} found under {str(folder)!r}")
+    by_name = {e.name: e for e in experiments}
+    return [by_name[name] for name in order_experiments(by_name)]
+
+
+def _experiment(path: Path) -> Experiment | None:
+    if not path.is_dir() or path.name.startswith(".") or path.name in REPORT_OUTPUTS:
+        return None
+    runs = [Run(record.parent) for record in sorted(path.rglob(RUN_RECORD))]
+    if runs:
+        return Experiment(path.name, path, runs)
+    if (path / SKIPPED_RECORD).is_file():
+        return Experiment(path.name, path, skipped=json.loads((path / SKIPPED_RECORD).read_text()))
+    if any(path.rglob("scores.csv")) or any(path.rglob("parts")):
+        # Started but never finished (the runner writes run.json last): say so rather than vanish.
+        return Experiment(path.name, path, skipped={
+            "experiment": path.name, "reason": f"incomplete: no {RUN_RECORD} under {path}",
+            "how_to_provide": "run the experiment again; a resumed run skips the finished parts"})
+    return None
+
+
+def _run_name(folder: Path) -> str:
+    experiment = (json.loads((folder / RUN_RECORD).read_text()).get("config") or {}).get("experiment")
+    if isinstance(experiment, dict):  # a Hydra preset node rather than a bare name
+        experiment = experiment.get("name")
+    return str(experiment or folder.name)
+
+
+def _groups(frame: pd.DataFrame) -> set[tuple]:
+    return set(frame[GROUP_COLUMNS].astype(str).itertuples(index=False, name=None))
+
+
+def _concat(frames: list[pd.DataFrame], columns: list[str]) -> pd.DataFrame:
+    frames = [f for f in frames if len(f)]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)

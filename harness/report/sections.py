@@ -1,0 +1,139 @@
+"""The report's content, as page blocks: skipped experiments, what ran, claims, paper vs this run,
+and per experiment its figures and summary tables. Everything is read from run.json / summaries.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+
+import pandas as pd
+
+from harness.report import claims as claim_checks
+from harness.report.labels import method_label, model_label
+from harness.report.load import Experiment, Run
+from harness.report.page import Block, Bullets, Heading, Image, Paragraph, Table
+from harness.report.tables import MISSING, compact_tables, paper_comparison
+
+TITLE = "Sanity checks for saliency maps: report"
+
+
+def skipped_section(experiments: list[Experiment]) -> list[Block]:
+    skipped = [e for e in experiments if e.skipped is not None]
+    if not skipped:
+        return []
+    items = [f"**{e.name}**: {e.skipped.get('reason', 'no reason given')}. "
+             f"How to provide: {e.skipped.get('how_to_provide', 'not stated')}" for e in skipped]
+    return [Heading(2, "Skipped experiments"), Bullets(tuple(items))]
+
+
+# -- what ran -------------------------------------------------------------------------------------------
+def what_ran_section(experiments: list[Experiment]) -> list[Block]:
+    ran = [e for e in experiments if e.runs]
+    runs = [run for e in ran for run in e.runs]
+    return [Heading(2, "What ran"),
+            Table("Experiments", pd.DataFrame.from_records([_experiment_row(e) for e in ran])),
+            Table("Models", pd.DataFrame.from_records(_unique(_model_row(r) for r in runs))),
+            Table("Methods and their settings", pd.DataFrame.from_records(_unique(_method_rows(runs)))),
+            Table("Randomization and metrics", pd.DataFrame.from_records(_unique(_setting_row(r) for r in runs))),
+            Table("Package versions", _versions(runs))]
+
+
+def _experiment_row(experiment: Experiment) -> dict[str, str]:
+    records = [run.record for run in experiment.runs]
+    seconds = sum(float(r.get("timings", {}).get("total_seconds", 0.0)) for r in records)
+    return {"experiment": experiment.name,
+            "models": ", ".join(dict.fromkeys(run.model for run in experiment.runs)),
+            "schedules": ", ".join(experiment.schedules),
+            "methods": ", ".join(method_label(m) for m in dict.fromkeys(experiment.summary["method"])),
+            "data": "; ".join(dict.fromkeys(_data(r) for r in records)),
+            "seeds": ", ".join(dict.fromkeys(str(r.get("seed", MISSING)) for r in records)),
+            "runs": str(len(records)), "duration": _duration(seconds)}
+
+
+def _data(record: dict) -> str:
+    data = (record.get("config") or {}).get("data") or {}
+    described = ", ".join(f"{k}={v}" for k, v in data.items() if v is not None)
+    count = (record.get("images") or {}).get("count")
+    return f"{described} ({count} images)" if count is not None else described or MISSING
+
+
+def _duration(seconds: float) -> str:
+    minutes, rest = divmod(round(seconds), 60)
+    return f"{minutes} min {rest} s" if minutes else f"{seconds:.1f} s"
+
+
+def _model_row(run: Run) -> dict[str, str]:
+    model = run.record.get("model") or {}
+    metrics = model.get("metrics") or {}
+    size = (model.get("input") or {})
+    return {"model": f"{model_label(run.model)} (`{run.model}`)",
+            "source": f"{model.get('source_kind', MISSING)}: {model.get('identity', MISSING)}",
+            "input": f"{size.get('size', MISSING)} x {size.get('channels', MISSING)}, range {size.get('value_range', MISSING)}",
+            "classes": str(model.get("num_classes", MISSING)),
+            "train accuracy": _percent(metrics.get("train_accuracy")),
+            "test accuracy": _percent(metrics.get("test_accuracy"))}
+
+
+def _percent(value) -> str:
+    return MISSING if value is None else f"{100 * float(value):.1f} %"
+
+
+def _method_rows(runs: list[Run]) -> Iterable[dict[str, str]]:
+    for run in runs:
+        config = run.record.get("config") or {}
+        for method in config.get("methods") or [config.get("method") or {}]:
+            if method.get("name"):
+                yield {"method": method_label(method["name"]), "key": f"`{method['name']}`",
+                       "settings": ", ".join(f"{k}={v}" for k, v in method.items() if k != "name") or "defaults",
+                       "target": str(config.get("target", MISSING))}
+
+
+def _setting_row(run: Run) -> dict[str, str]:
+    schedule = run.record.get("schedule") or {}
+    reinit = ", ".join(f"{k}={v}" for k, v in (schedule.get("reinit") or {}).items())
+    metrics = ", ".join(f"{k}={v}" for k, v in (run.record.get("metrics") or {}).items())
+    return {"schedule": str(schedule.get("name", MISSING)), "re-initialization": reinit or MISSING,
+            "metric settings": metrics or MISSING}
+
+
+def _versions(runs: list[Run]) -> pd.DataFrame:
+    versions: dict[str, list[str]] = {}
+    for run in runs:
+        for package, version in (run.record.get("versions") or {}).items():
+            versions.setdefault(package, [])
+            if version not in versions[package]:
+                versions[package].append(str(version))
+    return pd.DataFrame({"package": list(versions), "version": [", ".join(v) for v in versions.values()]})
+
+
+def _unique(rows: Iterable[dict[str, str]]) -> list[dict[str, str]]:
+    return list({json.dumps(row, sort_keys=True): row for row in rows}.values())
+
+
+# -- claims and paper values -------------------------------------------------------------------------------
+def claims_section(summary: pd.DataFrame) -> list[Block]:
+    blocks: list[Block] = [Heading(2, "The paper's claims, checked on this run"), Paragraph(
+        "Each claim is judged from this run's means with the simple threshold stated below it; the "
+        "thresholds are fixed in `harness/report/claims.py`, not fitted to any result.")]
+    for claim in claim_checks.check_claims(summary):
+        blocks += [Paragraph(f"**{claim.statement}** Rule: {claim.rule}"), Bullets(tuple(claim.findings))]
+    return blocks
+
+
+def paper_section(summary: pd.DataFrame) -> list[Block]:
+    blocks: list[Block] = [Heading(2, "Paper vs this run"), Paragraph(
+        "Reference values from the paper and the authors' notebook (protocol section 7). They are shown "
+        "for comparison only and are never used to tune anything. Difference = our mean minus the paper's "
+        "value (for a range: the distance outside it, 0 inside). The random-label model is matched to its "
+        "true-label model by name (`mnist_cnn_randlabels` -> `mnist_cnn`).")]
+    return blocks + [Table(t.title, t.frame, t.note) for t in paper_comparison(summary)]
+
+
+# -- results per experiment ------------------------------------------------------------------------------
+def results_section(experiments: list[Experiment], summary: pd.DataFrame, figures: dict[str, list[Image]]) -> list[Block]:
+    blocks: list[Block] = [Heading(2, "Results per experiment")]
+    tables = compact_tables(summary)
+    for experiment in (e for e in experiments if e.runs):
+        blocks += [Heading(3, f"`{experiment.name}`"), *figures.get(experiment.name, [])]
+        blocks += [Table(t.title, t.frame, t.note) for t in tables if t.experiment == experiment.name]
+    return blocks

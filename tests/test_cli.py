@@ -1,0 +1,116 @@
+"""The end-to-end slice and the command line: `harness ...` writes scores.csv; mistakes are one line."""
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from hydra import compose, initialize_config_dir
+
+from harness import runner
+from harness.cli import CONFIG_DIR
+from harness.errors import HarnessError
+
+HARNESS = [sys.executable, "-c", "from harness.cli import main; main()"]
+
+
+def config(*overrides):
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        return compose(config_name="config", overrides=list(overrides))
+
+
+def test_every_config_file_composes():
+    for group in ("model", "data", "method", "schedule", "metrics"):
+        for file in sorted((CONFIG_DIR / group).glob("*.yaml")):
+            cfg = config(f"{group}={file.stem}")
+            assert cfg[group] is not None, file
+
+
+def test_slice_writes_scores(tmp_path):
+    run_dir = runner.run(config("data.count=3", f"results_dir={tmp_path}", "progress=false"), log=lambda _: None)
+    scores = pd.read_csv(run_dir / "scores.csv")
+    for column in ("model", "method", "schedule", "step", "block", "image_id", "target_class", "metric", "value"):
+        assert column in scores.columns
+    assert list(scores["block"].drop_duplicates()) == ["original", "logits", "fc1", "conv2", "conv1"]
+    assert set(scores["metric"]) >= {"spearman_abs", "spearman_signed"}
+    assert len(scores) == 5 * 3 * 4  # steps x images x metrics
+    original = scores[scores["step"] == 0]
+    assert (original.loc[original["metric"].str.startswith("spearman"), "value"] == 1.0).all()
+    assert scores.loc[scores["step"] == 4, "value"].abs().max() < 0.9  # a random network draws other maps
+    assert (scores["model"] == "mnist_cnn").all() and (scores["schedule"] == "cascading").all()
+    for name in ("summary.csv", "maps.npz", "run.json"):
+        assert (run_dir / name).is_file()
+    assert not list(run_dir.glob("*.tmp")) and not list(run_dir.glob(".*.tmp"))
+
+
+def test_same_config_twice_gives_identical_scores(tmp_path):
+    first = runner.run(config("data.count=2", f"results_dir={tmp_path / 'a'}", "progress=false"), log=lambda _: None)
+    second = runner.run(config("data.count=2", f"results_dir={tmp_path / 'b'}", "progress=false"), log=lambda _: None)
+    assert (first / "scores.csv").read_bytes() == (second / "scores.csv").read_bytes()
+
+
+def test_saved_model_folder_through_the_runner(tmp_path, tiny_saved_model):
+    from skimage import data as photos, io
+
+    path, _ = tiny_saved_model
+    folder = tmp_path / "images"
+    folder.mkdir()
+    io.imsave(folder / "camera.png", photos.camera())  # grayscale, resized to 8x8 by the harness
+    cfg = config("model=hub", f"model.source={path}", "data=folder", f"data.path={folder}",
+                 f"results_dir={tmp_path}", "progress=false", "schedule=independent")
+    scores = pd.read_csv(runner.run(cfg, log=lambda _: None) / "scores.csv")
+    assert set(scores["model"]) == {"tiny"} and scores["step"].max() == 4
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["model.blocks.names=[conv1,nope]"], "block 'nope' matches no variable of mnist_cnn"),
+    (["schedule.scheme=gaussian"], "unknown re-initialization scheme 'gaussian'"),
+    (["schedule.name=sideways"], "unknown schedule 'sideways'"),
+    (["data=photos"], "image 'chelsea' has 3 channels; the model takes 1"),
+    (["target=best"], "unknown target 'best'; valid: predicted, original, label"),
+    (["model.source=/no/such/model"], "model source '/no/such/model' does not resolve"),
+    (["data=folder", "data.path=/no/such/folder"], "data.path '/no/such/folder' does not exist"),
+])
+def test_bad_input_raises_one_clear_error(tmp_path, overrides, message):
+    with pytest.raises(HarnessError, match=message):
+        runner.run(config(*overrides, f"results_dir={tmp_path}", "progress=false"), log=lambda _: None)
+    assert not list(tmp_path.rglob("*.csv"))
+
+
+def test_unwritable_results_folder(tmp_path):
+    blocked = tmp_path / "file"
+    blocked.write_text("")
+    with pytest.raises(HarnessError, match="is not writable"):
+        runner.run(config(f"results_dir={blocked / 'sub'}", "progress=false"), log=lambda _: None)
+
+
+def _cli(*args, cwd):
+    return subprocess.run([*HARNESS, *args], capture_output=True, text=True, cwd=cwd, timeout=600)
+
+
+@pytest.mark.parametrize("arg, message", [
+    ("model=mnist_resnet", "harness: error: unknown model 'mnist_resnet'; valid: hub, keras_file, mnist_cnn"),
+    ("method=gradient,saliency_magic", "harness: error: unknown method 'saliency_magic'; valid: "),
+    ("schedule=sideways", "harness: error: unknown schedule 'sideways'; valid: bottom_up, cascading, independent"),
+    ("model.source=/no/such/model", "harness: error: model source '/no/such/model' does not resolve"),
+])
+def test_cli_mistakes_are_one_line_and_exit_2(tmp_path, arg, message):
+    done = _cli(arg, f"results_dir={tmp_path / 'results'}", cwd=tmp_path)
+    assert done.returncode == 2
+    errors = [line for line in done.stderr.splitlines() if line.startswith("harness:")]
+    assert errors == [errors[0]] and errors[0].startswith(message), done.stderr
+    assert not list((tmp_path).rglob("*.csv"))
+
+
+def test_cli_prints_the_run_folder_last(tmp_path):
+    done = _cli("data.count=2", f"results_dir={tmp_path / 'results'}", "progress=false", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    last = done.stdout.strip().splitlines()[-1]
+    assert last.startswith("results: ")
+    assert (Path(last.removeprefix("results: ")) / "scores.csv").is_file()
+
+
+def test_cli_layers_lists_blocks(tmp_path):
+    done = _cli("layers", "model=mnist_cnn", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "fc1/kernel" in done.stdout and "[3136, 1024]" in done.stdout and "3,212,288 parameters" in done.stdout

@@ -1,0 +1,50 @@
+"""The built-in models reach the accuracies the issue asks for, and load from the cache."""
+import json
+
+import pytest
+
+from harness import zoo
+from harness.models import load_model
+
+
+def _metrics(name):
+    return json.loads((zoo.model_path(name, log=lambda _: None) / "harness.json").read_text())["metrics"]
+
+
+@pytest.mark.parametrize("name, held_out", [("mnist_cnn", 0.95), ("mnist_mlp", 0.93)])
+def test_true_label_models_generalize(name, held_out):
+    assert _metrics(name)["test_accuracy"] >= held_out
+
+
+@pytest.mark.parametrize("name", ["mnist_cnn_randlabels", "mnist_mlp_randlabels"])
+def test_random_label_models_memorize_and_do_not_generalize(name):
+    metrics = _metrics(name)
+    assert metrics["train_accuracy"] >= 0.95
+    assert metrics["test_accuracy"] < 0.2  # chance is 0.1
+
+
+def test_split_is_stratified_and_disjoint():
+    from harness.zoo import mnist
+    import numpy as np
+
+    x_train, y_train, x_test, y_test = mnist.load_split()
+    assert len(x_train) == 4000 and len(x_test) == 1000
+    assert np.bincount(y_test).tolist() == [100] * 10
+    assert x_test.min() == 0.0 and x_test.max() <= 1.0
+    assert not (set(map(bytes, x_test.reshape(1000, -1)[:50])) & set(map(bytes, x_train.reshape(4000, -1))))
+
+
+def test_permuted_labels_keep_the_marginal():
+    import numpy as np
+    from harness.zoo import mnist
+
+    y = np.repeat(np.arange(10), 50)
+    permuted = mnist.permuted_labels(y, 0)
+    assert sorted(permuted.tolist()) == sorted(y.tolist()) and (permuted != y).mean() > 0.8
+
+
+def test_builtin_loads_through_the_saved_model_path():
+    model = load_model({"source": "builtin:mnist_cnn", "name": "mnist_cnn"})
+    assert model.source_kind == "builtin" and model.saved_model is not None
+    assert [b.name for b in model.blocks] == ["conv1", "conv2", "fc1", "logits"]
+    assert model.variables[0].initializer == {"kind": "truncated_normal", "std": 0.1}
