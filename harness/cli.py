@@ -10,14 +10,13 @@ A user mistake ends with one line on stderr (`harness: error: ...`) and exit sta
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
+from harness.config import CONFIG_DIR, group_options
 from harness.errors import HarnessError
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "conf"
 GROUPS = ("model", "data", "method", "schedule", "metrics", "experiment")
 COMMANDS = ("run", "layers")
 
@@ -37,10 +36,6 @@ def main() -> None:
 def fail(error: BaseException) -> None:
     print(f"harness: error: {error}", file=sys.stderr)
     sys.exit(2)
-
-
-def group_options(group: str) -> list[str]:
-    return sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
 
 
 def check_group_choices(argv: list[str]) -> None:
@@ -63,9 +58,10 @@ def _hydra_main(cfg: DictConfig) -> None:
         if cfg.command == "layers":
             print_layers(cfg)
             return
-        from harness import runner
+        from harness import runner, sweeps
 
         run_dir = runner.run(cfg)
+        sweeps.record_job(run_dir)
         print(f"results: {run_dir}")
     except HarnessError as error:
         fail(error)

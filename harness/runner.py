@@ -7,6 +7,7 @@ with the same `scores.csv` as an uninterrupted run.
 """
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import hashlib
 import json
@@ -25,10 +26,12 @@ from harness.data import ImageSet, load_images
 from harness.errors import HarnessError
 from harness.randomization import ORIGINAL, SCHEDULES, Randomizer, Reinit, Step, schedule_steps
 from harness.results import write_csv, write_json, write_npz
-from harness.similarity import MetricSettings, compare
+from harness.similarity import MetricSettings, compare, random_mask
 from harness.tables import SCORE_COLUMNS, summarize
 
 TARGETS = ("predicted", "original", "label")
+CONTROLS = ("ceiling", "random_model", "random_mask")
+CONTROL_STEP = -1  # the `step` of control rows: they sit beside the schedule, not on it
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,7 @@ class Plan:
     target: str
     maps_to_keep: int
     results_dir: Path
+    controls: tuple[str, ...] = ()
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> "Plan":
@@ -64,18 +68,24 @@ class Plan:
             raise HarnessError(f"unknown schedule {schedule!r}; valid: {', '.join(SCHEDULES)}")
         if config["target"] not in TARGETS:
             raise HarnessError(f"unknown target {config['target']!r}; valid: {', '.join(TARGETS)}")
-        method_cfgs = config.get("methods") or [config["method"]]
+        controls = tuple(config.get("controls") or ())
+        for control in controls:
+            if control not in CONTROLS:
+                raise HarnessError(f"unknown control {control!r}; valid: {', '.join(CONTROLS)}")
+        method_cfgs = [_method_config(m) for m in config.get("methods") or []] or [config["method"]]
         return cls(
             config=config, methods=[MethodSpec.from_config(m) for m in method_cfgs], schedule=schedule,
             reinit=Reinit.from_config(config["schedule"], seed=int(config["seed"])),
             metrics=MetricSettings.from_config(config["metrics"]), seed=int(config["seed"]),
             target=config["target"], maps_to_keep=int(config.get("maps_to_keep", 8)),
-            results_dir=Path(config.get("results_dir", "results")),
+            results_dir=Path(config.get("results_dir", "results")), controls=controls,
         )
 
     def key(self) -> str:
         """Hash of everything that changes the results (not where they go, nor the progress bar)."""
         relevant = {k: v for k, v in self.config.items() if k not in ("results_dir", "progress", "command")}
+        relevant["methods"] = [vars(m) for m in self.methods]  # the `method` group is moot when `methods` is set
+        relevant.pop("method", None)
         return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()[:10]
 
 
@@ -113,7 +123,11 @@ class Runner:
         start = time.perf_counter()
         randomizer = Randomizer(self.model, self.plan.reinit)
         self.original_targets = self._argmax(self.model.predict(self.x), self.steps[0])
-        self.original_maps = {m.name: self._maps(m, self.steps[0], self.original_targets) for m in self.plan.methods}
+        self.original_maps, self.original_seconds = {}, {}
+        for method in self.plan.methods:
+            began = time.perf_counter()
+            self.original_maps[method.name] = self._maps(method, self.steps[0], self.original_targets)
+            self.original_seconds[method.name] = time.perf_counter() - began
         with self._progress() as bar:
             for step in self.steps:
                 todo = [m for m in self.plan.methods if not self._done(step, m)]
@@ -125,34 +139,76 @@ class Runner:
                     for method in todo:
                         self._unit(step, method, targets)
                         bar.update(len(self.images))
+            for control in self.plan.controls:
+                self._control(control)
+                bar.update(len(self.images) * len(self.plan.methods))
         self._assemble(time.perf_counter() - start)
 
     # -- one unit of work: a method at a step --------------------------------------------------------
     def _unit(self, step: Step, method: MethodSpec, targets: np.ndarray) -> None:
         began = time.perf_counter()
-        maps = self.original_maps[method.name] if step.index == 0 else self._maps(method, step, targets)
-        seconds = time.perf_counter() - began
-        rows = self._score(step, method, targets, maps)
-        stem = self.parts / f"s{step.index:03d}-{method.name}"
-        write_npz(stem.with_suffix(".npz"), {"maps": maps[: self.plan.maps_to_keep]})
-        write_json(stem.with_suffix(".json"), {"seconds": seconds})
-        write_csv(stem.with_suffix(".csv"), rows)  # written last: its presence marks the unit done
+        if step.index == 0:  # computed up front: every later step is compared with these maps
+            maps, seconds = self.original_maps[method.name], self.original_seconds[method.name]
+        else:
+            maps = self._maps(method, step, targets)
+            seconds = time.perf_counter() - began
+        self._commit(_stem(step, method), self._score(step, method, targets, maps), maps, seconds)
+
+    def _commit(self, stem: str, rows: pd.DataFrame, maps: np.ndarray, seconds: float) -> None:
+        path = self.parts / stem
+        write_npz(path.with_suffix(".npz"), {"maps": maps[: self.plan.maps_to_keep]})
+        write_json(path.with_suffix(".json"), {"seconds": seconds})
+        write_csv(path.with_suffix(".csv"), rows)  # written last: its presence marks the unit done
 
     def _done(self, step: Step, method: MethodSpec) -> bool:
-        return (self.parts / f"s{step.index:03d}-{method.name}.csv").is_file()
+        return (self.parts / f"{_stem(step, method)}.csv").is_file()
+
+    # -- controls: how low is "low", how high can a stochastic method get --------------------------------
+    def _control(self, control: str) -> None:
+        """ceiling: a second, independent noise draw on the trained model; random_model: two fully
+        randomized models (different draws) against each other; random_mask: a map against noise."""
+        step = Step(CONTROL_STEP, control, ())
+        todo = [m for m in self.plan.methods if not self._done(step, m)]
+        if not todo:
+            return
+        every_block = tuple(b.name for b in self.model.blocks)
+        for method in todo:
+            began = time.perf_counter()
+            if control == "ceiling":
+                reference = self.original_maps[method.name]
+                maps = self._maps(method, Step(CONTROL_STEP, "ceiling", ()), self.original_targets)
+            elif control == "random_model":
+                reference, maps = (self._randomized_maps(method, Step(index, f"random_model_{index}", every_block))
+                                   for index in (10_001, 10_002))
+            else:
+                reference = self.original_maps[method.name]
+                rng = np.random.default_rng([self.plan.seed, _stable(method.name), _stable(control)])
+                maps = np.stack([random_mask(m.shape, rng) for m in reference])
+            seconds = time.perf_counter() - began
+            rows = self._score(step, method, self.original_targets, maps, reference)
+            self._commit(_stem(step, method), rows, maps, seconds)
+
+    def _randomized_maps(self, method: MethodSpec, step: Step) -> np.ndarray:
+        # Fresh draws per step index even when the schedule nests its draws: two different models.
+        randomizer = Randomizer(self.model, dataclasses.replace(self.plan.reinit, draws="per_step"))
+        with randomizer.step(step):
+            return self._maps(method, step, self._argmax(self.model.predict(self.x), step))
 
     def _maps(self, method: MethodSpec, step: Step, targets: np.ndarray) -> np.ndarray:
-        rng = np.random.default_rng([self.plan.seed, _stable(method.name), _stable(step.block), step.index])
+        rng = np.random.default_rng([self.plan.seed, _stable(method.name), _stable(step.block), step.index % 2**32])
         params = dict(method.params) | {"gradcam_endpoint": self.plan.config["model"].get("gradcam_endpoint")}
         maps = method_registry.get(method.name)(self.model, self.x, targets, rng, params)
         return np.asarray(maps, np.float32)
 
-    def _score(self, step: Step, method: MethodSpec, targets: np.ndarray, maps: np.ndarray) -> pd.DataFrame:
+    def _score(self, step: Step, method: MethodSpec, targets: np.ndarray, maps: np.ndarray,
+               reference: np.ndarray | None = None) -> pd.DataFrame:
+        reference = self.original_maps[method.name] if reference is None else reference
+        schedule = "control" if step.index == CONTROL_STEP else self.plan.schedule
         rows = []
         for i, image_id in enumerate(self.images.ids):
-            for score in compare(self.original_maps[method.name][i], maps[i], self.plan.metrics, image=self.x[i]):
+            for score in compare(reference[i], maps[i], self.plan.metrics, image=self.x[i]):
                 rows.append({
-                    "model": self.model.name, "method": method.name, "schedule": self.plan.schedule,
+                    "model": self.model.name, "method": method.name, "schedule": schedule,
                     "step": step.index, "block": step.block, "image_id": image_id,
                     "target_class": int(targets[i]), "metric": score.metric, "value": score.value,
                     "degenerate": score.degenerate, "reason": score.reason, "seed": self.plan.seed,
@@ -175,8 +231,9 @@ class Runner:
 
     # -- the run's files -------------------------------------------------------------------------------
     def _assemble(self, seconds: float) -> None:
-        units = [(s, m) for s in self.steps for m in self.plan.methods]
-        scores = pd.concat([pd.read_csv(self.parts / f"s{s.index:03d}-{m.name}.csv", keep_default_na=False,
+        controls = [Step(CONTROL_STEP, c, ()) for c in self.plan.controls]
+        units = [(s, m) for s in [*self.steps, *controls] for m in self.plan.methods]
+        scores = pd.concat([pd.read_csv(self.parts / f"{_stem(s, m)}.csv", keep_default_na=False,
                                         na_values=[""]) for s, m in units], ignore_index=True)
         scores["reason"] = scores["reason"].fillna("")
         write_csv(self.run_dir / "scores.csv", scores)
@@ -189,12 +246,13 @@ class Runner:
         arrays = {"images": self.images.images[:k], "image_ids": np.array(self.images.ids[:k]),
                   "steps": np.array([s.index for s in self.steps]), "blocks": np.array([s.block for s in self.steps])}
         for s, m in units:
-            with np.load(self.parts / f"s{s.index:03d}-{m.name}.npz") as part:
-                arrays[f"{m.name}/{s.index:03d}"] = part["maps"]
+            if s.index != CONTROL_STEP:
+                with np.load(self.parts / f"{_stem(s, m)}.npz") as part:
+                    arrays[f"{m.name}/{s.index:03d}"] = part["maps"]
         return arrays
 
     def _record(self, units, seconds: float) -> dict[str, Any]:
-        timings = {f"{m.name}/{s.index:03d}": json.loads((self.parts / f"s{s.index:03d}-{m.name}.json").read_text())["seconds"]
+        timings = {_stem(s, m): json.loads((self.parts / f"{_stem(s, m)}.json").read_text())["seconds"]
                    for s, m in units}
         return {
             "config": self.plan.config, "config_key": self.plan.key(), "versions": _versions(),
@@ -209,7 +267,11 @@ class Runner:
                          "reinit": vars(self.plan.reinit)},
             "metrics": self.plan.metrics.to_record(),
             "images": {"count": len(self.images), "ids": self.images.ids},
-            "timings": {"total_seconds": seconds, "method_seconds": timings},
+            "controls": list(self.plan.controls),
+            "methods": [vars(m) for m in self.plan.methods],
+            "target": self.plan.target,
+            "timings": {"total_seconds": seconds, "method_seconds": timings,
+                        "overhead_share": max(0.0, 1.0 - sum(timings.values()) / seconds) if seconds else None},
             "trace_counts": dict(self.model.trace_counts),
         }
 
@@ -217,13 +279,28 @@ class Runner:
     def _progress(self):
         from tqdm import tqdm
 
-        total = len(self.steps) * len(self.plan.methods) * len(self.images)
+        total = (len(self.steps) + len(self.plan.controls)) * len(self.plan.methods) * len(self.images)
         with tqdm(total=total, desc=f"{self.model.name} {self.plan.schedule}", unit="map",
                   disable=not self.plan.config.get("progress", True)) as bar:
             yield bar
 
 
 # -- helpers ----------------------------------------------------------------------------------------
+def _stem(step: Step, method: MethodSpec) -> str:
+    """File stem of a unit in parts/: s003-gradient, or control-ceiling-gradient."""
+    where = f"control-{step.block}" if step.index == CONTROL_STEP else f"s{step.index:03d}"
+    return f"{where}-{method.name}"
+
+
+def _method_config(entry: Any) -> dict[str, Any]:
+    """`methods: [gradient, {name: smoothgrad, samples: 10}]`: a name takes conf/method/<name>.yaml."""
+    from harness.config import method_defaults
+
+    if isinstance(entry, str):
+        return method_defaults(entry)
+    return method_defaults(entry["name"]) | dict(entry)
+
+
 def _plain(cfg: Mapping[str, Any]) -> dict[str, Any]:
     try:
         from omegaconf import DictConfig, OmegaConf

@@ -1,44 +1,90 @@
-"""Batched gradient kernels shared by the methods.
+"""Compiled batched kernels and the settings helpers every method family shares.
 
-PAIR `saliency.core` calls the model once per sample (SmoothGrad) or per image; these kernels fold
-images, noise samples and path steps into the batch dimension and run one compiled call per chunk
-of at most `max_batch` rows. Each kernel is compiled once per model, so randomizing the model in
-place never retraces.
+Why hand-batched kernels instead of calling PAIR `saliency.core` for everything: PAIR calls the model
+once per noise sample (SmoothGrad) and, by default, once per path step (IG) or window position
+(occlusion), each call a Python round trip of batch 1. The kernels here fold images x noise samples x
+path steps x window positions into the batch dimension and run one compiled call per chunk of at most
+`max_batch` rows (stack notes 6: ~10x on the MNIST CNN, ~1.2x at Inception scale). The maths is kept
+identical to PAIR's, which the tests check against PAIR itself.
+
+Every kernel is a `tf.function` with a fixed input signature, built once per model and key through
+`ModelUnderTest.compiled`. It reads the model's variables, never copies them, so randomizing a block
+in place is seen by the next call without a retrace; each kernel counts its traces in
+`model.trace_counts[key]` so tests can prove that.
 """
 from __future__ import annotations
 
-from typing import Callable
+import hashlib
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
 
+from harness.errors import HarnessError
 from harness.models.wrapper import ModelUnderTest
 
 OUTPUTS = ("logit", "probability")
+GRAPH_MODES = ("live", "frozen")
+# Settings every method accepts: the output explained and the rows per compiled call. 64 rows of a
+# 299x299 InceptionV3 need ~5 GB with gradients; a 28x28 CNN gains little beyond that.
+COMMON = {"output": "logit", "max_batch": 64}
+# The runner adds the model's Grad-CAM endpoint to every method's parameters.
+RUNNER_KEYS = ("gradcam_endpoint",)
 
 
-def _selected_output(logits: tf.Tensor, targets: tf.Tensor, output: str) -> tf.Tensor:
+# -- settings ----------------------------------------------------------------------------------------
+def settings(method: str, params: Mapping[str, Any] | None, defaults: Mapping[str, Any]) -> dict[str, Any]:
+    """The method's defaults overridden by `params`; unknown keys and bad common values are errors."""
+    params = dict(params or {})
+    unknown = sorted(set(params) - set(defaults) - set(RUNNER_KEYS))
+    if unknown:
+        raise HarnessError(f"unknown setting(s) {', '.join(unknown)} for method {method}; "
+                           f"valid: {', '.join(sorted(defaults))}")
+    merged = {**defaults, **params}
+    if "output" in defaults:
+        choose(method, "output", merged["output"], OUTPUTS)
+    if "max_batch" in defaults and int(merged["max_batch"]) < 1:
+        raise HarnessError(f"method {method}: max_batch must be >= 1, got {merged['max_batch']}")
+    return merged
+
+
+def choose(method: str, key: str, value: Any, valid: tuple[str, ...]) -> str:
+    if value not in valid:
+        raise HarnessError(f"method {method}: unknown {key} {value!r}; valid: {', '.join(valid)}")
+    return value
+
+
+def as_inputs(images, targets) -> tuple[np.ndarray, np.ndarray]:
+    return np.asarray(images, np.float32), np.asarray(targets, np.int32)
+
+
+def to_channels(maps2d: np.ndarray, channels: int) -> np.ndarray:
+    """[b, H, W] -> [b, H, W, C] by repeating the map in every channel (PAIR's `three_dims`).
+
+    Grad-CAM, CAM and XRAI explain locations, not channels; repeating keeps the one map contract
+    ([b, H, W, C] like the input) and lets Guided Grad-CAM multiply elementwise.
+    """
+    return np.repeat(np.asarray(maps2d, np.float32)[..., None], channels, axis=-1)
+
+
+# -- compiled functions ------------------------------------------------------------------------------
+def selected_output(logits: tf.Tensor, targets: tf.Tensor, output: str) -> tf.Tensor:
+    """The explained scalar of each row: the target's logit or its softmax probability."""
     values = tf.nn.softmax(logits) if output == "probability" else logits
     return tf.gather(values, targets, batch_dims=1)
 
 
-def _build_gradient(model: ModelUnderTest, output: str) -> Callable:
-    @tf.function(input_signature=[model.tensor_spec(), tf.TensorSpec([None], tf.int32)])
-    def gradient(x, targets):
-        model.trace_counts[f"gradient/{output}"] += 1  # runs at trace time only
-        with tf.GradientTape() as tape:
-            tape.watch(x)
-            selected = _selected_output(model.logits(x), targets, output)
-        return tape.gradient(selected, x)
-    return gradient
+def signature(model: ModelUnderTest) -> list[tf.TensorSpec]:
+    return [model.tensor_spec(), tf.TensorSpec([None], tf.int32)]
 
 
-def input_gradients(model: ModelUnderTest, x: np.ndarray, targets: np.ndarray, output: str = "logit",
-                    max_batch: int = 256) -> np.ndarray:
-    """d output[target] / d input for every row of x, in chunks of at most `max_batch` rows."""
-    fn = model.compiled(f"gradient/{output}", lambda: _build_gradient(model, output))
-    return in_chunks(lambda xs, ts: fn(tf.constant(xs), tf.constant(ts, tf.int32)).numpy(),
-                     x, np.asarray(targets, np.int32), max_batch)
+def compile_counted(model: ModelUnderTest, key: str, body: Callable) -> Callable:
+    """tf.function(body) over (images, targets) that counts its traces in `model.trace_counts[key]`."""
+    def traced(x, targets):
+        model.trace_counts[key] += 1  # Python side effect: runs at trace time only
+        return body(x, targets)
+    return tf.function(traced, input_signature=signature(model))
 
 
 def in_chunks(fn: Callable[..., np.ndarray], x: np.ndarray, targets: np.ndarray, max_batch: int) -> np.ndarray:
@@ -46,3 +92,109 @@ def in_chunks(fn: Callable[..., np.ndarray], x: np.ndarray, targets: np.ndarray,
         return fn(x, targets)
     return np.concatenate([fn(x[i:i + max_batch], targets[i:i + max_batch])
                            for i in range(0, len(x), max_batch)])
+
+
+def run_kernel(fn: Callable, x: np.ndarray, targets: np.ndarray, max_batch: int) -> np.ndarray:
+    """Call a compiled (images, targets) kernel on numpy rows, `max_batch` rows at a time."""
+    return in_chunks(lambda xs, ts: fn(tf.constant(xs, tf.float32), tf.constant(ts, tf.int32)).numpy(),
+                     x, np.asarray(targets, np.int32), int(max_batch))
+
+
+def _gradient_body(model: ModelUnderTest, output: str) -> Callable:
+    def body(x, targets):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            selected = selected_output(model.logits(x), targets, output)
+        return tape.gradient(selected, x)
+    return body
+
+
+def input_gradients(model: ModelUnderTest, x: np.ndarray, targets: np.ndarray, output: str = "logit",
+                    max_batch: int = COMMON["max_batch"]) -> np.ndarray:
+    """d output[target] / d input for every row of x."""
+    key = f"gradient/{output}"
+    fn = model.compiled(key, lambda: compile_counted(model, key, _gradient_body(model, output)))
+    return run_kernel(fn, x, targets, max_batch)
+
+
+def output_values(model: ModelUnderTest, x: np.ndarray, targets: np.ndarray, output: str = "logit",
+                  max_batch: int = COMMON["max_batch"]) -> np.ndarray:
+    """output[target] for every row of x (forward passes only)."""
+    key = f"forward/{output}"
+    fn = model.compiled(key, lambda: compile_counted(
+        model, key, lambda xs, ts: selected_output(model.logits(xs), ts, output)))
+    return run_kernel(fn, x, targets, max_batch)
+
+
+# -- SavedModel graphs (Guided Backprop, Grad-CAM endpoints on hub models) ---------------------------
+class SyncedGraph:
+    """The model's `ImportedGraph`, one per model and mode, shared by the guided and Grad-CAM kernels.
+
+    Live mode reads the variables themselves, so it never goes stale. Frozen mode (the fallback if
+    TF's private inlining helper goes away) bakes the weights in: `sync()` re-freezes when a
+    fingerprint of the variable values has changed since the last freeze, and returns the graph's
+    generation so kernels know when to rebuild their tf.function.
+    """
+
+    def __init__(self, model: ModelUnderTest, mode: str):
+        from harness.models.graph_import import ImportedGraph
+
+        self.model, self.mode = model, mode
+        self.graph = _import(ImportedGraph, model, mode)
+        self._fingerprint = fingerprint(model) if mode == "frozen" else None
+
+    def sync(self) -> int:
+        if self.mode == "frozen":
+            current = fingerprint(self.model)
+            if current != self._fingerprint:
+                self.graph.refresh()
+                self._fingerprint = current
+        return self.graph.generation
+
+
+def _import(cls, model: ModelUnderTest, mode: str):
+    loaded = model.saved_model
+    try:
+        return cls.from_saved_model(loaded, mode=mode, name=model.name)
+    except (ValueError, TypeError):
+        # A loaded function without a unique input signature needs the spec to pick its concrete function.
+        return cls.from_saved_model(loaded, input_spec=model.tensor_spec(), mode=mode, name=model.name)
+
+
+def fingerprint(model: ModelUnderTest) -> str:
+    """A digest of every variable's current value (~0.1 s for InceptionV3's 24 M parameters)."""
+    digest = hashlib.blake2b(digest_size=16)
+    for v in model.variables:
+        digest.update(v.variable.numpy().tobytes())
+    return digest.hexdigest()
+
+
+class GraphKernel:
+    """A compiled kernel over the model's imported SavedModel graph (live or frozen)."""
+
+    def __init__(self, model: ModelUnderTest, key: str, mode: str, body: Callable):
+        self.model, self.key, self.body = model, key, body
+        self.synced = model.compiled(f"graph/{mode}", lambda: SyncedGraph(model, mode))
+        self.generation, self.fn = None, None
+
+    def __call__(self, x, targets):
+        generation = self.synced.sync()
+        if generation != self.generation:  # first call, or frozen weights re-frozen: trace anew
+            graph = self.synced.graph
+            self.fn = compile_counted(self.model, self.key, lambda xs, ts: self.body(graph, xs, ts))
+            self.generation = generation
+        return self.fn(x, targets)
+
+
+def graph_mode(method: str, value: str) -> str:
+    return choose(method, "graph_mode", value, GRAPH_MODES)
+
+
+def model_kind(model: ModelUnderTest, method: str) -> str:
+    """'keras' or 'saved_model': which machinery can reach the model's layers."""
+    if model.keras_model is not None:
+        return "keras"
+    if model.saved_model is not None:
+        return "saved_model"
+    raise HarnessError(f"method {method} needs a Keras model or a SavedModel; model {model.name} "
+                       f"({model.source_kind}) is neither")

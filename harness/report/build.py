@@ -99,7 +99,7 @@ def _map_grids(experiment: Experiment, model: str, schedule: str, runs: list[Run
     images = []
     for i, image_id in enumerate(maps.image_ids):
         for kind in grids.KINDS:
-            path = _figure_path(out, experiment.name, model, schedule, f"maps-{kind}-{i}")
+            path = _figure_path(out, experiment.name, model, schedule, "maps", kind, str(i))
             grids.cascade_grid(maps, i, kind, f"{model_label(model)}, {schedule}: {kind} maps, image {image_id}", path)
             images.append(Image(_relative(path, out), _grid_caption(model, schedule, kind, image_id)))
     return images

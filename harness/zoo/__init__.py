@@ -6,6 +6,7 @@ load it in about a second.
 """
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import shutil
@@ -31,20 +32,23 @@ class Recipe:
     epochs: int = 10           # true labels: a fixed budget
     max_epochs: int = 100      # permuted labels: train until `target_train_accuracy`, at most this
     target_train_accuracy: float = 0.97
+    dropout: float = 0.0       # on the hidden dense layers, training only (no variables)
     seed: int = 0
-    version: int = 1           # bump to invalidate caches when training code changes
+    version: int = 2           # bump to invalidate caches when training code changes
 
     def key(self) -> str:
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:10]
 
 
-# Adam lr 1e-4, batch 50 as in the paper. Permuted labels must be memorized (> 95 % training
-# accuracy); the paper forces 100 epochs, we stop as soon as the target is reached.
+# Adam lr 1e-4, batch 50 as in the paper (the CNN with the TF tutorial's dropout 0.5 on fc1: without
+# it, 4000 training digits give 94.8 % held-out, with it 96.6 %). Permuted labels must be memorized
+# (> 95 % training accuracy): the paper forces 100 epochs at lr 1e-4; we use lr 1e-3 and stop as soon
+# as the target is reached (27 epochs for the MLP instead of 100+), which keeps `make reproduce` short.
 RECIPES: dict[str, Recipe] = {
-    "mnist_cnn": Recipe("cnn", "true", 1e-4, epochs=15),
+    "mnist_cnn": Recipe("cnn", "true", 1e-4, epochs=15, dropout=0.5),
     "mnist_mlp": Recipe("mlp", "true", 1e-4, epochs=10),
-    "mnist_cnn_randlabels": Recipe("cnn", "permuted", 1e-4, max_epochs=150),
-    "mnist_mlp_randlabels": Recipe("mlp", "permuted", 1e-4, max_epochs=150),
+    "mnist_cnn_randlabels": Recipe("cnn", "permuted", 1e-3, max_epochs=100),
+    "mnist_mlp_randlabels": Recipe("mlp", "permuted", 1e-3, max_epochs=100),
 }
 
 BUILDERS: dict[str, Callable] = {"cnn": mnist.build_cnn, "mlp": mnist.build_mlp}
@@ -61,7 +65,12 @@ def model_path(name: str, log: Callable[[str], None] = print) -> Path:
     recipe = RECIPES[name]
     path = cache_dir() / "zoo" / f"{name}-{recipe.key()}"
     if not (path / "saved_model.pb").is_file():
-        _train_and_export(name, recipe, path, log)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # One trainer per model: a second process waits for the first and then loads its result.
+        with open(path.parent / f".{name}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not (path / "saved_model.pb").is_file():
+                _train_and_export(name, recipe, path, log)
     return path
 
 
@@ -100,7 +109,7 @@ def train(recipe: Recipe):
     x_train, y_train, x_test, y_test = mnist.load_split()
     if recipe.labels == "permuted":
         y_train = mnist.permuted_labels(y_train, recipe.seed)
-    model, initializers = BUILDERS[recipe.architecture]()
+    model, initializers = BUILDERS[recipe.architecture](dropout=recipe.dropout)
     model.compile(
         optimizer=keras.optimizers.Adam(recipe.learning_rate),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),

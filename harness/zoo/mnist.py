@@ -36,7 +36,7 @@ def _cnn_init():
     return {"kernel": {"kind": "truncated_normal", "std": 0.1}, "bias": {"kind": "constant", "value": 0.1}}
 
 
-def build_cnn(l2: float = 1e-3):
+def build_cnn(l2: float = 1e-3, dropout: float = 0.5):
     """conv 5x5x32 -> pool -> conv 5x5x64 -> pool -> dense 1024 (dropout 0.5) -> dense 10 (logits), SAME, ReLU."""
     import keras
 
@@ -59,13 +59,14 @@ def build_cnn(l2: float = 1e-3):
     x = keras.layers.Dense(1024, activation="relu", name="fc1", **kw())(x)
     # Dropout 0.5 on fc1 as in the TF "Deep MNIST" tutorial the authors' CNN comes from; it is
     # inactive at inference, so maps and randomization never see it (it has no variables).
-    x = keras.layers.Dropout(0.5, name="dropout")(x)
+    # Permuted-label training turns it off: memorizing is the goal there.
+    x = keras.layers.Dropout(dropout, name="dropout")(x)
     logits = keras.layers.Dense(10, name="logits", **kw(regularized=False))(x)
     model = keras.Model(inputs, logits, name="mnist_cnn")
     return model, {f"{layer}/{var}": spec for layer in ("conv1", "conv2", "fc1", "logits") for var, spec in init.items()}
 
 
-def build_mlp():
+def build_mlp(dropout: float = 0.0):
     """784 -> 2500 -> 1500 -> 500 -> 10, ReLU; weights truncated normal std 2/sqrt(fan_in), biases 0."""
     import keras
 
@@ -83,6 +84,8 @@ def build_mlp():
             bias_initializer="zeros",
             name=name,
         )(x)
+        if dropout and name != "logits":
+            x = keras.layers.Dropout(dropout, name=f"{name}_dropout")(x)
         initializers[f"{name}/kernel"] = {"kind": "truncated_normal", "std": float(std)}
         initializers[f"{name}/bias"] = {"kind": "constant", "value": 0.0}
         fan_in = width

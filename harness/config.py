@@ -1,0 +1,23 @@
+"""Where the config groups live, and reading a group's file outside Hydra's composition."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from harness.errors import HarnessError
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "conf"
+
+
+def group_options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
+
+
+def method_defaults(name: str) -> dict[str, Any]:
+    """The settings in conf/method/<name>.yaml (for runs that list several methods)."""
+    from omegaconf import OmegaConf
+
+    file = CONFIG_DIR / "method" / f"{name}.yaml"
+    if not file.is_file():
+        raise HarnessError(f"unknown method {name!r}; valid: {', '.join(group_options('method'))}")
+    return OmegaConf.to_container(OmegaConf.load(file), resolve=True)

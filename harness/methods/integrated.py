@@ -1,0 +1,83 @@
+"""Integrated Gradients (Sundararajan et al. 2017), streamed over images x path steps.
+
+PAIR's rule is the default: alphas = linspace(0, 1, steps) with both ends, the *mean* of the path
+gradients, times (x - baseline). `rule: trapezoid` weighs the two end points by one half instead
+(the trapezoid rule over the same alphas). The baseline is built in the model's input space.
+"""
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+from harness.errors import HarnessError
+from harness.methods import register
+from harness.methods.kernels import COMMON, as_inputs, choose, input_gradients, settings
+
+BASELINES = ("zeros", "black", "gray", "constant", "blur")
+RULES = ("pair", "trapezoid")
+DEFAULTS = {"steps": 50, "baseline": "zeros", "baseline_value": 0.0, "blur_sigma": 5.0, "rule": "pair", **COMMON}
+
+
+def baseline(x: np.ndarray, s: dict, value_range: tuple[float, float], method: str) -> np.ndarray:
+    """The baseline of each image, in model space.
+
+    zeros: 0 in the model's space (black for [0, 1] inputs, mid-gray for [-1, 1]; the paper's);
+    black / gray: the model-space value of image value 0 / 0.5; constant: `baseline_value`;
+    blur: the image under a Gaussian blur of `blur_sigma` pixels (spatial axes only).
+    """
+    kind = choose(method, "baseline", s["baseline"], BASELINES)
+    low, high = value_range
+    if kind == "blur":
+        sigma = float(s["blur_sigma"])
+        return ndimage.gaussian_filter(x, sigma=(0, sigma, sigma, 0), mode="nearest").astype(np.float32)
+    value = {"zeros": 0.0, "black": low, "gray": (low + high) / 2, "constant": s["baseline_value"]}[kind]
+    return np.full_like(x, float(value))
+
+
+def path(steps: int, rule: str, method: str) -> tuple[np.ndarray, np.ndarray]:
+    """(alphas, weights) of the Riemann sum over the straight path."""
+    choose(method, "rule", rule, RULES)
+    least = 2 if rule == "trapezoid" else 1
+    if steps < least:
+        raise HarnessError(f"method {method}: steps must be >= {least} for rule {rule}, got {steps}")
+    alphas = np.linspace(0.0, 1.0, steps)
+    if rule == "pair":
+        return alphas, np.full(steps, 1.0 / steps)
+    weights = np.full(steps, 1.0 / (steps - 1))
+    weights[[0, -1]] /= 2
+    return alphas, weights
+
+
+def path_integral(model, x: np.ndarray, targets: np.ndarray, base: np.ndarray, alphas: np.ndarray,
+                  weights: np.ndarray, output: str, max_batch: int) -> np.ndarray:
+    """(x - base) * sum_k w_k grad(base + alpha_k (x - base)), all rows (image, step) in chunks."""
+    diff = x - base
+    total = np.zeros(x.shape, np.float64)
+    rows = len(x) * len(alphas)
+    for start in range(0, rows, max_batch):
+        image, step = np.divmod(np.arange(start, min(start + max_batch, rows)), len(alphas))
+        # Path points are formed in float64 and rounded once, as PAIR's float64 alphas do.
+        points = (base[image] + alphas[step, None, None, None] * diff[image]).astype(np.float32)
+        grads = input_gradients(model, points, targets[image], output, max_batch)
+        _add_by_image(total, image, weights[step, None, None, None] * grads)
+    return (total * diff).astype(np.float32)
+
+
+def _add_by_image(total: np.ndarray, image: np.ndarray, rows: np.ndarray) -> None:
+    """total[image[r]] += rows[r]; the rows of one image are contiguous (row-major (image, step))."""
+    starts = np.flatnonzero(np.r_[True, image[1:] != image[:-1]])
+    total[image[starts]] += np.add.reduceat(rows, starts, axis=0)
+
+
+def integrated(model, images, targets, s: dict, method: str) -> np.ndarray:
+    """IG maps of `images` with settings `s` (used by IG and, on noisy copies, by IG-SmoothGrad)."""
+    x, t = as_inputs(images, targets)
+    alphas, weights = path(int(s["steps"]), s["rule"], method)
+    base = baseline(x, s, model.input_spec.value_range, method)
+    return path_integral(model, x, t, base, alphas, weights, s["output"], int(s["max_batch"]))
+
+
+@register("integrated_gradients")
+def integrated_gradients(model, images, targets, rng, params) -> np.ndarray:
+    return integrated(model, images, targets, settings("integrated_gradients", params, DEFAULTS),
+                      "integrated_gradients")

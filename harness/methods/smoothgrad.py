@@ -1,0 +1,99 @@
+"""Maps averaged over noisy copies of the input: SmoothGrad, SmoothGrad-squared, VarGrad, IG-SmoothGrad.
+
+Noise rule (Smilkov et al. 2017, as PAIR's `GetSmoothedMask`): per image, sigma = spread x (max x -
+min x), Gaussian noise added in the model's input space. The paper's SmoothGrad is the *mean* of the
+noisy gradients; PAIR squares them by default (`magnitude=True`), which is `squared: true` here.
+VarGrad (Adebayo et al. 2018b) is their variance (population variance, ddof 0).
+
+The noise comes only from the passed numpy Generator: images in order, then samples, then pixels
+(`draw_noise`), in float32. Generators produce the same stream however it is split, so the maps do
+not depend on `max_batch`; and the same array can be replayed into PAIR (tests monkeypatch
+`np.random.normal`, which `GetSmoothedMask` calls once per sample).
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from harness.errors import HarnessError
+from harness.methods import integrated, register
+from harness.methods.kernels import COMMON, as_inputs, input_gradients, settings
+
+NOISE = {"samples": 50, "spread": 0.15}
+SMOOTHGRAD = {**NOISE, "squared": False, **COMMON}
+VARGRAD = {**NOISE, "samples": 25, **COMMON}
+IG_SMOOTHGRAD = {**NOISE, **integrated.DEFAULTS}
+
+
+# Reductions over the samples axis (axis 1), in float64.
+def mean(maps: np.ndarray) -> np.ndarray:
+    return maps.mean(axis=1, dtype=np.float64)
+
+
+def mean_of_squares(maps: np.ndarray) -> np.ndarray:
+    return np.square(maps, dtype=np.float64).mean(axis=1)
+
+
+def variance(maps: np.ndarray) -> np.ndarray:
+    return maps.var(axis=1, dtype=np.float64)
+
+
+def noise_sigma(x: np.ndarray, spread: float) -> np.ndarray:
+    """Per-image noise standard deviation, spread x (max - min), as PAIR computes it (float32)."""
+    flat = x.reshape(len(x), -1)
+    return (np.float32(spread) * (flat.max(axis=1) - flat.min(axis=1))).astype(np.float32)
+
+
+def draw_noise(rng: np.random.Generator, x: np.ndarray, samples: int, spread: float) -> np.ndarray:
+    """[images, samples, H, W, C] float32 noise for the images `x`, drawn from `rng`."""
+    z = rng.standard_normal((len(x), samples, *x.shape[1:]), dtype=np.float32)
+    return z * noise_sigma(x, spread)[:, None, None, None, None]
+
+
+def over_noise(x: np.ndarray, targets: np.ndarray, rng: np.random.Generator, s: dict,
+               base: Callable[[np.ndarray, np.ndarray], np.ndarray], reduce: Callable) -> np.ndarray:
+    """reduce_s base(x_i + noise_is) per image. Images are taken a group at a time so that a
+    group's noisy copies fill about `max_batch` rows (the base map chunks its own rows)."""
+    samples = int(s["samples"])
+    if samples < 1:
+        raise HarnessError(f"samples must be >= 1, got {samples}")
+    group = max(1, int(s["max_batch"]) // samples)
+    maps = []
+    for start in range(0, len(x), group):
+        xs = x[start:start + group]
+        noisy = (xs[:, None] + draw_noise(rng, xs, samples, float(s["spread"]))).reshape(-1, *x.shape[1:])
+        noisy_maps = base(noisy, np.repeat(targets[start:start + group], samples))
+        maps.append(reduce(noisy_maps.reshape(len(xs), samples, *x.shape[1:])))
+    return np.concatenate(maps).astype(np.float32)
+
+
+def _gradient_base(model, s: dict) -> Callable:
+    def base(rows, row_targets):
+        return input_gradients(model, rows, row_targets, s["output"], int(s["max_batch"]))
+    return base
+
+
+@register("smoothgrad")
+def smoothgrad(model, images, targets, rng, params) -> np.ndarray:
+    s = settings("smoothgrad", params, SMOOTHGRAD)
+    x, t = as_inputs(images, targets)
+    return over_noise(x, t, rng, s, _gradient_base(model, s), mean_of_squares if s["squared"] else mean)
+
+
+@register("vargrad")
+def vargrad(model, images, targets, rng, params) -> np.ndarray:
+    s = settings("vargrad", params, VARGRAD)
+    x, t = as_inputs(images, targets)
+    return over_noise(x, t, rng, s, _gradient_base(model, s), variance)
+
+
+@register("ig_smoothgrad")
+def ig_smoothgrad(model, images, targets, rng, params) -> np.ndarray:
+    """SmoothGrad over IG: the mean of the IG maps of the noisy copies (each from its own baseline)."""
+    s = settings("ig_smoothgrad", params, IG_SMOOTHGRAD)
+    x, t = as_inputs(images, targets)
+
+    def base(rows, row_targets):
+        return integrated.integrated(model, rows, row_targets, s, "ig_smoothgrad")
+    return over_noise(x, t, rng, s, base, mean)
