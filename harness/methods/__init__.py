@@ -2,7 +2,10 @@
 
 Contract: `method(model, images, targets, rng, params) -> maps`, where images are in the model's
 input space, targets are explicit class indices (the runner resolves argmax/original/label), rng is
-a seeded numpy Generator, and maps are float32 [batch, H, W, C]. Methods know nothing of schedules.
+a seeded numpy Generator (the only source of randomness), and maps are float32 [batch, H, W, C]
+(Grad-CAM, CAM and XRAI repeat their 2-D map in every channel). `params` is the method's config minus
+`name`, plus the model's `gradcam_endpoint`; unknown settings are errors. Methods know nothing of
+schedules.
 """
 from __future__ import annotations
 
@@ -36,5 +39,5 @@ def names() -> list[str]:
 
 
 def _load_families() -> None:
-    # Importing a family module registers its methods.
-    from harness.methods import gradient  # noqa: F401
+    # Importing a family module registers its methods (one family per module).
+    from harness.methods import cam, gradient, guided, integrated, occlusion, pair, smoothgrad  # noqa: F401

@@ -126,9 +126,11 @@ def _grid_caption(model: str, schedule: str, kind: str, image_id: str) -> str:
     shading = ("grayscale, sum of |value| over channels, scaled to [0, 1] per map (3-channel maps clipped at "
                "the 99th percentile)" if kind == "absolute" else
                "diverging colours, blue negative, red positive, signed sum over channels scaled to [-1, 1] per map")
+    after = ("the random-label model's map" if schedule == "data_randomization" else
+             "the map after each step, left to right")
     return (f"{model_label(model)}, {SCHEDULE_WORDS.get(schedule, schedule)}: {kind} saliency maps of image "
             f"{image_id} ({shading}). Rows: methods. Columns: the input, the trained model's map (original), then "
-            f"the map after each step, left to right.")
+            f"{after}.")
 
 
 def _curves_caption(model: str, schedule: str, rows) -> str:
@@ -136,9 +138,11 @@ def _curves_caption(model: str, schedule: str, rows) -> str:
     controls = (" Horizontal lines in a method's colour are its control levels (dashed: ceiling from a second "
                 "noise draw; dotted: fully random model; dash-dot: random mask)."
                 if (rows["schedule"] == CONTROL_SCHEDULE).any() else "")
+    undefined = (" A cross on the axis marks a step where every image's score is undefined (constant maps)."
+                 if rows["mean"].isna().any() else "")
     return (f"{model_label(model)}, {SCHEDULE_WORDS.get(schedule, schedule)}: similarity between each method's "
             f"map on the trained model and after each step, mean over up to {n} images with a 95% bootstrap "
-            f"band; one panel per metric.{controls}")
+            f"band; one panel per metric.{controls}{undefined}")
 
 
 def _boxes_caption(model: str) -> str:

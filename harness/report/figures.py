@@ -72,6 +72,8 @@ def similarity_curves(summary: pd.DataFrame, schedule: str, title: str, path: Pa
         ax.set_title(metric_label(metric))
     handles = _method_handles(methods) + [Line2D([], [], color="black", linestyle=CONTROL_STYLES[b], label=label)
                                           for b, label in CONTROL_LABELS.items() if b in set(controls["block"])]
+    if steps["mean"].isna().any():
+        handles.append(Line2D([], [], color="black", linestyle="none", marker="x", label="undefined (constant maps)"))
     figure.legend(handles=handles, loc="outside right upper", title="method / control", fontsize=9)
     figure.suptitle(title)
     return save(figure, path)
@@ -85,6 +87,10 @@ def _curve_panel(ax, rows: pd.DataFrame, controls: pd.DataFrame, methods: list[s
         color = method_color(method)
         ax.plot(line["step"], line["mean"], marker="o", markersize=4, color=color, label=method_label(method))
         ax.fill_between(line["step"], line["ci_low"], line["ci_high"], color=color, alpha=0.15, linewidth=0)
+        undefined = line[line["mean"].isna()]
+        # Every image's score undefined (constant maps): marked on the axis, never drawn as a value.
+        ax.plot(undefined["step"], np.zeros(len(undefined)), linestyle="none", marker="x", markersize=8,
+                color=color, clip_on=False)
         for _, control in controls[controls["method"] == method].iterrows():
             ax.axhline(control["mean"], color=color, linewidth=1, alpha=0.8,
                        linestyle=CONTROL_STYLES.get(control["block"], "--"))
@@ -102,12 +108,13 @@ def independent_boxes(scores: pd.DataFrame, title: str, path: Path) -> Path:
     metrics = order_metrics(rows["metric"])
     methods = order_methods(rows["method"])
     blocks = rows[["step", "block"]].drop_duplicates().sort_values("step")["block"].tolist()
-    figure, axes = _panel_grid(len(metrics), 0.35 * len(blocks) * (len(methods) + 1) + 2.0, 3.2, columns=1)
+    panel_width = 0.35 * len(blocks) * (len(methods) + 1) + 1.0
+    figure, axes = _panel_grid(len(metrics), panel_width, 3.2, columns=2 if panel_width <= 7 else 1)
     for ax, metric in zip(axes, metrics):
         _box_panel(ax, rows[rows["metric"] == metric], methods, blocks)
         ax.set_ylabel(metric_short(metric))
         ax.set_title(metric_label(metric))
-    axes[-1].set_xlabel(SCHEDULE_AXIS["independent"])
+        ax.set_xlabel(SCHEDULE_AXIS["independent"])
     figure.legend(handles=_method_handles(methods, patch=True), loc="outside right upper", title="method",
                   fontsize=9)
     figure.suptitle(title)
@@ -148,7 +155,7 @@ def data_randomization_bars(summary: pd.DataFrame, title: str, path: Path) -> Pa
     for ax, (model, metric) in zip(axes, panels):
         _bar_panel(ax, rows[(rows["base"] == model) & (rows["metric"] == metric)], methods)
         ax.set_title(f"{model_label(model)}: {metric_short(metric)}")
-        ax.set_ylabel(f"{metric_short(metric)}, true vs random labels")
+        ax.set_ylabel(metric_short(metric))
     figure.suptitle(title)
     return save(figure, path)
 
@@ -159,10 +166,11 @@ def _bar_panel(ax, rows: pd.DataFrame, methods: list[str]) -> None:
     errors = np.nan_to_num(np.vstack([data["mean"] - data["ci_low"], data["ci_high"] - data["mean"]]).clip(0))
     x = np.arange(len(shown))
     ax.bar(x, data["mean"].fillna(0), yerr=errors, capsize=3, color=[method_color(m) for m in shown], alpha=0.8)
-    for xi, mean in zip(x, data["mean"]):
-        ax.annotate("n/a" if np.isnan(mean) else f"{mean:.2f}", (xi, 0 if np.isnan(mean) else mean),
-                    xytext=(0, 3 if np.isnan(mean) or mean >= 0 else -10), textcoords="offset points",
-                    ha="center", fontsize=8)
+    for xi, mean, high in zip(x, data["mean"], data["ci_high"]):
+        # Above the error bar, where the number does not cross it.
+        top = 0.0 if np.isnan(mean) else max(mean, 0.0 if np.isnan(high) else high, 0.0)
+        ax.annotate("undefined" if np.isnan(mean) else f"{mean:.2f}", (xi, top), xytext=(0, 3),
+                    textcoords="offset points", ha="center", fontsize=8)
     ax.set_xticks(x, [method_label(m) for m in shown], rotation=30, ha="right")
     _y_limits(ax, pd.concat([data["ci_low"], data["mean"]]))
     ax.grid(axis="y", alpha=0.3)

@@ -1,0 +1,163 @@
+"""Class activation maps: Grad-CAM (Selvaraju et al. 2017), Guided Grad-CAM, and CAM (Zhou et al. 2016).
+
+Grad-CAM as PAIR's `GradCam.GetMask` (the paper's rule): channel weights = spatial mean of the
+gradients at a named endpoint; weighted channel sum; ReLU; divided by its maximum (`normalize`, PAIR
+does it before resizing); bilinear upsampling to the input size with exactly PAIR's interpolation
+(skimage `resize`, order 1: half-pixel centres, mirrored border; `tf.image.resize` clamps the border
+instead and differs by up to a third of the range there).
+
+The 2-D maps are repeated in every input channel (`kernels.to_channels`), so Grad-CAM maps are
+[b, H, W, C] like every other map and Guided Grad-CAM is an elementwise product.
+
+The endpoint is the method's `endpoint`, else the model config's `gradcam_endpoint`: a Keras layer
+name (its output), or for a SavedModel a name-scope resolved by `ImportedGraph.resolve_endpoint`.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+import tensorflow as tf
+from scipy import ndimage
+
+from harness.errors import HarnessError
+from harness.methods import register
+from harness.methods.guided import DEFAULTS as GUIDED_DEFAULTS, guided_gradients
+from harness.methods.kernels import (GraphKernel, as_inputs, compile_counted, graph_mode, model_kind,
+                                     run_kernel, selected_output, settings, to_channels)
+
+GRADCAM = {"endpoint": None, "normalize": True, **GUIDED_DEFAULTS}
+CAM = {"max_batch": GUIDED_DEFAULTS["max_batch"]}
+
+
+# -- Grad-CAM ----------------------------------------------------------------------------------------
+def endpoint_of(s: dict, method: str) -> str:
+    name = s.get("endpoint") or s.get("gradcam_endpoint")
+    if not name:
+        raise HarnessError(f"method {method} needs an endpoint: set the model's gradcam_endpoint or "
+                           f"the method's endpoint (a layer / name scope whose output is [b, h, w, c])")
+    return str(name)
+
+
+def gradcam_maps(model, x: np.ndarray, targets: np.ndarray, s: dict, method: str) -> np.ndarray:
+    """[b, H, W] Grad-CAM maps, upsampled to the input size."""
+    endpoint, output = endpoint_of(s, method), s["output"]
+    if model_kind(model, method) == "keras":
+        key = f"gradcam/{endpoint}/{output}"
+        fn = model.compiled(key, lambda: compile_counted(model, key, _keras_body(model, endpoint, output)))
+    else:
+        mode = graph_mode(method, s["graph_mode"])
+        key = f"gradcam/{mode}/{endpoint}/{output}"
+        fn = model.compiled(key, lambda: GraphKernel(model, key, mode, _graph_body(endpoint, output)))
+    cams = run_kernel(fn, x, targets, int(s["max_batch"]))
+    return upsample(cams, x.shape[1:3], normalize=bool(s["normalize"]))
+
+
+def _keras_body(model, endpoint: str, output: str):
+    from harness.models.keras_guided import keras_endpoint_model
+
+    two_outputs = keras_endpoint_model(model.keras_model, endpoint)  # shares the model's variables
+
+    def body(x, targets):
+        with tf.GradientTape() as tape:
+            values, logits = two_outputs(x, training=False)
+            selected = selected_output(logits, targets, output)
+        return weighted_channels(values, tape.gradient(selected, values), endpoint)
+    return body
+
+
+def _graph_body(endpoint: str, output: str):
+    def body(graph, x, targets):
+        logits, (values,) = graph(x, [endpoint])
+        selected = selected_output(logits, targets, output)
+        return weighted_channels(values, tf.gradients(selected, values)[0], endpoint)
+    return body
+
+
+def weighted_channels(values: tf.Tensor, grads: tf.Tensor, endpoint: str) -> tf.Tensor:
+    """ReLU(sum_c mean_hw(grad_c) * value_c): [b, h, w]."""
+    if values.shape.rank != 4:
+        raise HarnessError(f"Grad-CAM endpoint {endpoint!r} has shape {values.shape}; it needs a "
+                           "[batch, height, width, channels] feature map (a conv layer's output)")
+    weights = tf.reduce_mean(grads, axis=[1, 2])
+    return tf.nn.relu(tf.einsum("bhwc,bc->bhw", values, weights))
+
+
+# -- upsampling, as skimage.transform.resize(order=1) -------------------------------------------------
+@lru_cache(maxsize=32)
+def _resize_matrix(size_in: int, size_out: int) -> np.ndarray:
+    """[size_out, size_in] linear map of skimage's order-1 resize along one axis (= ndimage.zoom,
+    mirror mode, grid mode), obtained by resizing the identity's columns."""
+    matrix = ndimage.zoom(np.eye(size_in), (size_out / size_in, 1.0), order=1, mode="mirror", grid_mode=True)
+    assert matrix.shape == (size_out, size_in), matrix.shape
+    return matrix
+
+
+def upsample(maps: np.ndarray, size: tuple[int, int], normalize: bool) -> np.ndarray:
+    """[b, h, w] -> [b, H, W]; with `normalize`, each map is first divided by its maximum (if > 0)."""
+    maps = np.asarray(maps, np.float64)
+    if normalize:
+        peak = maps.reshape(len(maps), -1).max(axis=1)
+        maps = maps / np.where(peak > 0, peak, 1.0)[:, None, None]
+    rows, cols = _resize_matrix(maps.shape[1], size[0]), _resize_matrix(maps.shape[2], size[1])
+    return np.einsum("Hh,bhw,Ww->bHW", rows, maps, cols).astype(np.float32)
+
+
+@register("gradcam")
+def gradcam(model, images, targets, rng, params) -> np.ndarray:
+    s = settings("gradcam", params, GRADCAM)
+    x, t = as_inputs(images, targets)
+    return to_channels(gradcam_maps(model, x, t, s, "gradcam"), x.shape[-1])
+
+
+@register("guided_gradcam")
+def guided_gradcam(model, images, targets, rng, params) -> np.ndarray:
+    """Guided Backprop x Grad-CAM, elementwise (the Grad-CAM map repeated over channels)."""
+    s = settings("guided_gradcam", params, GRADCAM)
+    x, t = as_inputs(images, targets)
+    cams = gradcam_maps(model, x, t, s, "guided_gradcam")
+    return (guided_gradients(model, x, t, s, "guided_gradcam") * cams[..., None]).astype(np.float32)
+
+
+# -- CAM ---------------------------------------------------------------------------------------------
+@register("cam")
+def cam(model, images, targets, rng, params) -> np.ndarray:
+    """sum_k w[k, target] * A_k for a model ending in GlobalAveragePooling2D + Dense (the logit's own
+    weights, so there is no `output` setting), upsampled as Grad-CAM; signed, not normalized."""
+    s = settings("cam", params, CAM)
+    x, t = as_inputs(images, targets)
+    if model_kind(model, "cam") != "keras":
+        raise HarnessError(f"method cam needs a Keras model ending in GlobalAveragePooling2D + Dense; "
+                           f"model {model.name} is a SavedModel (use gradcam, which CAM is a case of)")
+    fn = model.compiled("cam", lambda: compile_counted(model, "cam", _cam_body(model)))
+    return to_channels(upsample(run_kernel(fn, x, t, int(s["max_batch"])), x.shape[1:3], normalize=False),
+                       x.shape[-1])
+
+
+def _cam_body(model):
+    features, dense = _gap_dense(model.keras_model)
+
+    def body(x, targets):
+        class_weights = tf.gather(tf.convert_to_tensor(dense.kernel), targets, axis=1)  # [k, b]
+        return tf.einsum("bhwk,kb->bhw", features(x, training=False), class_weights)
+    return body
+
+
+def _gap_dense(keras_model):
+    """(model from the input to the pooled features, the final Dense layer), or a HarnessError."""
+    import keras
+
+    dense = keras_model.layers[-1]
+    layer = _producer(dense.input) if isinstance(dense, keras.layers.Dense) else None
+    while isinstance(layer, keras.layers.Dropout):  # inactive at inference
+        layer = _producer(layer.input)
+    if not isinstance(layer, keras.layers.GlobalAveragePooling2D) or layer.keepdims:
+        raise HarnessError(f"method cam needs a model whose last layers are GlobalAveragePooling2D -> "
+                           f"Dense; model {keras_model.name} ends in "
+                           f"{' -> '.join(type(l).__name__ for l in keras_model.layers[-3:])} (use gradcam)")
+    return keras.Model(keras_model.inputs, layer.input, name=f"{keras_model.name}_cam_features"), dense
+
+
+def _producer(tensor):
+    history = getattr(tensor, "_keras_history", None)
+    return history.operation if history is not None else None

@@ -1,0 +1,60 @@
+"""Occlusion (Zeiler & Fergus 2014) with PAIR's semantics, evaluated in batched forward passes.
+
+A `size` x `size` window (all channels) is set to `value` (model space) at every position; the drop
+of the explained output, output(x) - output(occluded x), is added to every pixel the window covers.
+So with `aggregate: sum` (PAIR's `Occlusion.GetMask`) a pixel's value is the *sum* of the drops of
+all windows covering it; `aggregate: mean` divides by that count. PAIR slides with stride 1 over the
+positions where the window fits (stack notes: ~81,000 single-row calls at 299x299); here the
+positions are rows of batched calls, and `stride` > 1 thins them (the last position is always kept,
+so the border stays covered). Drops are accumulated in PAIR's order and precision (float32).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from harness.errors import HarnessError
+from harness.methods import register
+from harness.methods.kernels import COMMON, as_inputs, choose, output_values, settings
+
+DEFAULTS = {"size": 15, "stride": 1, "value": 0.0, "aggregate": "sum", **COMMON}
+AGGREGATES = ("sum", "mean")
+
+
+def window_starts(length: int, size: int, stride: int) -> list[int]:
+    starts = list(range(0, length - size + 1, stride))
+    if starts[-1] != length - size:
+        starts.append(length - size)
+    return starts
+
+
+def windows(shape: tuple[int, int], size: int, stride: int) -> list[tuple[int, int]]:
+    """Window corners in PAIR's order (row-major)."""
+    if size < 1 or stride < 1 or size > min(shape):
+        raise HarnessError(f"method occlusion: need 1 <= size <= image side {min(shape)} and stride >= 1; "
+                           f"got size {size}, stride {stride}")
+    return [(r, c) for r in window_starts(shape[0], size, stride) for c in window_starts(shape[1], size, stride)]
+
+
+@register("occlusion")
+def occlusion(model, images, targets, rng, params) -> np.ndarray:
+    s = settings("occlusion", params, DEFAULTS)
+    aggregate = choose("occlusion", "aggregate", s["aggregate"], AGGREGATES)
+    x, t = as_inputs(images, targets)
+    size, output, max_batch = int(s["size"]), s["output"], int(s["max_batch"])
+    corners = windows(x.shape[1:3], size, int(s["stride"]))
+    unoccluded = output_values(model, x, t, output, max_batch)
+    scores, coverage = np.zeros_like(x), np.zeros(x.shape[:3], np.float32)
+    rows = len(x) * len(corners)
+    for start in range(0, rows, max_batch):
+        image, corner = np.divmod(np.arange(start, min(start + max_batch, rows)), len(corners))
+        occluded = x[image]  # a copy (fancy indexing)
+        for k, (r, c) in enumerate(corners[j] for j in corner):
+            occluded[k, r:r + size, c:c + size, :] = s["value"]
+        drops = unoccluded[image] - output_values(model, occluded, t[image], output, max_batch)
+        for i, j, drop in zip(image, corner, drops):
+            r, c = corners[j]
+            scores[i, r:r + size, c:c + size, :] += drop
+            coverage[i, r:r + size, c:c + size] += 1
+    if aggregate == "mean":
+        scores /= np.maximum(coverage, 1)[..., None]
+    return scores
