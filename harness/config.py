@@ -13,11 +13,11 @@ def group_options(group: str) -> list[str]:
     return sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
 
 
-def method_defaults(name: str) -> dict[str, Any]:
-    """The settings in conf/method/<name>.yaml (for runs that list several methods)."""
+def group_defaults(group: str, name: str) -> dict[str, Any]:
+    """The settings in conf/<group>/<name>.yaml, e.g. for runs that list several methods."""
     from omegaconf import OmegaConf
 
-    file = CONFIG_DIR / "method" / f"{name}.yaml"
+    file = CONFIG_DIR / group / f"{name}.yaml"
     if not file.is_file():
-        raise HarnessError(f"unknown method {name!r}; valid: {', '.join(group_options('method'))}")
+        raise HarnessError(f"unknown {group} {name!r}; valid: {', '.join(group_options(group))}")
     return OmegaConf.to_container(OmegaConf.load(file), resolve=True)

@@ -7,6 +7,7 @@ variable bit for bit from the trained snapshot (and proves that too).
 """
 from __future__ import annotations
 
+import dataclasses
 import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -18,8 +19,10 @@ import numpy as np
 from harness.errors import HarnessError
 from harness.models.wrapper import Block, ModelUnderTest, ModelVariable
 
-SCHEDULES = ("cascading", "bottom_up", "independent")
-SCHEMES = ("auto", "own", "he_truncated_normal", "truncated_normal", "glorot_uniform", "uniform", "permute")
+SCHEDULES = ("cascading", "bottom_up", "independent", "data_randomization")
+SCHEMES = ("auto", "own", "he_truncated_normal", "truncated_normal", "glorot_uniform", "uniform", "permute",
+           "donor")
+DATA_RANDOMIZATION_BLOCK = "random_labels"
 BN_STATS = ("keep", "reset")
 DRAWS = ("per_step", "nested")
 ORIGINAL = "original"
@@ -42,11 +45,14 @@ def schedule_steps(kind: str, block_names: Sequence[str]) -> list[Step]:
 
     cascading: top block first, then each next one down, accumulating (the paper's Figure 2);
     bottom_up: the same from the input upward (Hedström et al.); independent: one block at a time,
-    top-down, all others trained.
+    top-down, all others trained; data_randomization: one step that takes every block from the
+    random-label model (scheme `donor`), the paper's data randomization test.
     """
     if kind not in SCHEDULES:
         raise HarnessError(f"unknown schedule {kind!r}; valid: {', '.join(SCHEDULES)}")
     names = list(block_names)
+    if kind == "data_randomization":
+        return [Step(0, ORIGINAL, ()), Step(1, DATA_RANDOMIZATION_BLOCK, tuple(names))]
     top_down = names[::-1]
     steps = [Step(0, ORIGINAL, ())]
     for i, block in enumerate(top_down if kind != "bottom_up" else names, start=1):
@@ -71,6 +77,9 @@ class Reinit:
     bn_stats: str = "keep"           # batch-norm moving statistics: keep (authors' code) or reset
     draws: str = "per_step"          # fresh draws every step (paper) or once per block (nested)
     seed: int = 0
+    # scheme "donor": every variable takes the value of the same-named variable of another model
+    # of the same architecture (the random-label model of the data randomization test).
+    donor: Mapping[str, np.ndarray] | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self):
         for value, valid, what in ((self.scheme, SCHEMES, "re-initialization scheme"),
@@ -82,6 +91,15 @@ class Reinit:
     def from_config(cls, cfg: Mapping[str, Any], seed: int = 0) -> "Reinit":
         keys = {"scheme", "std", "low", "high", "bn_stats", "draws"}
         return cls(seed=seed, **{k: cfg[k] for k in keys if k in cfg and cfg[k] is not None})
+
+    def with_donor(self, model: ModelUnderTest, donor: ModelUnderTest) -> "Reinit":
+        """Scheme `donor` with the values of `donor`, checked to match `model` name by name."""
+        values = {v.name: v.variable.numpy() for v in donor.variables}
+        for v in model.variables:
+            if v.name not in values or values[v.name].shape != v.shape:
+                raise HarnessError(f"donor model {donor.name} does not match {model.name}: variable {v.name} "
+                                   f"{list(v.shape)} has no same-named, same-shaped counterpart")
+        return dataclasses.replace(self, donor=values)
 
 
 # -- drawing new values ------------------------------------------------------------------------------
@@ -146,6 +164,8 @@ def scheme_for(v: ModelVariable, reinit: Reinit) -> str:
 def draw(v: ModelVariable, reinit: Reinit, rng: np.random.Generator, current: np.ndarray) -> np.ndarray | None:
     """New value for one variable, or None when the scheme leaves it alone."""
     kind, scheme, shape = role(v), scheme_for(v, reinit), v.shape
+    if scheme == "donor":
+        return reinit.donor[v.name]
     if kind == "moving_stat":
         if reinit.bn_stats == "keep":
             return None

@@ -100,6 +100,8 @@ def run(cfg: Mapping[str, Any], log=print) -> Path:
     if plan.target == "label" and images.labels is None:
         raise HarnessError(f"target 'label' needs labelled images; data source {plan.config['data']['source']!r} "
                            "has none (use target=predicted or give data.labels)")
+    if plan.reinit.scheme == "donor":
+        plan.reinit = plan.reinit.with_donor(model, _donor_model(plan.config["schedule"], log))
     names = "+".join(m.name for m in plan.methods)
     run_dir = plan.results_dir / "runs" / f"{model.name}-{names}-{plan.schedule}-{plan.key()}"
     with _exclusive(run_dir):
@@ -121,6 +123,9 @@ class Runner:
     def execute(self) -> None:
         self.parts.mkdir(parents=True, exist_ok=True)
         start = time.perf_counter()
+        if all(self._done(s, m) for s in self._all_steps() for m in self.plan.methods):
+            self._assemble(time.perf_counter() - start)  # finished before: only the tables are rebuilt
+            return
         randomizer = Randomizer(self.model, self.plan.reinit)
         self.original_targets = self._argmax(self.model.predict(self.x), self.steps[0])
         self.original_maps, self.original_seconds = {}, {}
@@ -190,7 +195,9 @@ class Runner:
 
     def _randomized_maps(self, method: MethodSpec, step: Step) -> np.ndarray:
         # Fresh draws per step index even when the schedule nests its draws: two different models.
-        randomizer = Randomizer(self.model, dataclasses.replace(self.plan.reinit, draws="per_step"))
+        reinit = self.plan.reinit
+        scheme = "auto" if reinit.scheme == "donor" else reinit.scheme  # a donor is one model, not random ones
+        randomizer = Randomizer(self.model, dataclasses.replace(reinit, draws="per_step", scheme=scheme, donor=None))
         with randomizer.step(step):
             return self._maps(method, step, self._argmax(self.model.predict(self.x), step))
 
@@ -230,9 +237,11 @@ class Runner:
         return np.argmax(logits, axis=1).astype(np.int32)
 
     # -- the run's files -------------------------------------------------------------------------------
+    def _all_steps(self) -> list[Step]:
+        return [*self.steps, *(Step(CONTROL_STEP, c, ()) for c in self.plan.controls)]
+
     def _assemble(self, seconds: float) -> None:
-        controls = [Step(CONTROL_STEP, c, ()) for c in self.plan.controls]
-        units = [(s, m) for s in [*self.steps, *controls] for m in self.plan.methods]
+        units = [(s, m) for s in self._all_steps() for m in self.plan.methods]
         scores = pd.concat([pd.read_csv(self.parts / f"{_stem(s, m)}.csv", keep_default_na=False,
                                         na_values=[""]) for s, m in units], ignore_index=True)
         scores["reason"] = scores["reason"].fillna("")
@@ -292,13 +301,24 @@ def _stem(step: Step, method: MethodSpec) -> str:
     return f"{where}-{method.name}"
 
 
+def _donor_model(schedule: Mapping[str, Any], log):
+    """The model whose weights scheme `donor` copies in: `schedule.donor_model` names a model config."""
+    from harness.config import group_defaults
+    from harness.models import load_model
+
+    name = schedule.get("donor_model")
+    if not name:
+        raise HarnessError("scheme 'donor' needs schedule.donor_model (a model config name, e.g. mnist_cnn_randlabels)")
+    return load_model(group_defaults("model", name), log=log)
+
+
 def _method_config(entry: Any) -> dict[str, Any]:
     """`methods: [gradient, {name: smoothgrad, samples: 10}]`: a name takes conf/method/<name>.yaml."""
-    from harness.config import method_defaults
+    from harness.config import group_defaults
 
     if isinstance(entry, str):
-        return method_defaults(entry)
-    return method_defaults(entry["name"]) | dict(entry)
+        return group_defaults("method", entry)
+    return group_defaults("method", entry["name"]) | dict(entry)
 
 
 def _plain(cfg: Mapping[str, Any]) -> dict[str, Any]:

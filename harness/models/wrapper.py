@@ -137,7 +137,10 @@ def execution_order(call: Callable, spec: tf.TensorSpec, variables: list[tf.Vari
 def build_blocks(variables: list[ModelVariable], depth: int = 1, names: list[str] | None = None,
                  model: str = "model") -> list[Block]:
     groups = blocking.group([v.name for v in variables], depth=depth, block_names=names, model=model)
-    return [Block(name, tuple(variables[i] for i in indices)) for name, indices in groups]
+    blocks = [Block(name, tuple(variables[i] for i in indices)) for name, indices in groups]
+    # Groups without a trainable variable are state, not weights (a Dropout layer's seed generator):
+    # there is nothing to re-initialize, so they are not blocks.
+    return [b for b in blocks if any(v.trainable for v in b.variables)]
 
 
 def check_logit_output(model: ModelUnderTest) -> int:

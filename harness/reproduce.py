@@ -1,0 +1,108 @@
+"""`make reproduce`: run the paper's experiments (experiments/*.yaml) and build the report.
+
+    python -m harness.reproduce                      # all experiments -> results/reproduce/
+    python -m harness.reproduce cascading_cnn        # one experiment
+    python -m harness.reproduce --quick              # few images, few samples (the test's version)
+    python -m harness.reproduce inception_cascading model.source=/path data=folder data.path=/imgs
+
+Each experiment lands in `<out>/<experiment>/`; finished runs are not recomputed (the runner resumes
+by config), so a rerun only rebuilds what changed. An optional experiment whose model cannot be had
+is written as `skipped.json` with the reason; the rest of the run is unaffected.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from harness.config import CONFIG_DIR
+from harness.errors import HarnessError
+from harness.results import write_json
+
+EXPERIMENTS_DIR = CONFIG_DIR.parent / "experiments"
+# --quick: the same experiments, shrunk (a test runs every experiment this way).
+QUICK_OVERRIDES = ["data.count=2", "maps_to_keep=2"]
+QUICK_METHOD_PARAMS = {"samples": 2, "steps": 3, "n_samples": 2}
+QUICK_CALIBRATION_PAIRS = 2
+
+
+def definitions() -> dict[str, dict[str, Any]]:
+    from omegaconf import OmegaConf
+
+    return {p.stem: OmegaConf.to_container(OmegaConf.load(p)) for p in sorted(EXPERIMENTS_DIR.glob("*.yaml"))}
+
+
+def compose_run(overrides: list[str], results_dir: Path, quick: bool):
+    from hydra import compose, initialize_config_dir
+
+    extra = [f"results_dir={results_dir}"] + (QUICK_OVERRIDES if quick else [])
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=[*overrides, *extra])
+    if quick and cfg.get("methods"):
+        cfg.methods = [_shrunk(name) for name in cfg.methods]
+    return cfg
+
+
+def _shrunk(name: str) -> dict[str, Any]:
+    from harness.config import group_defaults
+
+    params = group_defaults("method", name)
+    return params | {k: min(v, QUICK_METHOD_PARAMS[k]) for k, v in params.items() if k in QUICK_METHOD_PARAMS}
+
+
+def run_experiment(name: str, definition: dict[str, Any], out: Path, quick: bool, extra: list[str]) -> str:
+    """Run one experiment into out/<name>/; returns 'done' or 'skipped'."""
+    from harness import runner
+    from harness.calibration import run_calibration
+
+    folder = out / name
+    if definition.get("kind") == "calibration":
+        run_calibration(folder, pairs=QUICK_CALIBRATION_PAIRS if quick else int(definition.get("pairs", 50)))
+        return "done"
+    (folder / "skipped.json").unlink(missing_ok=True)
+    for overrides in definition["runs"]:
+        try:
+            runner.run(compose_run([*overrides, *extra], folder, quick), log=print)
+        except HarnessError as error:
+            if not definition.get("optional"):
+                raise
+            write_json(folder / "skipped.json", {"experiment": name, "reason": str(error),
+                                                 "how_to_provide": definition.get("how_to_provide", "")})
+            return "skipped"
+    return "done"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m harness.reproduce", description=__doc__.split("\n\n")[0])
+    parser.add_argument("items", nargs="*", help="experiment names (default: all), then Hydra overrides (key=value)")
+    parser.add_argument("--quick", action="store_true", help="few images and samples: a smoke test of every experiment")
+    parser.add_argument("--out", type=Path, default=Path("results/reproduce"), help="output folder")
+    args = parser.parse_args(argv)
+    known = definitions()
+    names = [i for i in args.items if "=" not in i] or list(known)
+    extra = [i for i in args.items if "=" in i]
+    try:
+        unknown = [n for n in names if n not in known]
+        if unknown:
+            raise HarnessError(f"unknown experiment {unknown[0]!r}; valid: {', '.join(known)}")
+        durations = {}
+        for name in names:
+            began = time.perf_counter()
+            print(f"== {name}: {known[name].get('title', '')}", flush=True)
+            status = run_experiment(name, known[name], args.out, args.quick, extra)
+            durations[name] = time.perf_counter() - began
+            print(f"== {name}: {status} in {durations[name]:.0f} s", flush=True)
+        from harness.report import build_report
+
+        report = build_report(args.out)
+    except HarnessError as error:
+        print(f"reproduce: error: {error}", file=sys.stderr)
+        sys.exit(2)
+    print("durations: " + ", ".join(f"{n} {s:.0f} s" for n, s in durations.items()))
+    print(f"report: {report}")
+
+
+if __name__ == "__main__":
+    main()
