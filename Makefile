@@ -20,11 +20,11 @@ test: $(STAMP)  ## the fast suite (what CI runs)
 test-all: $(STAMP)  ## including the slow Inception-scale tests
 	$(BIN)/python -m pytest -q
 
-reproduce: $(STAMP)  ## the paper's main job on the built-in models
-	$(BIN)/harness model=mnist_cnn method=gradient schedule=cascading data.count=100
+reproduce: $(STAMP)  ## the paper's experiments on the built-in models, then the report
+	$(BIN)/python -m harness.reproduce --out results/reproduce
 
 bench: $(STAMP)  ## harness vs. PAIR saliency vs. raw TensorFlow
-	@echo "benchmarks arrive with the methods issue"
+	$(BIN)/python -m harness.bench
 
 clean:
 	rm -rf results/runs results/sweeps results/reproduce results/bench .pytest_cache

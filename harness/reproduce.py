@@ -45,10 +45,13 @@ def compose_run(overrides: list[str], results_dir: Path, quick: bool):
     return cfg
 
 
-def _shrunk(name: str) -> dict[str, Any]:
+def _shrunk(entry: Any) -> dict[str, Any]:
+    """A method entry (a name, or a mapping with `name`) with its sample / step counts cut down."""
     from harness.config import group_defaults
+    from omegaconf import OmegaConf
 
-    params = group_defaults("method", name)
+    given = {"name": entry} if isinstance(entry, str) else OmegaConf.to_container(entry)
+    params = group_defaults("method", given["name"]) | given
     return params | {k: min(v, QUICK_METHOD_PARAMS[k]) for k, v in params.items() if k in QUICK_METHOD_PARAMS}
 
 

@@ -5,7 +5,6 @@ with chosen per-cell means, so the report's numbers can be checked exactly.
 """
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -109,6 +108,8 @@ def make_reproduce_folder(root: Path) -> Path:
         write_run(root / "data_randomization" / model, model, "data_randomization",
                   _rows(model, "data_randomization", ["random_labels"], values, ["spearman_abs", "spearman_signed"]),
                   _maps(values, ["random_labels"]), "data_randomization")
+    calibration = [r for r in _control_rows("mnist_cnn", ["gradient"]) if r["block"] == "random_mask"]
+    write_run(root / "calibration", "mnist_cnn", "control", calibration, _maps([], []), "calibration")
     write_json(root / "inception_cascading" / "skipped.json",
                {"experiment": "inception_cascading", "reason": SKIP_REASON,
                 "how_to_provide": "put the slim checkpoint under ~/.cache and run make reproduce"})
@@ -127,7 +128,8 @@ def test_merged_summary_has_experiment_and_summary_columns(built):
     root, _ = built
     summary = pd.read_csv(root / "summary.csv")
     assert list(summary.columns) == ["experiment"] + SUMMARY_COLUMNS == MERGED_COLUMNS
-    assert set(summary["experiment"]) == {"cascading_cnn", "independent_cnn", "data_randomization"}
+    assert list(dict.fromkeys(summary["experiment"])) == ["cascading_cnn", "independent_cnn", "data_randomization",
+                                                          "calibration"]  # the paper's order
     row = summary[(summary["experiment"] == "cascading_cnn") & (summary["method"] == "guided_backprop")
                   & (summary["block"] == "logits") & (summary["metric"] == "spearman_abs")]
     assert row["mean"].item() == pytest.approx(0.72)
@@ -137,8 +139,10 @@ def test_figures_are_readable_pngs(built):
     root, _ = built
     figures = sorted((root / "figures").glob("*.png"))
     names = {f.name for f in figures}
-    for expected in ("cascading_cnn-mnist_cnn-cascading-curves.png", "cascading_cnn-mnist_cnn-cascading-maps-absolute-0.png",
-                     "cascading_cnn-mnist_cnn-cascading-maps-signed-2.png", "independent_cnn-mnist_cnn-independent-boxes.png",
+    for expected in ("cascading_cnn-mnist_cnn-cascading-curves.png",
+                     "cascading_cnn-mnist_cnn-cascading-maps-absolute-0.png",
+                     "cascading_cnn-mnist_cnn-cascading-maps-signed-2.png",
+                     "independent_cnn-mnist_cnn-independent-boxes.png",
                      "data_randomization-all-data_randomization-bars.png"):
         assert expected in names
     for figure in figures:
@@ -165,6 +169,7 @@ def test_paper_vs_run_table_has_paper_values_and_our_means(built):
     assert "| Guided Backprop | logits | 0.89 | 0.720 | [0.700, 0.740] | -0.170 | cascading_cnn |" in markdown
     assert "| Gradient | conv1 | 0.08 | 0.090 |" in markdown
     assert "| Integrated Gradients | conv1 | 0.992 | — |" in markdown  # not run here: shown, not invented
+    assert "| Grad-CAM | conv1 | 0.30 | undefined (3 of 3) |" in markdown
     # Data randomization: random-label model names match their true-label model; a range is a range.
     assert "| Gradient | random labels | 0.60 | 0.610 |" in markdown
     assert "| Gradient | random labels | 0.00-0.12 | 0.090 |" in markdown and "| +0.000 |" in markdown
@@ -177,10 +182,12 @@ def test_summary_tables_and_claims_come_from_the_data(built):
     assert "| Gradient | 1.00 [1.00, 1.00] | 0.62 [0.60, 0.64] |" in markdown
     assert "undefined (3 of 3)" in markdown  # Grad-CAM at conv1: counted, not zero-filled
     assert "control: ceiling" in markdown
+    assert "**calibration: MNIST CNN, |Spearman|**" in markdown and "| Gradient | 0.00 [-0.02, 0.02] |" in markdown
     assert "Gradient, MNIST CNN (cascading_cnn, cascading): |Spearman| 1.00 at original -> 0.09" in markdown
     assert "depends on the weights: **confirmed**" in markdown
     assert "Grad-CAM, MNIST CNN (cascading_cnn, cascading)" in markdown and "**undetermined**" in markdown
-    assert "Guided Backprop, MNIST CNN (cascading_cnn, cascading): |Spearman| 0.72 [0.70, 0.74] after logits" in markdown
+    assert ("Guided Backprop, MNIST CNN (cascading_cnn, cascading): |Spearman| 0.72 [0.70, 0.74] (paper: 0.89) "
+            "after logits") in markdown
     assert "stays >= 0.5 through conv2" in markdown
     assert "depends on the training labels" in markdown
 
@@ -202,9 +209,9 @@ def test_rebuild_is_identical(built):
 
 
 def test_single_run_folder_keeps_the_runners_summary(tmp_path):
-    run = write_run(tmp_path / "run", "mnist_mlp", "cascading",
-                    _rows("mnist_mlp", "cascading", ["logits", "hidden3", "hidden2", "hidden1"], {"gradient": [1, .2, .1, .02, .02]}),
-                    _maps(["gradient"], ["logits", "hidden3", "hidden2", "hidden1"]), "cascading_mlp")
+    blocks = ["logits", "hidden3", "hidden2", "hidden1"]
+    rows = _rows("mnist_mlp", "cascading", blocks, {"gradient": [1, .2, .1, .02, .02]})
+    run = write_run(tmp_path / "run", "mnist_mlp", "cascading", rows, _maps(["gradient"], blocks), "cascading_mlp")
     runner_summary = (run / "summary.csv").read_bytes()
     page = build_report(run)
     assert page == run / "report" / "report.html"
@@ -231,8 +238,3 @@ def test_cli_errors_name_the_folder(tmp_path, capsys, make):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("harness-report: error: ") and str(folder) in err[0]
 
-
-def test_cli_prints_the_page_last(built, capsys):
-    root, _ = built
-    main([str(root)])
-    assert capsys.readouterr().out.strip().splitlines()[-1] == f"report: {root / 'report.html'}"

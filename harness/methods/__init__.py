@@ -9,21 +9,62 @@ schedules.
 """
 from __future__ import annotations
 
-from typing import Callable
+import functools
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import numpy as np
 
 from harness.errors import HarnessError
 
 Method = Callable[..., np.ndarray]
+OUTPUTS = ("logit", "probability")
+# Settings most methods accept: the output explained and the rows per compiled call. 64 rows of a
+# 299x299 InceptionV3 need ~5 GB with gradients; a 28x28 CNN gains little beyond that.
+COMMON = {"output": "logit", "max_batch": 64}
+# Keys the runner adds to every method's parameters.
+RUNNER_KEYS = ("gradcam_endpoint",)
 _REGISTRY: dict[str, Method] = {}
+_DEFAULTS: dict[str, dict[str, Any]] = {}
 
 
-def register(name: str) -> Callable[[Method], Method]:
+def register(name: str, defaults: Mapping[str, Any]) -> Callable[[Method], Method]:
+    """Register `fn(model, x, targets, rng, s)` as method `name` under the contract above.
+
+    The registered callable validates `params` against `defaults` into the settings `s` (the
+    defaults are the paper's settings; conf/method/<name>.yaml documents the same values), converts
+    images to float32 and targets to int32, and returns float32 maps.
+    """
     def add(fn: Method) -> Method:
-        _REGISTRY[name] = fn
-        return fn
+        @functools.wraps(fn)
+        def method(model, images, targets, rng, params) -> np.ndarray:
+            s = settings(name, params, defaults)
+            x, t = np.asarray(images, np.float32), np.asarray(targets, np.int32)
+            return np.asarray(fn(model, x, t, rng, s), np.float32)
+        _REGISTRY[name], _DEFAULTS[name] = method, dict(defaults)
+        return method
     return add
+
+
+def settings(method: str, params: Mapping[str, Any] | None, defaults: Mapping[str, Any]) -> dict[str, Any]:
+    """The method's defaults overridden by `params`; unknown keys and bad common values are errors."""
+    params = dict(params or {})
+    unknown = sorted(set(params) - set(defaults) - set(RUNNER_KEYS))
+    if unknown:
+        raise HarnessError(f"unknown setting(s) {', '.join(unknown)} for method {method}; "
+                           f"valid: {', '.join(sorted(defaults))}")
+    merged = {**defaults, **params}
+    if "output" in defaults:
+        choose(method, "output", merged["output"], OUTPUTS)
+    if "max_batch" in defaults and int(merged["max_batch"]) < 1:
+        raise HarnessError(f"method {method}: max_batch must be >= 1, got {merged['max_batch']}")
+    return merged
+
+
+def choose(method: str, key: str, value: Any, valid: tuple[str, ...]) -> str:
+    if value not in valid:
+        raise HarnessError(f"method {method}: unknown {key} {value!r}; valid: {', '.join(valid)}")
+    return value
 
 
 def get(name: str) -> Method:
@@ -31,6 +72,12 @@ def get(name: str) -> Method:
     if name not in _REGISTRY:
         raise HarnessError(f"unknown saliency method {name!r}; valid: {', '.join(names())}")
     return _REGISTRY[name]
+
+
+def defaults(name: str) -> dict[str, Any]:
+    """The settings method `name` runs with when its config gives none."""
+    get(name)
+    return dict(_DEFAULTS[name])
 
 
 def names() -> list[str]:

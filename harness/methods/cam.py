@@ -23,8 +23,8 @@ from scipy import ndimage
 from harness.errors import HarnessError
 from harness.methods import register
 from harness.methods.guided import DEFAULTS as GUIDED_DEFAULTS, guided_gradients
-from harness.methods.kernels import (GraphKernel, as_inputs, compile_counted, graph_mode, model_kind,
-                                     run_kernel, selected_output, settings, to_channels)
+from harness.methods.kernels import (GraphKernel, compile_counted, graph_mode, model_kind, run_kernel,
+                                     selected_output, to_channels)
 
 GRADCAM = {"endpoint": None, "normalize": True, **GUIDED_DEFAULTS}
 CAM = {"max_batch": GUIDED_DEFAULTS["max_batch"]}
@@ -103,35 +103,29 @@ def upsample(maps: np.ndarray, size: tuple[int, int], normalize: bool) -> np.nda
     return np.einsum("Hh,bhw,Ww->bHW", rows, maps, cols).astype(np.float32)
 
 
-@register("gradcam")
-def gradcam(model, images, targets, rng, params) -> np.ndarray:
-    s = settings("gradcam", params, GRADCAM)
-    x, t = as_inputs(images, targets)
-    return to_channels(gradcam_maps(model, x, t, s, "gradcam"), x.shape[-1])
+@register("gradcam", GRADCAM)
+def gradcam(model, x, targets, rng, s) -> np.ndarray:
+    return to_channels(gradcam_maps(model, x, targets, s, "gradcam"), x.shape[-1])
 
 
-@register("guided_gradcam")
-def guided_gradcam(model, images, targets, rng, params) -> np.ndarray:
+@register("guided_gradcam", GRADCAM)
+def guided_gradcam(model, x, targets, rng, s) -> np.ndarray:
     """Guided Backprop x Grad-CAM, elementwise (the Grad-CAM map repeated over channels)."""
-    s = settings("guided_gradcam", params, GRADCAM)
-    x, t = as_inputs(images, targets)
-    cams = gradcam_maps(model, x, t, s, "guided_gradcam")
-    return (guided_gradients(model, x, t, s, "guided_gradcam") * cams[..., None]).astype(np.float32)
+    cams = gradcam_maps(model, x, targets, s, "guided_gradcam")
+    return guided_gradients(model, x, targets, s, "guided_gradcam") * cams[..., None]
 
 
 # -- CAM ---------------------------------------------------------------------------------------------
-@register("cam")
-def cam(model, images, targets, rng, params) -> np.ndarray:
+@register("cam", CAM)
+def cam(model, x, targets, rng, s) -> np.ndarray:
     """sum_k w[k, target] * A_k for a model ending in GlobalAveragePooling2D + Dense (the logit's own
     weights, so there is no `output` setting), upsampled as Grad-CAM; signed, not normalized."""
-    s = settings("cam", params, CAM)
-    x, t = as_inputs(images, targets)
     if model_kind(model, "cam") != "keras":
         raise HarnessError(f"method cam needs a Keras model ending in GlobalAveragePooling2D + Dense; "
                            f"model {model.name} is a SavedModel (use gradcam, which CAM is a case of)")
     fn = model.compiled("cam", lambda: compile_counted(model, "cam", _cam_body(model)))
-    return to_channels(upsample(run_kernel(fn, x, t, int(s["max_batch"])), x.shape[1:3], normalize=False),
-                       x.shape[-1])
+    cams = run_kernel(fn, x, targets, int(s["max_batch"]))
+    return to_channels(upsample(cams, x.shape[1:3], normalize=False), x.shape[-1])
 
 
 def _cam_body(model):

@@ -15,9 +15,9 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from harness.methods import register
-from harness.methods.kernels import (COMMON, GraphKernel, as_inputs, compile_counted, graph_mode,
-                                     model_kind, run_kernel, selected_output, settings)
+from harness.methods import COMMON, register
+from harness.methods.kernels import (GraphKernel, compile_counted, graph_mode, model_kind, run_kernel,
+                                     selected_output)
 
 DEFAULTS = {"graph_mode": "live", **COMMON}
 
@@ -56,8 +56,6 @@ def _graph_body(output: str):
     return body
 
 
-@register("guided_backprop")
-def guided_backprop(model, images, targets, rng, params) -> np.ndarray:
-    s = settings("guided_backprop", params, DEFAULTS)
-    x, t = as_inputs(images, targets)
-    return guided_gradients(model, x, t, s, "guided_backprop").astype(np.float32)
+@register("guided_backprop", DEFAULTS)
+def guided_backprop(model, x, targets, rng, s) -> np.ndarray:
+    return guided_gradients(model, x, targets, s, "guided_backprop")

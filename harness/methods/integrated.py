@@ -10,8 +10,8 @@ import numpy as np
 from scipy import ndimage
 
 from harness.errors import HarnessError
-from harness.methods import register
-from harness.methods.kernels import COMMON, as_inputs, choose, input_gradients, settings
+from harness.methods import COMMON, choose, register
+from harness.methods.kernels import input_gradients
 
 BASELINES = ("zeros", "black", "gray", "constant", "blur")
 RULES = ("pair", "trapezoid")
@@ -69,15 +69,13 @@ def _add_by_image(total: np.ndarray, image: np.ndarray, rows: np.ndarray) -> Non
     total[image[starts]] += np.add.reduceat(rows, starts, axis=0)
 
 
-def integrated(model, images, targets, s: dict, method: str) -> np.ndarray:
-    """IG maps of `images` with settings `s` (used by IG and, on noisy copies, by IG-SmoothGrad)."""
-    x, t = as_inputs(images, targets)
+def integrated(model, x: np.ndarray, targets: np.ndarray, s: dict, method: str) -> np.ndarray:
+    """IG maps of `x` with settings `s` (used by IG and, on noisy copies, by IG-SmoothGrad)."""
     alphas, weights = path(int(s["steps"]), s["rule"], method)
     base = baseline(x, s, model.input_spec.value_range, method)
-    return path_integral(model, x, t, base, alphas, weights, s["output"], int(s["max_batch"]))
+    return path_integral(model, x, targets, base, alphas, weights, s["output"], int(s["max_batch"]))
 
 
-@register("integrated_gradients")
-def integrated_gradients(model, images, targets, rng, params) -> np.ndarray:
-    return integrated(model, images, targets, settings("integrated_gradients", params, DEFAULTS),
-                      "integrated_gradients")
+@register("integrated_gradients", DEFAULTS)
+def integrated_gradients(model, x, targets, rng, s) -> np.ndarray:
+    return integrated(model, x, targets, s, "integrated_gradients")

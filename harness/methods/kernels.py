@@ -1,4 +1,4 @@
-"""Compiled batched kernels and the settings helpers every method family shares.
+"""Compiled batched kernels every method family shares.
 
 Why hand-batched kernels instead of calling PAIR `saliency.core` for everything: PAIR calls the model
 once per noise sample (SmoothGrad) and, by default, once per path step (IG) or window position
@@ -15,48 +15,16 @@ in place is seen by the next call without a retrace; each kernel counts its trac
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable
 
 import numpy as np
 import tensorflow as tf
 
 from harness.errors import HarnessError
+from harness.methods import COMMON, choose
 from harness.models.wrapper import ModelUnderTest
 
-OUTPUTS = ("logit", "probability")
 GRAPH_MODES = ("live", "frozen")
-# Settings every method accepts: the output explained and the rows per compiled call. 64 rows of a
-# 299x299 InceptionV3 need ~5 GB with gradients; a 28x28 CNN gains little beyond that.
-COMMON = {"output": "logit", "max_batch": 64}
-# The runner adds the model's Grad-CAM endpoint to every method's parameters.
-RUNNER_KEYS = ("gradcam_endpoint",)
-
-
-# -- settings ----------------------------------------------------------------------------------------
-def settings(method: str, params: Mapping[str, Any] | None, defaults: Mapping[str, Any]) -> dict[str, Any]:
-    """The method's defaults overridden by `params`; unknown keys and bad common values are errors."""
-    params = dict(params or {})
-    unknown = sorted(set(params) - set(defaults) - set(RUNNER_KEYS))
-    if unknown:
-        raise HarnessError(f"unknown setting(s) {', '.join(unknown)} for method {method}; "
-                           f"valid: {', '.join(sorted(defaults))}")
-    merged = {**defaults, **params}
-    if "output" in defaults:
-        choose(method, "output", merged["output"], OUTPUTS)
-    if "max_batch" in defaults and int(merged["max_batch"]) < 1:
-        raise HarnessError(f"method {method}: max_batch must be >= 1, got {merged['max_batch']}")
-    return merged
-
-
-def choose(method: str, key: str, value: Any, valid: tuple[str, ...]) -> str:
-    if value not in valid:
-        raise HarnessError(f"method {method}: unknown {key} {value!r}; valid: {', '.join(valid)}")
-    return value
-
-
-def as_inputs(images, targets) -> tuple[np.ndarray, np.ndarray]:
-    return np.asarray(images, np.float32), np.asarray(targets, np.int32)
 
 
 def to_channels(maps2d: np.ndarray, channels: int) -> np.ndarray:
@@ -87,17 +55,12 @@ def compile_counted(model: ModelUnderTest, key: str, body: Callable) -> Callable
     return tf.function(traced, input_signature=signature(model))
 
 
-def in_chunks(fn: Callable[..., np.ndarray], x: np.ndarray, targets: np.ndarray, max_batch: int) -> np.ndarray:
-    if len(x) <= max_batch:
-        return fn(x, targets)
-    return np.concatenate([fn(x[i:i + max_batch], targets[i:i + max_batch])
-                           for i in range(0, len(x), max_batch)])
-
-
 def run_kernel(fn: Callable, x: np.ndarray, targets: np.ndarray, max_batch: int) -> np.ndarray:
-    """Call a compiled (images, targets) kernel on numpy rows, `max_batch` rows at a time."""
-    return in_chunks(lambda xs, ts: fn(tf.constant(xs, tf.float32), tf.constant(ts, tf.int32)).numpy(),
-                     x, np.asarray(targets, np.int32), int(max_batch))
+    """Call a compiled (images, targets) kernel on numpy rows, at most `max_batch` rows per call."""
+    x, targets, max_batch = np.asarray(x, np.float32), np.asarray(targets, np.int32), int(max_batch)
+    chunks = [fn(tf.constant(x[i:i + max_batch]), tf.constant(targets[i:i + max_batch])).numpy()
+              for i in range(0, len(x) or 1, max_batch)]
+    return chunks[0] if len(chunks) == 1 else np.concatenate(chunks)
 
 
 def _gradient_body(model: ModelUnderTest, output: str) -> Callable:
@@ -139,8 +102,12 @@ class SyncedGraph:
     def __init__(self, model: ModelUnderTest, mode: str):
         from harness.models.graph_import import ImportedGraph
 
+        # A fresh trace of the wrapper's forward pass, not the SavedModel's own concrete function:
+        # once a gradient has been taken through a restored function, TF appends its forward
+        # intermediates to that function's outputs, and ImportedGraph wants exactly one output.
+        forward = tf.function(model.logits).get_concrete_function(model.tensor_spec())
         self.model, self.mode = model, mode
-        self.graph = _import(ImportedGraph, model, mode)
+        self.graph = ImportedGraph(forward, [v.variable for v in model.variables], mode=mode, name=model.name)
         self._fingerprint = fingerprint(model) if mode == "frozen" else None
 
     def sync(self) -> int:
@@ -150,15 +117,6 @@ class SyncedGraph:
                 self.graph.refresh()
                 self._fingerprint = current
         return self.graph.generation
-
-
-def _import(cls, model: ModelUnderTest, mode: str):
-    loaded = model.saved_model
-    try:
-        return cls.from_saved_model(loaded, mode=mode, name=model.name)
-    except (ValueError, TypeError):
-        # A loaded function without a unique input signature needs the spec to pick its concrete function.
-        return cls.from_saved_model(loaded, input_spec=model.tensor_spec(), mode=mode, name=model.name)
 
 
 def fingerprint(model: ModelUnderTest) -> str:

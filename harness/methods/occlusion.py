@@ -13,8 +13,8 @@ from __future__ import annotations
 import numpy as np
 
 from harness.errors import HarnessError
-from harness.methods import register
-from harness.methods.kernels import COMMON, as_inputs, choose, output_values, settings
+from harness.methods import COMMON, choose, register
+from harness.methods.kernels import output_values
 
 DEFAULTS = {"size": 15, "stride": 1, "value": 0.0, "aggregate": "sum", **COMMON}
 AGGREGATES = ("sum", "mean")
@@ -35,11 +35,9 @@ def windows(shape: tuple[int, int], size: int, stride: int) -> list[tuple[int, i
     return [(r, c) for r in window_starts(shape[0], size, stride) for c in window_starts(shape[1], size, stride)]
 
 
-@register("occlusion")
-def occlusion(model, images, targets, rng, params) -> np.ndarray:
-    s = settings("occlusion", params, DEFAULTS)
+@register("occlusion", DEFAULTS)
+def occlusion(model, x, t, rng, s) -> np.ndarray:
     aggregate = choose("occlusion", "aggregate", s["aggregate"], AGGREGATES)
-    x, t = as_inputs(images, targets)
     size, output, max_batch = int(s["size"]), s["output"], int(s["max_batch"])
     corners = windows(x.shape[1:3], size, int(s["stride"]))
     unoccluded = output_values(model, x, t, output, max_batch)

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import inspect
+
 import numpy as np
 import saliency.core as pair
+from saliency.core import guided_ig as pair_guided_ig
 
 from harness.errors import HarnessError
-from harness.methods import integrated, register
-from harness.methods.kernels import COMMON, as_inputs, input_gradients, output_values, settings, to_channels
+from harness.methods import COMMON, integrated, register
+from harness.methods.kernels import input_gradients, output_values, to_channels
 
 TARGET = "target"
 XRAI = {"steps": 100, "algorithm": "full", **COMMON}
@@ -23,6 +26,23 @@ BLUR_IG = {"steps": 100, "max_sigma": 50.0, "grad_step": 0.01, "sqrt": False, **
 GUIDED_IG = {"steps": 200, "fraction": 0.25, "max_dist": 0.02,
              **{k: integrated.DEFAULTS[k] for k in ("baseline", "baseline_value", "blur_sigma")},
              "output": COMMON["output"]}
+
+
+
+class _NumpyForGuidedIG:
+    """numpy as PAIR 0.2.1's Guided IG expects it: it calls `np.quantile(..., interpolation=...)`,
+    an argument NumPy 2 removed (now `method`). Installed into that one PAIR module only."""
+
+    def __getattr__(self, name):
+        return getattr(np, name)
+
+    @staticmethod
+    def quantile(a, q, interpolation="linear", **kwargs):
+        return np.quantile(a, q, method=interpolation, **kwargs)
+
+
+if "interpolation" not in inspect.signature(np.quantile).parameters:
+    pair_guided_ig.np = _NumpyForGuidedIG()
 
 
 def call_model_function(model, output: str, max_batch: int) -> Callable:
@@ -45,11 +65,9 @@ def per_image(model, targets: np.ndarray, s: dict, explain: Callable, max_batch:
     return np.stack([np.asarray(explain(i, call, {TARGET: int(t)}), np.float32) for i, t in enumerate(targets)])
 
 
-@register("xrai")
-def xrai(model, images, targets, rng, params) -> np.ndarray:
+@register("xrai", XRAI)
+def xrai(model, x, t, rng, s) -> np.ndarray:
     """XRAI (Kapishnikov et al. 2019) with PAIR's defaults (IG from black and white baselines)."""
-    s = settings("xrai", params, XRAI)
-    x, t = as_inputs(images, targets)
     extra = pair.XRAIParameters(steps=int(s["steps"]), algorithm=s["algorithm"])
 
     def explain(i, call, args):
@@ -57,24 +75,22 @@ def xrai(model, images, targets, rng, params) -> np.ndarray:
     return to_channels(per_image(model, t, s, explain, int(s["max_batch"])), x.shape[-1])
 
 
-@register("blur_ig")
-def blur_ig(model, images, targets, rng, params) -> np.ndarray:
+@register("blur_ig", BLUR_IG)
+def blur_ig(model, x, t, rng, s) -> np.ndarray:
     """Blur IG (Xu et al. 2020): IG along a path of increasingly blurred images."""
-    s = settings("blur_ig", params, BLUR_IG)
-    x, t = as_inputs(images, targets)
+    # PAIR weighs a whole batch by its last step's sigma increment: right only for evenly spaced
+    # sigmas, so the square-root spacing goes one step per call.
+    batch_size = 1 if s["sqrt"] else int(s["max_batch"])
 
     def explain(i, call, args):
         return pair.BlurIG().GetMask(x[i], call, args, max_sigma=float(s["max_sigma"]), steps=int(s["steps"]),
-                                     grad_step=float(s["grad_step"]), sqrt=bool(s["sqrt"]),
-                                     batch_size=int(s["max_batch"]))
+                                     grad_step=float(s["grad_step"]), sqrt=bool(s["sqrt"]), batch_size=batch_size)
     return per_image(model, t, s, explain, int(s["max_batch"]))
 
 
-@register("guided_ig")
-def guided_ig(model, images, targets, rng, params) -> np.ndarray:
+@register("guided_ig", GUIDED_IG)
+def guided_ig(model, x, t, rng, s) -> np.ndarray:
     """Guided IG (Kapishnikov et al. 2021), from the same baselines as Integrated Gradients."""
-    s = settings("guided_ig", params, GUIDED_IG)
-    x, t = as_inputs(images, targets)
     baselines = integrated.baseline(x, s, model.input_spec.value_range, "guided_ig")
 
     def explain(i, call, args):

@@ -17,8 +17,8 @@ from collections.abc import Callable
 import numpy as np
 
 from harness.errors import HarnessError
-from harness.methods import integrated, register
-from harness.methods.kernels import COMMON, as_inputs, input_gradients, settings
+from harness.methods import COMMON, integrated, register
+from harness.methods.kernels import input_gradients
 
 NOISE = {"samples": 50, "spread": 0.15}
 SMOOTHGRAD = {**NOISE, "squared": False, **COMMON}
@@ -74,26 +74,20 @@ def _gradient_base(model, s: dict) -> Callable:
     return base
 
 
-@register("smoothgrad")
-def smoothgrad(model, images, targets, rng, params) -> np.ndarray:
-    s = settings("smoothgrad", params, SMOOTHGRAD)
-    x, t = as_inputs(images, targets)
-    return over_noise(x, t, rng, s, _gradient_base(model, s), mean_of_squares if s["squared"] else mean)
+@register("smoothgrad", SMOOTHGRAD)
+def smoothgrad(model, x, targets, rng, s) -> np.ndarray:
+    return over_noise(x, targets, rng, s, _gradient_base(model, s), mean_of_squares if s["squared"] else mean)
 
 
-@register("vargrad")
-def vargrad(model, images, targets, rng, params) -> np.ndarray:
-    s = settings("vargrad", params, VARGRAD)
-    x, t = as_inputs(images, targets)
-    return over_noise(x, t, rng, s, _gradient_base(model, s), variance)
+@register("vargrad", VARGRAD)
+def vargrad(model, x, targets, rng, s) -> np.ndarray:
+    return over_noise(x, targets, rng, s, _gradient_base(model, s), variance)
 
 
-@register("ig_smoothgrad")
-def ig_smoothgrad(model, images, targets, rng, params) -> np.ndarray:
+@register("ig_smoothgrad", IG_SMOOTHGRAD)
+def ig_smoothgrad(model, x, targets, rng, s) -> np.ndarray:
     """SmoothGrad over IG: the mean of the IG maps of the noisy copies (each from its own baseline)."""
-    s = settings("ig_smoothgrad", params, IG_SMOOTHGRAD)
-    x, t = as_inputs(images, targets)
 
     def base(rows, row_targets):
         return integrated.integrated(model, rows, row_targets, s, "ig_smoothgrad")
-    return over_noise(x, t, rng, s, base, mean)
+    return over_noise(x, targets, rng, s, base, mean)

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from harness.report.labels import ORIGINAL, block_label, method_label, model_label
+from harness.report import reference
+from harness.report.labels import ORIGINAL, base_model, block_label, method_label, model_label
 from harness.report.tables import mean_ci, number
 
 # Thresholds (means over images):
@@ -45,7 +46,15 @@ def _series(summary: pd.DataFrame, methods: tuple[str, ...], schedules, metric: 
 
 def _where(keys) -> str:
     experiment, model, schedule, method = keys
-    return f"{method_label(method)}, {model_label(model)} ({experiment}, {schedule})"
+    where = experiment if experiment == schedule else f"{experiment}, {schedule}"
+    return f"{method_label(method)}, {model_label(model)} ({where})"
+
+
+def _paper(keys, row: pd.Series) -> str:
+    """" (paper: 0.08)" where the paper reports this cell: the reader sees how the paper itself fares."""
+    _, model, schedule, method = keys
+    ref = reference.lookup(base_model(model), schedule, str(row["metric"]), method, str(row["block"]))
+    return f" (paper: {ref.text})" if ref else ""
 
 
 def _verdict(ok: bool, *values: float) -> str:
@@ -63,7 +72,8 @@ def _depends(summary: pd.DataFrame) -> Claim:
     for keys, rows in _series(summary, ("gradient", "gradcam"), FINAL_SCHEDULES):
         first, last = rows.iloc[0], rows.iloc[-1]
         findings.append(f"{_where(keys)}: |Spearman| {number(first['mean'])} at {block_label(first['block'])} -> "
-                        f"{mean_ci(last)} at {block_label(last['block'])}: depends on {FINAL_SCHEDULES[keys[2]]}: "
+                        f"{mean_ci(last)}{_paper(keys, last)} at {block_label(last['block'])}: depends on "
+                        f"{FINAL_SCHEDULES[keys[2]]}: "
                         f"{_verdict(last['mean'] < DEPENDS_BELOW, last['mean'])}")
     return Claim("Gradient and Grad-CAM depend on the weights (and on the training labels).",
                  f"confirmed when the mean |Spearman| at the last step (all blocks randomized, or random labels) "
@@ -79,8 +89,9 @@ def _stays_similar(summary: pd.DataFrame) -> Claim:
         similar = randomized["mean"].ge(STAYS_SIMILAR_FROM).cummin()  # True while every step so far stays similar
         reach = (f"stays >= {STAYS_SIMILAR_FROM} through {block_label(randomized[similar].iloc[-1]['block'])}"
                  if similar.any() else f"below {STAYS_SIMILAR_FROM} from the start")
-        findings.append(f"{_where(keys)}: |Spearman| {mean_ci(top)} after {block_label(top['block'])} is "
-                        f"randomized, {reach}, {number(randomized.iloc[-1]['mean'])} when all are: "
+        findings.append(f"{_where(keys)}: |Spearman| {mean_ci(top)}{_paper(keys, top)} after "
+                        f"{block_label(top['block'])} is randomized, {reach}, {number(randomized.iloc[-1]['mean'])} "
+                        f"when all are: "
                         f"{_verdict(top['mean'] >= STAYS_SIMILAR_FROM, top['mean'])}")
     return Claim("Guided Backprop and Guided Grad-CAM stay similar until the lowest layers are randomized.",
                  f"confirmed when the mean |Spearman| after randomizing the top block alone is at least "
@@ -94,7 +105,7 @@ def _input_dominated(summary: pd.DataFrame) -> Claim:
     findings = []
     for keys, rows in _series(summary, methods, FINAL_SCHEDULES):
         last = rows.iloc[-1]
-        text = f"{_where(keys)}: at {block_label(last['block'])} |Spearman| {mean_ci(last)}"
+        text = f"{_where(keys)}: at {block_label(last['block'])} |Spearman| {mean_ci(last)}{_paper(keys, last)}"
         ok, values = last["mean"] >= INPUT_DOMINATED_ABS, [last["mean"]]
         if keys in signed:
             text += f", signed Spearman {mean_ci(signed[keys])}"

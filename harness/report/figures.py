@@ -64,7 +64,7 @@ def similarity_curves(summary: pd.DataFrame, schedule: str, title: str, path: Pa
     controls = summary[summary["schedule"] == CONTROL_SCHEDULE]
     metrics = order_metrics(steps["metric"])
     methods = order_methods(steps["method"])
-    figure, axes = _panel_grid(len(metrics), 4.6, 3.3)
+    figure, axes = _panel_grid(len(metrics), max(4.6, 0.3 * steps["step"].nunique() + 1.0), 3.3)
     for ax, metric in zip(axes, metrics):
         _curve_panel(ax, steps[steps["metric"] == metric], controls[controls["metric"] == metric], methods)
         ax.set_xlabel(SCHEDULE_AXIS.get(schedule, "step"))
@@ -88,15 +88,18 @@ def _curve_panel(ax, rows: pd.DataFrame, controls: pd.DataFrame, methods: list[s
         ax.plot(line["step"], line["mean"], marker="o", markersize=4, color=color, label=method_label(method))
         ax.fill_between(line["step"], line["ci_low"], line["ci_high"], color=color, alpha=0.15, linewidth=0)
         undefined = line[line["mean"].isna()]
-        # Every image's score undefined (constant maps): marked on the axis, never drawn as a value.
-        ax.plot(undefined["step"], np.zeros(len(undefined)), linestyle="none", marker="x", markersize=8,
-                color=color, clip_on=False)
+        # Every image's score undefined (constant maps): a cross on the axis, never a value. Only when
+        # there is one: an empty unclipped line has an infinite extent and collapses constrained layout.
+        if len(undefined):
+            ax.plot(undefined["step"], np.zeros(len(undefined)), linestyle="none", marker="x", markersize=8,
+                    color=color, clip_on=False, transform=ax.get_xaxis_transform())  # y = the axis line
         for _, control in controls[controls["method"] == method].iterrows():
             ax.axhline(control["mean"], color=color, linewidth=1, alpha=0.8,
                        linestyle=CONTROL_STYLES.get(control["block"], "--"))
     ticks = rows[["step", "block"]].drop_duplicates().sort_values("step")
-    ax.set_xticks(ticks["step"], [block_label(b) for b in ticks["block"]],
-                  rotation=45 if len(ticks) > 6 else 0, ha="right" if len(ticks) > 6 else "center")
+    crowded = len(ticks) > 6  # Inception's 17 blocks: slanted labels, anchored at their tick
+    ax.set_xticks(ticks["step"], [block_label(b) for b in ticks["block"]], rotation=45 if crowded else 0,
+                  ha="right" if crowded else "center", rotation_mode="anchor")
     _y_limits(ax, pd.concat([rows["ci_low"], rows["mean"], controls["mean"]]))
     ax.grid(axis="y", alpha=0.3)
 

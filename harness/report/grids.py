@@ -23,11 +23,12 @@ from harness.report.load import Run
 from harness.similarity import absolute_map, signed_map
 
 KINDS = {  # kind -> (post-processing, colormap, value range, colour bar label)
-    "absolute": (absolute_map, "gray", (0.0, 1.0), "|map|, scaled to [0, 1]"),
-    "signed": (signed_map, "bwr", (-1.0, 1.0), "signed map, scaled to [-1, 1]"),
+    # Short colour bar labels: a one-method grid has a bar one cell high; the caption says the rest.
+    "absolute": (absolute_map, "gray", (0.0, 1.0), "|map|"),
+    "signed": (signed_map, "bwr", (-1.0, 1.0), "signed map"),
 }
 CELL_INCHES = 1.1
-LEFT, RIGHT, TOP, BOTTOM = 1.9, 1.2, 0.9, 0.15  # margins in inches: row labels, colour bar, titles
+LEFT, RIGHT, TOP, BOTTOM = 1.9, 1.2, 0.75, 0.15  # margins in inches: row labels, colour bar, titles
 MAX_STEPS_FOR_SEVERAL_IMAGES = 8  # beyond this (Inception's 17 blocks) one image keeps memory and size sane
 
 

@@ -32,7 +32,7 @@ METRIC_SHORT = {"spearman_abs": "|Spearman|", "spearman_signed": "signed Spearma
 
 MODEL_LABELS = {"mnist_cnn": "MNIST CNN", "mnist_mlp": "MNIST MLP",
                 "mnist_cnn_randlabels": "MNIST CNN (random labels)",
-                "mnist_mlp_randlabels": "MNIST MLP (random labels)"}
+                "mnist_mlp_randlabels": "MNIST MLP (random labels)", "inception_v3": "Inception v3"}
 
 # Control rows: a method's reference levels, drawn next to its curve (see tables.SUMMARY_COLUMNS).
 CONTROL_SCHEDULE = "control"

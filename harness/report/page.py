@@ -40,6 +40,7 @@ class Table:
 @dataclass(frozen=True)
 class Image:
     path: str  # relative to the report's folder, with "/" separators
+    title: str  # short: the alt text
     caption: str
 
 
@@ -60,7 +61,7 @@ def _md(block: Block) -> str:
         return "\n".join(f"- {item}" for item in block.items)
     if isinstance(block, Table):
         return _md_table(block)
-    return f"![{block.caption}]({block.path})\n\n*{block.caption}*"
+    return f"![{block.title}]({block.path})\n\n*{block.caption}*"
 
 
 def _md_table(table: Table) -> str:
@@ -84,11 +85,15 @@ caption { text-align: left; font-weight: 600; padding: .3rem 0; }
 th, td { border: 1px solid #ddd; padding: .25rem .5rem; text-align: right; white-space: nowrap; }
 th { background: #f4f4f4; } td:first-child, th:first-child { text-align: left; }
 tbody tr:nth-child(even) { background: #fafafa; }
+td.long { white-space: normal; min-width: 24rem; text-align: left; }
 .scroll { overflow-x: auto; }
 figure { margin: 1.2rem 0; } figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
 figcaption, .note { color: #555; font-size: .88rem; }
 code { background: #f2f2f2; padding: 0 .2rem; border-radius: 3px; }
 """
+
+
+LONG_CELL = 60  # characters
 
 
 def to_html(blocks: list[Block], root: Path, title: str) -> str:
@@ -116,13 +121,18 @@ def _html(block: Block, root: Path) -> str:
         return _html_table(block)
     # Embedded, not linked: the page must open from disk, alone, with no server.
     data = base64.b64encode((root / block.path).read_bytes()).decode("ascii")
-    return (f'<figure><img alt="{html.escape(block.caption)}" src="data:image/png;base64,{data}">'
+    return (f'<figure><img alt="{html.escape(block.title)}" src="data:image/png;base64,{data}">'
             f"<figcaption>{_inline(block.caption)}</figcaption></figure>")
+
+
+def _html_cell(text: str) -> str:
+    # Numbers stay on one line; a long settings list may wrap instead of widening the table.
+    return f'<td class="long">{_inline(text)}</td>' if len(text) > LONG_CELL else f"<td>{_inline(text)}</td>"
 
 
 def _html_table(table: Table) -> str:
     head = "".join(f"<th>{_inline(str(c))}</th>" for c in table.frame.columns)
-    rows = "\n".join("<tr>" + "".join(f"<td>{_inline(str(v))}</td>" for v in values) + "</tr>"
+    rows = "\n".join("<tr>" + "".join(_html_cell(str(v)) for v in values) + "</tr>"
                      for values in table.frame.itertuples(index=False, name=None))
     note = f'<p class="note">{_inline(table.note)}</p>' if table.note else ""
     return (f'<div class="scroll"><table><caption>{_inline(table.title)}</caption>\n'

@@ -6,6 +6,7 @@ text laid out like the paper's, so it can be checked against the source by eye. 
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from harness.report.labels import RANDOM_LABELS
@@ -24,7 +25,9 @@ class Reference:
     text: str  # the value as the paper prints it
 
     def difference(self, mean: float) -> float:
-        """Our mean minus the paper's value; for a range, the distance outside it (0 inside)."""
+        """Our mean minus the paper's value; for a range, the distance outside it (0 inside); NaN stays NaN."""
+        if math.isnan(mean):
+            return mean
         if mean < self.low:
             return mean - self.low
         if mean > self.high:
@@ -112,3 +115,13 @@ TABLES = (
         ig_smoothgrad          0.80
     """),
 )
+
+
+def lookup(model: str, schedule: str, metric: str, method: str, block: str) -> Reference | None:
+    """The paper's value for one cell, if it reports one (model: the true-label model's name)."""
+    for table in TABLES:
+        if (table.model, table.schedule, table.metric) == (model, schedule, metric):
+            for ref in table.references():
+                if (ref.method, ref.block) == (method, block):
+                    return ref
+    return None

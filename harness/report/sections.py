@@ -21,7 +21,7 @@ def skipped_section(experiments: list[Experiment]) -> list[Block]:
     skipped = [e for e in experiments if e.skipped is not None]
     if not skipped:
         return []
-    items = [f"**{e.name}**: {e.skipped.get('reason', 'no reason given')}. "
+    items = [f"**{e.name}**: {str(e.skipped.get('reason', 'no reason given')).rstrip('.')}. "
              f"How to provide: {e.skipped.get('how_to_provide', 'not stated')}" for e in skipped]
     return [Heading(2, "Skipped experiments"), Bullets(tuple(items))]
 
@@ -30,6 +30,8 @@ def skipped_section(experiments: list[Experiment]) -> list[Block]:
 def what_ran_section(experiments: list[Experiment]) -> list[Block]:
     ran = [e for e in experiments if e.runs]
     runs = [run for e in ran for run in e.runs]
+    if not runs:
+        return [Heading(2, "What ran"), Paragraph("No experiment in this folder produced results.")]
     return [Heading(2, "What ran"),
             Table("Experiments", pd.DataFrame.from_records([_experiment_row(e) for e in ran])),
             Table("Models", pd.DataFrame.from_records(_unique(_model_row(r) for r in runs))),
@@ -65,10 +67,11 @@ def _duration(seconds: float) -> str:
 def _model_row(run: Run) -> dict[str, str]:
     model = run.record.get("model") or {}
     metrics = model.get("metrics") or {}
-    size = (model.get("input") or {})
+    spec = model.get("input") or {}
     return {"model": f"{model_label(run.model)} (`{run.model}`)",
-            "source": f"{model.get('source_kind', MISSING)}: {model.get('identity', MISSING)}",
-            "input": f"{size.get('size', MISSING)} x {size.get('channels', MISSING)}, range {size.get('value_range', MISSING)}",
+            "source": f"{model.get('identity', MISSING)} ({model.get('source_kind', MISSING)})",
+            "input": f"{spec.get('size', MISSING)} x {spec.get('channels', MISSING)}, "
+                     f"range {spec.get('value_range', MISSING)}",
             "classes": str(model.get("num_classes", MISSING)),
             "train accuracy": _percent(metrics.get("train_accuracy")),
             "test accuracy": _percent(metrics.get("test_accuracy"))}
@@ -84,25 +87,27 @@ def _method_rows(runs: list[Run]) -> Iterable[dict[str, str]]:
         for method in config.get("methods") or [config.get("method") or {}]:
             if method.get("name"):
                 yield {"method": method_label(method["name"]), "key": f"`{method['name']}`",
-                       "settings": ", ".join(f"{k}={v}" for k, v in method.items() if k != "name") or "defaults",
+                       "settings": _settings({k: v for k, v in method.items() if k != "name"}),
                        "target": str(config.get("target", MISSING))}
 
 
 def _setting_row(run: Run) -> dict[str, str]:
     schedule = run.record.get("schedule") or {}
-    reinit = ", ".join(f"{k}={v}" for k, v in (schedule.get("reinit") or {}).items())
-    metrics = ", ".join(f"{k}={v}" for k, v in (run.record.get("metrics") or {}).items())
-    return {"schedule": str(schedule.get("name", MISSING)), "re-initialization": reinit or MISSING,
-            "metric settings": metrics or MISSING}
+    return {"schedule": str(schedule.get("name", MISSING)), "re-initialization": _settings(schedule.get("reinit")),
+            "metric settings": _settings(run.record.get("metrics"))}
+
+
+def _settings(values: dict | None) -> str:
+    def text(value) -> str:
+        return "/".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+    return ", ".join(f"{k}={text(v)}" for k, v in (values or {}).items()) or MISSING
 
 
 def _versions(runs: list[Run]) -> pd.DataFrame:
-    versions: dict[str, list[str]] = {}
+    versions: dict[str, dict[str, None]] = {}  # package -> its versions over the runs, in order, once each
     for run in runs:
         for package, version in (run.record.get("versions") or {}).items():
-            versions.setdefault(package, [])
-            if version not in versions[package]:
-                versions[package].append(str(version))
+            versions.setdefault(package, {})[str(version)] = None
     return pd.DataFrame({"package": list(versions), "version": [", ".join(v) for v in versions.values()]})
 
 
@@ -130,7 +135,8 @@ def paper_section(summary: pd.DataFrame) -> list[Block]:
 
 
 # -- results per experiment ------------------------------------------------------------------------------
-def results_section(experiments: list[Experiment], summary: pd.DataFrame, figures: dict[str, list[Image]]) -> list[Block]:
+def results_section(experiments: list[Experiment], summary: pd.DataFrame,
+                    figures: dict[str, list[Image]]) -> list[Block]:
     blocks: list[Block] = [Heading(2, "Results per experiment")]
     tables = compact_tables(summary)
     for experiment in (e for e in experiments if e.runs):

@@ -13,7 +13,7 @@ import pandas as pd
 from harness.report.labels import (CONTROL_LABELS, CONTROL_SCHEDULE, base_model, block_label, method_label,
                                    metric_short, model_label, order_methods, order_metrics)
 from harness.report.load import Experiment
-from harness.report.reference import TABLES, ReferenceTable
+from harness.report.reference import TABLES, Reference, ReferenceTable
 from harness.tables import SUMMARY_COLUMNS
 
 MERGED_COLUMNS = ["experiment"] + SUMMARY_COLUMNS
@@ -38,20 +38,29 @@ def number(value: float, digits: int = 2) -> str:
     return MISSING if value is None or math.isnan(value) else f"{value:.{digits}f}"
 
 
-def mean_ci(row: pd.Series, digits: int = 2) -> str:
-    """"0.60 [0.55, 0.66]"; undefined scores are counted in the cell, never hidden (pitfall 1)."""
+def mean(row: pd.Series, digits: int = 2) -> str:
+    """"0.60"; undefined scores are counted in the cell, never hidden (pitfall 1)."""
     if math.isnan(row["mean"]):
         return f"undefined ({int(row['n_degenerate'])} of {int(row['n'] + row['n_degenerate'])})"
-    text = number(row["mean"], digits)
-    if not math.isnan(row["ci_low"]):
-        text += f" [{number(row['ci_low'], digits)}, {number(row['ci_high'], digits)}]"
-    if row["n_degenerate"]:
-        text += f" ({int(row['n_degenerate'])} undefined)"
-    return text
+    return number(row["mean"], digits) + _undefined(row)
+
+
+def mean_ci(row: pd.Series, digits: int = 2) -> str:
+    """"0.60 [0.55, 0.66]", counting undefined scores as `mean` does."""
+    if math.isnan(row["mean"]) or math.isnan(row["ci_low"]):
+        return mean(row, digits)
+    return (f"{number(row['mean'], digits)} [{number(row['ci_low'], digits)}, {number(row['ci_high'], digits)}]"
+            + _undefined(row))
+
+
+def _undefined(row: pd.Series) -> str:
+    return f" ({int(row['n_degenerate'])} undefined)" if row["n_degenerate"] else ""
 
 
 def ci(row: pd.Series, digits: int = 3) -> str:
-    return MISSING if math.isnan(row["ci_low"]) else f"[{number(row['ci_low'], digits)}, {number(row['ci_high'], digits)}]"
+    if math.isnan(row["ci_low"]):
+        return MISSING
+    return f"[{number(row['ci_low'], digits)}, {number(row['ci_high'], digits)}]"
 
 
 def signed(value: float, digits: int = 3) -> str:
@@ -77,8 +86,8 @@ def _columns(rows: pd.DataFrame) -> list[tuple[str, int, str]]:
     steps = keys[~control].sort_values(["schedule", "step"], kind="stable")
     ordered = list(steps.itertuples(index=False, name=None))
     controls = {k[2]: k for k in keys[control].itertuples(index=False, name=None)}
-    ordered += [controls[b] for b in list(CONTROL_LABELS) + sorted(set(controls) - set(CONTROL_LABELS)) if b in controls]
-    return ordered
+    known = [b for b in CONTROL_LABELS if b in controls]
+    return ordered + [controls[b] for b in known + sorted(set(controls) - set(known))]
 
 
 def _column_label(key: tuple[str, int, str], several_schedules: bool) -> str:
@@ -118,10 +127,13 @@ def _comparison(table: ReferenceTable, summary: pd.DataFrame) -> TextTable:
     records = []
     for ref in table.references():
         match = ours[(ours["method"] == ref.method) & (ours["block"] == ref.block)]
-        row = match.iloc[0] if len(match) else None  # the first experiment in the report's order
-        mean = float("nan") if row is None else float(row["mean"])
-        records.append({"method": method_label(ref.method), "block": block_label(ref.block), "paper": ref.text,
-                        "this run (mean)": number(mean, 3), "95% CI": MISSING if row is None else ci(row),
-                        "difference": signed(ref.difference(mean) if not math.isnan(mean) else mean),
-                        "experiment": MISSING if row is None else str(row["experiment"])})
+        records.append(_comparison_row(ref, match.iloc[0] if len(match) else None))  # first experiment in order
     return TextTable(table.title, pd.DataFrame.from_records(records), f"paper: {table.source}")
+
+
+def _comparison_row(ref: Reference, row: pd.Series | None) -> dict[str, str]:
+    paper = {"method": method_label(ref.method), "block": block_label(ref.block), "paper": ref.text}
+    if row is None:  # not run here: the paper's value is shown, ours is not invented
+        return paper | {"this run (mean)": MISSING, "95% CI": MISSING, "difference": MISSING, "experiment": MISSING}
+    return paper | {"this run (mean)": mean(row, 3), "95% CI": ci(row),
+                    "difference": signed(ref.difference(row["mean"])), "experiment": str(row["experiment"])}

@@ -1,0 +1,385 @@
+"""Speed benchmark: the harness's methods vs PAIR saliency's reference loop vs the raw-TF limit.
+
+`python -m harness.bench` (`make bench`) times every method three ways on the same model and images
+in one process, each after a warm-up (tracing is not timed):
+- harness: the registered method, all images in one call (batched kernels);
+- reference: PAIR `saliency.core` called per image as its examples do (GetMask / GetSmoothedMask with
+  the library's default batch_size=1), over the plain `call_model_function` a PAIR user writes
+  (`Reference`, independent of the harness's kernels); "n/a" where PAIR has no such method;
+- limit: the same number of rows as plain batched forward+backward passes (forward only for
+  occlusion's windows and CAM) in raw TensorFlow, in chunks of the same `max_batch`.
+
+Models: the built-in MNIST CNN (a SavedModel loaded through tensorflow_hub; Grad-CAM's reference
+reads conv2 from a Keras twin with the same weights, since a hub model exposes no layers), and a
+random-weight Keras InceptionV3 at 299x299 with fewer samples / steps (listed in the table) to keep
+the run within minutes on a 2-core CPU. Writes results/bench/bench.csv and bench.md.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+COLUMNS = ["model", "method", "images", "settings", "harness_s", "reference_s", "speedup", "limit_s",
+           "limit_ratio", "rows", "forward_rows", "agreement", "reference", "note"]
+METHODS = ("gradient", "smoothgrad", "vargrad", "gradient_x_input", "integrated_gradients", "ig_smoothgrad",
+           "guided_backprop", "gradcam", "guided_gradcam", "cam", "xrai", "blur_ig", "guided_ig", "occlusion")
+# Settings that make a warm-up call cheap while tracing the same kernels.
+WARM_UP = {"samples": 1, "steps": 2, "stride": 10 ** 6}
+# Stochastic methods draw other noise than PAIR's np.random: their maps are not compared.
+STOCHASTIC = ("smoothgrad", "vargrad", "ig_smoothgrad")
+
+
+# -- the PAIR user's side ----------------------------------------------------------------------------
+class Reference:
+    """A PAIR user's `call_model_function` and the raw-TF passes, over a plain forward function.
+
+    `forward(x) -> logits`; `endpoint_model(x) -> (feature map, logits)` for Grad-CAM. Only
+    `call_model_args = {"target": class}` and logits are supported (the bench's settings).
+    """
+
+    def __init__(self, forward: Callable, spec, endpoint_model: Callable | None = None):
+        import tensorflow as tf
+
+        signature = [spec, tf.TensorSpec([None], tf.int32)]
+
+        @tf.function(input_signature=signature)
+        def gradient(x, targets):
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                picked = tf.gather(forward(x), targets, batch_dims=1)
+            return tape.gradient(picked, x)
+
+        @tf.function(input_signature=signature)
+        def values(x, targets):
+            return tf.gather(forward(x), targets, batch_dims=1)
+
+        @tf.function(input_signature=signature)
+        def layer(x, targets):
+            with tf.GradientTape() as tape:
+                features, logits = endpoint_model(x, training=False)
+                picked = tf.gather(logits, targets, batch_dims=1)
+            return features, tape.gradient(picked, features)
+
+        self.gradient, self.values, self.layer = gradient, values, layer
+        self.has_layer = endpoint_model is not None
+
+    def call_model_function(self, x_batch, call_model_args=None, expected_keys=None):
+        import saliency.core as pair
+        import tensorflow as tf
+
+        x = tf.constant(np.asarray(x_batch, np.float32))
+        targets = tf.fill([len(x_batch)], tf.constant(int(call_model_args["target"]), tf.int32))
+        out = {}
+        if pair.INPUT_OUTPUT_GRADIENTS in expected_keys:
+            out[pair.INPUT_OUTPUT_GRADIENTS] = self.gradient(x, targets).numpy()
+        if pair.OUTPUT_LAYER_VALUES in expected_keys:
+            out[pair.OUTPUT_LAYER_VALUES] = self.values(x, targets).numpy()
+        if pair.CONVOLUTION_LAYER_VALUES in expected_keys:
+            features, grads = self.layer(x, targets)
+            out[pair.CONVOLUTION_LAYER_VALUES] = features.numpy()
+            out[pair.CONVOLUTION_OUTPUT_GRADIENTS] = grads.numpy()
+        return out
+
+    def warm_up(self, x: np.ndarray) -> None:
+        import saliency.core as pair
+
+        keys = [pair.INPUT_OUTPUT_GRADIENTS, pair.OUTPUT_LAYER_VALUES]
+        self.call_model_function(x[:1], {"target": 0}, keys + ([pair.CONVOLUTION_LAYER_VALUES] if self.has_layer else []))
+
+    def limit(self, x: np.ndarray, rows: int, forward_rows: int, max_batch: int) -> float:
+        """Seconds for `rows` forward+backward and `forward_rows` forward rows, `max_batch` per call."""
+        import tensorflow as tf
+
+        batch = tf.constant(np.resize(x, (max_batch, *x.shape[1:])))
+        targets = tf.zeros([max_batch], tf.int32)
+        began = time.perf_counter()
+        for fn, count in ((self.gradient, rows), (self.values, forward_rows)):
+            for start in range(0, count, max_batch):
+                n = min(max_batch, count - start)
+                fn(batch[:n], targets[:n]).numpy()
+        return time.perf_counter() - began
+
+
+def pair_map(method: str, s: dict, cmf: Callable, x: np.ndarray, target: int) -> np.ndarray | None:
+    """PAIR's map of one image as a user calls it (library defaults except the method's settings)."""
+    import saliency.core as pair
+
+    import harness.methods.pair  # noqa: F401 - installs the NumPy 2 shim PAIR's Guided IG needs
+
+    args, zeros = {"target": int(target)}, np.zeros_like(x)
+    calls = {
+        "gradient": lambda: pair.GradientSaliency().GetMask(x, cmf, args),
+        "gradient_x_input": lambda: x * pair.GradientSaliency().GetMask(x, cmf, args),
+        "smoothgrad": lambda: pair.GradientSaliency().GetSmoothedMask(
+            x, cmf, args, stdev_spread=s.get("spread"), nsamples=s.get("samples"), magnitude=s.get("squared")),
+        "vargrad": lambda: _pair_vargrad(x, cmf, args, s),
+        "integrated_gradients": lambda: pair.IntegratedGradients().GetMask(
+            x, cmf, args, x_baseline=zeros, x_steps=s.get("steps")),
+        "ig_smoothgrad": lambda: pair.IntegratedGradients().GetSmoothedMask(
+            x, cmf, args, stdev_spread=s.get("spread"), nsamples=s.get("samples"), magnitude=False,
+            x_baseline=zeros, x_steps=s.get("steps")),
+        "gradcam": lambda: pair.GradCam().GetMask(x, cmf, args, three_dims=False)[..., None],
+        "xrai": lambda: pair.XRAI().GetMask(x, cmf, args, extra_parameters=pair.XRAIParameters(
+            steps=s.get("steps"), algorithm=s.get("algorithm")))[..., None],
+        "blur_ig": lambda: pair.BlurIG().GetMask(x, cmf, args, max_sigma=s.get("max_sigma"), steps=s.get("steps"),
+                                                 grad_step=s.get("grad_step"), sqrt=s.get("sqrt")),
+        "guided_ig": lambda: pair.GuidedIG().GetMask(x, cmf, args, x_baseline=zeros, x_steps=s.get("steps"),
+                                                     fraction=s.get("fraction"), max_dist=s.get("max_dist")),
+        "occlusion": lambda: pair.Occlusion().GetMask(x, cmf, args, size=s.get("size"), value=s.get("value")),
+    }
+    return calls[method]() if method in calls else None
+
+
+def _pair_vargrad(x, cmf, args, s) -> np.ndarray:
+    """What a PAIR user writes for VarGrad: GetMask on noisy copies, then their variance."""
+    import saliency.core as pair
+
+    sigma = s["spread"] * (np.max(x) - np.min(x))
+    grads = [pair.GradientSaliency().GetMask(x + np.random.normal(0, sigma, x.shape), cmf, args)
+             for _ in range(s["samples"])]
+    return np.var(grads, axis=0)
+
+
+# -- subjects ----------------------------------------------------------------------------------------
+@dataclass
+class Subject:
+    """A model, its images (model space), targets, the PAIR user's reference, and method settings."""
+    name: str
+    model: object
+    images: np.ndarray
+    targets: np.ndarray
+    reference: Reference
+    params: dict[str, dict]
+    note: str = ""
+
+
+def mnist_keras_twin(model):
+    """The built-in CNN rebuilt in Keras with the SavedModel's weights (for layer access)."""
+    from harness.zoo.mnist import build_cnn
+
+    twin, _ = build_cnn()
+    values = {v.name: v.variable.numpy() for v in model.variables}
+    for weight in twin.weights:
+        weight.assign(values[weight.path])
+    return twin
+
+
+def endpoint_model(keras_model, layer: str):
+    import keras
+
+    return keras.Model(keras_model.inputs, [keras_model.get_layer(layer).output, keras_model.outputs[0]])
+
+
+def cnn_subject(count: int, quick: bool) -> Subject:
+    from harness.data import load_images
+    from harness.models import load_model
+
+    model = load_model({"source": "builtin:mnist_cnn", "gradcam_endpoint": "conv2"}, log=lambda _: None)
+    x = model.input_spec.to_model_space(load_images({"source": "mnist", "count": count}, (28, 28), 1).images)
+    reference = Reference(model.logits, model.tensor_spec(), endpoint_model(mnist_keras_twin(model), "conv2"))
+    params = QUICK if quick else {}
+    return Subject("mnist_cnn", model, x, np.argmax(model.predict(x), 1).astype(np.int32), reference,
+                   _with_endpoint(params, "conv2"), "SavedModel through tensorflow_hub; paper settings")
+
+
+def inception_subject(count: int, quick: bool) -> Subject:
+    import keras
+
+    from harness.data import load_images
+    from harness.models import load_model
+
+    keras.utils.set_random_seed(0)
+    model = load_model({"source": "keras_applications:InceptionV3", "weights": None,
+                        "input": {"size": [299, 299], "channels": 3, "value_range": [-1.0, 1.0]}},
+                       log=lambda _: None)
+    photos = ["chelsea", "coffee", "astronaut", "rocket"][:count]
+    x = model.input_spec.to_model_space(load_images({"source": "skimage", "names": photos}, (299, 299), 3).images)
+    reference = Reference(lambda v: model.keras_model(v, training=False), model.tensor_spec(),
+                          endpoint_model(model.keras_model, "mixed10"))
+    return Subject("inception_v3", model, x, np.argmax(model.predict(x), 1).astype(np.int32), reference,
+                   _with_endpoint(QUICK if quick else INCEPTION, "mixed10"),
+                   "Keras InceptionV3, random weights; fewer samples / steps than the paper")
+
+
+def _with_endpoint(params: dict[str, dict], endpoint: str) -> dict[str, dict]:
+    return {m: {**params.get(m, {}), **({"endpoint": endpoint} if m in ("gradcam", "guided_gradcam") else {})}
+            for m in METHODS}
+
+
+# Inception scale: 2-core CPU, ~0.1-0.3 s per forward+backward row.
+INCEPTION = {"smoothgrad": {"samples": 8}, "vargrad": {"samples": 8}, "integrated_gradients": {"steps": 8},
+             "ig_smoothgrad": {"samples": 4, "steps": 4}, "xrai": {"steps": 4}, "blur_ig": {"steps": 8},
+             "guided_ig": {"steps": 8}, "occlusion": {"size": 292}}  # 8 x 8 window positions
+QUICK = {"smoothgrad": {"samples": 4}, "vargrad": {"samples": 4}, "integrated_gradients": {"steps": 4},
+         "ig_smoothgrad": {"samples": 2, "steps": 3}, "xrai": {"steps": 2}, "blur_ig": {"steps": 4},
+         "guided_ig": {"steps": 4}, "occlusion": {"size": 21}}
+SUBJECTS = {"cnn": cnn_subject, "inception": inception_subject}
+
+
+# -- one measurement ---------------------------------------------------------------------------------
+def rows_per_image(method: str, s: dict, shape: Sequence[int]) -> tuple[int, int]:
+    """(forward+backward rows, forward-only rows) one image costs: the raw-TF limit's work."""
+    from harness.methods.occlusion import windows
+
+    if method in ("smoothgrad", "vargrad"):
+        return s["samples"], 0
+    if method in ("integrated_gradients", "blur_ig", "guided_ig"):
+        return s["steps"], 0
+    if method == "ig_smoothgrad":
+        return s["samples"] * s["steps"], 0
+    if method == "xrai":
+        return 2 * s["steps"], 0  # two baselines (segmentation is extra)
+    if method == "occlusion":
+        return 0, len(windows(tuple(shape[:2]), s["size"], s["stride"])) + 1
+    if method == "cam":
+        return 0, 1
+    return (2 if method == "guided_gradcam" else 1), 0
+
+
+def measure(subject: Subject, method: str, repeats: int) -> dict:
+    from harness import methods
+
+    model, x, t = subject.model, subject.images, subject.targets
+    params, fn = subject.params[method], methods.get(method)
+    s = methods.defaults(method) | params
+    rng = np.random.default_rng(0)
+    try:
+        fn(model, x[:1], t[:1], rng, params | {k: v for k, v in WARM_UP.items() if k in s})
+    except Exception as error:  # noqa: BLE001 - e.g. CAM on a model without GAP: reported, not fatal
+        return _row(subject, method, params, note=f"not run: {str(error).splitlines()[0]}")
+    harness_s, maps = _best(lambda: fn(model, x, t, np.random.default_rng(0), params), repeats)
+    cmf = subject.reference.call_model_function
+    reference_s, reference = _best(lambda: _stack([pair_map(method, s, cmf, xi, ti) for xi, ti in zip(x, t)]), repeats)
+    rows, forward_rows = (len(x) * n for n in rows_per_image(method, s, x.shape[1:]))
+    limit_s = min(subject.reference.limit(x, rows, forward_rows, int(s.get("max_batch", 64))) for _ in range(repeats))
+    return _row(subject, method, params, harness_s, reference_s if reference is not None else None, limit_s,
+                rows, forward_rows, _agreement(method, maps, reference))
+
+
+def _best(fn: Callable, repeats: int):
+    results = []
+    for _ in range(repeats):
+        began = time.perf_counter()
+        value = fn()
+        results.append((time.perf_counter() - began, value))
+    return min(results, key=lambda r: r[0])
+
+
+def _stack(maps: list) -> np.ndarray | None:
+    return None if maps[0] is None else np.stack(maps).astype(np.float32)
+
+
+def _agreement(method: str, maps: np.ndarray, reference: np.ndarray | None) -> float:
+    """max |harness - PAIR| / max |PAIR| on the same images (NaN: no PAIR map, or other noise)."""
+    if reference is None or method in STOCHASTIC:
+        return float("nan")
+    reference = np.broadcast_to(reference, maps.shape)
+    return float(np.abs(maps - reference).max() / max(np.abs(reference).max(), 1e-30))
+
+
+def _row(subject: Subject, method: str, params: dict, harness_s=None, reference_s=None, limit_s=None,
+         rows=0, forward_rows=0, agreement=float("nan"), note: str = "") -> dict:
+    nan = float("nan")
+    shown = {k: v for k, v in params.items() if k != "endpoint"}
+    return {
+        "model": subject.name, "method": method, "images": len(subject.images),
+        "settings": " ".join(f"{k}={v}" for k, v in sorted(shown.items())) or "defaults",
+        "harness_s": harness_s if harness_s is not None else nan,
+        "reference_s": reference_s if reference_s is not None else nan,
+        "speedup": reference_s / harness_s if reference_s and harness_s else nan,
+        "limit_s": limit_s if limit_s is not None else nan,
+        "limit_ratio": harness_s / limit_s if harness_s and limit_s else nan,
+        "rows": rows, "forward_rows": forward_rows, "agreement": agreement,
+        "reference": "PAIR saliency.core" if reference_s is not None else "n/a (not in PAIR saliency.core)",
+        "note": note,
+    }
+
+
+# -- report ------------------------------------------------------------------------------------------
+def markdown(frame, subjects: dict[str, str]) -> str:
+    import tensorflow as tf
+
+    lines = [
+        "# Saliency methods: harness vs PAIR saliency vs raw TensorFlow", "",
+        f"{time.strftime('%Y-%m-%d %H:%M')} · {platform.machine()} · {os.cpu_count()} CPU cores · "
+        f"TensorFlow {tf.__version__} · PAIR saliency {_version('saliency')}. Seconds for all images of a "
+        "row; tracing is not timed. *speedup* = PAIR / harness; *limit* = the same number of plain batched "
+        "forward+backward rows (forward only for occlusion windows and CAM) in raw TensorFlow; "
+        "*harness/limit* near 1 means no overhead beyond the model itself. *agreement* = max |harness - PAIR| "
+        "/ max |PAIR| (blank: no PAIR method, or a stochastic method with its own noise draw).", "",
+        "PAIR is called as its examples do: one `GetMask` / `GetSmoothedMask` per image, library defaults "
+        "(`batch_size=1`) except the settings shown. VarGrad's reference is GetMask over noisy copies.", "",
+    ]
+    for name, note in subjects.items():
+        part = frame[frame["model"] == name]
+        lines += [f"## {name}", "", note, "",
+                  "| method | images | settings | harness s | PAIR s | speedup | limit s | harness/limit | agreement | note |",
+                  "|---|---:|---|---:|---:|---:|---:|---:|---:|---|"]
+        for r in part.itertuples():
+            lines.append(f"| {r.method} | {r.images} | {r.settings} | {_f(r.harness_s)} | {_f(r.reference_s)} | "
+                         f"{_f(r.speedup, 'x')} | {_f(r.limit_s)} | {_f(r.limit_ratio)} | {_g(r.agreement)} | {r.note} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _f(value: float, suffix: str = "") -> str:
+    return "" if value != value else f"{value:.3g}{suffix}"
+
+
+def _g(value: float) -> str:
+    return "" if value != value else f"{value:.1e}"
+
+
+def _version(package: str) -> str:
+    from importlib.metadata import version
+
+    return version(package)
+
+
+# -- command line ------------------------------------------------------------------------------------
+def run(models: Sequence[str], methods: Sequence[str], out: Path, quick: bool = False, repeats: int = 1,
+        log: Callable[[str], None] = print) -> Path:
+    import pandas as pd
+
+    from harness.results import atomic_write, write_csv
+
+    rows, notes = [], {}
+    for key in models:
+        subject = SUBJECTS[key](1 if quick else {"cnn": 5, "inception": 2}[key], quick)
+        subject.reference.warm_up(subject.images)
+        notes[subject.name] = subject.note
+        for method in methods:
+            row = measure(subject, method, repeats)
+            log(f"{row['model']:>12} {method:<21} harness {_f(row['harness_s']):>7} s  PAIR {_f(row['reference_s']):>7} s  "
+                f"limit {_f(row['limit_s']):>7} s  {row['note']}")
+            rows.append(row)
+    frame = pd.DataFrame(rows, columns=COLUMNS)
+    write_csv(out / "bench.csv", frame)
+    atomic_write(out / "bench.md", lambda tmp: tmp.write_text(markdown(frame, notes)))
+    return out / "bench.csv"
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m harness.bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default="cnn,inception", help="comma list of: cnn, inception")
+    parser.add_argument("--methods", default=",".join(METHODS), help="comma list of method names")
+    parser.add_argument("--quick", action="store_true", help="1 image, few samples / steps (smoke run)")
+    parser.add_argument("--repeats", type=int, default=1, help="time each side this often, keep the best")
+    parser.add_argument("--out", type=Path, default=Path("results/bench"))
+    args = parser.parse_args(argv)
+    models, methods = args.models.split(","), args.methods.split(",")
+    unknown = [m for m in models if m not in SUBJECTS] + [m for m in methods if m not in METHODS]
+    if unknown:
+        parser.error(f"unknown model / method: {', '.join(unknown)}")
+    run(models, methods, args.out, quick=args.quick, repeats=args.repeats)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,422 @@
+"""Saliency methods: equal to PAIR saliency.core where PAIR has the method, batched, compiled once.
+
+References are PAIR's own classes over `harness.bench.Reference`, the call_model_function a PAIR user
+writes (plain tf.functions, none of the harness's kernels). The built-in MNIST CNN is a SavedModel
+loaded through tensorflow_hub; its Keras twin (same weights) gives the Keras path and the layer
+values Grad-CAM's reference needs. The hand-derived Guided Backprop check lives in
+tests/test_guided_machinery.py (test_guided_gradient_matches_hand_derivation).
+"""
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import keras
+import numpy as np
+import pandas as pd
+import pytest
+import saliency.core as pair
+import tensorflow as tf
+import yaml
+
+from harness import methods
+from harness.bench import Reference, endpoint_model, mnist_keras_twin
+from harness.config import CONFIG_DIR
+from harness.errors import HarnessError
+from harness.methods.cam import upsample
+from harness.methods.smoothgrad import draw_noise, noise_sigma
+from harness.randomization import Randomizer, Reinit, schedule_steps
+
+from conftest import tiny_cnn, wrap_keras
+
+ALL = {"gradient", "smoothgrad", "vargrad", "gradient_x_input", "integrated_gradients", "ig_smoothgrad",
+       "guided_backprop", "gradcam", "guided_gradcam", "cam", "xrai", "blur_ig", "guided_ig", "occlusion"}
+# Cheap settings for the tests that only need a method to run.
+CHEAP = {"smoothgrad": {"samples": 6}, "vargrad": {"samples": 6}, "integrated_gradients": {"steps": 6},
+         "ig_smoothgrad": {"samples": 3, "steps": 4}, "xrai": {"steps": 3}, "blur_ig": {"steps": 6},
+         "guided_ig": {"steps": 6}, "occlusion": {"size": 9, "stride": 3}}
+
+
+def rel(a, b) -> float:
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-30))
+
+
+def run(name, subject, params=None, seed=0, rows=slice(None)):
+    return methods.get(name)(subject.model, subject.x[rows], subject.t[rows], np.random.default_rng(seed),
+                             {"gradcam_endpoint": subject.endpoint, **(params or {})})
+
+
+def pair_maps(subject, explain) -> np.ndarray:
+    """explain(image, call_model_function, call_model_args) per image, stacked [n, H, W, C]."""
+    maps = [explain(xi, subject.ref.call_model_function, {"target": int(ti)}) for xi, ti in zip(subject.x, subject.t)]
+    return np.stack([m if m.ndim == 3 else m[..., None] for m in maps]).astype(np.float32)
+
+
+def replay_noise(monkeypatch, noise: np.ndarray, sigmas: np.ndarray) -> None:
+    """Make PAIR's GetSmoothedMask draw `noise` ([images, samples, ...], the harness's draw) in order."""
+    samples = iter(noise.reshape(-1, *noise.shape[2:]))
+    scales = iter(np.repeat(sigmas, noise.shape[1]))
+
+    def normal(loc, scale, size):
+        assert loc == 0 and np.isclose(scale, next(scales), rtol=1e-6)
+        drawn = next(samples)
+        assert drawn.shape == tuple(size)
+        return drawn
+    monkeypatch.setattr(np.random, "normal", normal)
+
+
+def subject(model, x, ref, endpoint, **extra):
+    return SimpleNamespace(model=model, x=x, t=np.argmax(model.predict(x), 1).astype(np.int32), ref=ref,
+                           endpoint=endpoint, **extra)
+
+
+@pytest.fixture(scope="module")
+def cnn():
+    """The built-in CNN through hub, 3 MNIST test images, and the PAIR user's reference."""
+    from harness.data import load_images
+    from harness.models import load_model
+
+    model = load_model({"source": "builtin:mnist_cnn"}, log=lambda _: None)
+    x = load_images({"source": "mnist", "count": 3}, (28, 28), 1).images
+    twin = mnist_keras_twin(model)
+    ref = Reference(model.logits, model.tensor_spec(), endpoint_model(twin, "conv2"))
+    return subject(model, x, ref, "conv2", twin=twin)
+
+
+@pytest.fixture(scope="module")
+def cnn_keras(cnn):
+    """The same network as a Keras model (the Keras path of every method)."""
+    return subject(wrap_keras(cnn.twin), cnn.x, cnn.ref, "conv2")
+
+
+def gap_model(seed: int = 5):
+    """A small Keras CNN ending in GlobalAveragePooling2D -> Dense (what CAM needs), 28x28x1."""
+    keras.utils.set_random_seed(seed)
+    x = inputs = keras.Input((28, 28, 1), name="image")
+    x = keras.layers.Conv2D(6, 3, strides=2, activation="relu", name="conv1")(x)
+    x = keras.layers.Conv2D(8, 3, strides=2, activation="relu", name="conv2")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
+    x = keras.layers.Dropout(0.2, name="drop")(x)
+    return keras.Model(inputs, keras.layers.Dense(4, name="logits")(x), name="gap_net")
+
+
+# -- registry and configs ----------------------------------------------------------------------------
+def test_every_method_is_registered_with_a_config_that_states_its_defaults():
+    assert set(methods.names()) == ALL
+    files = sorted((CONFIG_DIR / "method").glob("*.yaml"))
+    assert {f.stem for f in files} == ALL
+    for file in files:
+        config = yaml.safe_load(file.read_text())
+        assert config.pop("name") == file.stem
+        assert config == methods.defaults(file.stem), file.name
+
+
+@pytest.mark.parametrize("name, params, message", [
+    ("smoothgrad", {"sample": 3}, "unknown setting.*sample.*smoothgrad"),
+    ("gradient", {"output": "softmax"}, "unknown output 'softmax'"),
+    ("integrated_gradients", {"baseline": "white"}, "unknown baseline 'white'"),
+    ("integrated_gradients", {"rule": "trapezoid", "steps": 1}, "steps must be >= 2"),
+    ("occlusion", {"size": 40}, "size <= image side 28"),
+    ("guided_backprop", {"graph_mode": "thawed"}, "unknown graph_mode 'thawed'"),
+    ("gradcam", {"endpoint": "conv9"}, "unknown endpoint 'conv9'"),
+    ("cam", {}, "cam needs a Keras model.*SavedModel"),
+])
+def test_bad_settings_are_one_clear_error(cnn, name, params, message):
+    with pytest.raises(HarnessError, match=message):
+        run(name, cnn, params, rows=slice(1))
+
+
+def test_models_without_what_a_method_needs_fail_clearly(images8):
+    plain = wrap_keras(tiny_cnn())
+    targets = np.zeros(len(images8), np.int32)
+    with pytest.raises(HarnessError, match="GlobalAveragePooling2D -> Dense"):
+        methods.get("cam")(plain, images8, targets, None, {})
+    with pytest.raises(HarnessError, match="needs an endpoint"):
+        methods.get("gradcam")(plain, images8, targets, None, {"gradcam_endpoint": None})
+    keras.utils.set_random_seed(1)
+    inputs = keras.Input((8, 8, 1))
+    tanh = keras.Model(inputs, keras.layers.Dense(3)(keras.layers.Flatten()(
+        keras.layers.Conv2D(2, 3, activation="tanh")(inputs))), name="tanh_net")
+    with pytest.raises(HarnessError, match="no ReLU"):
+        methods.get("guided_backprop")(wrap_keras(tanh), images8, targets, None, {})
+
+
+# -- equal to PAIR -----------------------------------------------------------------------------------
+def test_gradient_is_pair_gradient(cnn):
+    expected = pair_maps(cnn, lambda x, f, a: pair.GradientSaliency().GetMask(x, f, a))
+    for i in range(len(cnn.x)):  # same rows, same ops: bit-identical
+        np.testing.assert_array_equal(run("gradient", cnn, rows=slice(i, i + 1))[0], expected[i])
+    assert rel(run("gradient", cnn), expected) < 1e-6  # batched: float reassociation only
+    np.testing.assert_allclose(run("gradient_x_input", cnn), cnn.x * run("gradient", cnn), rtol=1e-6)
+
+
+@pytest.mark.parametrize("squared", [False, True])
+def test_smoothgrad_is_pair_smoothgrad_with_the_same_noise(cnn, monkeypatch, squared):
+    params = {"samples": 10, "spread": 0.15, "squared": squared, "max_batch": 7}  # chunks cut images
+    maps = run("smoothgrad", cnn, params, seed=3)
+    noise = draw_noise(np.random.default_rng(3), cnn.x, 10, 0.15)
+    replay_noise(monkeypatch, noise, noise_sigma(cnn.x, 0.15))
+    expected = pair_maps(cnn, lambda x, f, a: pair.GradientSaliency().GetSmoothedMask(
+        x, f, a, stdev_spread=0.15, nsamples=10, magnitude=squared))
+    assert rel(maps, expected) < 1e-5
+
+
+def test_noise_comes_only_from_the_rng_and_not_from_the_chunking(cnn):
+    first = run("smoothgrad", cnn, {"samples": 8}, seed=11)
+    np.testing.assert_array_equal(first, run("smoothgrad", cnn, {"samples": 8}, seed=11))
+    assert rel(run("smoothgrad", cnn, {"samples": 8, "max_batch": 3}, seed=11), first) < 1e-6
+    assert rel(run("smoothgrad", cnn, {"samples": 8}, seed=12), first) > 1e-2
+
+
+def test_vargrad_is_the_variance_of_the_noisy_gradients(cnn):
+    noise = draw_noise(np.random.default_rng(4), cnn.x, 6, 0.15)
+    noisy = (cnn.x[:, None] + noise).reshape(-1, *cnn.x.shape[1:])
+    grads = cnn.ref.gradient(tf.constant(noisy), tf.constant(np.repeat(cnn.t, 6))).numpy()
+    expected = grads.reshape(len(cnn.x), 6, *cnn.x.shape[1:]).var(axis=1)
+    assert rel(run("vargrad", cnn, {"samples": 6}, seed=4), expected) < 1e-5
+
+
+@pytest.mark.parametrize("baseline, value", [("zeros", 0.0), ("gray", 0.5), ("constant", 0.25)])
+def test_integrated_gradients_is_pair_ig(cnn, baseline, value):
+    maps = run("integrated_gradients", cnn, {"steps": 20, "baseline": baseline, "baseline_value": value,
+                                              "max_batch": 16})
+    expected = pair_maps(cnn, lambda x, f, a: pair.IntegratedGradients().GetMask(
+        x, f, a, x_baseline=np.full_like(x, value), x_steps=20, batch_size=20))
+    assert rel(maps, expected) < 1e-4
+
+
+def test_trapezoid_rule_weighs_the_ends_by_half(cnn):
+    x, t = cnn.x, tf.constant(cnn.t)
+    ends = cnn.ref.gradient(tf.zeros_like(x), t).numpy() + cnn.ref.gradient(tf.constant(x), t).numpy()
+    maps = run("integrated_gradients", cnn, {"steps": 2, "rule": "trapezoid"})
+    assert rel(maps, x * ends / 2) < 1e-6
+
+
+def test_blur_baseline_is_the_blurred_image(cnn):
+    from scipy import ndimage
+
+    maps = run("integrated_gradients", cnn, {"steps": 5, "baseline": "blur", "blur_sigma": 3.0})
+    expected = pair_maps(cnn, lambda x, f, a: pair.IntegratedGradients().GetMask(
+        x, f, a, x_baseline=ndimage.gaussian_filter(x, sigma=(3, 3, 0), mode="nearest"), x_steps=5))
+    assert rel(maps, expected) < 1e-4
+
+
+def test_ig_smoothgrad_is_pair_smoothed_ig_with_the_same_noise(cnn, monkeypatch):
+    maps = run("ig_smoothgrad", cnn, {"samples": 4, "steps": 10, "max_batch": 16}, seed=5)
+    noise = draw_noise(np.random.default_rng(5), cnn.x, 4, 0.15)
+    replay_noise(monkeypatch, noise, noise_sigma(cnn.x, 0.15))
+    expected = pair_maps(cnn, lambda x, f, a: pair.IntegratedGradients().GetSmoothedMask(
+        x, f, a, stdev_spread=0.15, nsamples=4, magnitude=False, x_steps=10, x_baseline=np.zeros_like(x),
+        batch_size=10))
+    assert rel(maps, expected) < 1e-4
+
+
+@pytest.mark.parametrize("path", ["hub", "keras"])
+def test_gradcam_is_pair_gradcam(cnn, cnn_keras, path):
+    subject = cnn if path == "hub" else cnn_keras
+    expected = pair_maps(cnn, lambda x, f, a: pair.GradCam().GetMask(x, f, a, three_dims=False))
+    assert rel(run("gradcam", subject), expected) < 1e-5
+
+
+def test_upsampling_is_skimage_resize_as_pair_calls_it():
+    from skimage.transform import resize
+
+    maps = np.random.default_rng(0).normal(size=(2, 7, 5)).astype(np.float32)
+    expected = np.stack([resize(m, (28, 20)) for m in maps])
+    np.testing.assert_allclose(upsample(maps, (28, 20), normalize=False), expected, atol=1e-6)
+    assert np.abs(tf.image.resize(maps[..., None], (28, 20)).numpy()[..., 0] - expected).max() > 1e-2
+
+
+@pytest.mark.parametrize("value", [0.0, 0.5])
+def test_occlusion_at_stride_1_is_pair_occlusion(cnn, value):
+    maps = run("occlusion", cnn, {"size": 11, "value": value})
+    expected = pair_maps(cnn, lambda x, f, a: pair.Occlusion().GetMask(x, f, a, size=11, value=value))
+    np.testing.assert_allclose(maps, expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())
+
+
+def test_occlusion_strided_windows_cover_the_border_and_mean_divides_by_coverage(cnn):
+    from harness.methods.occlusion import window_starts
+
+    assert window_starts(28, 9, 4) == [0, 4, 8, 12, 16, 19]
+    summed = run("occlusion", cnn, {"size": 9, "stride": 4})
+    mean = run("occlusion", cnn, {"size": 9, "stride": 4, "aggregate": "mean"})
+    assert np.all(summed[:, -1, -1] != 0) and np.all(summed[:, 0, 0] != 0)
+    np.testing.assert_allclose(mean[:, 0, 0], summed[:, 0, 0], rtol=1e-6)  # one window covers a corner
+    np.testing.assert_allclose(mean[:, 4, 4], summed[:, 4, 4] / 2, rtol=1e-6)  # two windows cover (4, 4)
+
+
+@pytest.mark.parametrize("name, explain, tolerance", [
+    ("xrai", lambda x, f, a: pair.XRAI().GetMask(x, f, a, batch_size=64,
+                                                 extra_parameters=pair.XRAIParameters(steps=5)), 1e-5),
+    ("blur_ig", lambda x, f, a: pair.BlurIG().GetMask(x, f, a, steps=6, batch_size=64), 1e-4),
+    ("guided_ig", lambda x, f, a: pair.GuidedIG().GetMask(x, f, a, x_steps=6, x_baseline=np.zeros_like(x)), 1e-5),
+])
+def test_pair_methods_through_the_adapter_equal_pair_with_a_users_model_function(cnn, name, explain, tolerance):
+    maps = run(name, cnn, {"steps": 5} if name == "xrai" else {"steps": 6})
+    assert rel(maps, pair_maps(cnn, explain)) < tolerance
+
+
+def test_cam_is_the_class_weighted_feature_sum_upsampled():
+    from skimage.transform import resize
+
+    model = gap_model()
+    wrapped = wrap_keras(model)
+    x = np.random.default_rng(2).uniform(size=(3, 28, 28, 1)).astype(np.float32)
+    t = np.array([0, 3, 1], np.int32)
+    features = keras.Model(model.inputs, model.get_layer("gap").input)(x).numpy()
+    weights = model.get_layer("logits").kernel.numpy()[:, t]
+    expected = np.stack([resize(f @ w, (28, 28)) for f, w in zip(features, weights.T)])
+    maps = methods.get("cam")(wrapped, x, t, None, {})
+    np.testing.assert_allclose(maps[..., 0], expected, rtol=1e-5, atol=1e-6)
+    # Grad-CAM on the pooled layer is ReLU(CAM), normalized, for a GAP -> Dense model.
+    gradcam = methods.get("gradcam")(wrapped, x, t, None, {"endpoint": "conv2"})
+    low = np.maximum(np.einsum("bhwk,kb->bhw", features, weights), 0)
+    assert rel(gradcam[..., 0], upsample(low, (28, 28), normalize=True)) < 1e-5
+
+
+def test_probability_output_is_the_softmax_gradient(cnn_keras):
+    x, t = tf.constant(cnn_keras.x), cnn_keras.t
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        picked = tf.gather(tf.nn.softmax(cnn_keras.model.keras_model(x)), t, batch_dims=1)
+    assert rel(run("gradient", cnn_keras, {"output": "probability"}), tape.gradient(picked, x)) < 1e-5
+
+
+# -- Guided Backprop -----------------------------------------------------------------------------------
+def test_guided_backprop_keras_and_hub_agree_and_leave_the_gradient_alone(cnn, cnn_keras):
+    before = [(s, run("gradient", s)) for s in (cnn, cnn_keras)]
+    hub, via_keras = run("guided_backprop", cnn), run("guided_backprop", cnn_keras)
+    assert rel(hub, via_keras) < 1e-5
+    assert rel(hub, run("gradient", cnn)) > 0.1  # the gate matters
+    for s, gradient in before:
+        np.testing.assert_array_equal(run("gradient", s), gradient)  # bit-identical after the guided pass
+    cams = run("gradcam", cnn)
+    np.testing.assert_allclose(run("guided_gradcam", cnn), hub * cams, rtol=1e-6, atol=1e-9)
+
+
+def test_frozen_graph_mode_equals_live_and_follows_randomization(cnn):
+    live = run("guided_backprop", cnn)
+    frozen = run("guided_backprop", cnn, {"graph_mode": "frozen"})
+    assert rel(frozen, live) < 1e-5
+    traces = cnn.model.trace_counts["guided/frozen/logit"]
+    randomizer = Randomizer(cnn.model, Reinit())
+    with randomizer.step(schedule_steps("cascading", [b.name for b in cnn.model.blocks])[2]):
+        live_random = run("guided_backprop", cnn)
+        assert rel(run("guided_backprop", cnn, {"graph_mode": "frozen"}), live_random) < 1e-5
+    assert cnn.model.trace_counts["guided/frozen/logit"] == traces + 1  # re-frozen once, then traced
+    assert rel(run("guided_backprop", cnn, {"graph_mode": "frozen"}), live) < 1e-5  # and back
+
+
+# -- randomization without retracing -------------------------------------------------------------------
+FAMILIES = ["gradient", "smoothgrad", "integrated_gradients", "guided_backprop", "gradcam", "occlusion",
+            "xrai", "cam"]
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+@pytest.mark.parametrize("path", ["hub", "keras"])
+def test_randomizing_a_block_changes_the_maps_without_a_retrace(cnn, cnn_keras, name, path):
+    if name == "cam":
+        if path == "hub":
+            pytest.skip("CAM is Keras-only")
+        s = subject(wrap_keras(gap_model()), cnn.x, None, "conv2")
+    else:
+        s = cnn if path == "hub" else cnn_keras
+    params = CHEAP.get(name, {})
+    before = run(name, s, params)
+    traces = dict(s.model.trace_counts)
+    step = schedule_steps("cascading", [b.name for b in s.model.blocks])[2]  # logits and the block below
+    with Randomizer(s.model, Reinit()).step(step):
+        randomized = run(name, s, params)
+    assert dict(s.model.trace_counts) == traces
+    assert rel(randomized, before) > 1e-3
+    np.testing.assert_array_equal(run(name, s, params), before)  # the restore is exact
+
+
+# -- end to end ------------------------------------------------------------------------------------------
+def test_every_method_runs_through_the_runner(tmp_path):
+    from harness import runner
+    from harness.config import group_defaults
+
+    from test_cli import config
+
+    cfg = runner._plain(config("data.count=2", f"results_dir={tmp_path}", "progress=false",
+                               "schedule=independent"))
+    cfg["methods"] = [group_defaults("method", m) | CHEAP.get(m, {}) for m in sorted(ALL - {"cam"})]
+    run_dir = runner.run(cfg, log=lambda _: None)
+    scores = pd.read_csv(run_dir / "scores.csv")
+    assert set(scores["method"]) == ALL - {"cam"}
+    with np.load(run_dir / "maps.npz") as maps:
+        for m in ALL - {"cam"}:
+            assert maps[f"{m}/000"].shape == (2, 28, 28, 1) and np.isfinite(maps[f"{m}/004"]).all(), m
+    traces = json.loads((run_dir / "run.json").read_text())["trace_counts"]
+    assert traces and set(traces.values()) == {1}  # every kernel compiled once for all 5 model states
+
+
+def test_cam_runs_through_the_runner_on_a_keras_file(tmp_path):
+    from harness import runner
+
+    from test_cli import config
+
+    path = tmp_path / "gap.keras"
+    gap_model().save(path)
+    cfg = config("model=keras_file", f"model.source={path}", "method=cam", "data.count=2",
+                 f"results_dir={tmp_path}", "progress=false", "schedule=independent")
+    scores = pd.read_csv(runner.run(cfg, log=lambda _: None) / "scores.csv")
+    assert set(scores["method"]) == {"cam"} and scores["step"].max() == 3
+
+
+# -- the same checks on a hub-style SavedModel of another architecture ----------------------------------
+def exported(tmp_path_factory, model, value_range, endpoint):
+    """(hub-loaded subject, Keras subject) of `model` exported hub-style, with the PAIR reference."""
+    from harness.models import load_model
+    from harness.models.export import export_hub_style
+
+    path = export_hub_style(model, tmp_path_factory.mktemp("hub") / model.name)
+    size = tuple(model.inputs[0].shape[1:3])
+    hub = load_model({"source": str(path), "input": {"size": list(size), "channels": model.inputs[0].shape[-1],
+                                                     "value_range": list(value_range)}}, log=lambda _: None)
+    x = np.random.default_rng(8).uniform(*value_range, size=(2, *size, model.inputs[0].shape[-1])).astype(np.float32)
+    ref = Reference(lambda v: model(v, training=False), hub.tensor_spec(), endpoint_model(model, endpoint))
+    return subject(hub, x, ref, endpoint), subject(wrap_keras(model), x, ref, endpoint)
+
+
+SCALES = [
+    pytest.param(lambda: tiny_cnn(3), (0.0, 1.0), "conv2", {"samples": 5, "steps": 8}, id="tiny_cnn"),
+    pytest.param(lambda: keras.applications.InceptionV3(weights=None, classifier_activation=None), (-1.0, 1.0),
+                 "mixed10", {"samples": 2, "steps": 3}, id="inception_v3", marks=pytest.mark.slow),
+]
+
+
+@pytest.mark.parametrize("build, value_range, endpoint, budget", SCALES)
+def test_hub_savedmodel_methods_equal_pair(tmp_path_factory, monkeypatch, build, value_range, endpoint, budget):
+    keras.utils.set_random_seed(7)
+    hub, _ = exported(tmp_path_factory, build(), value_range, endpoint)
+    samples, steps = budget["samples"], budget["steps"]
+    expected = pair_maps(hub, lambda x, f, a: pair.GradientSaliency().GetMask(x, f, a))
+    assert rel(run("gradient", hub), expected) < 1e-5
+    expected = pair_maps(hub, lambda x, f, a: pair.IntegratedGradients().GetMask(
+        x, f, a, x_steps=steps, batch_size=steps))
+    assert rel(run("integrated_gradients", hub, {"steps": steps}), expected) < 1e-4
+    expected = pair_maps(hub, lambda x, f, a: pair.GradCam().GetMask(x, f, a, three_dims=False))
+    assert rel(run("gradcam", hub)[..., :1], expected) < 1e-5
+    maps = run("smoothgrad", hub, {"samples": samples}, seed=9)
+    replay_noise(monkeypatch, draw_noise(np.random.default_rng(9), hub.x, samples, 0.15), noise_sigma(hub.x, 0.15))
+    expected = pair_maps(hub, lambda x, f, a: pair.GradientSaliency().GetSmoothedMask(
+        x, f, a, nsamples=samples, magnitude=False))
+    assert rel(maps, expected) < 1e-5
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("build, value_range, endpoint", [
+    (lambda: keras.applications.InceptionV3(weights=None, classifier_activation=None), (-1.0, 1.0), "mixed10"),
+    (lambda: keras.applications.MobileNetV2(weights=None, input_shape=(96, 96, 3), classifier_activation=None),
+     (-1.0, 1.0), "out_relu"),
+], ids=["inception_v3", "mobilenet_v2_relu6"])
+def test_guided_backprop_keras_equals_hub_at_scale(tmp_path_factory, build, value_range, endpoint):
+    keras.utils.set_random_seed(9)
+    hub, via_keras = exported(tmp_path_factory, build(), value_range, endpoint)
+    guided = run("guided_backprop", hub)
+    assert rel(guided, run("guided_backprop", via_keras)) < 1e-5
+    assert rel(guided, run("gradient", hub)) > 0.1
+    assert rel(run("guided_gradcam", hub), run("guided_gradcam", via_keras)) < 1e-5
