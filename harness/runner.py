@@ -273,7 +273,7 @@ class Runner:
                       "blocks": [{"name": b.name, "parameters": b.parameter_count} for b in self.model.blocks]},
             "schedule": {"name": self.plan.schedule, "steps": [{"index": s.index, "block": s.block,
                                                                   "randomized": list(s.randomized)} for s in self.steps],
-                         "reinit": vars(self.plan.reinit)},
+                         "reinit": {k: v for k, v in vars(self.plan.reinit).items() if k != "donor"}},
             "metrics": self.plan.metrics.to_record(),
             "images": {"count": len(self.images), "ids": self.images.ids},
             "controls": list(self.plan.controls),

@@ -29,6 +29,8 @@ def test_every_config_file_composes():
 def test_slice_writes_scores(tmp_path):
     run_dir = runner.run(config("data.count=3", f"results_dir={tmp_path}", "progress=false"), log=lambda _: None)
     scores = pd.read_csv(run_dir / "scores.csv")
+    assert set(scores.loc[scores["schedule"] == "control", "block"]) == {"ceiling", "random_model", "random_mask"}
+    scores = scores[scores["schedule"] != "control"]
     for column in ("model", "method", "schedule", "step", "block", "image_id", "target_class", "metric", "value"):
         assert column in scores.columns
     assert list(scores["block"].drop_duplicates()) == ["original", "logits", "fc1", "conv2", "conv1"]
@@ -89,9 +91,9 @@ def _cli(*args, cwd):
 
 
 @pytest.mark.parametrize("arg, message", [
-    ("model=mnist_resnet", "harness: error: unknown model 'mnist_resnet'; valid: hub, keras_file, mnist_cnn"),
+    ("model=mnist_resnet", "harness: error: unknown model 'mnist_resnet'; valid: hub, inception_v3_hub, keras_file, mnist_cnn"),
     ("method=gradient,saliency_magic", "harness: error: unknown method 'saliency_magic'; valid: "),
-    ("schedule=sideways", "harness: error: unknown schedule 'sideways'; valid: bottom_up, cascading, independent"),
+    ("schedule=sideways", "harness: error: unknown schedule 'sideways'; valid: bottom_up, cascading, data_randomization, independent"),
     ("model.source=/no/such/model", "harness: error: model source '/no/such/model' does not resolve"),
 ])
 def test_cli_mistakes_are_one_line_and_exit_2(tmp_path, arg, message):

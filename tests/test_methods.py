@@ -33,7 +33,7 @@ ALL = {"gradient", "smoothgrad", "vargrad", "gradient_x_input", "integrated_grad
        "guided_backprop", "gradcam", "guided_gradcam", "cam", "xrai", "blur_ig", "guided_ig", "occlusion"}
 # Cheap settings for the tests that only need a method to run.
 CHEAP = {"smoothgrad": {"samples": 6}, "vargrad": {"samples": 6}, "integrated_gradients": {"steps": 6},
-         "ig_smoothgrad": {"samples": 3, "steps": 4}, "xrai": {"steps": 3}, "blur_ig": {"steps": 6},
+         "ig_smoothgrad": {"samples": 3, "steps": 4}, "xrai": {"steps": 2}, "blur_ig": {"steps": 6},
          "guided_ig": {"steps": 6}, "occlusion": {"size": 9, "stride": 3}}
 
 
@@ -179,8 +179,10 @@ def test_vargrad_is_the_variance_of_the_noisy_gradients(cnn):
 
 @pytest.mark.parametrize("baseline, value", [("zeros", 0.0), ("gray", 0.5), ("constant", 0.25)])
 def test_integrated_gradients_is_pair_ig(cnn, baseline, value):
+    # One image's path per call on both sides: gradients can depend on the batch composition
+    # (oneDNN picks kernels by batch size; near-tied max-pools then route differently).
     maps = run("integrated_gradients", cnn, {"steps": 20, "baseline": baseline, "baseline_value": value,
-                                              "max_batch": 16})
+                                              "max_batch": 20})
     expected = pair_maps(cnn, lambda x, f, a: pair.IntegratedGradients().GetMask(
         x, f, a, x_baseline=np.full_like(x, value), x_steps=20, batch_size=20))
     assert rel(maps, expected) < 1e-4
@@ -196,9 +198,9 @@ def test_trapezoid_rule_weighs_the_ends_by_half(cnn):
 def test_blur_baseline_is_the_blurred_image(cnn):
     from scipy import ndimage
 
-    maps = run("integrated_gradients", cnn, {"steps": 5, "baseline": "blur", "blur_sigma": 3.0})
+    maps = run("integrated_gradients", cnn, {"steps": 5, "baseline": "blur", "blur_sigma": 3.0, "max_batch": 5})
     expected = pair_maps(cnn, lambda x, f, a: pair.IntegratedGradients().GetMask(
-        x, f, a, x_baseline=ndimage.gaussian_filter(x, sigma=(3, 3, 0), mode="nearest"), x_steps=5))
+        x, f, a, x_baseline=ndimage.gaussian_filter(x, sigma=(3, 3, 0), mode="nearest"), x_steps=5, batch_size=5))
     assert rel(maps, expected) < 1e-4
 
 
@@ -239,11 +241,11 @@ def test_occlusion_strided_windows_cover_the_border_and_mean_divides_by_coverage
     from harness.methods.occlusion import window_starts
 
     assert window_starts(28, 9, 4) == [0, 4, 8, 12, 16, 19]
-    summed = run("occlusion", cnn, {"size": 9, "stride": 4})
-    mean = run("occlusion", cnn, {"size": 9, "stride": 4, "aggregate": "mean"})
+    summed = run("occlusion", cnn, {"size": 9, "stride": 4, "value": 0.5})  # MNIST corners are 0 already
+    mean = run("occlusion", cnn, {"size": 9, "stride": 4, "value": 0.5, "aggregate": "mean"})
     assert np.all(summed[:, -1, -1] != 0) and np.all(summed[:, 0, 0] != 0)
     np.testing.assert_allclose(mean[:, 0, 0], summed[:, 0, 0], rtol=1e-6)  # one window covers a corner
-    np.testing.assert_allclose(mean[:, 4, 4], summed[:, 4, 4] / 2, rtol=1e-6)  # two windows cover (4, 4)
+    np.testing.assert_allclose(mean[:, 4, 4], summed[:, 4, 4] / 4, rtol=1e-6)  # 2 x 2 windows cover (4, 4)
 
 
 @pytest.mark.parametrize("name, explain, tolerance", [
@@ -299,18 +301,19 @@ def test_frozen_graph_mode_equals_live_and_follows_randomization(cnn):
     live = run("guided_backprop", cnn)
     frozen = run("guided_backprop", cnn, {"graph_mode": "frozen"})
     assert rel(frozen, live) < 1e-5
-    traces = cnn.model.trace_counts["guided/frozen/logit"]
+    traces = cnn.model.trace_counts["guided/logit/frozen"]
     randomizer = Randomizer(cnn.model, Reinit())
     with randomizer.step(schedule_steps("cascading", [b.name for b in cnn.model.blocks])[2]):
         live_random = run("guided_backprop", cnn)
         assert rel(run("guided_backprop", cnn, {"graph_mode": "frozen"}), live_random) < 1e-5
-    assert cnn.model.trace_counts["guided/frozen/logit"] == traces + 1  # re-frozen once, then traced
+    assert cnn.model.trace_counts["guided/logit/frozen"] == traces + 1  # re-frozen once, then traced
     assert rel(run("guided_backprop", cnn, {"graph_mode": "frozen"}), live) < 1e-5  # and back
 
 
 # -- randomization without retracing -------------------------------------------------------------------
+# One method per kernel family (blur_ig stands for the PAIR adapter family: XRAI, Blur IG, Guided IG).
 FAMILIES = ["gradient", "smoothgrad", "integrated_gradients", "guided_backprop", "gradcam", "occlusion",
-            "xrai", "cam"]
+            "blur_ig", "cam"]
 
 
 @pytest.mark.parametrize("name", FAMILIES)

@@ -219,14 +219,15 @@ def test_single_run_folder_keeps_the_runners_summary(tmp_path):
     assert "| Gradient | hidden3 | 0.10 | 0.100 |" in (run / "report" / "report.md").read_text()
 
 
-def test_report_never_imports_tensorflow(built):
-    root, _ = built
+def test_report_never_imports_tensorflow(tmp_path):
+    root = write_run(tmp_path / "run", "mnist_cnn", "cascading", _rows("mnist_cnn", "cascading", CNN_BLOCKS, CASCADE),
+                     _maps(["gradient"], CNN_BLOCKS), "cascading_cnn")
     code = ("import sys; from harness.report.cli import main\n"
             f"try:\n    main([{str(root)!r}])\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
             "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules, 'TF imported'\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip().splitlines()[-1] == f"report: {root / 'report.html'}"
+    assert result.stdout.strip().splitlines()[-1] == f"report: {root / 'report' / 'report.html'}"
 
 
 @pytest.mark.parametrize("make", [lambda p: p / "missing", lambda p: p])

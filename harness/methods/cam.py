@@ -23,8 +23,8 @@ from scipy import ndimage
 from harness.errors import HarnessError
 from harness.methods import register
 from harness.methods.guided import DEFAULTS as GUIDED_DEFAULTS, guided_gradients
-from harness.methods.kernels import (GraphKernel, compile_counted, graph_mode, model_kind, run_kernel,
-                                     selected_output, to_channels)
+from harness.methods.kernels import (compile_counted, layer_kernel, model_kind, run_kernel, selected_output,
+                                     to_channels)
 
 GRADCAM = {"endpoint": None, "normalize": True, **GUIDED_DEFAULTS}
 CAM = {"max_batch": GUIDED_DEFAULTS["max_batch"]}
@@ -42,13 +42,8 @@ def endpoint_of(s: dict, method: str) -> str:
 def gradcam_maps(model, x: np.ndarray, targets: np.ndarray, s: dict, method: str) -> np.ndarray:
     """[b, H, W] Grad-CAM maps, upsampled to the input size."""
     endpoint, output = endpoint_of(s, method), s["output"]
-    if model_kind(model, method) == "keras":
-        key = f"gradcam/{endpoint}/{output}"
-        fn = model.compiled(key, lambda: compile_counted(model, key, _keras_body(model, endpoint, output)))
-    else:
-        mode = graph_mode(method, s["graph_mode"])
-        key = f"gradcam/{mode}/{endpoint}/{output}"
-        fn = model.compiled(key, lambda: GraphKernel(model, key, mode, _graph_body(endpoint, output)))
+    fn = layer_kernel(model, method, f"gradcam/{endpoint}/{output}", lambda: _keras_body(model, endpoint, output),
+                      lambda: _graph_body(endpoint, output), s["graph_mode"])
     cams = run_kernel(fn, x, targets, int(s["max_batch"]))
     return upsample(cams, x.shape[1:3], normalize=bool(s["normalize"]))
 

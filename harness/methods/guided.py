@@ -16,8 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 from harness.methods import COMMON, register
-from harness.methods.kernels import (GraphKernel, compile_counted, graph_mode, model_kind, run_kernel,
-                                     selected_output)
+from harness.methods.kernels import layer_kernel, run_kernel, selected_output
 
 DEFAULTS = {"graph_mode": "live", **COMMON}
 
@@ -25,13 +24,8 @@ DEFAULTS = {"graph_mode": "live", **COMMON}
 def guided_gradients(model, x: np.ndarray, targets: np.ndarray, s: dict, method: str) -> np.ndarray:
     """Guided Backprop maps of rows x (settings `s`: output, max_batch, graph_mode)."""
     output = s["output"]
-    if model_kind(model, method) == "keras":
-        key = f"guided/{output}"
-        fn = model.compiled(key, lambda: compile_counted(model, key, _keras_body(model, output)))
-    else:
-        mode = graph_mode(method, s["graph_mode"])
-        key = f"guided/{mode}/{output}"
-        fn = model.compiled(key, lambda: GraphKernel(model, key, mode, _graph_body(output)))
+    fn = layer_kernel(model, method, f"guided/{output}", lambda: _keras_body(model, output),
+                      lambda: _graph_body(output), s["graph_mode"])
     return run_kernel(fn, x, targets, int(s["max_batch"]))
 
 

@@ -144,8 +144,16 @@ class GraphKernel:
         return self.fn(x, targets)
 
 
-def graph_mode(method: str, value: str) -> str:
-    return choose(method, "graph_mode", value, GRAPH_MODES)
+def layer_kernel(model: ModelUnderTest, method: str, key: str, keras_body: Callable[[], Callable],
+                 graph_body: Callable[[], Callable], mode: str) -> Callable:
+    """Kernel `key` for methods that reach inside the model (Guided Backprop, Grad-CAM): built from
+    `keras_body()` for Keras models, else from `graph_body()` over the imported SavedModel graph in
+    `mode` (live | frozen; the trace key gets the mode appended)."""
+    if model_kind(model, method) == "keras":
+        return model.compiled(key, lambda: compile_counted(model, key, keras_body()))
+    mode = choose(method, "graph_mode", mode, GRAPH_MODES)
+    graph_key = f"{key}/{mode}"
+    return model.compiled(graph_key, lambda: GraphKernel(model, graph_key, mode, graph_body()))
 
 
 def model_kind(model: ModelUnderTest, method: str) -> str:

@@ -44,7 +44,7 @@ def _panel_grid(count: int, width: float, height: float, columns: int = 2):
     columns = min(columns, count)
     rows = math.ceil(count / columns)
     figure = Figure(figsize=(width * columns + 2.2, height * rows + 0.6), layout="constrained")
-    axes = np.atleast_1d(figure.subplots(rows, columns, squeeze=False).ravel())
+    axes = figure.subplots(rows, columns, squeeze=False).ravel()
     for ax in axes[count:]:
         ax.set_visible(False)
     return figure, axes[:count]

@@ -1,0 +1,31 @@
+"""The speed benchmark in its tiny mode: it runs, and its CSV / Markdown have the promised shape."""
+import numpy as np
+import pandas as pd
+
+from harness import bench
+
+
+def test_quick_bench_writes_the_table(tmp_path):
+    csv = bench.run(["cnn"], ["gradient", "smoothgrad", "occlusion", "guided_backprop", "cam"], tmp_path,
+                    quick=True, log=lambda _: None)
+    table = pd.read_csv(csv)
+    assert list(table.columns) == bench.COLUMNS
+    for column in ("model", "method", "images", "harness_s", "reference_s", "speedup", "limit_s", "limit_ratio"):
+        assert column in table.columns
+    rows = table.set_index("method")
+    assert list(rows.index) == ["gradient", "smoothgrad", "occlusion", "guided_backprop", "cam"]
+    assert (rows.loc[["gradient", "smoothgrad", "occlusion"], ["harness_s", "reference_s", "limit_s"]] > 0).all().all()
+    np.testing.assert_allclose(rows.loc["occlusion", "speedup"],
+                               rows.loc["occlusion", "reference_s"] / rows.loc["occlusion", "harness_s"])
+    assert rows.loc["gradient", "agreement"] < 1e-5 and rows.loc["occlusion", "agreement"] < 1e-5
+    assert np.isnan(rows.loc["guided_backprop", "reference_s"])  # PAIR core has no Guided Backprop
+    assert rows.loc["cam", "note"].startswith("not run: method cam needs a Keras model")
+    markdown = (tmp_path / "bench.md").read_text()
+    assert "| method | images | settings | harness s | PAIR s | speedup |" in markdown and "## mnist_cnn" in markdown
+
+
+def test_rows_per_image_count_the_work_of_each_method():
+    assert bench.rows_per_image("ig_smoothgrad", {"samples": 3, "steps": 4}, (28, 28, 1)) == (12, 0)
+    assert bench.rows_per_image("xrai", {"steps": 5}, (28, 28, 1)) == (10, 0)
+    assert bench.rows_per_image("occlusion", {"size": 15, "stride": 1}, (28, 28, 1)) == (0, 14 * 14 + 1)
+    assert bench.rows_per_image("guided_gradcam", {}, (28, 28, 1)) == (2, 0)
