@@ -95,7 +95,8 @@ class Reinit:
     def with_donor(self, model: ModelUnderTest, donor: ModelUnderTest) -> "Reinit":
         """Scheme `donor` with the values of `donor`, checked to match `model` name by name."""
         values = {v.name: v.variable.numpy() for v in donor.variables}
-        for v in model.variables:
+        # Only block variables are copied: state outside blocks (a dropout seed) may differ.
+        for v in (v for block in model.blocks for v in block.variables):
             if v.name not in values or values[v.name].shape != v.shape:
                 raise HarnessError(f"donor model {donor.name} does not match {model.name}: variable {v.name} "
                                    f"{list(v.shape)} has no same-named, same-shaped counterpart")
