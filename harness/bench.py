@@ -174,7 +174,7 @@ def mnist_keras_twin(model):
 def endpoint_model(keras_model, layer: str):
     import keras
 
-    return keras.Model(keras_model.inputs, [keras_model.get_layer(layer).output, keras_model.outputs[0]])
+    return keras.Model(keras_model.inputs[0], [keras_model.get_layer(layer).output, keras_model.outputs[0]])
 
 
 def cnn_subject(count: int, quick: bool) -> Subject:
@@ -378,7 +378,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     unknown = [m for m in models if m not in SUBJECTS] + [m for m in methods if m not in METHODS]
     if unknown:
         parser.error(f"unknown model / method: {', '.join(unknown)}")
-    run(models, methods, args.out, quick=args.quick, repeats=args.repeats)
+    run(models, methods, args.out, quick=args.quick, repeats=args.repeats, log=lambda line: print(line, flush=True))
 
 
 if __name__ == "__main__":

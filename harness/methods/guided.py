@@ -16,7 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 from harness.methods import COMMON, register
-from harness.methods.kernels import layer_kernel, run_kernel, selected_output
+from harness.methods.kernels import gradient_body, layer_kernel, run_kernel, selected_output
 
 DEFAULTS = {"graph_mode": "live", **COMMON}
 
@@ -32,13 +32,12 @@ def guided_gradients(model, x: np.ndarray, targets: np.ndarray, s: dict, method:
 def _keras_body(model, output: str):
     from harness.models.keras_guided import guided_activations
 
+    plain = gradient_body(model, output)
+
     def body(x, targets):
         # Runs only while tracing: the ReLUs are guided for exactly this trace (see keras_guided).
         with guided_activations(model.keras_model):
-            with tf.GradientTape() as tape:
-                tape.watch(x)
-                selected = selected_output(model.logits(x), targets, output)
-            return tape.gradient(selected, x)
+            return plain(x, targets)
     return body
 
 

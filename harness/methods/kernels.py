@@ -63,7 +63,7 @@ def run_kernel(fn: Callable, x: np.ndarray, targets: np.ndarray, max_batch: int)
     return chunks[0] if len(chunks) == 1 else np.concatenate(chunks)
 
 
-def _gradient_body(model: ModelUnderTest, output: str) -> Callable:
+def gradient_body(model: ModelUnderTest, output: str) -> Callable:
     def body(x, targets):
         with tf.GradientTape() as tape:
             tape.watch(x)
@@ -76,7 +76,7 @@ def input_gradients(model: ModelUnderTest, x: np.ndarray, targets: np.ndarray, o
                     max_batch: int = COMMON["max_batch"]) -> np.ndarray:
     """d output[target] / d input for every row of x."""
     key = f"gradient/{output}"
-    fn = model.compiled(key, lambda: compile_counted(model, key, _gradient_body(model, output)))
+    fn = model.compiled(key, lambda: compile_counted(model, key, gradient_body(model, output)))
     return run_kernel(fn, x, targets, max_batch)
 
 

@@ -8,9 +8,8 @@ each step from the previous step's gradient, so it is sequential by nature (one 
 """
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import inspect
+from collections.abc import Callable
 
 import numpy as np
 import saliency.core as pair
@@ -26,7 +25,6 @@ BLUR_IG = {"steps": 100, "max_sigma": 50.0, "grad_step": 0.01, "sqrt": False, **
 GUIDED_IG = {"steps": 200, "fraction": 0.25, "max_dist": 0.02,
              **{k: integrated.DEFAULTS[k] for k in ("baseline", "baseline_value", "blur_sigma")},
              "output": COMMON["output"]}
-
 
 
 class _NumpyForGuidedIG:
