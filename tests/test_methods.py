@@ -19,15 +19,16 @@ import saliency.core as pair
 import tensorflow as tf
 import yaml
 
-from harness import methods
+from harness import methods, runner
 from harness.bench import Reference, endpoint_model, mnist_keras_twin
-from harness.config import CONFIG_DIR
+from harness.config import CONFIG_DIR, group_defaults
 from harness.errors import HarnessError
 from harness.methods.cam import upsample
 from harness.methods.smoothgrad import draw_noise, noise_sigma
 from harness.randomization import Randomizer, Reinit, schedule_steps
 
 from conftest import tiny_cnn, wrap_keras
+from test_cli import config
 
 ALL = {"gradient", "smoothgrad", "vargrad", "gradient_x_input", "integrated_gradients", "ig_smoothgrad",
        "guided_backprop", "gradcam", "guided_gradcam", "cam", "xrai", "blur_ig", "guided_ig", "occlusion"}
@@ -121,10 +122,18 @@ def test_every_method_is_registered_with_a_config_that_states_its_defaults():
     ("guided_backprop", {"graph_mode": "thawed"}, "unknown graph_mode 'thawed'"),
     ("gradcam", {"endpoint": "conv9"}, "unknown endpoint 'conv9'"),
     ("cam", {}, "cam needs a Keras model.*SavedModel"),
+    ("gradient", {"max_batch": 0}, "max_batch must be 'auto' or an integer >= 1"),
 ])
 def test_bad_settings_are_one_clear_error(cnn, name, params, message):
     with pytest.raises(HarnessError, match=message):
         run(name, cnn, params, rows=slice(1))
+
+
+def test_auto_max_batch_bounds_the_input_values_per_call():
+    assert methods.rows_per_call("auto", (28, 28, 1)) == 256
+    assert methods.rows_per_call("auto", (299, 299, 3)) == 15
+    assert methods.rows_per_call("auto", (2048, 2048, 3)) == 4
+    assert methods.rows_per_call(7, (299, 299, 3)) == 7
 
 
 def test_models_without_what_a_method_needs_fail_clearly(images8):
@@ -335,11 +344,6 @@ def test_randomizing_a_block_changes_the_maps_without_a_retrace(cnn, cnn_keras, 
 
 # -- end to end ------------------------------------------------------------------------------------------
 def test_every_method_runs_through_the_runner(tmp_path):
-    from harness import runner
-    from harness.config import group_defaults
-
-    from test_cli import config
-
     cfg = runner._plain(config("data.count=2", f"results_dir={tmp_path}", "progress=false",
                                "schedule=independent"))
     cfg["methods"] = [group_defaults("method", m) | CHEAP.get(m, {}) for m in sorted(ALL - {"cam"})]
@@ -354,10 +358,6 @@ def test_every_method_runs_through_the_runner(tmp_path):
 
 
 def test_cam_runs_through_the_runner_on_a_keras_file(tmp_path):
-    from harness import runner
-
-    from test_cli import config
-
     path = tmp_path / "gap.keras"
     gap_model().save(path)
     cfg = config("model=keras_file", f"model.source={path}", "method=cam", "data.count=2",

@@ -26,7 +26,7 @@ def guided_gradients(model, x: np.ndarray, targets: np.ndarray, s: dict, method:
     output = s["output"]
     fn = layer_kernel(model, method, f"guided/{output}", lambda: _keras_body(model, output),
                       lambda: _graph_body(output), s["graph_mode"])
-    return run_kernel(fn, x, targets, int(s["max_batch"]))
+    return run_kernel(fn, x, targets, s["max_batch"])
 
 
 def _keras_body(model, output: str):

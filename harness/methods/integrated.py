@@ -73,7 +73,7 @@ def integrated(model, x: np.ndarray, targets: np.ndarray, s: dict, method: str) 
     """IG maps of `x` with settings `s` (used by IG and, on noisy copies, by IG-SmoothGrad)."""
     alphas, weights = path(int(s["steps"]), s["rule"], method)
     base = baseline(x, s, model.input_spec.value_range, method)
-    return path_integral(model, x, targets, base, alphas, weights, s["output"], int(s["max_batch"]))
+    return path_integral(model, x, targets, base, alphas, weights, s["output"], s["max_batch"])
 
 
 @register("integrated_gradients", DEFAULTS)

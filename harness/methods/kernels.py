@@ -21,7 +21,7 @@ import numpy as np
 import tensorflow as tf
 
 from harness.errors import HarnessError
-from harness.methods import COMMON, choose
+from harness.methods import COMMON, choose, rows_per_call
 from harness.models.wrapper import ModelUnderTest
 
 GRAPH_MODES = ("live", "frozen")
@@ -55,9 +55,10 @@ def compile_counted(model: ModelUnderTest, key: str, body: Callable) -> Callable
     return tf.function(traced, input_signature=signature(model))
 
 
-def run_kernel(fn: Callable, x: np.ndarray, targets: np.ndarray, max_batch: int) -> np.ndarray:
+def run_kernel(fn: Callable, x: np.ndarray, targets: np.ndarray, max_batch: int | str) -> np.ndarray:
     """Call a compiled (images, targets) kernel on numpy rows, at most `max_batch` rows per call."""
-    x, targets, max_batch = np.asarray(x, np.float32), np.asarray(targets, np.int32), int(max_batch)
+    x, targets = np.asarray(x, np.float32), np.asarray(targets, np.int32)
+    max_batch = rows_per_call(max_batch, x.shape[1:])
     chunks = [fn(tf.constant(x[i:i + max_batch]), tf.constant(targets[i:i + max_batch])).numpy()
               for i in range(0, len(x) or 1, max_batch)]
     return chunks[0] if len(chunks) == 1 else np.concatenate(chunks)
@@ -73,7 +74,7 @@ def gradient_body(model: ModelUnderTest, output: str) -> Callable:
 
 
 def input_gradients(model: ModelUnderTest, x: np.ndarray, targets: np.ndarray, output: str = "logit",
-                    max_batch: int = COMMON["max_batch"]) -> np.ndarray:
+                    max_batch: int | str = COMMON["max_batch"]) -> np.ndarray:
     """d output[target] / d input for every row of x."""
     key = f"gradient/{output}"
     fn = model.compiled(key, lambda: compile_counted(model, key, gradient_body(model, output)))
@@ -81,7 +82,7 @@ def input_gradients(model: ModelUnderTest, x: np.ndarray, targets: np.ndarray, o
 
 
 def output_values(model: ModelUnderTest, x: np.ndarray, targets: np.ndarray, output: str = "logit",
-                  max_batch: int = COMMON["max_batch"]) -> np.ndarray:
+                  max_batch: int | str = COMMON["max_batch"]) -> np.ndarray:
     """output[target] for every row of x (forward passes only)."""
     key = f"forward/{output}"
     fn = model.compiled(key, lambda: compile_counted(

@@ -38,21 +38,34 @@ def windows(shape: tuple[int, int], size: int, stride: int) -> list[tuple[int, i
 @register("occlusion", DEFAULTS)
 def occlusion(model, x, t, rng, s) -> np.ndarray:
     aggregate = choose("occlusion", "aggregate", s["aggregate"], AGGREGATES)
-    size, output, max_batch = int(s["size"]), s["output"], int(s["max_batch"])
+    size, output, max_batch = int(s["size"]), s["output"], s["max_batch"]
     corners = windows(x.shape[1:3], size, int(s["stride"]))
     unoccluded = output_values(model, x, t, output, max_batch)
-    scores, coverage = np.zeros_like(x), np.zeros(x.shape[:3], np.float32)
+    scores = np.zeros_like(x)
     rows = len(x) * len(corners)
     for start in range(0, rows, max_batch):
         image, corner = np.divmod(np.arange(start, min(start + max_batch, rows)), len(corners))
-        occluded = x[image]  # a copy (fancy indexing)
-        for k, (r, c) in enumerate(corners[j] for j in corner):
-            occluded[k, r:r + size, c:c + size, :] = s["value"]
-        drops = unoccluded[image] - output_values(model, occluded, t[image], output, max_batch)
-        for i, j, drop in zip(image, corner, drops):
-            r, c = corners[j]
+        placed = [corners[j] for j in corner]
+        drops = unoccluded[image] - output_values(model, _occluded(x, image, placed, size, s["value"]),
+                                                  t[image], output, max_batch)
+        for i, (r, c), drop in zip(image, placed, drops):  # PAIR's order and float32 accumulation
             scores[i, r:r + size, c:c + size, :] += drop
-            coverage[i, r:r + size, c:c + size] += 1
     if aggregate == "mean":
-        scores /= np.maximum(coverage, 1)[..., None]
+        scores /= _coverage(x.shape[1:3], corners, size)[None, :, :, None]
     return scores
+
+
+def _occluded(x: np.ndarray, image: np.ndarray, corners: list[tuple[int, int]], size: int, value: float) -> np.ndarray:
+    """Copies of x[image[k]] with the window at corners[k] set to `value`."""
+    rows = x[image]  # fancy indexing copies
+    for row, (r, c) in zip(rows, corners):
+        row[r:r + size, c:c + size, :] = value
+    return rows
+
+
+def _coverage(shape: tuple[int, int], corners: list[tuple[int, int]], size: int) -> np.ndarray:
+    """How many windows cover each pixel."""
+    count = np.zeros(shape, np.float32)
+    for r, c in corners:
+        count[r:r + size, c:c + size] += 1
+    return count

@@ -69,8 +69,8 @@ def xrai(model, x, t, rng, s) -> np.ndarray:
     extra = pair.XRAIParameters(steps=int(s["steps"]), algorithm=s["algorithm"])
 
     def explain(i, call, args):
-        return pair.XRAI().GetMask(x[i], call, args, batch_size=int(s["max_batch"]), extra_parameters=extra)
-    return to_channels(per_image(model, t, s, explain, int(s["max_batch"])), x.shape[-1])
+        return pair.XRAI().GetMask(x[i], call, args, batch_size=s["max_batch"], extra_parameters=extra)
+    return to_channels(per_image(model, t, s, explain, s["max_batch"]), x.shape[-1])
 
 
 @register("blur_ig", BLUR_IG)
@@ -78,12 +78,12 @@ def blur_ig(model, x, t, rng, s) -> np.ndarray:
     """Blur IG (Xu et al. 2020): IG along a path of increasingly blurred images."""
     # PAIR weighs a whole batch by its last step's sigma increment: right only for evenly spaced
     # sigmas, so the square-root spacing goes one step per call.
-    batch_size = 1 if s["sqrt"] else int(s["max_batch"])
+    batch_size = 1 if s["sqrt"] else s["max_batch"]
 
     def explain(i, call, args):
         return pair.BlurIG().GetMask(x[i], call, args, max_sigma=float(s["max_sigma"]), steps=int(s["steps"]),
                                      grad_step=float(s["grad_step"]), sqrt=bool(s["sqrt"]), batch_size=batch_size)
-    return per_image(model, t, s, explain, int(s["max_batch"]))
+    return per_image(model, t, s, explain, s["max_batch"])
 
 
 @register("guided_ig", GUIDED_IG)

@@ -58,7 +58,7 @@ def over_noise(x: np.ndarray, targets: np.ndarray, rng: np.random.Generator, s: 
     samples = int(s["samples"])
     if samples < 1:
         raise HarnessError(f"samples must be >= 1, got {samples}")
-    group = max(1, int(s["max_batch"]) // samples)
+    group = max(1, s["max_batch"] // samples)
     maps = []
     for start in range(0, len(x), group):
         xs = x[start:start + group]
@@ -70,7 +70,7 @@ def over_noise(x: np.ndarray, targets: np.ndarray, rng: np.random.Generator, s: 
 
 def _gradient_base(model, s: dict) -> Callable:
     def base(rows, row_targets):
-        return input_gradients(model, rows, row_targets, s["output"], int(s["max_batch"]))
+        return input_gradients(model, rows, row_targets, s["output"], s["max_batch"])
     return base
 
 
