@@ -257,15 +257,117 @@ def test_occlusion_strided_windows_cover_the_border_and_mean_divides_by_coverage
     np.testing.assert_allclose(mean[:, 4, 4], summed[:, 4, 4] / 4, rtol=1e-6)  # 2 x 2 windows cover (4, 4)
 
 
-@pytest.mark.parametrize("name, explain, tolerance", [
-    ("xrai", lambda x, f, a: pair.XRAI().GetMask(x, f, a, batch_size=64,
-                                                 extra_parameters=pair.XRAIParameters(steps=5)), 1e-5),
-    ("blur_ig", lambda x, f, a: pair.BlurIG().GetMask(x, f, a, steps=6, batch_size=64), 1e-4),
-    ("guided_ig", lambda x, f, a: pair.GuidedIG().GetMask(x, f, a, x_steps=6, x_baseline=np.zeros_like(x)), 1e-5),
-])
-def test_pair_methods_through_the_adapter_equal_pair_with_a_users_model_function(cnn, name, explain, tolerance):
-    maps = run(name, cnn, {"steps": 5} if name == "xrai" else {"steps": 6})
-    assert rel(maps, pair_maps(cnn, explain)) < tolerance
+# -- XRAI, Blur IG, Guided IG: the harness's batched versions vs PAIR's per-image ones ---------------
+@pytest.mark.parametrize("algorithm", ["full", "fast"])
+def test_xrai_is_pair_xrai(cnn, algorithm):
+    expected = pair_maps(cnn, lambda x, f, a: pair.XRAI().GetMask(
+        x, f, a, batch_size=64, extra_parameters=pair.XRAIParameters(steps=5, algorithm=algorithm)))
+    maps = run("xrai", cnn, {"steps": 5, "algorithm": algorithm})
+    assert maps.shape == cnn.x.shape and rel(maps, expected) < 1e-5
+
+
+def small_photo(shape=(56, 72)) -> np.ndarray:
+    from skimage import data
+    from skimage.transform import resize
+
+    return (resize(data.astronaut(), shape, preserve_range=True) / 127.5 - 1).astype(np.float32)
+
+
+def test_xrai_segments_are_pairs_masks_and_are_cached_by_image(monkeypatch):
+    from saliency.core import xrai as pair_xrai
+
+    from harness.methods import segments
+
+    for image in (small_photo(), small_photo()[..., :1], small_photo((40, 31))):
+        expected = pair_xrai._get_segments_felzenszwalb(image)
+        masks = segments.felzenszwalb_masks(image)
+        assert len(masks) == len(expected)
+        for mask, want in zip(masks, expected):
+            np.testing.assert_array_equal(mask, np.flatnonzero(want))
+    segments.cache_clear()
+    calls = []
+    monkeypatch.setattr(segments, "felzenszwalb_masks", lambda im: calls.append(1) or [np.arange(3)])
+    image = small_photo()
+    first = segments.masks_of(image)
+    assert segments.masks_of(image.copy()) is first and len(calls) == 1  # same bytes: cached
+    segments.masks_of(image + 1e-3)
+    assert len(calls) == 2 and segments.cache_size() == 2
+    segments.cache_clear()
+    assert segments.cache_size() == 0
+
+
+def test_xrai_ranking_is_pairs_bit_for_bit():
+    from saliency.core import xrai as pair_xrai
+
+    from harness.methods import segments, xrai
+
+    image = small_photo()
+    dense = pair_xrai._get_segments_felzenszwalb(image)
+    masks = segments.felzenszwalb_masks(image)
+    rng = np.random.default_rng(3)
+    for attr in (rng.normal(size=image.shape[:2]), np.round(rng.normal(size=image.shape[:2]), 1)):  # + ties
+        attr = attr.astype(np.float32)
+        np.testing.assert_array_equal(xrai.rank_full(attr, masks), pair_xrai.XRAI._xrai(attr, dense)[0])
+        np.testing.assert_array_equal(xrai.rank_fast(attr, masks), pair_xrai.XRAI._xrai_fast(attr, dense)[0])
+
+
+def test_xrai_segments_each_image_once_across_randomization_steps(cnn, monkeypatch):
+    from harness.methods import segments
+
+    segments.cache_clear()
+    calls = []
+    original = segments.felzenszwalb_masks
+    monkeypatch.setattr(segments, "felzenszwalb_masks", lambda im: calls.append(1) or original(im))
+    before = run("xrai", cnn, {"steps": 2})
+    with Randomizer(cnn.model, Reinit()).step(schedule_steps("cascading", [b.name for b in cnn.model.blocks])[2]):
+        randomized = run("xrai", cnn, {"steps": 2})
+    assert len(calls) == len(cnn.x) and rel(randomized, before) > 1e-3
+
+
+def pair_blur_ig(subject, dtype, **settings):
+    return pair_maps(subject, lambda x, f, a: pair.BlurIG().GetMask(x.astype(dtype), f, a, batch_size=1, **settings))
+
+
+@pytest.mark.parametrize("settings", [{"steps": 6, "max_sigma": 3.0}, {"steps": 5, "max_sigma": 4.0, "sqrt": True}])
+def test_blur_ig_is_pair_blur_ig(cnn, settings):
+    maps = run("blur_ig", cnn, settings)
+    # PAIR in float64 (its float32 derivative, a difference of two blurred float32 images divided by
+    # grad_step, carries ~1e-5 relative rounding noise; the harness forms it without cancellation).
+    assert rel(maps, pair_blur_ig(cnn, np.float64, **settings)) < 1e-5
+    assert rel(maps, pair_blur_ig(cnn, np.float32, **settings)) < 1e-4
+
+
+def test_blur_path_is_scipys_gaussian_filter_and_its_sigma_difference():
+    from scipy import ndimage
+
+    from harness.methods.blur_ig import BlurPath
+
+    image = np.random.default_rng(4).uniform(-1, 1, size=(21, 34, 3))
+    sigmas, step = np.array([0.0, 0.4, 2.5, 9.0, 40.0]), 0.01  # 40: the kernel is wider than the image
+    blurred, derivative = BlurPath(image).points(sigmas, step)
+
+    def blur(sigma):
+        return ndimage.gaussian_filter(image, [sigma, sigma, 0], mode="constant") if sigma else image
+    for k, sigma in enumerate(sigmas):
+        assert rel(blurred[k], blur(sigma)) < 1e-6
+        expected = (blur(sigma + step) - blur(sigma)) / step
+        assert np.abs(derivative[k] - expected).max() <= 1e-5 * max(np.abs(expected).max(), 1e-3), sigma
+
+
+@pytest.mark.parametrize("settings", [{"steps": 6}, {"steps": 9, "fraction": 0.1, "max_dist": 0.3, "baseline": "gray"}])
+def test_guided_ig_is_pair_guided_ig(cnn, settings):
+    import harness.methods.pair  # noqa: F401 - PAIR's Guided IG needs the NumPy 2 shim
+
+    x = cnn.x.copy()
+    x[1] = 0.5 if settings.get("baseline") == "gray" else 0.0  # an image equal to its baseline: map 0
+    s = SimpleNamespace(**{**vars(cnn), "x": x})
+    base = 0.5 if settings.get("baseline") == "gray" else 0.0
+    expected = pair_maps(s, lambda xi, f, a: pair.GuidedIG().GetMask(
+        xi, f, a, x_baseline=np.full_like(xi, base), x_steps=settings["steps"],
+        fraction=settings.get("fraction", 0.25), max_dist=settings.get("max_dist", 0.02)))
+    maps = run("guided_ig", s, settings)
+    assert np.all(maps[1] == 0) and np.abs(expected).max() > 0
+    assert rel(maps, expected) < 1e-5
 
 
 def test_cam_is_the_class_weighted_feature_sum_upsampled():
@@ -320,7 +422,8 @@ def test_frozen_graph_mode_equals_live_and_follows_randomization(cnn):
 
 
 # -- randomization without retracing -------------------------------------------------------------------
-# One method per kernel family (blur_ig stands for the PAIR adapter family: XRAI, Blur IG, Guided IG).
+# One method per kernel family (blur_ig stands for the path methods XRAI, Blur IG and Guided IG, which
+# all use the gradient kernel).
 FAMILIES = ["gradient", "smoothgrad", "integrated_gradients", "guided_backprop", "gradcam", "occlusion",
             "blur_ig", "cam"]
 

@@ -103,4 +103,5 @@ def names() -> list[str]:
 
 def _load_families() -> None:
     # Importing a family module registers its methods (one family per module).
-    from harness.methods import cam, gradient, guided, integrated, occlusion, pair, smoothgrad  # noqa: F401
+    from harness.methods import (  # noqa: F401
+        blur_ig, cam, gradient, guided, guided_ig, integrated, occlusion, pair, smoothgrad, xrai)

@@ -1,0 +1,131 @@
+"""XRAI's image segments: PAIR's Felzenszwalb masks, computed faster, cached by image content.
+
+The masks are exactly PAIR's `saliency.core.xrai._get_segments_felzenszwalb(image)`: the image
+rescaled to [-1, 1] and resized to 224 x 224 (cubic, anti-aliased), Felzenszwalb at six scales, each
+label map resized back (nearest), one mask per label, each dilated by a disk of radius 5. Two steps
+are done differently, with the same result (the tests compare mask for mask):
+- the 224 x 224 resize runs per channel: skimage resizes a colour image with a 3-D spline that also
+  spans the channel axis, ~6x slower for identical values; the clip to the input's range that
+  skimage applies afterwards uses the whole image's range, as there;
+- each mask is dilated inside its bounding box (plus the radius) instead of over the whole image:
+  PAIR dilates ~360 full-size masks per 299 x 299 image (~6 s).
+
+Masks depend only on the image, not on the model, so a cascading run (the same images at every
+randomization step) segments each image once: `masks_of` keeps the last images' masks in a
+process-wide LRU keyed by a hash of the image bytes, within a byte budget. `cache_clear()` empties
+it (the benchmark times cold calls).
+"""
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
+
+import numpy as np
+from saliency.core import xrai as pair_xrai
+from scipy import ndimage
+from skimage import segmentation
+from skimage.morphology import disk
+from skimage.transform import resize
+
+RESIZE = pair_xrai._FELZENSZWALB_IM_RESIZE
+VALUE_RANGE = pair_xrai._FELZENSZWALB_IM_VALUE_RANGE
+SCALES = pair_xrai._FELZENSZWALB_SCALE_VALUES
+SIGMAS = pair_xrai._FELZENSZWALB_SIGMA_VALUES
+MIN_SIZE = pair_xrai._FELZENSZWALB_MIN_SEGMENT_SIZE
+DILATION_RADIUS = 5  # PAIR's default dilation_rad
+CACHE_BYTES = 256 * 2 ** 20
+
+Masks = list  # of int32 arrays: each mask's pixels as ascending flat indices (row-major, H x W)
+
+
+def normalized(image: np.ndarray) -> np.ndarray:
+    """PAIR's `_normalize_image(image, [-1, 1], (224, 224))`, resizing one channel at a time."""
+    low, high = VALUE_RANGE
+    im_min, im_max = np.min(image), np.max(image)
+    im = (image - im_min) / (im_max - im_min)
+    im = im * (high - low) + low
+    if im.ndim == 2:
+        return resize(im, RESIZE, order=3, mode="constant", preserve_range=True, anti_aliasing=True)
+    channels = [resize(im[..., c], RESIZE, order=3, mode="constant", preserve_range=True, anti_aliasing=True,
+                       clip=False) for c in range(im.shape[-1])]
+    return np.clip(np.stack(channels, axis=-1), np.min(im), np.max(im))  # skimage's clip, whole image
+
+
+def label_maps(image: np.ndarray) -> list[np.ndarray]:
+    """PAIR's Felzenszwalb label maps at the image's own size, one per (scale, sigma)."""
+    im = normalized(image)
+    return [resize(segmentation.felzenszwalb(im, scale=scale, sigma=sigma, min_size=MIN_SIZE), image.shape[:2],
+                   order=0, preserve_range=True, mode="constant", anti_aliasing=False).astype(int)
+            for scale in SCALES for sigma in SIGMAS]
+
+
+def dilated_masks(labels: np.ndarray, radius: int = DILATION_RADIUS) -> Masks:
+    """One mask per label value from labels.min() to labels.max() (empty if absent), dilated by
+    disk(radius), as flat indices. Dilation with zeros beyond the border equals skimage's (a disk
+    reaches a mirrored pixel only if it reaches the pixel itself)."""
+    height, width = labels.shape
+    low = labels.min()
+    boxes = ndimage.find_objects(labels - low + 1)
+    masks = []
+    for offset in range(labels.max() - low + 1):
+        box = boxes[offset] if offset < len(boxes) else None
+        if box is None:
+            masks.append(np.empty(0, np.int32))
+            continue
+        top, left = max(box[0].start - radius, 0), max(box[1].start - radius, 0)
+        bottom, right = min(box[0].stop + radius, height), min(box[1].stop + radius, width)
+        rows, cols = np.nonzero(disk_dilation(labels[top:bottom, left:right] == low + offset, radius))
+        masks.append(((rows + top) * width + cols + left).astype(np.int32))
+    return masks
+
+
+def disk_dilation(mask: np.ndarray, radius: int) -> np.ndarray:
+    """Binary dilation of `mask` by skimage's disk(radius), zeros beyond the border: the disk is a
+    stack of horizontal runs, so it is a few 1-D running maxima OR-ed at vertical shifts (~10x
+    faster than a dilation with the 2-D footprint)."""
+    half_widths = (disk(radius).sum(axis=1) - 1) // 2  # run half-width at each dy = -radius..radius
+    runs = {w: ndimage.maximum_filter1d(mask.view(np.uint8), 2 * w + 1, axis=1, mode="constant")
+            for w in set(half_widths.tolist())}
+    out = np.zeros_like(mask)
+    height = mask.shape[0]
+    for dy, w in zip(range(-radius, radius + 1), half_widths):  # out[y] |= run_w[y + dy]
+        source = runs[w][max(dy, 0):height + min(dy, 0)]
+        out[max(-dy, 0):height - max(dy, 0)] |= source.astype(bool)
+    return out
+
+
+def felzenszwalb_masks(image: np.ndarray) -> Masks:
+    """PAIR's XRAI segments of one [H, W, C] image (see the module docstring)."""
+    return [mask for labels in label_maps(image) for mask in dilated_masks(labels)]
+
+
+_cache: OrderedDict[tuple, Masks] = OrderedDict()
+_cache_bytes = 0
+
+
+def masks_of(image: np.ndarray) -> Masks:
+    """`felzenszwalb_masks(image)`, from the cache when the same image (bytes) was segmented lately."""
+    global _cache_bytes
+    image = np.ascontiguousarray(image)
+    key = (image.shape, image.dtype.str, hashlib.blake2b(image.tobytes(), digest_size=16).hexdigest())
+    if key in _cache:
+        _cache.move_to_end(key)
+        return _cache[key]
+    masks = felzenszwalb_masks(image)
+    _cache[key] = masks
+    _cache_bytes += sum(m.nbytes for m in masks)
+    while _cache_bytes > CACHE_BYTES and len(_cache) > 1:
+        _, dropped = _cache.popitem(last=False)
+        _cache_bytes -= sum(m.nbytes for m in dropped)
+    return masks
+
+
+def cache_clear() -> None:
+    global _cache_bytes
+    _cache.clear()
+    _cache_bytes = 0
+
+
+def cache_size() -> int:
+    """Images whose masks are cached."""
+    return len(_cache)
