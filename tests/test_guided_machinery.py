@@ -347,15 +347,37 @@ def test_model_without_relu_fails_clearly_in_both_paths(export_hub_style):
     assert _rel(_graph_grad_fn(graph, guided=False)(x, targets)[0], make_grad_fn(model)(x, targets)) < 1e-5
 
 
-def test_leaky_relu_layer_is_rejected_and_model_restored():
+@pytest.mark.parametrize("leaky, message", [
+    (lambda h: keras.layers.ReLU(negative_slope=0.1, name="leaky")(h), "'leaky' is a ReLU with negative_slope=0.1"),
+    (lambda h: keras.layers.LeakyReLU(0.2, name="leaky")(h), "'leaky' is a LeakyReLU"),
+    (lambda h: keras.layers.Dense(3, activation="leaky_relu", name="leaky")(h), "'leaky' has activation leaky_relu"),
+], ids=["relu_slope", "leaky_layer", "leaky_activation"])
+def test_leaky_relu_is_one_clear_error_and_model_restored(leaky, message):
     inp = keras.Input((4,))
     h = keras.layers.Dense(3, activation="relu", name="fc")(inp)
-    h = keras.layers.ReLU(negative_slope=0.1, name="leaky")(h)
-    model = keras.Model(inp, keras.layers.Dense(2)(h), name="leaky_net")
-    with pytest.raises(ValueError, match="leaky"):
+    model = keras.Model(inp, keras.layers.Dense(2)(leaky(h)), name="leaky_net")
+    with pytest.raises(HarnessError, match=message + ".*supported: plain ReLU") as error:
         with guided_activations(model):
             pass
+    assert "\n" not in str(error.value)
     assert model.get_layer("fc").activation is keras.activations.relu
+    with pytest.raises(HarnessError, match=message):  # through a compiled guided gradient, too
+        make_guided_grad_fn(model)(np.zeros((1, 4), np.float32), np.zeros(1, np.int32))
+
+
+@pytest.mark.parametrize("mode", ["live", "frozen"])
+def test_imported_graph_accepts_a_function_a_gradient_went_through(cnn, mode):
+    model, path, x, _, targets = cnn
+    loaded = tf.saved_model.load(path)
+    xt = tf.constant(x)
+    with tf.GradientTape() as tape:  # TF now appends forward intermediates to the function's outputs
+        tape.watch(xt)
+        logits = loaded(xt)
+    tape.gradient(logits, xt)
+    assert len(loaded.__call__.get_concrete_function().outputs) > 1
+    graph = ImportedGraph.from_saved_model(loaded, mode=mode)
+    grads, _ = _graph_grad_fn(graph, guided=False)(x, targets)
+    assert _rel(grads, make_grad_fn(model)(x, targets)) < 1e-5
 
 
 def test_imported_graph_refuses_eager_calls(cnn):

@@ -3,9 +3,9 @@
 The algorithm is PAIR's `guided_ig_impl` (saliency/core/guided_ig.py), replicated operation for
 operation in float64 so that the maps equal PAIR's `GuidedIG.GetMask`. Why not call it: PAIR walks one
 image at a time and asks the model for one gradient per step (batch of 1), since each step's path
-depends on the last step's gradient. Here all images advance in lock-step: one batched gradient call
-per step for all images still walking, and the per-step path search (the inner "while gamma > 1"
-loop) runs on every image's row at once, each image leaving the loop when its own L1 target is met.
+depends on the last step's gradient. Here the images advance in lock-step: one batched gradient
+call per step for all of them (in groups of `max_batch: auto` rows), then each image's path search
+(PAIR's inner "while gamma > 1" loop) in place on its flat float64 rows, with fewer temporaries.
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import math
 import numpy as np
 
 from harness.errors import HarnessError
-from harness.methods import COMMON, integrated, register
+from harness.methods import COMMON, integrated, register, rows_per_call
 from harness.methods.kernels import input_gradients
 
 DEFAULTS = {"steps": 200, "fraction": 0.25, "max_dist": 0.02,
@@ -33,54 +33,59 @@ def guided_path_integral(model, x: np.ndarray, targets: np.ndarray, baselines: n
     x_base = np.asarray(baselines, np.float64).reshape(len(x), -1)
     attr = np.zeros_like(x_in)
     walking = np.flatnonzero(np.abs(x_in - x_base).sum(axis=1) != 0)  # PAIR: input == baseline -> 0
-    x_in, x_base = x_in[walking], x_base[walking]
+    group = rows_per_call("auto", shape[1:])  # images walked together: one gradient row each per step
+    for rows in (walking[i:i + group] for i in range(0, len(walking), group)):
+        attr[rows] = _walk(model, x_in[rows], x_base[rows], targets[rows], shape[1:], steps, fraction, max_dist,
+                           output)
+    return attr.reshape(shape)
+
+
+def _walk(model, x_in, x_base, targets, image_shape, steps, fraction, max_dist, output) -> np.ndarray:
+    """guided_ig_impl for images [n, features] in lock-step (none equal to its baseline)."""
     point = x_base.copy()
-    l1_total = np.abs(x_in - x_base).sum(axis=1)
     diff = x_in - x_base
-
-    def to_alpha(rows, at, alpha_max):  # PAIR's translate_x_to_alpha, NaN (input == baseline) -> alpha_max
-        with np.errstate(divide="ignore", invalid="ignore"):
-            alpha = np.where(diff[rows] != 0, (at - x_base[rows]) / diff[rows], np.nan)
-        alpha[np.isnan(alpha)] = alpha_max
-        return alpha
-
-    path_attr = np.zeros_like(x_in)
-    for step in range(steps if len(walking) else 0):
-        grad_actual = input_gradients(model, point.reshape(-1, *shape[1:]), targets[walking], output, "auto")
-        grad_actual = grad_actual.reshape(len(walking), -1)
+    moving = diff != 0  # PAIR: alpha of a feature with input == baseline is NaN -> alpha_max: never behind
+    l1_total = np.abs(x_in - x_base).sum(axis=1)
+    attr = np.zeros_like(x_in)
+    for step in range(steps):
+        grad_actual = input_gradients(model, point.reshape(-1, *image_shape), targets, output, "auto")
+        grad_actual = grad_actual.reshape(len(point), -1)
         grad = grad_actual.copy()
         alpha = (step + 1.0) / steps
         alpha_min, alpha_max = max(alpha - max_dist, 0.0), min(alpha + max_dist, 1.0)
         x_min = x_base + diff * alpha_min
         x_max = x_base + diff * alpha_max
         l1_target = l1_total * (1 - (step + 1) / steps)
-        rows = np.arange(len(walking))  # images still in this step's "while gamma > 1" loop
-        while len(rows):
-            x_old = point[rows]
-            x = x_old.copy()
-            behind = to_alpha(rows, x, alpha_max) < alpha_min
-            x[behind] = x_min[rows][behind]
-            l1_current = np.abs(x - x_in[rows]).sum(axis=1)
-            reached = np.array([math.isclose(t, c, rel_tol=EPSILON, abs_tol=EPSILON)
-                                for t, c in zip(l1_target[rows], l1_current)], bool)
-            g = grad[rows]
-            g[x == x_max[rows]] = np.inf
-            threshold = np.quantile(np.abs(g), fraction, axis=1, method="lower")
-            selected = (np.abs(g) <= threshold[:, None]) & (g != np.inf)
-            selected[reached] = False
-            l1_s = (np.abs(x - x_max[rows]) * selected).sum(axis=1)
-            with np.errstate(divide="ignore"):
-                gamma = np.where(l1_s > 0, (l1_current - l1_target[rows]) / np.where(l1_s > 0, l1_s, 1), np.inf)
-            gamma[reached] = 0.0  # these leave the loop without a move
-            full = gamma > 1.0
-            move = np.where(full[:, None], x_max[rows], x + (x_max[rows] - x) * gamma[:, None])
-            x = np.where(selected, move, x)
-            grad[rows] = g
-            point[rows] = x
-            path_attr[rows] += (x - x_old) * grad_actual[rows]
-            rows = rows[full & ~reached]
-    attr[walking] = path_attr
-    return attr.reshape(shape)
+        for i in range(len(point)):  # each image's "while gamma > 1" loop
+            _step(point[i], attr[i], grad[i], grad_actual[i], x_in[i], x_base[i], diff[i], moving[i], x_min[i],
+                  x_max[i], alpha_min, l1_target[i], fraction)
+    return attr
+
+
+def _step(x, attr, grad, grad_actual, x_in, x_base, diff, moving, x_min, x_max, alpha_min, l1_target, fraction):
+    """One step of PAIR's guided_ig_impl on one image's flat rows, in place (x, attr, grad)."""
+    gamma = np.inf
+    while gamma > 1.0:
+        x_old = x.copy()
+        with np.errstate(divide="ignore", invalid="ignore"):
+            behind = ((x - x_base) / diff < alpha_min) & moving
+        np.copyto(x, x_min, where=behind)
+        l1_current = np.abs(x - x_in).sum()
+        if math.isclose(l1_target, l1_current, rel_tol=EPSILON, abs_tol=EPSILON):
+            attr += (x - x_old) * grad_actual
+            break
+        grad[x == x_max] = np.inf
+        magnitude = np.abs(grad)
+        threshold = np.quantile(magnitude, fraction, method="lower")
+        selected = (magnitude <= threshold) & (grad != np.inf)
+        l1_s = (np.abs(x - x_max) * selected).sum()
+        gamma = (l1_current - l1_target) / l1_s if l1_s > 0 else np.inf
+        if gamma > 1.0:
+            np.copyto(x, x_max, where=selected)
+        else:
+            assert gamma > 0, gamma
+            np.copyto(x, x + (x_max - x) * gamma, where=selected)
+        attr += (x - x_old) * grad_actual
 
 
 @register("guided_ig", DEFAULTS)

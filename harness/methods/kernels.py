@@ -103,9 +103,9 @@ class SyncedGraph:
     def __init__(self, model: ModelUnderTest, mode: str):
         from harness.models.graph_import import ImportedGraph
 
-        # A fresh trace of the wrapper's forward pass, not the SavedModel's own concrete function:
-        # once a gradient has been taken through a restored function, TF appends its forward
-        # intermediates to that function's outputs, and ImportedGraph wants exactly one output.
+        # A trace of the wrapper's forward pass (the SavedModel's `__call__` or its serving
+        # signature's logits, at the harness's input spec): the function every other kernel
+        # differentiates, whichever way the SavedModel exposes it.
         forward = tf.function(model.logits).get_concrete_function(model.tensor_spec())
         self.model, self.mode = model, mode
         self.graph = ImportedGraph(forward, [v.variable for v in model.variables], mode=mode, name=model.name)

@@ -18,6 +18,7 @@ it (the benchmark times cold calls).
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections import OrderedDict
 
 import numpy as np
@@ -103,27 +104,34 @@ _cache: OrderedDict[tuple, Masks] = OrderedDict()
 _cache_bytes = 0
 
 
+_lock = threading.Lock()  # XRAI segments in a worker thread
+
+
 def masks_of(image: np.ndarray) -> Masks:
     """`felzenszwalb_masks(image)`, from the cache when the same image (bytes) was segmented lately."""
     global _cache_bytes
     image = np.ascontiguousarray(image)
     key = (image.shape, image.dtype.str, hashlib.blake2b(image.tobytes(), digest_size=16).hexdigest())
-    if key in _cache:
-        _cache.move_to_end(key)
-        return _cache[key]
+    with _lock:
+        if key in _cache:
+            _cache.move_to_end(key)
+            return _cache[key]
     masks = felzenszwalb_masks(image)
-    _cache[key] = masks
-    _cache_bytes += sum(m.nbytes for m in masks)
-    while _cache_bytes > CACHE_BYTES and len(_cache) > 1:
-        _, dropped = _cache.popitem(last=False)
-        _cache_bytes -= sum(m.nbytes for m in dropped)
+    with _lock:
+        if key not in _cache:
+            _cache_bytes += sum(m.nbytes for m in masks)
+        _cache[key] = masks
+        while _cache_bytes > CACHE_BYTES and len(_cache) > 1:
+            _, dropped = _cache.popitem(last=False)
+            _cache_bytes -= sum(m.nbytes for m in dropped)
     return masks
 
 
 def cache_clear() -> None:
     global _cache_bytes
-    _cache.clear()
-    _cache_bytes = 0
+    with _lock:
+        _cache.clear()
+        _cache_bytes = 0
 
 
 def cache_size() -> int:

@@ -152,13 +152,19 @@ class ImportedGraph:
             fn = convert_variables_to_constants_v2(self._cf, lower_control_flow=False, aggressive_inlining=True)
             graph_def = fn.graph.as_graph_def()
         data_inputs = fn.inputs[: len(fn.inputs) - len(fn.captured_inputs)]
-        if len(data_inputs) != 1 or len(fn.outputs) != 1:
+        # The function's own outputs, not all of `outputs`: once a gradient has been taken through a
+        # restored function, TF appends its forward intermediates to `outputs` (for the backward
+        # pass), while `structured_outputs` stays what the function returns. The frozen copy keeps
+        # the order of `outputs` (but not the structure), so the logits are found by position.
+        returned = tf.nest.flatten(self._cf.structured_outputs, expand_composites=True)
+        if len(data_inputs) != 1 or len(returned) != 1:
             raise HarnessError(
                 f"SavedModel function of {self.name} must take one image tensor and return one logits "
-                f"tensor; it has inputs {[t.name for t in data_inputs]} and outputs {[t.name for t in fn.outputs]}"
+                f"tensor; it has inputs {[t.name for t in data_inputs]} and outputs {[t.name for t in returned]}"
             )
+        position = [t.name for t in self._cf.outputs].index(returned[0].name)
         self._input = data_inputs[0]
-        self._output_name = fn.outputs[0].name
+        self._output_name = fn.outputs[position].name
         self._graph_def = graph_def
         self._index(graph_def)
 

@@ -89,19 +89,33 @@ def _all_layers(model: keras.Model) -> list:
     return model._flatten_layers(include_self=False, recursive=True)
 
 
+SUPPORTED = "plain ReLU, ReLU6 or clipped ReLU (keras.layers.ReLU with negative_slope=0, threshold=0)"
+
+
 def _relu_layer_call(layer: keras.layers.ReLU) -> Callable:
     """The guided replacement for a keras.layers.ReLU instance's `call`."""
     if layer.negative_slope != 0 or layer.threshold != 0:
-        raise ValueError(
-            f"layer {layer.name!r} is a ReLU with negative_slope={layer.negative_slope}, "
-            f"threshold={layer.threshold}; Guided Backprop is defined only for plain ReLU / "
-            "clipped ReLU (negative_slope=0, threshold=0)"
+        raise HarnessError(
+            f"layer {layer.name!r} is a ReLU with negative_slope={float(layer.negative_slope):g}, "
+            f"threshold={float(layer.threshold):g}, which Guided Backprop cannot gate; supported: {SUPPORTED}"
         )
     if layer.max_value is None:
         return guided_relu
     if float(layer.max_value) == 6.0:
         return guided_relu6
     return _guided_relu_clipped(float(layer.max_value))
+
+
+def _reject_leaky(layer) -> None:
+    """Leaky ReLUs pass negative inputs on, so gating only the plain ReLUs would be a silently partial
+    Guided Backprop: refuse them by name."""
+    if isinstance(layer, keras.layers.LeakyReLU):
+        slope = getattr(layer, "negative_slope", getattr(layer, "alpha", None))
+        raise HarnessError(f"layer {layer.name!r} is a LeakyReLU (negative_slope={float(slope):g}), which Guided "
+                           f"Backprop cannot gate; supported: {SUPPORTED}")
+    if getattr(layer, "activation", None) is keras.activations.leaky_relu:
+        raise HarnessError(f"layer {layer.name!r} has activation leaky_relu, which Guided Backprop cannot gate; "
+                           f"supported: {SUPPORTED}")
 
 
 @contextmanager
@@ -111,7 +125,8 @@ def guided_activations(model: keras.Model) -> Iterator[int]:
     Covers layers whose ``.activation`` is relu/relu6 (Conv/Dense with
     activation='relu', ``Activation('relu')``) and ``keras.layers.ReLU``
     instances (whose ``call`` is overridden on the instance; any ``max_value``,
-    but negative_slope and threshold must be 0, else ValueError). Yields the
+    but negative_slope and threshold must be 0). Leaky ReLUs (such a ReLU, a
+    ``LeakyReLU`` layer, activation ``leaky_relu``) are a HarnessError. Yields the
     number of ReLUs swapped; raises HarnessError if there are none.
 
     Not thread-safe: the model is shared, so nothing else may run it while the
@@ -120,6 +135,7 @@ def guided_activations(model: keras.Model) -> Iterator[int]:
     undo: list[Callable[[], None]] = []
     try:
         for layer in _all_layers(model):
+            _reject_leaky(layer)
             if isinstance(layer, keras.layers.ReLU):
                 undo.append(_override_call(layer, _relu_layer_call(layer)))
             elif _guided_twin(getattr(layer, "activation", None)) is not None:
