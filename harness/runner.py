@@ -26,12 +26,13 @@ from harness.data import ImageSet, load_images
 from harness.errors import HarnessError
 from harness.randomization import ORIGINAL, SCHEDULES, Randomizer, Reinit, Step, schedule_steps
 from harness.results import write_csv, write_json, write_npz
-from harness.similarity import MetricSettings, compare, random_mask
+from harness.similarity import MetricSettings, PreparedMap, compare_batch, random_mask
 from harness.tables import SCORE_COLUMNS, summarize
 
 TARGETS = ("predicted", "original", "label")
 CONTROLS = ("ceiling", "random_model", "random_mask")
 CONTROL_STEP = -1  # the `step` of control rows: they sit beside the schedule, not on it
+RANDOM_MODEL_DRAWS = (10_001, 10_002)  # draw indices of the random_model control's two models
 
 
 @dataclass(frozen=True)
@@ -119,6 +120,7 @@ class Runner:
         self.x = model.input_spec.to_model_space(images.images)
         self.steps = schedule_steps(plan.schedule, [b.name for b in model.blocks])
         self.timings: dict[str, float] = {}
+        self.prepared: dict[str, list[PreparedMap]] = {}  # original maps, post-processed once per method
 
     def execute(self) -> None:
         self.parts.mkdir(parents=True, exist_ok=True)
@@ -176,30 +178,39 @@ class Runner:
         todo = [m for m in self.plan.methods if not self._done(step, m)]
         if not todo:
             return
-        every_block = tuple(b.name for b in self.model.blocks)
+        randomized = self._random_model_maps(todo) if control == "random_model" else {}
         for method in todo:
             began = time.perf_counter()
+            reference = None  # the original maps
             if control == "ceiling":
-                reference = self.original_maps[method.name]
                 maps = self._maps(method, Step(CONTROL_STEP, "ceiling", ()), self.original_targets)
             elif control == "random_model":
-                reference, maps = (self._randomized_maps(method, Step(index, f"random_model_{index}", every_block))
-                                   for index in (10_001, 10_002))
+                reference, maps, _ = randomized[method.name]
             else:
-                reference = self.original_maps[method.name]
                 rng = np.random.default_rng([self.plan.seed, _stable(method.name), _stable(control)])
-                maps = np.stack([random_mask(m.shape, rng) for m in reference])
-            seconds = time.perf_counter() - began
+                maps = np.stack([random_mask(m.shape, rng) for m in self.original_maps[method.name]])
+            seconds = randomized[method.name][2] if randomized else time.perf_counter() - began
             rows = self._score(step, method, self.original_targets, maps, reference)
             self._commit(_stem(step, method), rows, maps, seconds)
 
-    def _randomized_maps(self, method: MethodSpec, step: Step) -> np.ndarray:
+    def _random_model_maps(self, methods: list[MethodSpec]):
+        """Maps of every method on two differently drawn, fully randomized models: each of the two
+        model states is visited once. Returns {method: [maps A, maps B, kernel seconds]}."""
         # Fresh draws per step index even when the schedule nests its draws: two different models.
         reinit = self.plan.reinit
         scheme = "auto" if reinit.scheme == "donor" else reinit.scheme  # a donor is one model, not random ones
         randomizer = Randomizer(self.model, dataclasses.replace(reinit, draws="per_step", scheme=scheme, donor=None))
-        with randomizer.step(step):
-            return self._maps(method, step, self._argmax(self.model.predict(self.x), step))
+        every_block = tuple(b.name for b in self.model.blocks)
+        out = {m.name: [None, None, 0.0] for m in methods}
+        for slot, index in enumerate(RANDOM_MODEL_DRAWS):
+            step = Step(index, f"random_model_{index}", every_block)
+            with randomizer.step(step):
+                targets = self._argmax(self.model.predict(self.x), step)
+                for method in methods:
+                    began = time.perf_counter()
+                    out[method.name][slot] = self._maps(method, step, targets)
+                    out[method.name][2] += time.perf_counter() - began
+        return out
 
     def _maps(self, method: MethodSpec, step: Step, targets: np.ndarray) -> np.ndarray:
         rng = np.random.default_rng([self.plan.seed, _stable(method.name), _stable(step.block), step.index % 2**32])
@@ -209,11 +220,12 @@ class Runner:
 
     def _score(self, step: Step, method: MethodSpec, targets: np.ndarray, maps: np.ndarray,
                reference: np.ndarray | None = None) -> pd.DataFrame:
-        reference = self.original_maps[method.name] if reference is None else reference
+        reference = self._prepared_original(method) if reference is None else reference
         schedule = "control" if step.index == CONTROL_STEP else self.plan.schedule
         rows = []
+        scores = compare_batch(reference, maps, self.plan.metrics, images=self.x)
         for i, image_id in enumerate(self.images.ids):
-            for score in compare(reference[i], maps[i], self.plan.metrics, image=self.x[i]):
+            for score in scores[i]:
                 rows.append({
                     "model": self.model.name, "method": method.name, "schedule": schedule,
                     "step": step.index, "block": step.block, "image_id": image_id,
@@ -221,6 +233,12 @@ class Runner:
                     "degenerate": score.degenerate, "reason": score.reason, "seed": self.plan.seed,
                 })
         return pd.DataFrame.from_records(rows, columns=SCORE_COLUMNS)
+
+    def _prepared_original(self, method: MethodSpec) -> list[PreparedMap]:
+        if method.name not in self.prepared:
+            self.prepared[method.name] = [PreparedMap(m, self.plan.metrics, image)
+                                          for m, image in zip(self.original_maps[method.name], self.x)]
+        return self.prepared[method.name]
 
     # -- targets -------------------------------------------------------------------------------------
     def _targets(self, step: Step) -> np.ndarray:

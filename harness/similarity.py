@@ -12,16 +12,20 @@ was constant. The caller counts and reports them.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Iterable, Mapping, Sequence
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 from scipy import stats
+from numpy.lib.stride_tricks import sliding_window_view
 from skimage.feature import hog
 from skimage.metrics import structural_similarity
+
+try:  # scikit-image's Cython cell histograms, see _hog_features_batch
+    from skimage.feature._hoghistogram import hog_histograms as _skimage_hog_histograms
+except ImportError:  # pragma: no cover - a future scikit-image moved it: the public hog is used
+    _skimage_hog_histograms = None
 
 from harness.errors import HarnessError
 
@@ -35,6 +39,8 @@ __all__ = [
     "minmax01",
     "hog_geometry",
     "compare",
+    "prepare",
+    "PreparedMap",
     "compare_batch",
     "random_mask",
 ]
@@ -237,15 +243,6 @@ class Score:
     reason: str  # "" or why the score is degenerate / undefined
 
 
-@contextmanager
-def _quiet_scipy() -> Iterator[None]:
-    """Silence scipy's (near-)constant-input warnings: constancy is detected and reported first."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", stats.ConstantInputWarning)
-        warnings.simplefilter("ignore", stats.NearConstantInputWarning)
-        yield
-
-
 def _is_constant(x: np.ndarray) -> bool:
     return x.size == 0 or bool(x.min() == x.max())
 
@@ -261,22 +258,25 @@ def _flag(reason: str) -> tuple[bool, str]:
     return bool(reason), reason
 
 
-def _spearman(x: np.ndarray, y: np.ndarray) -> float:
-    # Ties get average ranks (scipy's default): the MNIST background is one huge tie.
-    with _quiet_scipy():
-        return float(stats.spearmanr(x.ravel(), y.ravel()).statistic)
-
-
 def _pearson(x: np.ndarray, y: np.ndarray) -> float:
-    with _quiet_scipy():
-        return float(stats.pearsonr(x.ravel(), y.ravel()).statistic)
+    # np.corrcoef, not scipy.stats.pearsonr: the same value, but pearsonr's input handling costs
+    # ~10 ms a call (scipy 1.16), which dominated scoring of small maps. Callers rule out constants.
+    return float(np.corrcoef(x.ravel(), y.ravel())[0, 1])
 
 
-def _correlation_score(metric: str, ref: np.ndarray, cmp: np.ndarray, corr, what: str = "constant map") -> Score:
+def _ranks(x: np.ndarray) -> np.ndarray:
+    # Ties get average ranks (scipy's default, as in spearmanr): the MNIST background is one huge tie.
+    return stats.rankdata(x.ravel())
+
+
+def _correlation_score(metric: str, ref: np.ndarray, cmp: np.ndarray, ref_corr: np.ndarray,
+                       cmp_corr: np.ndarray, what: str = "constant map") -> Score:
+    """Pearson of (ref_corr, cmp_corr), NaN + degenerate when `ref` or `cmp` is constant.
+    Spearman is Pearson of the average ranks, exactly as scipy.stats.spearmanr computes it."""
     reason = _constant_reason(ref, cmp, what)
     if reason:
         return Score(metric, float("nan"), True, reason)
-    return Score(metric, corr(ref, cmp), False, "")
+    return Score(metric, _pearson(ref_corr, cmp_corr), False, "")
 
 
 def _ssim(ref01: np.ndarray, cmp01: np.ndarray, s: MetricSettings) -> float:
@@ -300,6 +300,42 @@ def _hog_features(img01: np.ndarray, s: MetricSettings) -> np.ndarray:
     )
 
 
+def _hog_features_batch(batch01: np.ndarray, s: MetricSettings) -> np.ndarray:
+    """skimage's HOG (L2-Hys blocks, feature vector) of N maps [N, H, W] at once -> [N, F].
+
+    Written here because `skimage.feature.hog` normalizes its blocks in a Python loop: ~5-10 ms
+    for a 28x28 map with 2 px cells (144 blocks), most of the cost of scoring small maps. The cell
+    histograms still come from scikit-image's own Cython kernel; only the block normalization is
+    one vectorized numpy expression over all maps. tests/test_similarity.py checks the result equals
+    `skimage.feature.hog` map by map.
+    """
+    n, height, width = batch01.shape
+    if _skimage_hog_histograms is None:
+        return np.stack([_hog_features(m, s) for m in batch01])
+    cell, block = hog_geometry(height, width, s)
+    orientations = int(s.hog_orientations)
+    rows, cols = height // cell, width // cell
+    histograms = np.zeros((n, rows, cols, orientations))
+    for m, histogram in zip(batch01, histograms):
+        g_row, g_col = _central_differences(m)
+        _skimage_hog_histograms(g_col, g_row, cell, cell, width, height, cols, rows, orientations, histogram)
+    # [n, block rows, block cols, orientations, b, b] -> skimage's order [n, br, bc, b, b, orientations]
+    blocks = sliding_window_view(histograms, (block, block), axis=(1, 2)).transpose(0, 1, 2, 4, 5, 3)
+    eps = 1e-5  # skimage's
+    out = blocks / np.sqrt(np.sum(blocks**2, axis=(3, 4, 5), keepdims=True) + eps**2)
+    out = np.minimum(out, 0.2)
+    out = out / np.sqrt(np.sum(out**2, axis=(3, 4, 5), keepdims=True) + eps**2)
+    return out.reshape(n, -1)
+
+
+def _central_differences(m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(row, column) gradients as skimage's HOG takes them: centred differences, zero on the border."""
+    g_row, g_col = np.zeros_like(m), np.zeros_like(m)
+    g_row[1:-1, :] = m[2:, :] - m[:-2, :]
+    g_col[:, 1:-1] = m[:, 2:] - m[:, :-2]
+    return g_row, g_col
+
+
 def _foreground(image: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
     """Boolean [H, W]: pixels where the input is non-zero in any channel."""
     img = np.asarray(image)
@@ -314,9 +350,65 @@ def _foreground(image: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
     return fg
 
 
+class PreparedMap:
+    """One raw map [H, W, C] with its post-processed forms (absolute, signed, min-max, ranks, HOG
+    features), each computed on first use and kept.
+
+    The runner compares each original map with the map of every randomization step: preparing the
+    original once halves the HOG and ranking work, the bulk of scoring small maps.
+    """
+
+    def __init__(self, raw: np.ndarray, settings: MetricSettings, image: np.ndarray | None = None):
+        self.raw = _as_hwc(raw)
+        self.settings = settings
+        self.image = image
+        self.finite = bool(np.all(np.isfinite(self.raw)))
+        self._forms: dict[str, np.ndarray] = {}
+
+    def __getitem__(self, form: str) -> np.ndarray:
+        """'abs', 'signed', 'abs01', 'hog', 'fg' (foreground mask), 'abs_fg', or 'rank_' + any of them."""
+        if form not in self._forms:
+            self._forms[form] = self._compute(form)
+        return self._forms[form]
+
+    def has(self, form: str) -> bool:
+        return form in self._forms
+
+    def store(self, form: str, value: np.ndarray) -> None:
+        """Keep a form computed elsewhere (the HOG features of a whole batch at once)."""
+        self._forms[form] = value
+
+    def _compute(self, form: str) -> np.ndarray:
+        if form.startswith("rank_"):
+            return _ranks(self[form.removeprefix("rank_")])
+        if form == "abs":
+            return absolute_map(self.raw)
+        if form == "signed":
+            return signed_map(self.raw)
+        if form == "abs01":
+            return minmax01(self["abs"])
+        if form == "hog":
+            return _hog_features_batch(self["abs01"][None], self.settings)[0]
+        if form == "fg":
+            if self.image is None:
+                raise ValueError("metric 'spearman_abs_fg' needs the input image (foreground = non-zero input pixels)")
+            return _foreground(self.image, self.raw.shape[:2])
+        if form == "abs_fg":
+            return self["abs"][self["fg"]]
+        raise ValueError(f"unknown map form {form!r}")
+
+
+def prepare(m: np.ndarray | PreparedMap, settings: MetricSettings, image: np.ndarray | None = None) -> PreparedMap:
+    """`m` as a PreparedMap for `settings` (returned as is when it already is one for them)."""
+    if isinstance(m, PreparedMap) and m.settings == settings:
+        return m
+    raw = m.raw if isinstance(m, PreparedMap) else m
+    return PreparedMap(raw, settings, image)
+
+
 def compare(
-    reference: np.ndarray,
-    compared: np.ndarray,
+    reference: np.ndarray | PreparedMap,
+    compared: np.ndarray | PreparedMap,
     settings: MetricSettings,
     image: np.ndarray | None = None,
 ) -> list[Score]:
@@ -328,78 +420,74 @@ def compare(
     - spearman_abs_fg: spearman_abs restricted to foreground pixels (input non-zero in any
       channel); needs ``image``. The maps are post-processed on the full image, then masked.
 
+    Either side may be a PreparedMap (see `prepare`) to reuse its post-processing across calls.
     Spearman / HOG correlation of a constant map are undefined: NaN, degenerate, reason. SSIM of a
     constant map is defined by skimage: the value is kept but flagged degenerate.
     """
-    ref = _as_hwc(reference)
-    cmp = _as_hwc(compared)
-    if ref.shape != cmp.shape:
-        raise ValueError(f"maps differ in shape: reference {ref.shape}, compared {cmp.shape}")
-    if "spearman_abs_fg" in settings.metrics and image is None:
+    ref, cmp = prepare(reference, settings, image), prepare(compared, settings, image)
+    if ref.raw.shape != cmp.raw.shape:
+        raise ValueError(f"maps differ in shape: reference {ref.raw.shape}, compared {cmp.raw.shape}")
+    if "spearman_abs_fg" in settings.metrics and image is None and ref.image is None:
         raise ValueError("metric 'spearman_abs_fg' needs the input image (foreground = non-zero input pixels)")
 
-    bad = [name for name, x in (("reference", ref), ("compared", cmp)) if not np.all(np.isfinite(x))]
+    bad = [name for name, m in (("reference", ref), ("compared", cmp)) if not m.finite]
     if bad:  # NaN/inf in a map (e.g. a diverging method): every metric is undefined
         reason = f"non-finite values ({' and '.join(bad)})"
         return [Score(name, float("nan"), True, reason) for name in settings.metrics]
+    return [_score(metric, ref, cmp, settings) for metric in settings.metrics]
 
-    cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
-    def pair(kind: str) -> tuple[np.ndarray, np.ndarray]:
-        """Post-process both maps once per kind ('abs', 'signed', 'abs01')."""
-        if kind not in cache:
-            if kind == "abs":
-                cache[kind] = (absolute_map(ref), absolute_map(cmp))
-            elif kind == "signed":
-                cache[kind] = (signed_map(ref), signed_map(cmp))
-            else:  # "abs01"
-                a, b = pair("abs")
-                cache[kind] = (minmax01(a), minmax01(b))
-        return cache[kind]
-
-    scores: list[Score] = []
-    for metric in settings.metrics:
-        if metric == "spearman_abs":
-            scores.append(_correlation_score(metric, *pair("abs"), _spearman))
-        elif metric == "spearman_signed":
-            scores.append(_correlation_score(metric, *pair("signed"), _spearman))
-        elif metric == "spearman_abs_fg":
-            fg = _foreground(image, ref.shape[:2])
-            if not fg.any():
-                scores.append(Score(metric, float("nan"), True, "no foreground pixels"))
-            else:
-                a, b = pair("abs")
-                scores.append(_correlation_score(metric, a[fg], b[fg], _spearman, "constant map on foreground"))
-        elif metric == "ssim":
-            a, b = pair("abs01")
-            scores.append(Score(metric, _ssim(a, b, settings), *_flag(_constant_reason(a, b))))
-        elif metric == "hog":
-            a, b = pair("abs01")
-            reason = _constant_reason(a, b)  # a constant map has all-zero HOG features
-            if reason:
-                scores.append(Score(metric, float("nan"), True, reason))
-                continue
-            corr = _pearson if settings.hog_correlation == "pearson" else _spearman
-            fa, fb = _hog_features(a, settings), _hog_features(b, settings)
-            scores.append(_correlation_score(metric, fa, fb, corr, "constant HOG features"))
-        else:  # unreachable: MetricSettings validates names
-            raise HarnessError(f"unknown metric {metric!r}; valid names: {', '.join(METRIC_NAMES)}")
-    return scores
+def _score(metric: str, ref: PreparedMap, cmp: PreparedMap, settings: MetricSettings) -> Score:
+    if metric in ("spearman_abs", "spearman_signed"):
+        form = metric.removeprefix("spearman_")
+        return _correlation_score(metric, ref[form], cmp[form], ref[f"rank_{form}"], cmp[f"rank_{form}"])
+    if metric == "spearman_abs_fg":
+        if not ref["fg"].any():
+            return Score(metric, float("nan"), True, "no foreground pixels")
+        return _correlation_score(metric, ref["abs_fg"], cmp["abs_fg"], ref["rank_abs_fg"], cmp["rank_abs_fg"],
+                                  "constant map on foreground")
+    if metric == "ssim":
+        a, b = ref["abs01"], cmp["abs01"]
+        return Score(metric, _ssim(a, b, settings), *_flag(_constant_reason(a, b)))
+    if metric == "hog":
+        reason = _constant_reason(ref["abs01"], cmp["abs01"])  # a constant map has all-zero HOG features
+        if reason:
+            return Score(metric, float("nan"), True, reason)
+        form = "hog" if settings.hog_correlation == "pearson" else "rank_hog"
+        return _correlation_score(metric, ref["hog"], cmp["hog"], ref[form], cmp[form], "constant HOG features")
+    raise HarnessError(f"unknown metric {metric!r}; valid names: {', '.join(METRIC_NAMES)}")  # validated earlier
 
 
 def compare_batch(
-    references: Sequence[np.ndarray] | np.ndarray,
-    compareds: Sequence[np.ndarray] | np.ndarray,
+    references: Sequence[np.ndarray | PreparedMap] | np.ndarray,
+    compareds: Sequence[np.ndarray | PreparedMap] | np.ndarray,
     settings: MetricSettings,
     images: Sequence[np.ndarray] | np.ndarray | None = None,
 ) -> list[list[Score]]:
-    """compare() over the leading (batch) dimension; images, if given, must match in length."""
+    """compare() over the leading (batch) dimension; images, if given, must match in length.
+
+    The HOG features of all maps are computed in one batched call (see _hog_features_batch).
+    """
     if len(references) != len(compareds):
         raise ValueError(f"batch sizes differ: {len(references)} references, {len(compareds)} compared maps")
     if images is not None and len(images) != len(references):
         raise ValueError(f"batch sizes differ: {len(references)} maps, {len(images)} images")
-    imgs: Iterable = images if images is not None else [None] * len(references)
-    return [compare(r, c, settings, image=i) for r, c, i in zip(references, compareds, imgs)]
+    imgs: Sequence = images if images is not None else [None] * len(references)
+    refs = [prepare(r, settings, i) for r, i in zip(references, imgs)]
+    cmps = [prepare(c, settings, i) for c, i in zip(compareds, imgs)]
+    if "hog" in settings.metrics:
+        _fill_hog_features([*refs, *cmps], settings)
+    return [compare(r, c, settings, image=i) for r, c, i in zip(refs, cmps, imgs)]
+
+
+def _fill_hog_features(maps: list[PreparedMap], settings: MetricSettings) -> None:
+    """Give every finite, not yet featurized map its HOG features, grouped by map size."""
+    todo = [m for m in maps if m.finite and not m.has("hog")]
+    for shape in {m.raw.shape[:2] for m in todo}:
+        group = [m for m in todo if m.raw.shape[:2] == shape]
+        features = _hog_features_batch(np.stack([m["abs01"] for m in group]), settings)
+        for m, f in zip(group, features):
+            m.store("hog", f)
 
 
 def random_mask(shape: Sequence[int] | int, rng: np.random.Generator, kind: str = "gaussian") -> np.ndarray:

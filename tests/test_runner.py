@@ -67,6 +67,27 @@ def test_controls_and_summary(tmp_path, tiny_saved_model, image_folder):
         assert maps["gradient/004"].shape == (6, 8, 8, 1) and list(maps["blocks"])[1] == "logits"
 
 
+def test_each_model_state_is_visited_once(tmp_path, tiny_saved_model, image_folder, monkeypatch):
+    """All methods run at a step before the next step: one randomization per schedule step and two
+    for the random_model control, however many methods there are."""
+    from harness.randomization import Randomizer
+
+    visited = []
+    real_step = Randomizer.step
+
+    def counting_step(self, step):
+        visited.append(step.block)
+        return real_step(self, step)
+
+    monkeypatch.setattr(Randomizer, "step", counting_step)
+    path, _ = tiny_saved_model
+    run_dir = runner.run(config(*tiny_overrides(path, image_folder, tmp_path / "r"), "methods=[gradient,{name:smoothgrad,samples:2}]"),
+                        log=lambda _: None)
+    steps = json.loads((run_dir / "run.json").read_text())["schedule"]["steps"]
+    assert visited == [s["block"] for s in steps] + ["random_model_10001", "random_model_10002"]
+    assert set(pd.read_csv(run_dir / "scores.csv")["method"]) == {"gradient", "smoothgrad"}
+
+
 def test_run_killed_at_any_point_resumes_to_identical_scores(tmp_path, tiny_saved_model, image_folder):
     path, _ = tiny_saved_model
     from skimage import io

@@ -412,3 +412,37 @@ def test_calibration_hog_uniform_three_channel_absolute_map_is_lower():
     """
     means = _mean_scores("uniform", (299, 299, 3), 10, MetricSettings(metrics=("hog",)), seed=2)
     assert -0.01 < means["hog"] < 0.045
+
+
+@pytest.mark.parametrize("size, settings", [
+    (28, MetricSettings()),                                        # MNIST: 2 px cells, 3x3 blocks
+    (64, MetricSettings(hog_cell_px=8, hog_orientations=6)),
+    (299, MetricSettings()),                                       # Inception: 16 px cells
+    (10, MetricSettings(hog_cell_px=4)),                           # blocks reduced to 2x2 cells
+])
+def test_batched_hog_equals_skimage_hog_map_by_map(size, settings):
+    from harness.similarity import _hog_features_batch, hog_geometry, minmax01
+
+    rng = np.random.default_rng(size)
+    maps = np.stack([minmax01(_smooth_map(rng, (size, size, 1))[..., 0]) for _ in range(3)])
+    maps[1, : size // 2] = 0.0  # a flat half: zero gradients, the epsilon of the block norm matters
+    cell, block = hog_geometry(size, size, settings)
+    batched = _hog_features_batch(maps, settings)
+    for m, got in zip(maps, batched):
+        expected = hog(m, orientations=settings.hog_orientations, pixels_per_cell=(cell, cell),
+                       cells_per_block=(block, block), block_norm="L2-Hys", feature_vector=True)
+        np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
+
+
+def test_prepared_reference_gives_the_same_scores_as_raw_maps():
+    from harness.similarity import PreparedMap
+
+    rng = np.random.default_rng(11)
+    settings = MetricSettings(metrics=ALL_METRICS)
+    image = (rng.uniform(size=(28, 28, 1)) > 0.5).astype(float)
+    ref, cmps = rng.normal(size=(28, 28, 1)), rng.normal(size=(4, 28, 28, 1))
+    prepared = PreparedMap(ref, settings, image)
+    for cmp in cmps:
+        assert compare(prepared, cmp, settings, image=image) == compare(ref, cmp, settings, image=image)
+    assert compare_batch([prepared] * 4, cmps, settings, images=[image] * 4) == \
+        [compare(ref, c, settings, image=image) for c in cmps]

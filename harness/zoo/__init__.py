@@ -33,6 +33,7 @@ class Recipe:
     max_epochs: int = 100      # permuted labels: train until `target_train_accuracy`, at most this
     target_train_accuracy: float = 0.97
     dropout: float = 0.0       # on the hidden dense layers, training only (no variables)
+    l2: float = 0.0            # weight decay on the CNN's kernels (the MLP has none)
     seed: int = 0
     version: int = 2           # bump to invalidate caches when training code changes
 
@@ -40,12 +41,13 @@ class Recipe:
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:10]
 
 
-# Adam lr 1e-4, batch 50 as in the paper (the CNN with the TF tutorial's dropout 0.5 on fc1: without
-# it, 4000 training digits give 94.8 % held-out, with it 96.6 %). Permuted labels must be memorized
-# (> 95 % training accuracy): the paper forces 100 epochs at lr 1e-4; we use lr 1e-3 and stop as soon
-# as the target is reached (27 epochs for the MLP instead of 100+), which keeps `make reproduce` short.
+# Adam lr 1e-4, batch 50 as in the paper (the CNN with the TF tutorial's dropout 0.5 on fc1 and L2
+# 1e-3: without dropout, 4000 training digits give 94.8 % held-out, with it 96.6 %). Permuted labels
+# must be memorized (> 95 % training accuracy): the paper forces 100 epochs at lr 1e-4; we use lr 1e-3,
+# no weight decay (it fights memorization: 69 epochs with L2 1e-3, 36 without) and stop as soon as the
+# target is reached, which keeps `make reproduce` short. lr 3e-3 never leaves chance on the CNN.
 RECIPES: dict[str, Recipe] = {
-    "mnist_cnn": Recipe("cnn", "true", 1e-4, epochs=15, dropout=0.5),
+    "mnist_cnn": Recipe("cnn", "true", 1e-4, epochs=15, dropout=0.5, l2=1e-3),
     "mnist_mlp": Recipe("mlp", "true", 1e-4, epochs=10),
     "mnist_cnn_randlabels": Recipe("cnn", "permuted", 1e-3, max_epochs=100),
     "mnist_mlp_randlabels": Recipe("mlp", "permuted", 1e-3, max_epochs=100),
@@ -109,7 +111,8 @@ def train(recipe: Recipe):
     x_train, y_train, x_test, y_test = mnist.load_split()
     if recipe.labels == "permuted":
         y_train = mnist.permuted_labels(y_train, recipe.seed)
-    model, initializers = BUILDERS[recipe.architecture](dropout=recipe.dropout)
+    options = {"l2": recipe.l2} if recipe.architecture == "cnn" else {}
+    model, initializers = BUILDERS[recipe.architecture](dropout=recipe.dropout, **options)
     model.compile(
         optimizer=keras.optimizers.Adam(recipe.learning_rate),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),

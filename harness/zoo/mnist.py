@@ -41,7 +41,7 @@ def build_cnn(l2: float = 1e-3, dropout: float = 0.5):
     import keras
 
     init = _cnn_init()
-    reg = keras.regularizers.L2(l2)
+    reg = keras.regularizers.L2(l2) if l2 else None
 
     def kw(regularized=True):
         return dict(
