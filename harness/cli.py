@@ -9,10 +9,11 @@ A user mistake ends with one line on stderr (`harness: error: ...`) and exit sta
 """
 from __future__ import annotations
 
+import os
 import sys
 
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from harness.config import CONFIG_DIR, group_options
 from harness.errors import HarnessError
@@ -30,6 +31,8 @@ def main() -> None:
     except HarnessError as error:
         fail(error)
     sys.argv = [sys.argv[0], *argv]
+    # ${pid:} in the sweep folder's name: two sweeps started in the same second never share it.
+    OmegaConf.register_new_resolver("pid", os.getpid, replace=True)
     _hydra_main()
 
 

@@ -84,7 +84,8 @@ def write_run(folder: Path, model: str, schedule: str, rows: list[dict], maps: d
     methods = list(dict.fromkeys(scores["method"]))
     write_json(folder / "run.json", {
         "config": {"experiment": experiment, "data": {"source": "mnist", "count": 3}, "target": "predicted",
-                   "methods": [{"name": m, "max_batch": 256} for m in methods]},
+                   "methods": methods},  # as experiment presets name them: config files only
+        "methods": [{"name": m, "params": {"max_batch": 256}} for m in methods],  # as the runner resolves them
         "model": {"name": model, "identity": f"builtin:{model}", "source_kind": "builtin",
                   "input": {"size": [28, 28], "channels": 1, "value_range": [0.0, 1.0]}, "num_classes": 10,
                   "metrics": {"train_accuracy": 0.995, "test_accuracy": 0.981}, "blocks": []},
@@ -190,6 +191,7 @@ def test_summary_tables_and_claims_come_from_the_data(built):
             "after logits") in markdown
     assert "stays >= 0.5 through conv2" in markdown
     assert "depends on the training labels" in markdown
+    assert "| Guided Backprop | `guided_backprop` | max_batch=256 | predicted |" in markdown  # methods table
 
 
 def test_html_is_self_contained(built):

@@ -84,11 +84,11 @@ def _percent(value) -> str:
 def _method_rows(runs: list[Run]) -> Iterable[dict[str, str]]:
     for run in runs:
         config = run.record.get("config") or {}
-        for method in config.get("methods") or [config.get("method") or {}]:
-            if method.get("name"):
-                yield {"method": method_label(method["name"]), "key": f"`{method['name']}`",
-                       "settings": _settings({k: v for k, v in method.items() if k != "name"}),
-                       "target": str(config.get("target", MISSING))}
+        # run.json's `methods` holds each method resolved ({name, params}); the config may name a
+        # method by its config file only (`methods: [gradient, ...]`).
+        for method in run.record.get("methods") or []:
+            yield {"method": method_label(method["name"]), "key": f"`{method['name']}`",
+                   "settings": _settings(method.get("params")), "target": str(config.get("target", MISSING))}
 
 
 def _setting_row(run: Run) -> dict[str, str]:
