@@ -60,6 +60,7 @@ class Plan:
     maps_to_keep: int
     results_dir: Path
     controls: tuple[str, ...] = ()
+    donor: dict[str, Any] | None = None  # the model scheme `donor` copies its weights from (run.json)
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> "Plan":
@@ -102,7 +103,9 @@ def run(cfg: Mapping[str, Any], log=print) -> Path:
         raise HarnessError(f"target 'label' needs labelled images; data source {plan.config['data']['source']!r} "
                            "has none (use target=predicted or give data.labels)")
     if plan.reinit.scheme == "donor":
-        plan.reinit = plan.reinit.with_donor(model, _donor_model(plan.config["schedule"], log))
+        donor = _donor_model(plan.config["schedule"], log)
+        plan.reinit = plan.reinit.with_donor(model, donor)
+        plan.donor = _model_record(donor)
     names = "+".join(m.name for m in plan.methods)
     run_dir = plan.results_dir / "runs" / f"{model.name}-{names}-{plan.schedule}-{plan.key()}"
     with _exclusive(run_dir):
@@ -284,11 +287,7 @@ class Runner:
         return {
             "config": self.plan.config, "config_key": self.plan.key(), "versions": _versions(),
             "seed": self.plan.seed,
-            "model": {"name": self.model.name, "identity": self.model.identity, "source_kind": self.model.source_kind,
-                      "input": {"size": self.model.input_spec.size, "channels": self.model.input_spec.channels,
-                                "value_range": self.model.input_spec.value_range},
-                      "num_classes": self.model.num_classes, "metrics": self.model.metadata.get("metrics", {}),
-                      "blocks": [{"name": b.name, "parameters": b.parameter_count} for b in self.model.blocks]},
+            "model": _model_record(self.model) | {"donor": self.plan.donor},
             "schedule": {"name": self.plan.schedule, "steps": [{"index": s.index, "block": s.block,
                                                                   "randomized": list(s.randomized)} for s in self.steps],
                          "reinit": {k: v for k, v in vars(self.plan.reinit).items() if k != "donor"}},
@@ -317,6 +316,14 @@ def _stem(step: Step, method: MethodSpec) -> str:
     """File stem of a unit in parts/: s003-gradient, or control-ceiling-gradient."""
     where = f"control-{step.block}" if step.index == CONTROL_STEP else f"s{step.index:03d}"
     return f"{where}-{method.name}"
+
+
+def _model_record(model) -> dict[str, Any]:
+    return {"name": model.name, "identity": model.identity, "source_kind": model.source_kind,
+            "input": {"size": model.input_spec.size, "channels": model.input_spec.channels,
+                      "value_range": model.input_spec.value_range},
+            "num_classes": model.num_classes, "metrics": model.metadata.get("metrics", {}),
+            "blocks": [{"name": b.name, "parameters": b.parameter_count} for b in model.blocks]}
 
 
 def _donor_model(schedule: Mapping[str, Any], log):

@@ -34,6 +34,10 @@ def test_data_randomization_rows(reproduced):
     assert set(scores["schedule"]) == {"data_randomization"}
     assert set(scores["block"]) == {"original", "random_labels"}
     assert set(scores["model"]) == {"mnist_cnn", "mnist_mlp"}
+    for record in (json.loads(p.read_text()) for p in (reproduced / "data_randomization").glob("runs/*/run.json")):
+        donor = record["model"]["donor"]
+        assert donor["name"] == record["model"]["name"] + "_randlabels"
+        assert donor["metrics"]["train_accuracy"] >= 0.95 and donor["metrics"]["test_accuracy"] < 0.2
 
 
 def test_cascading_cnn_has_every_method_and_block(reproduced):
@@ -49,6 +53,9 @@ def test_report_and_merged_summary(reproduced):
     assert {"cascading_cnn", "data_randomization", "calibration"} <= set(summary["experiment"])
     html = (reproduced / "report.html").read_text()
     assert "data:image/png;base64" in html and "inception_cascading" in (reproduced / "report.md").read_text()
+    models = (reproduced / "report.md").read_text().split("**Models**")[1].split("**Methods")[0]
+    assert "(`mnist_cnn_randlabels`)" in models and "(`mnist_mlp_randlabels`)" in models  # with accuracies
+    assert "`none`" not in models  # calibration has no model
 
 
 def test_rerun_only_rebuilds(reproduced, capsys):

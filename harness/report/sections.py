@@ -34,9 +34,10 @@ def what_ran_section(experiments: list[Experiment]) -> list[Block]:
         return [Heading(2, "What ran"), Paragraph("No experiment in this folder produced results.")]
     return [Heading(2, "What ran"),
             Table("Experiments", pd.DataFrame.from_records([_experiment_row(e) for e in ran])),
-            Table("Models", pd.DataFrame.from_records(_unique(_model_row(r) for r in runs))),
+            Table("Models", pd.DataFrame.from_records(_unique(_model_rows(runs)))),
             Table("Methods and their settings", pd.DataFrame.from_records(_unique(_method_rows(runs)))),
-            Table("Randomization and metrics", pd.DataFrame.from_records(_unique(_setting_row(r) for r in runs))),
+            Table("Randomization and metrics", pd.DataFrame.from_records(
+                _unique(_setting_row(r) for r in runs if r.record.get("schedule")))),
             Table("Package versions", _versions(runs))]
 
 
@@ -64,11 +65,21 @@ def _duration(seconds: float) -> str:
     return f"{minutes} min {rest} s" if minutes else f"{seconds:.1f} s"
 
 
-def _model_row(run: Run) -> dict[str, str]:
-    model = run.record.get("model") or {}
+def _model_rows(runs: list[Run]) -> Iterable[dict[str, str]]:
+    """Each run's model, and the random-label model a data randomization run took its weights from.
+    Runs without a model (calibration) have none to list."""
+    for run in runs:
+        model = run.record.get("model") or {}
+        for record in (model, model.get("donor")):
+            if record and record.get("identity"):
+                yield _model_row(record)
+
+
+def _model_row(model: dict) -> dict[str, str]:
     metrics = model.get("metrics") or {}
     spec = model.get("input") or {}
-    return {"model": f"{model_label(run.model)} (`{run.model}`)",
+    name = model.get("name", MISSING)
+    return {"model": f"{model_label(name)} (`{name}`)",
             "source": f"{model.get('identity', MISSING)} ({model.get('source_kind', MISSING)})",
             "input": f"{spec.get('size', MISSING)} x {spec.get('channels', MISSING)}, "
                      f"range {spec.get('value_range', MISSING)}",

@@ -35,7 +35,7 @@ class Recipe:
     dropout: float = 0.0       # on the hidden dense layers, training only (no variables)
     l2: float = 0.0            # weight decay on the CNN's kernels (the MLP has none)
     seed: int = 0
-    version: int = 2           # bump to invalidate caches when training code changes
+    version: int = 3           # bump to invalidate caches when training code changes
 
     def key(self) -> str:
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:10]
@@ -121,7 +121,8 @@ def train(recipe: Recipe):
         metrics=["accuracy"],
     )
     epochs = recipe.epochs if recipe.labels == "true" else recipe.max_epochs
-    callbacks = [] if recipe.labels == "true" else [_stop_at_accuracy(recipe.target_train_accuracy)]
+    callbacks = [] if recipe.labels == "true" else [
+        _stop_at_accuracy(recipe.target_train_accuracy, x_train, y_train)]
     start = time.perf_counter()
     history = model.fit(x_train, y_train, batch_size=recipe.batch_size, epochs=epochs,
                         shuffle=True, verbose=0, callbacks=callbacks)
@@ -142,13 +143,18 @@ def _accuracy(model, x, y) -> float:
     return float(np.mean(np.argmax(logits, axis=1) == y))
 
 
-def _stop_at_accuracy(target: float):
-    """A callback that stops training once an epoch's training accuracy reaches `target`."""
+def _stop_at_accuracy(target: float, x: np.ndarray, y: np.ndarray):
+    """A callback that stops training once the model's accuracy on (x, y) reaches `target`.
+
+    The epoch's running accuracy (Keras' `accuracy` log) can overstate the final weights' accuracy
+    while memorization is still unstable (0.976 running, 0.957 evaluated, seen with the MLP), so it
+    only decides when to evaluate: a forward pass over the training set, a few epochs at the end.
+    """
     import keras
 
     class StopAtAccuracy(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
-            if (logs or {}).get("accuracy", 0.0) >= target:
+            if (logs or {}).get("accuracy", 0.0) >= target and _accuracy(self.model, x, y) >= target:
                 self.model.stop_training = True
 
     return StopAtAccuracy()
