@@ -46,8 +46,8 @@ class Recipe:
 # Permuted labels must be memorized (> 95 % training accuracy): the paper forces 100 epochs at lr
 # 1e-4; to keep `make reproduce` short we use lr 1e-3, batch 128, no weight decay, and stop as soon
 # as the target is reached. Measured on 2 cores: the CNN needs 69 epochs with L2 1e-3 and 37 without
-# (174 s at batch 50; 40 epochs at batch 128, about half the time); the MLP 27 epochs at batch 50
-# (135 s), 19 at batch 128. lr 3e-3 never leaves chance on the CNN.
+# (174 s at batch 50; 40 epochs, ~150 s at batch 128); the MLP 27 epochs at batch 50 (135 s), 23 at
+# batch 128 (55 s). lr 3e-3 never leaves chance on the CNN.
 RECIPES: dict[str, Recipe] = {
     "mnist_cnn": Recipe("cnn", "true", 1e-4, epochs=15, dropout=0.5, l2=1e-3),
     "mnist_mlp": Recipe("mlp", "true", 1e-4, epochs=10),
