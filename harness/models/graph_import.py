@@ -51,6 +51,9 @@ _OVERRIDES = {"Relu": GUIDED_RELU, "Relu6": GUIDED_RELU6}
 _registered = False
 
 _RELU_TYPES = ("Relu", "Relu6")
+# Pass negative inputs on: gating only the plain ReLUs beside them would be a silently partial
+# Guided Backprop (the Keras path refuses them the same way).
+_LEAKY_TYPES = ("LeakyRelu",)
 _PREFERRED_TYPES = ("Relu", "Relu6", "ConcatV2", "Concat")
 _PASS_THROUGH_TYPES = ("Identity", "IdentityN", "Snapshot", "StopGradient")
 _NOT_ENDPOINTS = ("Const", "Placeholder", "ReadVariableOp", "VarHandleOp")
@@ -179,6 +182,7 @@ class ImportedGraph:
         self._op_by_name = {op.name: op for op in self._ops}
         reachable = _ancestors(scratch.get_tensor_by_name(self._output_name).op)
         self.relu_count = sum(op.type in _RELU_TYPES for op in reachable)
+        self._leaky = sorted(op.name for op in reachable if op.type in _LEAKY_TYPES)
         library = {f.signature.name for f in graph_def.library.function}
         self._opaque_calls = sorted(op.name for op in reachable if op.type in _CALL_TYPES or op.type in library)
         self._keras_scopes = self._detect_keras_scopes()
@@ -313,6 +317,11 @@ class ImportedGraph:
             raise HarnessError(
                 f"no Relu/Relu6 ops reachable in the SavedModel graph of {self.name}; "
                 "Guided Backprop cannot be applied"
+            )
+        if self._leaky:
+            raise HarnessError(
+                f"the SavedModel graph of {self.name} has LeakyRelu ops ({', '.join(self._leaky[:3])}), which Guided "
+                "Backprop cannot gate; supported: Relu, Relu6"
             )
         if self._opaque_calls:
             raise HarnessError(
