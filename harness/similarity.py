@@ -466,7 +466,7 @@ def compare_batch(
 ) -> list[list[Score]]:
     """compare() over the leading (batch) dimension; images, if given, must match in length.
 
-    The HOG features of all maps are computed in one batched call (see _hog_features_batch).
+    The ranks and HOG features of all maps are computed in batched calls (see _hog_features_batch).
     """
     if len(references) != len(compareds):
         raise ValueError(f"batch sizes differ: {len(references)} references, {len(compareds)} compared maps")
@@ -475,14 +475,28 @@ def compare_batch(
     imgs: Sequence = images if images is not None else [None] * len(references)
     refs = [prepare(r, settings, i) for r, i in zip(references, imgs)]
     cmps = [prepare(c, settings, i) for c, i in zip(compareds, imgs)]
+    finite = [m for m in (*refs, *cmps) if m.finite]
+    for form in ("abs", "signed"):
+        if f"spearman_{form}" in settings.metrics:
+            _fill_ranks(finite, form)
     if "hog" in settings.metrics:
-        _fill_hog_features([*refs, *cmps], settings)
+        _fill_hog_features(finite, settings)
     return [compare(r, c, settings, image=i) for r, c, i in zip(refs, cmps, imgs)]
 
 
+def _fill_ranks(maps: list[PreparedMap], form: str) -> None:
+    """Average ranks of `form` for every map lacking them: one scipy call per map size, not per map."""
+    todo = [m for m in maps if not m.has(f"rank_{form}")]
+    for shape in {m.raw.shape[:2] for m in todo}:
+        group = [m for m in todo if m.raw.shape[:2] == shape]
+        ranks = stats.rankdata(np.stack([m[form].ravel() for m in group]), axis=1)
+        for m, r in zip(group, ranks):
+            m.store(f"rank_{form}", r)
+
+
 def _fill_hog_features(maps: list[PreparedMap], settings: MetricSettings) -> None:
-    """Give every finite, not yet featurized map its HOG features, grouped by map size."""
-    todo = [m for m in maps if m.finite and not m.has("hog")]
+    """Give every map not yet featurized its HOG features, grouped by map size."""
+    todo = [m for m in maps if not m.has("hog")]
     for shape in {m.raw.shape[:2] for m in todo}:
         group = [m for m in todo if m.raw.shape[:2] == shape]
         features = _hog_features_batch(np.stack([m["abs01"] for m in group]), settings)

@@ -48,3 +48,13 @@ def test_builtin_loads_through_the_saved_model_path():
     assert model.source_kind == "builtin" and model.saved_model is not None
     assert [b.name for b in model.blocks] == ["conv1", "conv2", "fc1", "logits"]
     assert model.variables[0].initializer == {"kind": "truncated_normal", "std": 0.1}
+
+
+def test_split_is_parsed_once_and_handed_out_as_copies():
+    from harness.zoo import mnist
+
+    first = mnist.load_split()
+    first[0][:] = -1.0  # a caller scribbling on its arrays ...
+    second = mnist.load_split()
+    assert second[0].min() == 0.0  # ... does not reach the next caller
+    assert mnist._split.cache_info().misses == 1

