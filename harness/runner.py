@@ -122,7 +122,6 @@ class Runner:
         self.parts = run_dir / "parts"
         self.x = model.input_spec.to_model_space(images.images)
         self.steps = schedule_steps(plan.schedule, [b.name for b in model.blocks])
-        self.timings: dict[str, float] = {}
         self.prepared: dict[str, list[PreparedMap]] = {}  # original maps, post-processed once per method
 
     def execute(self) -> None:
@@ -185,14 +184,15 @@ class Runner:
         for method in todo:
             began = time.perf_counter()
             reference = None  # the original maps
-            if control == "ceiling":
-                maps = self._maps(method, Step(CONTROL_STEP, "ceiling", ()), self.original_targets)
-            elif control == "random_model":
-                reference, maps, _ = randomized[method.name]
+            if control == "random_model":
+                reference, maps, seconds = randomized[method.name]
             else:
-                rng = np.random.default_rng([self.plan.seed, _stable(method.name), _stable(control)])
-                maps = np.stack([random_mask(m.shape, rng) for m in self.original_maps[method.name]])
-            seconds = randomized[method.name][2] if randomized else time.perf_counter() - began
+                if control == "ceiling":
+                    maps = self._maps(method, Step(CONTROL_STEP, "ceiling", ()), self.original_targets)
+                else:
+                    rng = np.random.default_rng([self.plan.seed, _stable(method.name), _stable(control)])
+                    maps = np.stack([random_mask(m.shape, rng) for m in self.original_maps[method.name]])
+                seconds = time.perf_counter() - began
             rows = self._score(step, method, self.original_targets, maps, reference)
             self._commit(_stem(step, method), rows, maps, seconds)
 

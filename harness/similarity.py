@@ -478,30 +478,19 @@ def compare_batch(
     finite = [m for m in (*refs, *cmps) if m.finite]
     for form in ("abs", "signed"):
         if f"spearman_{form}" in settings.metrics:
-            _fill_ranks(finite, form)
+            _fill(finite, f"rank_{form}", form, lambda batch: stats.rankdata(batch.reshape(len(batch), -1), axis=1))
     if "hog" in settings.metrics:
-        _fill_hog_features(finite, settings)
+        _fill(finite, "hog", "abs01", lambda batch: _hog_features_batch(batch, settings))
     return [compare(r, c, settings, image=i) for r, c, i in zip(refs, cmps, imgs)]
 
 
-def _fill_ranks(maps: list[PreparedMap], form: str) -> None:
-    """Average ranks of `form` for every map lacking them: one scipy call per map size, not per map."""
-    todo = [m for m in maps if not m.has(f"rank_{form}")]
+def _fill(maps: list[PreparedMap], form: str, source: str, batch_fn) -> None:
+    """Give every map lacking `form` its value, batch_fn(stacked `source` forms), one call per map size."""
+    todo = [m for m in maps if not m.has(form)]
     for shape in {m.raw.shape[:2] for m in todo}:
         group = [m for m in todo if m.raw.shape[:2] == shape]
-        ranks = stats.rankdata(np.stack([m[form].ravel() for m in group]), axis=1)
-        for m, r in zip(group, ranks):
-            m.store(f"rank_{form}", r)
-
-
-def _fill_hog_features(maps: list[PreparedMap], settings: MetricSettings) -> None:
-    """Give every map not yet featurized its HOG features, grouped by map size."""
-    todo = [m for m in maps if not m.has("hog")]
-    for shape in {m.raw.shape[:2] for m in todo}:
-        group = [m for m in todo if m.raw.shape[:2] == shape]
-        features = _hog_features_batch(np.stack([m["abs01"] for m in group]), settings)
-        for m, f in zip(group, features):
-            m.store("hog", f)
+        for m, value in zip(group, batch_fn(np.stack([m[source] for m in group]))):
+            m.store(form, value)
 
 
 def random_mask(shape: Sequence[int] | int, rng: np.random.Generator, kind: str = "gaussian") -> np.ndarray:
