@@ -31,7 +31,7 @@ METHODS = ("gradient", "smoothgrad", "vargrad", "gradient_x_input", "integrated_
            "guided_backprop", "gradcam", "guided_gradcam", "cam", "xrai", "blur_ig", "guided_ig", "occlusion")
 # Settings that make a warm-up call cheap while tracing the same kernels.
 WARM_UP = {"samples": 1, "steps": 2, "stride": 10 ** 6}
-# Rounds per row, by its slowest side's first time: quicker rows are timed more often (best kept).
+# Rounds per side, by its own first time: quicker sides are timed more often (best kept).
 ROUNDS = ((2.0, 3), (10.0, 2))
 # Stochastic methods draw other noise than PAIR's np.random: their maps are not compared.
 STOCHASTIC = ("smoothgrad", "vargrad", "ig_smoothgrad")
@@ -220,7 +220,7 @@ def _with_endpoint(params: dict[str, dict], endpoint: str) -> dict[str, dict]:
 
 # Inception scale: 2-core CPU, ~0.1-0.3 s per forward+backward row.
 INCEPTION = {"smoothgrad": {"samples": 8}, "vargrad": {"samples": 8}, "integrated_gradients": {"steps": 8},
-             "ig_smoothgrad": {"samples": 4, "steps": 4}, "xrai": {"steps": 4}, "blur_ig": {"steps": 8},
+             "ig_smoothgrad": {"samples": 4, "steps": 4}, "xrai": {"steps": 8}, "blur_ig": {"steps": 8},
              "guided_ig": {"steps": 8}, "occlusion": {"size": 294}}  # 6 x 6 window positions
 QUICK = {"smoothgrad": {"samples": 4}, "vargrad": {"samples": 4}, "integrated_gradients": {"steps": 4},
          "ig_smoothgrad": {"samples": 2, "steps": 3}, "xrai": {"steps": 2}, "blur_ig": {"steps": 4},
@@ -250,7 +250,6 @@ def rows_per_image(method: str, s: dict, shape: Sequence[int]) -> tuple[int, int
 
 def measure(subject: Subject, method: str, repeats: int) -> dict:
     from harness import methods
-    from harness.methods import rows_per_call
 
     model, x, t = subject.model, subject.images, subject.targets
     params, fn = subject.params[method], methods.get(method)
@@ -261,17 +260,30 @@ def measure(subject: Subject, method: str, repeats: int) -> dict:
         return _row(subject, method, params, note=f"not run: {str(error).splitlines()[0]}")
     cmf = subject.reference.call_model_function
     rows, forward_rows = (len(x) * n for n in rows_per_image(method, s, x.shape[1:]))
+    per_call = limit_rows_per_call(method, s, x)
     cold = COLD.get(method, lambda: None)
     best = _best_of({
         "harness": lambda: cold() or fn(model, x, t, np.random.default_rng(0), params),
         "reference": lambda: _stack([pair_map(method, s, cmf, xi, ti) for xi, ti in zip(x, t)]),
-        "limit": lambda: subject.reference.limit(x, rows, forward_rows, rows_per_call(s.get("max_batch", "auto"),
-                                                                                      x.shape[1:])),
+        "limit": lambda: subject.reference.limit(x, rows, forward_rows, per_call),
     }, repeats)
     (harness_s, maps), (reference_s, reference), (limit_s, _) = best["harness"], best["reference"], best["limit"]
     note = EXPLAIN[method](subject, params, harness_s, limit_s, repeats) if method in EXPLAIN else ""
     return _row(subject, method, params, harness_s, reference_s if reference is not None else None, limit_s,
                 rows, forward_rows, _agreement(method, maps, reference), note)
+
+
+# Methods whose path is sequential: step k + 1 needs step k's gradient, so no implementation can
+# put more than one row per image into a call.
+SEQUENTIAL = ("guided_ig",)
+
+
+def limit_rows_per_call(method: str, s: dict, x: np.ndarray) -> int:
+    """Rows per raw-TF call in the limit: `max_batch`, or one per image for a sequential path."""
+    from harness.methods import rows_per_call
+
+    per_call = rows_per_call(s.get("max_batch", "auto"), x.shape[1:])
+    return min(per_call, len(x)) if method in SEQUENTIAL else per_call
 
 
 def _cold_segments() -> None:
@@ -302,33 +314,48 @@ def _xrai_note(subject: Subject, params: dict, harness_s: float, limit_s: float,
             f"{warm_s:.3g} s = {warm_s / limit_s:.3g}x limit")
 
 
+def _sequential_note(subject: Subject, params: dict, harness_s: float, limit_s: float, repeats: int) -> str:
+    """The sequential limit's call shape, and the harness against the batched one for comparison."""
+    from harness import methods
+    from harness.methods import rows_per_call
+
+    x = subject.images
+    s = methods.defaults("guided_ig") | params
+    rows, batch = len(x) * int(s["steps"]), rows_per_call(s["max_batch"], x.shape[1:])
+    batched_s = min(_timed(lambda: subject.reference.limit(x, rows, 0, batch)) for _ in range(max(repeats, 2)))
+    return (f"sequential steps: limit = {s['steps']} calls of {len(x)} rows (one per image); the same rows in "
+            f"calls of {batch}: {batched_s:.3g} s = {harness_s / batched_s:.3g}x")
+
+
 def _timed(fn: Callable) -> float:
     began = time.perf_counter()
     fn()
     return time.perf_counter() - began
 
 
-EXPLAIN = {"xrai": _xrai_note}
+EXPLAIN = {"xrai": _xrai_note, "guided_ig": _sequential_note}
 
 
 def _best_of(sides: dict[str, Callable], repeats: int) -> dict[str, tuple[float, object]]:
     """The fastest (seconds, result) of each side over rounds that take the sides in turn (a burst
     of load from other processes hits all three alike), rotating which goes first (what ran just
-    before affects a side: allocator and cache state). Quicker rows get more rounds (ROUNDS)."""
+    before affects a side: allocator and cache state). A side that is quick gets more rounds
+    (ROUNDS, by its own first time), however slow the others are."""
     best: dict[str, tuple[float, object]] = {}
-    rounds, done, names = repeats, 0, list(sides)
-    while done < rounds:
+    rounds: dict[str, int] = {}
+    done, names = 0, list(sides)
+    while done < max(rounds.values(), default=1):
         for name in names[done % len(names):] + names[:done % len(names)]:
-            fn = sides[name]
+            if done >= rounds.get(name, 1):
+                continue
             began = time.perf_counter()
-            value = fn()
+            value = sides[name]()
             seconds = time.perf_counter() - began
             if name not in best or seconds < best[name][0]:
                 best[name] = (seconds, value)
+            if done == 0:
+                rounds[name] = max([repeats] + [n for below, n in ROUNDS if seconds < below])
         done += 1
-        if done == 1:
-            slowest = max(seconds for seconds, _ in best.values())
-            rounds = max([repeats] + [n for below, n in ROUNDS if slowest < below])
     return best
 
 
@@ -366,8 +393,9 @@ def _row(subject: Subject, method: str, params: dict, harness_s=None, reference_
 HEADER = """# Saliency methods: harness vs PAIR saliency vs raw TensorFlow
 
 {when} · {cores} CPU cores · TensorFlow {tf} · PAIR saliency {pair}. Seconds for all images of a row,
-tracing not timed. The three sides are timed in turn, rotating which goes first, and the best of
-the rounds is kept ({rounds}; at least {repeats}): the machine may be shared.
+tracing not timed. The three sides are timed in turn, rotating which goes first, and each side's
+best round is kept ({rounds}, by the side's own first time; at least {repeats}): the machine may be
+shared.
 
 - *PAIR*: one `GetMask` / `GetSmoothedMask` per image as PAIR's examples call them, library defaults
   (`batch_size=1`) except the settings shown; VarGrad's reference is `GetMask` over noisy copies.
@@ -375,8 +403,12 @@ the rounds is kept ({rounds}; at least {repeats}): the machine may be shared.
 - *speedup* = PAIR / harness. *limit* = the same number of plain batched forward+backward rows
   (forward only for occlusion windows and CAM) in raw TensorFlow, `max_batch` rows per call;
   *harness/limit* near 1 means no overhead beyond the model itself (XRAI's segmentation, Blur IG's
-  blurring and Guided IG's per-step path search are CPU work outside that limit). XRAI is timed
-  cold (its per-image segment cache emptied before each call); its note gives the warm time.
+  blurring and Guided IG's per-step path search are CPU work outside that limit). Guided IG's steps
+  are sequential (each step's path needs the last step's gradient), so its limit makes one call per
+  step with one row per image; its note compares with fully batched calls. XRAI is timed cold (its
+  per-image segment cache emptied before each call); its note gives the warm time. The path
+  methods run 8 steps at Inception scale; segmentation is a fixed cost per image, so its share of
+  a cold XRAI call shrinks at the paper's 100 steps.
 - *agreement* = max |harness - PAIR| / max |PAIR| on the same images (empty for stochastic methods,
   which draw their own noise; the tests replay the harness's noise into PAIR instead).
 """
@@ -386,7 +418,7 @@ CNN_TARGET = ("smoothgrad", "integrated_gradients", "occlusion")  # >= 5x PAIR o
 def markdown(frame, subjects: dict[str, str], repeats: int) -> str:
     import tensorflow as tf
 
-    rounds = ", ".join(f"{n} rounds where the slowest side takes < {below:g} s" for below, n in ROUNDS)
+    rounds = ", ".join(f"{n} rounds where a side takes < {below:g} s" for below, n in ROUNDS)
     lines = [HEADER.format(when=time.strftime("%Y-%m-%d %H:%M"), cores=os.cpu_count(), tf=tf.__version__,
                            pair=_version("saliency"), rounds=rounds, repeats=repeats)]
     for name, note in subjects.items():

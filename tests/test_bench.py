@@ -29,3 +29,27 @@ def test_rows_per_image_count_the_work_of_each_method():
     assert bench.rows_per_image("xrai", {"steps": 5}, (28, 28, 1)) == (10, 0)
     assert bench.rows_per_image("occlusion", {"size": 15, "stride": 1}, (28, 28, 1)) == (0, 14 * 14 + 1)
     assert bench.rows_per_image("guided_gradcam", {}, (28, 28, 1)) == (2, 0)
+
+
+def test_sequential_paths_get_one_limit_row_per_image_and_call():
+    x = np.zeros((3, 28, 28, 1), np.float32)
+    assert bench.limit_rows_per_call("guided_ig", {"max_batch": "auto"}, x) == 3
+    assert bench.limit_rows_per_call("integrated_gradients", {"max_batch": "auto"}, x) > 3
+    assert bench.limit_rows_per_call("integrated_gradients", {"max_batch": 2}, x) == 2
+
+
+def test_each_side_gets_rounds_by_its_own_time_and_keeps_its_best(monkeypatch):
+    clock, calls = [0.0], {"quick": [], "medium": [], "slow": []}
+    durations = {"quick": iter([1.5, 0.5, 1.0]), "medium": iter([5.0, 4.0]), "slow": iter([20.0])}
+
+    def side(name):
+        def run():
+            seconds = next(durations[name])
+            calls[name].append(seconds)
+            clock[0] += seconds
+            return seconds
+        return run
+    monkeypatch.setattr(bench.time, "perf_counter", lambda: clock[0])
+    best = bench._best_of({name: side(name) for name in calls}, repeats=1)
+    assert {name: len(c) for name, c in calls.items()} == {"quick": 3, "medium": 2, "slow": 1}
+    assert best == {"quick": (0.5, 0.5), "medium": (4.0, 4.0), "slow": (20.0, 20.0)}

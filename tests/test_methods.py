@@ -324,6 +324,16 @@ def test_xrai_segments_each_image_once_across_randomization_steps(cnn, monkeypat
     assert len(calls) == len(cnn.x) and rel(randomized, before) > 1e-3
 
 
+def test_xrai_segments_alongside_the_model_on_an_accelerator_with_the_same_map(cnn, monkeypatch):
+    from harness.methods import segments, xrai
+
+    in_turn = run("xrai", cnn, {"steps": 2})
+    monkeypatch.setattr(xrai, "on_accelerator", lambda: True)
+    segments.cache_clear()
+    np.testing.assert_array_equal(run("xrai", cnn, {"steps": 2}), in_turn)
+    assert segments.cache_size() == len(cnn.x)
+
+
 def pair_blur_ig(subject, dtype, **settings):
     return pair_maps(subject, lambda x, f, a: pair.BlurIG().GetMask(x.astype(dtype), f, a, batch_size=1, **settings))
 
@@ -368,6 +378,16 @@ def test_guided_ig_is_pair_guided_ig(cnn, settings):
     maps = run("guided_ig", s, settings)
     assert np.all(maps[1] == 0) and np.abs(expected).max() > 0
     assert rel(maps, expected) < 1e-5
+
+
+def test_guided_ig_threads_and_groups_do_not_change_the_map(cnn, monkeypatch):
+    from harness.methods import guided_ig
+
+    plain = run("guided_ig", cnn, {"steps": 5})
+    monkeypatch.setattr(guided_ig, "PARALLEL_FEATURES", 1)  # path searches in worker threads
+    np.testing.assert_array_equal(run("guided_ig", cnn, {"steps": 5}), plain)
+    # One image a group: gradients from batches of 1 round differently, nothing else changes.
+    assert rel(run("guided_ig", cnn, {"steps": 5, "max_batch": 1}), plain) < 1e-5
 
 
 def test_cam_is_the_class_weighted_feature_sum_upsampled():
