@@ -32,7 +32,7 @@ METHODS = ("gradient", "smoothgrad", "vargrad", "gradient_x_input", "integrated_
 # Settings that make a warm-up call cheap while tracing the same kernels.
 WARM_UP = {"samples": 1, "steps": 2, "stride": 10 ** 6}
 # Rounds per side, by its own first time: quicker sides are timed more often (best kept).
-ROUNDS = ((2.0, 3), (10.0, 2))
+ROUNDS = ((2.0, 5), (10.0, 3))
 # Stochastic methods draw other noise than PAIR's np.random: their maps are not compared.
 STOCHASTIC = ("smoothgrad", "vargrad", "ig_smoothgrad")
 

@@ -40,7 +40,7 @@ def test_sequential_paths_get_one_limit_row_per_image_and_call():
 
 def test_each_side_gets_rounds_by_its_own_time_and_keeps_its_best(monkeypatch):
     clock, calls = [0.0], {"quick": [], "medium": [], "slow": []}
-    durations = {"quick": iter([1.5, 0.5, 1.0]), "medium": iter([5.0, 4.0]), "slow": iter([20.0])}
+    durations = {"quick": iter([1.5, 0.5, 1.0, 0.7, 0.9]), "medium": iter([5.0, 4.0, 4.5]), "slow": iter([20.0])}
 
     def side(name):
         def run():
@@ -51,5 +51,5 @@ def test_each_side_gets_rounds_by_its_own_time_and_keeps_its_best(monkeypatch):
         return run
     monkeypatch.setattr(bench.time, "perf_counter", lambda: clock[0])
     best = bench._best_of({name: side(name) for name in calls}, repeats=1)
-    assert {name: len(c) for name, c in calls.items()} == {"quick": 3, "medium": 2, "slow": 1}
+    assert {name: len(c) for name, c in calls.items()} == {"quick": 5, "medium": 3, "slow": 1}
     assert best == {"quick": (0.5, 0.5), "medium": (4.0, 4.0), "slow": (20.0, 20.0)}
