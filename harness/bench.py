@@ -26,13 +26,15 @@ from pathlib import Path
 import numpy as np
 
 COLUMNS = ["model", "method", "images", "settings", "harness_s", "reference_s", "speedup", "limit_s",
-           "limit_ratio", "rows", "forward_rows", "agreement", "reference", "note"]
+           "limit_ratio", "rows", "forward_rows", "agreement", "reference", "note", "harness_rounds_s",
+           "reference_rounds_s", "limit_rounds_s"]
 METHODS = ("gradient", "smoothgrad", "vargrad", "gradient_x_input", "integrated_gradients", "ig_smoothgrad",
            "guided_backprop", "gradcam", "guided_gradcam", "cam", "xrai", "blur_ig", "guided_ig", "occlusion")
 # Settings that make a warm-up call cheap while tracing the same kernels.
 WARM_UP = {"samples": 1, "steps": 2, "stride": 10 ** 6}
 # Rounds per side, by its own first time: quicker sides are timed more often (best kept).
 ROUNDS = ((2.0, 5), (10.0, 3))
+PAIRED = 3  # rounds both sides need for their ratio to be the median of per-round ratios
 # Stochastic methods draw other noise than PAIR's np.random: their maps are not compared.
 STOCHASTIC = ("smoothgrad", "vargrad", "ig_smoothgrad")
 
@@ -262,15 +264,19 @@ def measure(subject: Subject, method: str, repeats: int) -> dict:
     rows, forward_rows = (len(x) * n for n in rows_per_image(method, s, x.shape[1:]))
     per_call = limit_rows_per_call(method, s, x)
     cold = COLD.get(method, lambda: None)
-    best = _best_of({
+    timed = _rounds({
         "harness": lambda: cold() or fn(model, x, t, np.random.default_rng(0), params),
         "reference": lambda: _stack([pair_map(method, s, cmf, xi, ti) for xi, ti in zip(x, t)]),
         "limit": lambda: subject.reference.limit(x, rows, forward_rows, per_call),
     }, repeats)
-    (harness_s, maps), (reference_s, reference), (limit_s, _) = best["harness"], best["reference"], best["limit"]
-    note = EXPLAIN[method](subject, params, harness_s, limit_s, repeats, reference) if method in EXPLAIN else ""
-    return _row(subject, method, params, harness_s, reference_s if reference is not None else None, limit_s,
-                rows, forward_rows, _agreement(method, maps, reference), note)
+    harness, reference, limit = timed["harness"], timed["reference"], timed["limit"]
+    note = (EXPLAIN[method](subject, params, harness.best, limit.best, repeats, reference.value)
+            if method in EXPLAIN else "")
+    in_pair = reference.value is not None
+    return _row(subject, method, params, harness.best, reference.best if in_pair else None, limit.best,
+                ratio(reference, harness) if in_pair else None, ratio(harness, limit), rows, forward_rows,
+                _agreement(method, harness.value, reference.value), note,
+                {side: timing.seconds for side, timing in timed.items() if side != "reference" or in_pair})
 
 
 # Methods whose path is sequential: step k + 1 needs step k's gradient, so no implementation can
@@ -342,12 +348,23 @@ def _timed(fn: Callable) -> float:
 EXPLAIN = {"xrai": _xrai_note, "guided_ig": _guided_ig_note}
 
 
-def _best_of(sides: dict[str, Callable], repeats: int) -> dict[str, tuple[float, object]]:
-    """The fastest (seconds, result) of each side over rounds that take the sides in turn (a burst
-    of load from other processes hits all three alike), rotating which goes first (what ran just
-    before affects a side: allocator and cache state). A side that is quick gets more rounds
-    (ROUNDS, by its own first time), however slow the others are."""
-    best: dict[str, tuple[float, object]] = {}
+@dataclass
+class Timing:
+    """One side's seconds in each round it ran (in order), and the result of its fastest round."""
+    seconds: list[float]
+    value: object
+
+    @property
+    def best(self) -> float:
+        return min(self.seconds)
+
+
+def _rounds(sides: dict[str, Callable], repeats: int) -> dict[str, Timing]:
+    """Each side's time over rounds that take the sides in turn (a burst of load from other
+    processes hits them alike), rotating which goes first (what ran just before affects a side:
+    allocator and cache state). A side that is quick gets more rounds (ROUNDS, by its own first
+    time), however slow the others are."""
+    timed: dict[str, Timing] = {}
     rounds: dict[str, int] = {}
     done, names = 0, list(sides)
     while done < max(rounds.values(), default=1):
@@ -357,12 +374,25 @@ def _best_of(sides: dict[str, Callable], repeats: int) -> dict[str, tuple[float,
             began = time.perf_counter()
             value = sides[name]()
             seconds = time.perf_counter() - began
-            if name not in best or seconds < best[name][0]:
-                best[name] = (seconds, value)
-            if done == 0:
+            if name not in timed:
+                timed[name] = Timing([seconds], value)
                 rounds[name] = max([repeats] + [n for below, n in ROUNDS if seconds < below])
+                continue
+            if seconds < timed[name].best:
+                timed[name].value = value
+            timed[name].seconds.append(seconds)
         done += 1
-    return best
+    return timed
+
+
+def ratio(a: Timing, b: Timing) -> float:
+    """a's time over b's: the median of the per-round ratios where both ran at least PAIRED rounds
+    (the two ran back to back, so a burst of load slows both, and the median drops the first round,
+    which pays for batch shapes the warm-up did not use); else the ratio of their best times."""
+    common = min(len(a.seconds), len(b.seconds))
+    if common >= PAIRED:
+        return float(np.median(np.divide(a.seconds[:common], b.seconds[:common])))
+    return a.best / b.best
 
 
 def _stack(maps: list) -> np.ndarray | None:
@@ -378,7 +408,8 @@ def _agreement(method: str, maps: np.ndarray, reference: np.ndarray | None) -> f
 
 
 def _row(subject: Subject, method: str, params: dict, harness_s=None, reference_s=None, limit_s=None,
-         rows=0, forward_rows=0, agreement=float("nan"), note: str = "") -> dict:
+         speedup=None, limit_ratio=None, rows=0, forward_rows=0, agreement=float("nan"), note: str = "",
+         rounds: dict[str, list[float]] | None = None) -> dict:
     nan = float("nan")
     shown = {k: v for k, v in params.items() if k != "endpoint"}
     return {
@@ -386,12 +417,14 @@ def _row(subject: Subject, method: str, params: dict, harness_s=None, reference_
         "settings": " ".join(f"{k}={v}" for k, v in sorted(shown.items())) or "defaults",
         "harness_s": harness_s if harness_s is not None else nan,
         "reference_s": reference_s if reference_s is not None else nan,
-        "speedup": reference_s / harness_s if reference_s and harness_s else nan,
+        "speedup": speedup if speedup is not None else nan,
         "limit_s": limit_s if limit_s is not None else nan,
-        "limit_ratio": harness_s / limit_s if harness_s and limit_s else nan,
+        "limit_ratio": limit_ratio if limit_ratio is not None else nan,
         "rows": rows, "forward_rows": forward_rows, "agreement": agreement,
         "reference": "PAIR saliency.core" if reference_s is not None else "n/a (not in PAIR saliency.core)",
         "note": note,
+        **{f"{side}_rounds_s": " ".join(f"{t:.6g}" for t in (rounds or {}).get(side, []))
+           for side in ("harness", "reference", "limit")},
     }
 
 
@@ -406,7 +439,9 @@ shared.
 - *PAIR*: one `GetMask` / `GetSmoothedMask` per image as PAIR's examples call them, library defaults
   (`batch_size=1`) except the settings shown; VarGrad's reference is `GetMask` over noisy copies.
   Empty: PAIR `saliency.core` has no such method.
-- *speedup* = PAIR / harness. *limit* = the same number of plain batched forward+backward rows
+- *speedup* = PAIR / harness and *harness/limit* are medians of the per-round ratios where both
+  sides ran {paired}+ rounds (back to back, so a burst of load slows both), else ratios of best times.
+- *limit* = the same number of plain batched forward+backward rows
   (forward only for occlusion windows and CAM) in raw TensorFlow, `max_batch` rows per call;
   *harness/limit* near 1 means no overhead beyond the model itself (XRAI's segmentation, Blur IG's
   blurring and Guided IG's per-step path search are CPU work outside that limit). Guided IG's steps
@@ -430,7 +465,7 @@ def markdown(frame, subjects: dict[str, str], repeats: int) -> str:
 
     rounds = ", ".join(f"{n} rounds where a side takes < {below:g} s" for below, n in ROUNDS)
     lines = [HEADER.format(when=time.strftime("%Y-%m-%d %H:%M"), cores=os.cpu_count(), tf=tf.__version__,
-                           pair=_version("saliency"), rounds=rounds, repeats=repeats)]
+                           pair=_version("saliency"), rounds=rounds, repeats=repeats, paired=PAIRED)]
     for name, note in subjects.items():
         part = frame[frame["model"] == name]
         lines += [f"## {name}", "", note, "",

@@ -15,8 +15,15 @@ def test_quick_bench_writes_the_table(tmp_path):
     rows = table.set_index("method")
     assert list(rows.index) == ["gradient", "smoothgrad", "occlusion", "guided_backprop", "cam"]
     assert (rows.loc[["gradient", "smoothgrad", "occlusion"], ["harness_s", "reference_s", "limit_s"]] > 0).all().all()
+    rounds = {side: np.array(rows.loc["occlusion", f"{side}_rounds_s"].split(), float)
+              for side in ("harness", "reference", "limit")}
+    np.testing.assert_allclose(rows.loc["occlusion", "harness_s"], rounds["harness"].min(), rtol=1e-5)  # 6 digits
+    assert len(rounds["harness"]) >= bench.PAIRED  # quick rows get several rounds: paired medians
+    shared = min(map(len, rounds.values()))
     np.testing.assert_allclose(rows.loc["occlusion", "speedup"],
-                               rows.loc["occlusion", "reference_s"] / rows.loc["occlusion", "harness_s"])
+                               np.median(rounds["reference"][:shared] / rounds["harness"][:shared]), rtol=1e-5)
+    np.testing.assert_allclose(rows.loc["occlusion", "limit_ratio"],
+                               np.median(rounds["harness"][:shared] / rounds["limit"][:shared]), rtol=1e-5)
     assert rows.loc["gradient", "agreement"] < 1e-5 and rows.loc["occlusion", "agreement"] < 1e-5
     assert np.isnan(rows.loc["guided_backprop", "reference_s"])  # PAIR core has no Guided Backprop
     assert rows.loc["cam", "note"].startswith("not run: method cam needs a Keras model")
@@ -38,7 +45,7 @@ def test_sequential_paths_get_one_limit_row_per_image_and_call():
     assert bench.limit_rows_per_call("integrated_gradients", {"max_batch": 2}, x) == 2
 
 
-def test_each_side_gets_rounds_by_its_own_time_and_keeps_its_best(monkeypatch):
+def test_each_side_gets_rounds_by_its_own_time_and_keeps_its_fastest_result(monkeypatch):
     clock, calls = [0.0], {"quick": [], "medium": [], "slow": []}
     durations = {"quick": iter([1.5, 0.5, 1.0, 0.7, 0.9]), "medium": iter([5.0, 4.0, 4.5]), "slow": iter([20.0])}
 
@@ -50,6 +57,15 @@ def test_each_side_gets_rounds_by_its_own_time_and_keeps_its_best(monkeypatch):
             return seconds
         return run
     monkeypatch.setattr(bench.time, "perf_counter", lambda: clock[0])
-    best = bench._best_of({name: side(name) for name in calls}, repeats=1)
+    timed = bench._rounds({name: side(name) for name in calls}, repeats=1)
     assert {name: len(c) for name, c in calls.items()} == {"quick": 5, "medium": 3, "slow": 1}
-    assert best == {"quick": (0.5, 0.5), "medium": (4.0, 4.0), "slow": (20.0, 20.0)}
+    assert {name: (t.best, t.value) for name, t in timed.items()} == {
+        "quick": (0.5, 0.5), "medium": (4.0, 4.0), "slow": (20.0, 20.0)}
+    np.testing.assert_allclose(timed["quick"].seconds, [1.5, 0.5, 1.0, 0.7, 0.9])
+
+
+def test_ratios_are_medians_of_rounds_run_back_to_back_else_of_best_times():
+    harness = bench.Timing([4.0, 2.0, 2.2, 1.0], None)  # a burst slowed round 0; round 3 ran alone
+    limit = bench.Timing([2.0, 2.0, 2.0], None)
+    assert bench.ratio(harness, limit) == 1.1  # median of 2.0, 1.0, 1.1
+    assert bench.ratio(harness, bench.Timing([3.0, 2.5], None)) == 1.0 / 2.5  # too few shared rounds: bests
