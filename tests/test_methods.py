@@ -347,6 +347,22 @@ def test_blur_ig_is_pair_blur_ig(cnn, settings):
     assert rel(maps, pair_blur_ig(cnn, np.float32, **settings)) < 1e-4
 
 
+def test_path_sums_add_each_row_to_its_image_in_parts_of_bounded_size(monkeypatch):
+    from harness.methods import integrated
+
+    rows = np.random.default_rng(5).normal(size=(7, 4, 3, 2))
+    image = np.array([0, 0, 0, 2, 2, 3, 3])
+    total, expected = np.ones((4, 4, 3, 2)), np.ones((4, 4, 3, 2))
+    np.add.at(expected, image, rows)
+    monkeypatch.setattr(integrated, "WORK_VALUES", 48)  # two rows of 24 values a part
+    parts = integrated.row_parts(len(rows), rows.shape[1:])
+    assert [(p.start, p.stop) for p in parts] == [(0, 2), (2, 4), (4, 6), (6, 7)]
+    for part in parts:
+        integrated.add_by_image(total, image[part], rows[part])
+    np.testing.assert_allclose(total, expected, rtol=1e-12)
+    assert integrated.row_parts(3, (10 ** 6,)) == [slice(0, 1), slice(1, 2), slice(2, 3)]  # at least a row
+
+
 def test_blur_path_is_scipys_gaussian_filter_and_its_sigma_difference():
     from scipy import ndimage
 

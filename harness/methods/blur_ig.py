@@ -23,7 +23,7 @@ from scipy.linalg import toeplitz
 
 from harness.errors import HarnessError
 from harness.methods import COMMON, register
-from harness.methods.integrated import _add_by_image
+from harness.methods.integrated import add_by_image, row_parts
 from harness.methods.kernels import input_gradients
 
 DEFAULTS = {"steps": 100, "max_sigma": 50.0, "grad_step": 0.01, "sqrt": False, **COMMON}
@@ -116,7 +116,9 @@ def blur_path_integral(model, x: np.ndarray, targets: np.ndarray, s: dict) -> np
             derivatives.append(derivative)
         points, derivatives = np.concatenate(points), np.concatenate(derivatives)
         grads = input_gradients(model, points, targets[image], s["output"], max_batch)
-        _add_by_image(total, image, increments[step, None, None, None] * (derivatives * grads))
+        for part in row_parts(len(image), x.shape[1:]):
+            weighted = increments[step[part], None, None, None] * (derivatives[part] * grads[part])
+            add_by_image(total, image[part], weighted)
     return (-total).astype(np.float32)
 
 
