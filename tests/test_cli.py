@@ -110,6 +110,7 @@ def test_cli_prints_the_run_folder_last(tmp_path):
     last = done.stdout.strip().splitlines()[-1]
     assert last.startswith("results: ")
     assert (Path(last.removeprefix("results: ")) / "scores.csv").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results"]  # no Hydra log in the working directory
 
 
 def test_cli_layers_lists_blocks(tmp_path):
