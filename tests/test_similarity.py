@@ -335,6 +335,31 @@ def test_compare_batch_loops_over_batch():
         compare_batch(refs, cmps[:2], settings)
 
 
+@pytest.mark.parametrize("settings", [
+    MetricSettings(metrics=("ssim",)),  # the paper's: uniform window 5, sample covariance
+    MetricSettings(metrics=("ssim",), ssim_window=11, ssim_gaussian=True, ssim_data_range=2.0),  # the notebook's
+])
+def test_batched_ssim_is_skimages_pair_by_pair_and_skips_non_finite_pairs(settings):
+    rng = np.random.default_rng(12)
+    refs = [_smooth_map(rng, (28, 28, 1)) for _ in range(4)] + [_smooth_map(rng, (16, 20, 3))]
+    cmps = [_smooth_map(rng, m.shape) for m in refs]
+    cmps[1] = np.zeros_like(cmps[1])  # constant: defined, flagged
+    cmps[2][3, 3] = np.nan  # undefined
+    scores = compare_batch(refs, cmps, settings)
+    for ref, cmp, (score,) in zip(refs, cmps, scores):
+        if not np.isfinite(cmp).all():
+            assert math.isnan(score.value) and score.reason.startswith("non-finite")
+            continue
+        expected = structural_similarity(
+            minmax01(absolute_map(ref)), minmax01(absolute_map(cmp)), win_size=settings.ssim_window,
+            data_range=settings.ssim_data_range,
+            **({"gaussian_weights": True, "sigma": 1.5, "use_sample_covariance": False} if settings.ssim_gaussian else {}))
+        assert score.value == pytest.approx(expected, abs=1e-12)
+    assert scores[1][0].degenerate
+    with pytest.raises(ValueError, match="win_size exceeds image extent"):  # skimage's own message
+        compare(np.ones((4, 4, 1)), np.ones((4, 4, 1)) * 2, settings)
+
+
 def test_random_mask():
     rng = np.random.default_rng(9)
     g = random_mask((100, 100, 3), rng)
