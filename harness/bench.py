@@ -302,7 +302,8 @@ def _cold_segments() -> None:
 COLD = {"xrai": _cold_segments}
 
 
-def _xrai_note(subject: Subject, params: dict, harness_s: float, limit_s: float, repeats: int, reference) -> str:
+def _xrai_note(subject: Subject, params: dict, harness_s: float, limit_s: float, repeats: int,
+               reference: np.ndarray | None) -> str:
     """Where XRAI's time beyond the limit goes: segmentation (image-only CPU work, outside the
     limit, cached per image so a cascading run pays it once), and the warm call's ratio."""
     from harness import methods
@@ -453,9 +454,10 @@ shared.
 - *agreement* = max |harness - PAIR| / max |PAIR| on the same images (empty for stochastic methods,
   which draw their own noise; the tests replay the harness's noise into PAIR instead). Two methods
   amplify float32 rounding, so their agreement is no better than PAIR's with itself: Guided IG
-  (see its note) and Blur IG on the random-weight InceptionV3, whose gradients at heavily blurred
-  inputs move by ~1e-2 for ~1e-6 changes of the input (PAIR's Blur IG in float32 and in float64
-  differ by 5.7e-3 there; measured once, 2026-11-23).
+  (see its note) and Blur IG on the random-weight InceptionV3, whose map moves by ~1e-2 when its
+  path points move by float32 rounding: PAIR's own Blur IG in float32 and in float64 differ by
+  5.7e-3 there, while the harness's path points match scipy's blur to 1.3e-6 (measured once,
+  2026-11-23).
 """
 CNN_TARGET = ("smoothgrad", "integrated_gradients", "occlusion")  # >= 5x PAIR on the MNIST CNN
 

@@ -68,10 +68,9 @@ def path_integral(model, x: np.ndarray, targets: np.ndarray, base: np.ndarray, a
 
 
 def row_parts(rows: int, image_shape) -> list[slice]:
-    """Slices of at most WORK_VALUES values: the float64 temporaries of a chunk's path arithmetic
-    stay a few MB and are reused by the allocator. Whole 299 x 299 chunks would be fresh 32 MB
-    arrays, page-faulted in on every call: 0.1 s per 16 rows, 5 % of InceptionV3's gradients on 2
-    cores and more than the gradients themselves on a GPU."""
+    """Slices of at most WORK_VALUES values, so that the float64 temporaries of a chunk's path
+    arithmetic are a few MB (reused by the allocator, cache-sized) instead of 32 MB per chunk of
+    15 images at 299 x 299: the NumPy work of 16 such rows went from 0.053 to 0.032 s."""
     per_part = max(1, WORK_VALUES // max(int(np.prod(image_shape)), 1))
     return [slice(i, min(i + per_part, rows)) for i in range(0, rows, per_part)]
 
