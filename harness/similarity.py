@@ -521,11 +521,12 @@ def compare_batch(
 
 
 def _batched_ssim(refs: list[PreparedMap], cmps: list[PreparedMap], settings: MetricSettings) -> dict[int, float]:
-    """{pair index: SSIM} for every pair of finite maps, one `_ssim_batch` call per map size."""
-    pairs = [k for k, (r, c) in enumerate(zip(refs, cmps)) if r.finite and c.finite]
+    """{pair index: SSIM} for every pair of finite maps of one shape, one `_ssim_batch` call per
+    shape. A pair whose maps differ in shape is left out: `compare` reports it."""
+    pairs = [k for k, (r, c) in enumerate(zip(refs, cmps))
+             if r.finite and c.finite and r.raw.shape[:2] == c.raw.shape[:2]]
     values: dict[int, float] = {}
-    for shape in {refs[k].raw.shape[:2] for k in pairs}:
-        group = [k for k in pairs if refs[k].raw.shape[:2] == shape]
+    for group in _by_shape(pairs, lambda k: refs[k].raw.shape[:2]):
         batch = _ssim_batch(np.stack([refs[k]["abs01"] for k in group]), np.stack([cmps[k]["abs01"] for k in group]),
                             settings)
         values.update(zip(group, batch.tolist()))
@@ -534,11 +535,17 @@ def _batched_ssim(refs: list[PreparedMap], cmps: list[PreparedMap], settings: Me
 
 def _fill(maps: list[PreparedMap], form: str, source: str, batch_fn) -> None:
     """Give every map lacking `form` its value, batch_fn(stacked `source` forms), one call per map size."""
-    todo = [m for m in maps if not m.has(form)]
-    for shape in {m.raw.shape[:2] for m in todo}:
-        group = [m for m in todo if m.raw.shape[:2] == shape]
+    for group in _by_shape([m for m in maps if not m.has(form)], lambda m: m.raw.shape[:2]):
         for m, value in zip(group, batch_fn(np.stack([m[source] for m in group]))):
             m.store(form, value)
+
+
+def _by_shape(items: list, shape_of) -> list[list]:
+    """`items` grouped by `shape_of(item)` (order kept within a group): one stack per map size."""
+    groups: dict[tuple, list] = {}
+    for item in items:
+        groups.setdefault(tuple(shape_of(item)), []).append(item)
+    return list(groups.values())
 
 
 def random_mask(shape: Sequence[int] | int, rng: np.random.Generator, kind: str = "gaussian") -> np.ndarray:

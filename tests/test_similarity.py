@@ -333,6 +333,9 @@ def test_compare_batch_loops_over_batch():
         assert batch[i] == compare(refs[i], cmps[i], settings, image=imgs[i])
     with pytest.raises(ValueError):
         compare_batch(refs, cmps[:2], settings)
+    mixed = [cmps[0], _smooth_map(rng, (20, 24, 3)), cmps[2]]  # batched SSIM / HOG must not hide compare's error
+    with pytest.raises(ValueError, match=r"maps differ in shape: reference \(24, 24, 3\), compared \(20, 24, 3\)"):
+        compare_batch(refs, mixed, MetricSettings())
 
 
 @pytest.mark.parametrize("settings", [
