@@ -31,25 +31,52 @@ class ImageSet:
 
 
 def load_images(cfg: Mapping[str, Any], size: tuple[int, int] | None, channels: int) -> ImageSet:
+    """The images `cfg` names, conformed to the model's input size and channels.
+
+    Images are selected before anything is decoded: the first `count` in sorted order, or, with
+    `sample_seed` set, a seeded random sample of `count` (kept in sorted order). Only the selected
+    files are read, each resized as soon as it is decoded, so a folder of 50,000 JPEGs with
+    `count=100` reads 100 files.
+    """
     source = cfg.get("source")
     if source not in SOURCES:
         raise HarnessError(f"unknown data source {source!r}; valid: {', '.join(SOURCES)}")
-    count = cfg.get("count")
-    loaded = {"mnist": _mnist, "folder": _folder, "skimage": _skimage}[source](cfg)
-    if count is not None:
-        loaded = ImageSet(loaded.images[:count], loaded.ids[:count],
-                          None if loaded.labels is None else loaded.labels[:count])
-    return _conform(loaded, size, channels)
+    count = _count(cfg.get("count"))
+    ids, labels, read = {"mnist": _mnist, "folder": _folder, "skimage": _skimage}[source](cfg)
+    chosen = _select(len(ids), count, cfg.get("sample_seed"))
+    images = [_conform_one(read(i), ids[i], size, channels) for i in chosen]
+    return ImageSet(np.stack(images), [ids[i] for i in chosen], None if labels is None else labels[chosen])
 
 
-def _mnist(cfg) -> ImageSet:
+def _count(count: Any) -> int | None:
+    if count is None:
+        return None
+    if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 1:
+        raise HarnessError(f"data.count must be a whole number of images >= 1 (or null for all of them); "
+                           f"got {count!r}")
+    return int(count)
+
+
+def _select(available: int, count: int | None, seed: Any) -> np.ndarray:
+    """Indices of the images used: the first `count`, or a sorted random sample drawn with `seed`."""
+    n = available if count is None else min(count, available)
+    if seed is None:
+        return np.arange(n)
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise HarnessError(f"data.sample_seed must be null (the first data.count images in sorted order) or a "
+                           f"whole number >= 0 (a random sample drawn with that seed); got {seed!r}")
+    return np.sort(np.random.default_rng(int(seed)).choice(available, size=n, replace=False))
+
+
+# Each source gives (ids, labels or None, read(i) -> image in [0, 1]); nothing is decoded until read.
+def _mnist(cfg):
     from harness.zoo import mnist
 
     _, _, x_test, y_test = mnist.load_split()
-    return ImageSet(x_test, [f"mnist_test_{i:04d}" for i in range(len(x_test))], y_test)
+    return [f"mnist_test_{i:04d}" for i in range(len(x_test))], y_test, x_test.__getitem__
 
 
-def _folder(cfg) -> ImageSet:
+def _folder(cfg):
     pattern = str(cfg.get("path") or "")
     path = Path(pattern).expanduser()
     if path.is_dir():
@@ -60,19 +87,17 @@ def _folder(cfg) -> ImageSet:
             raise HarnessError(f"data.path {pattern!r} does not exist (give a folder of images or a glob)")
     if not files:
         raise HarnessError(f"data.path {pattern!r} contains no images ({', '.join(IMAGE_SUFFIXES)})")
-    # Sizes may differ: the list is resized and stacked by `_conform`.
-    return ImageSet([_read(f) for f in files], [f.name for f in files], _labels(cfg, len(files)))
+    return [f.name for f in files], _labels(cfg, len(files)), lambda i: _read(files[i])
 
 
-def _skimage(cfg) -> ImageSet:
+def _skimage(cfg):
     from skimage import data as photos
 
     names = list(cfg.get("names") or ("chelsea", "coffee", "astronaut", "rocket"))
     unknown = [n for n in names if n not in SKIMAGE_PHOTOS]
     if unknown:
         raise HarnessError(f"unknown skimage photo {unknown[0]!r}; valid: {', '.join(SKIMAGE_PHOTOS)}")
-    images = [_as_float(getattr(photos, n)()) for n in names]
-    return ImageSet(images, names, _labels(cfg, len(names)))
+    return names, _labels(cfg, len(names)), lambda i: _as_float(getattr(photos, names[i])())
 
 
 def _read(file: Path) -> np.ndarray:
@@ -100,21 +125,20 @@ def _labels(cfg, n: int) -> np.ndarray | None:
     return np.asarray(labels, np.int64)
 
 
-def _conform(image_set: ImageSet, size: tuple[int, int] | None, channels: int) -> ImageSet:
+def _conform_one(image: np.ndarray, image_id: str, size: tuple[int, int] | None, channels: int) -> np.ndarray:
     """Resize to the model's input size and match its channels (RGBA drops alpha; gray -> RGB)."""
     from skimage.transform import resize
 
-    out = []
-    for image, image_id in zip(image_set.images, image_set.ids):
-        image = np.asarray(image, np.float32)
-        if image.shape[-1] == 4:
-            image = image[..., :3]
-        if image.shape[-1] != channels:
-            if image.shape[-1] == 1 and channels == 3:
-                image = np.repeat(image, 3, axis=-1)
-            else:
-                raise HarnessError(f"image {image_id!r} has {image.shape[-1]} channels; the model takes {channels}")
-        if size and tuple(image.shape[:2]) != tuple(size):
-            image = resize(image, (*size, channels), anti_aliasing=True, preserve_range=True)
-        out.append(image.astype(np.float32))
-    return ImageSet(np.stack(out), list(image_set.ids), image_set.labels)
+    image = np.asarray(image, np.float32)
+    if image.ndim == 2:
+        image = image[..., None]
+    if image.shape[-1] == 4:
+        image = image[..., :3]
+    if image.shape[-1] != channels:
+        if image.shape[-1] == 1 and channels == 3:
+            image = np.repeat(image, 3, axis=-1)
+        else:
+            raise HarnessError(f"image {image_id!r} has {image.shape[-1]} channels; the model takes {channels}")
+    if size and tuple(image.shape[:2]) != tuple(size):
+        image = resize(image, (*size, channels), anti_aliasing=True, preserve_range=True)
+    return image.astype(np.float32)

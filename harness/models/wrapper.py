@@ -108,10 +108,16 @@ class ModelUnderTest:
             self._compiled[key] = build()
         return self._compiled[key]
 
-    def predict(self, x: np.ndarray) -> np.ndarray:
+    def predict(self, x: np.ndarray, max_batch: int | str = "auto") -> np.ndarray:
+        """Logits of every row of x, at most `max_batch` rows per forward pass ("auto": as the methods)."""
+        from harness.methods import rows_per_call
+
         fn = self.compiled("logits", lambda: tf.function(self._counted("logits", self.logits),
                                                         input_signature=[self.tensor_spec()]))
-        return fn(tf.constant(x)).numpy()
+        x = np.asarray(x, np.float32)
+        rows = rows_per_call(max_batch, x.shape[1:])
+        chunks = [fn(tf.constant(x[i:i + rows])).numpy() for i in range(0, len(x) or 1, rows)]
+        return chunks[0] if len(chunks) == 1 else np.concatenate(chunks)
 
     def _counted(self, key: str, fn: Callable) -> Callable:
         def traced(*args):
