@@ -2,8 +2,15 @@
 
 A block is what one randomization step re-initializes. By default, variables are grouped by their
 name scope cut at a configurable depth (`conv1/kernel` -> `conv1` at depth 1); a model config may
-instead give an explicit list (the paper's 17 Inception blocks). Explicit names match *whole* scope
-components, so `Logits` never catches `AuxLogits/...`. Pure Python: no TensorFlow needed here.
+instead give an explicit list (the paper's 17 Inception blocks). Pure Python: no TensorFlow here.
+
+Both ways start below the model's *root*: the scope components every variable shares (slim and
+slim-converted hub models put everything under one scope, `InceptionV3/...`, `MobilenetV2/...`;
+counting that as a block would make the whole network one step). Explicit names are anchored there:
+`Conv2d_1a_3x3` is `InceptionV3/Conv2d_1a_3x3/...`, never `InceptionV3/Mixed_7a/Branch_0/
+Conv2d_1a_3x3/...`, and names match *whole* scope components, so `Logits` never catches `AuxLogits`.
+A name with no match at the root may still name one nested scope (a layer inside a backbone); if it
+names several, that is an error listing them. Blocks never share a variable.
 """
 from __future__ import annotations
 
@@ -23,43 +30,132 @@ def scope_of(variable_name: str) -> list[str]:
     return clean_name(variable_name).split("/")[:-1]
 
 
-def _contains_run(components: Sequence[str], pattern: Sequence[str]) -> bool:
-    n = len(pattern)
-    return any(list(components[i:i + n]) == list(pattern) for i in range(len(components) - n + 1))
+def common_root(names: Sequence[str]) -> list[str]:
+    """The leading scope components that every variable shares (`['InceptionV3']`), or [].
+
+    The root is never the whole scope of a variable: `dense/kernel`, `dense/bias` have no root (the
+    one layer is the one block), so something below the root always remains to group by.
+    """
+    scopes = [scope_of(name) for name in names]
+    if not scopes:
+        return []
+    root: list[str] = []
+    for components in zip(*scopes):
+        if len(set(components)) != 1:
+            break
+        root.append(components[0])
+    shortest = min(len(scope) for scope in scopes)
+    return root[:max(0, shortest - 1)] if len(root) >= shortest else root
+
+
+def _relative(name: str, root: Sequence[str]) -> list[str]:
+    return scope_of(name)[len(root):]
 
 
 def group_by_depth(names: Sequence[str], depth: int = 1) -> list[tuple[str, list[int]]]:
-    """Group variable indices by the first `depth` scope components, ordered by first appearance."""
+    """Group variable indices by the first `depth` scope components below the common root,
+    ordered by first appearance."""
     if depth < 1:
         raise HarnessError(f"blocks.depth must be >= 1, got {depth}")
+    root = common_root(names)
     groups: dict[str, list[int]] = {}
     for index, name in enumerate(names):
-        scope = scope_of(name) or [clean_name(name)]
+        scope = _relative(name, root) or [clean_name(name).rsplit("/", 1)[-1]]
         groups.setdefault("/".join(scope[:depth]), []).append(index)
     return list(groups.items())
 
 
+def _starts_with(components: Sequence[str], pattern: Sequence[str]) -> bool:
+    return list(components[:len(pattern)]) == list(pattern)
+
+
+def _nested_scopes(components: Sequence[str], pattern: Sequence[str]) -> list[tuple[str, ...]]:
+    """Every scope prefix of `components` that ends with the run `pattern` (not at position 0)."""
+    n = len(pattern)
+    return [tuple(components[:i + n]) for i in range(1, len(components) - n + 1)
+            if list(components[i:i + n]) == list(pattern)]
+
+
+def _members(block: str, names: Sequence[str], root: Sequence[str], model: str) -> list[int]:
+    """Indices of the variables `block` names: anchored at the root (or at the full path, for a name
+    that spells the root out), else the one nested scope that ends with it."""
+    pattern = block.strip("/").split("/")
+    anchored = [i for i, name in enumerate(names)
+                if _starts_with(_relative(name, root), pattern) or _starts_with(scope_of(name), pattern)]
+    if anchored:
+        return anchored
+    nested: dict[tuple[str, ...], list[int]] = {}
+    for index, name in enumerate(names):
+        for scope in _nested_scopes(_relative(name, root), pattern):
+            nested.setdefault(scope, []).append(index)
+    if len(nested) > 1:
+        candidates = sorted("/".join(scope) for scope in nested)
+        shown = ", ".join(candidates[:8]) + (f" (and {len(candidates) - 8} more)" if len(candidates) > 8 else "")
+        raise HarnessError(f"block {block!r} of {model} is ambiguous: it is no scope at the model's root "
+                           f"{'/'.join(root) or '(none)'} but names {len(candidates)} nested scopes: {shown}; "
+                           "give one of them in full")
+    return next(iter(nested.values()), [])
+
+
 def group_by_names(names: Sequence[str], block_names: Sequence[str], model: str = "model"
                    ) -> list[tuple[str, list[int]]]:
-    """One block per explicit name (whole scope components), ordered by execution.
+    """One block per explicit name, ordered by execution.
 
-    A variable goes to the first listed block it matches; variables matching none stay untouched by
-    every schedule (e.g. `AuxLogits` in the paper's Inception list).
+    A name matches whole scope components starting at the model's root (see the module docstring).
+    Variables matching no name stay untouched by every schedule (e.g. `AuxLogits` in the paper's
+    Inception list); a variable matching two names is an error, as is a name matching nothing.
     """
-    members: dict[str, list[int]] = {block: [] for block in block_names}
-    patterns = {block: block.strip("/").split("/") for block in block_names}
-    for index, name in enumerate(names):
-        for block in block_names:
-            if _contains_run(scope_of(name), patterns[block]):
-                members[block].append(index)
-                break
-    for block, indices in members.items():
+    root = common_root(names)
+    duplicates = sorted({b for b in block_names if list(block_names).count(b) > 1})
+    if duplicates:
+        raise HarnessError(f"block names of {model} listed twice: {', '.join(duplicates)}")
+    members: dict[str, list[int]] = {}
+    owner: dict[int, str] = {}
+    for block in block_names:
+        indices = _members(block, names, root, model)
         if not indices:
             raise HarnessError(
                 f"block {block!r} matches no variable of {model}; nearest scope names: "
                 f"{', '.join(nearest_scopes(block, names)) or '(none)'}"
             )
+        for index in indices:
+            if index in owner:
+                raise HarnessError(f"blocks {owner[index]!r} and {block!r} of {model} both match "
+                                   f"{clean_name(names[index])}; blocks must not overlap")
+            owner[index] = block
+        members[block] = indices
     return sorted(members.items(), key=lambda item: item[1][0])
+
+
+# Variables that are state, not weights, whatever their trainability: RNG state (a Dropout layer's
+# seed generator), counters. Classified by name, shape and dtype only: `trainable` says whether the
+# optimizer may touch a variable, not what it is, and a frozen (trainable=False) kernel is a kernel.
+STATE_LEAVES = ("count", "counter", "iterations", "step", "global_step", "seed", "seed_generator_state")
+WEIGHT_ROLES = ("kernel", "bias", "gamma")
+
+
+def variable_role(name: str, shape: Sequence[int], floating: bool = True) -> str:
+    """kernel | bias | gamma | moving_stat | other.
+
+    moving_stat: batch-norm moving mean / variance (`moving_*`, `mean`, `variance`), randomized per
+    the schedule's `bn_stats` policy; other: integer variables, RNG state, counters and scalars, never
+    randomized; gamma: batch-norm scale; kernel: any weight of rank >= 2; bias: rank 1 (biases,
+    batch-norm beta).
+    """
+    components = [c.lower() for c in clean_name(name).split("/")]
+    leaf = components[-1]
+    if (not floating or leaf in STATE_LEAVES or "seed" in leaf
+            or any(c.startswith("seed_generator") for c in components)):
+        return "other"
+    if "moving" in leaf or leaf in ("mean", "variance"):
+        return "moving_stat"
+    if len(shape) == 0:
+        return "other"
+    if leaf in ("gamma", "scale"):
+        return "gamma"
+    if len(shape) >= 2:
+        return "kernel"
+    return "bias"
 
 
 def nearest_scopes(name: str, variable_names: Sequence[str], n: int = 5) -> list[str]:
