@@ -104,6 +104,17 @@ def test_cli_mistakes_are_one_line_and_exit_2(tmp_path, arg, message):
     assert not list((tmp_path).rglob("*.csv"))
 
 
+@pytest.mark.parametrize("count", ["0", "-3"])
+def test_cli_bad_data_count_is_one_line_and_no_run_folder(tmp_path, count):
+    done = _cli(f"data.count={count}", f"results_dir={tmp_path / 'results'}", "progress=false", cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("harness:")]
+    assert errors == [f"harness: error: data.count must be a whole number of images >= 1 (or null for all of "
+                      f"them); got {count}"], done.stderr
+    assert not (tmp_path / "results" / "runs").exists() and not list(tmp_path.rglob("*.csv"))
+
+
 def test_cli_prints_the_run_folder_last(tmp_path):
     done = _cli("data.count=2", f"results_dir={tmp_path / 'results'}", "progress=false", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
