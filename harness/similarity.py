@@ -37,6 +37,7 @@ __all__ = [
     "absolute_map",
     "signed_map",
     "minmax01",
+    "SSIM_HOG_MAPS",
     "hog_geometry",
     "compare",
     "prepare",
@@ -49,6 +50,9 @@ __all__ = [
 METRIC_NAMES: tuple[str, ...] = ("spearman_abs", "spearman_signed", "ssim", "hog", "spearman_abs_fg")
 #: Correlations usable on the two HOG feature vectors (paper: Pearson, notebook: Spearman).
 HOG_CORRELATIONS: tuple[str, ...] = ("pearson", "spearman")
+#: Map forms SSIM and HOG can see: `raw01` the raw, signed map (all channels) min-max scaled to
+#: [0, 1] (protocol section 4, the notebook's normalize_image); `abs01` the absolute map, min-max scaled.
+SSIM_HOG_MAPS: tuple[str, ...] = ("raw01", "abs01")
 #: Distributions of the calibration masks.
 MASK_KINDS: tuple[str, ...] = ("gaussian", "uniform")
 
@@ -73,6 +77,15 @@ class MetricSettings:
     ssim_gaussian: bool = False  # notebook: Gaussian weights, sigma 1.5, window 11
     ssim_sigma: float = 1.5
     ssim_data_range: float = 1.0  # always passed explicitly to skimage (maps are min-max [0, 1])
+    # skimage's default, both presets: NP / (NP - 1) with NP = ssim_window ** 2 (also with Gaussian
+    # weights, as skimage does); False: population covariance (Wang et al. 2004).
+    ssim_sample_covariance: bool = True
+    # Gaussian weights only: filter radius int(truncate * sigma + 0.5). skimage >= 0.15 (the notebook
+    # pinned 0.15.0) uses 3.5, an 11-tap filter; skimage 0.14 took scipy's default 4.0 (13 taps).
+    ssim_truncate: float = 3.5
+    # The map SSIM and HOG see (SSIM_HOG_MAPS): raw01 (protocol, paper text "without abs", notebook)
+    # or abs01 (the absolute map, min-max scaled; what this harness used before).
+    ssim_hog_map: str = "raw01"
     hog_cell_px: int | None = None  # None -> round(16 * size / 299), at least 2 (see hog_geometry)
     hog_orientations: int = 9
     # Reduced automatically (see hog_geometry) when the image has fewer cells than this per side,
@@ -105,6 +118,10 @@ class MetricSettings:
             raise HarnessError(f"ssim_data_range must be > 0, got {self.ssim_data_range!r}")
         if not float(self.ssim_sigma) > 0:
             raise HarnessError(f"ssim_sigma must be > 0, got {self.ssim_sigma!r}")
+        if not float(self.ssim_truncate) > 0:
+            raise HarnessError(f"ssim_truncate must be > 0, got {self.ssim_truncate!r}")
+        if self.ssim_hog_map not in SSIM_HOG_MAPS:
+            raise HarnessError(f"unknown ssim_hog_map {self.ssim_hog_map!r}; valid names: {', '.join(SSIM_HOG_MAPS)}")
         if self.hog_cell_px is not None and int(self.hog_cell_px) < 1:
             raise HarnessError(f"hog_cell_px must be >= 1 or null, got {self.hog_cell_px!r}")
         if int(self.hog_orientations) < 1 or int(self.hog_cells_per_block) < 1:
@@ -128,14 +145,15 @@ class MetricSettings:
         for key in ("ssim_window", "hog_orientations", "hog_cells_per_block"):
             if key in values:
                 values[key] = int(values[key])
-        for key in ("ssim_sigma", "ssim_data_range"):
+        for key in ("ssim_sigma", "ssim_data_range", "ssim_truncate"):
             if key in values:
                 values[key] = float(values[key])
         if values.get("hog_cell_px") is not None:
             values["hog_cell_px"] = int(values["hog_cell_px"])
-        if "ssim_gaussian" in values:
-            values["ssim_gaussian"] = bool(values["ssim_gaussian"])
-        for key in ("hog_correlation", "preset"):
+        for key in ("ssim_gaussian", "ssim_sample_covariance"):
+            if key in values:
+                values[key] = bool(values[key])
+        for key in ("hog_correlation", "preset", "ssim_hog_map"):
             if key in values:
                 values[key] = str(values[key])
         return cls(**values)
@@ -188,24 +206,30 @@ def absolute_map(m: np.ndarray) -> np.ndarray:
 
 
 def signed_map(m: np.ndarray) -> np.ndarray:
-    """[H, W, C] -> [H, W] float64 in [-1, 1]: signed sum over channels.
+    """[H, W, C] -> [H, W] float64 in [-1, 1]: signed sum s over channels.
 
-    C > 1: clip symmetrically at the 99th percentile of |sum| and divide by it (PAIR's diverging
-    visualisation); C == 1: divide by max |value|. An all-zero map stays all zeros.
+    C > 1: PAIR's `VisualizeImageDiverging`: span = |99th percentile of s| (of the signed values),
+    then (s + span) / (2 span) clipped to [-1, 1], i.e. s clipped to [-3 span, span] (s = 0 -> 0.5).
+    When span is 0 (PAIR would divide by zero) span = max |s| instead.
+    C == 1 (MNIST): s / max |s|, no clip. An all-zero map stays all zeros.
     """
     m = _as_hwc(m)
     s = m.sum(axis=2)
-    mag = np.abs(s)
+    mag = float(np.abs(s).max())
     if m.shape[2] == 1:
-        return _scale_by(s, float(mag.max()))
-    p = float(np.percentile(mag, _PERCENTILE))
-    if p > 0:
-        return np.clip(s, -p, p) / p
-    return _scale_by(s, float(mag.max()))  # sparse-map fallback, as in absolute_map
+        return _scale_by(s, mag)
+    span = abs(float(np.percentile(s, _PERCENTILE)))
+    if span == 0:  # e.g. fewer than 1 % positive pixels: the sparse-map fallback, as in absolute_map
+        span = mag
+    if span == 0:
+        return np.zeros_like(s)
+    return np.clip((s + span) / (2 * span), -1.0, 1.0)
 
 
 def minmax01(m2d: np.ndarray) -> np.ndarray:
-    """Min-max scale a 2-D map to [0, 1] (input of SSIM and HOG); a constant map gives zeros."""
+    """Min-max scale a map (any shape; one global min and max) to [0, 1]; a constant map gives zeros.
+
+    The notebook's normalize_image (which also cast to float32; here float64) when given the raw map."""
     m2d = np.asarray(m2d, dtype=np.float64)
     lo, hi = float(m2d.min()), float(m2d.max())
     if hi > lo:
@@ -287,24 +311,29 @@ def _ssim(ref01: np.ndarray, cmp01: np.ndarray, s: MetricSettings) -> float:
 
 
 def _ssim_batch(ref01: np.ndarray, cmp01: np.ndarray, s: MetricSettings) -> np.ndarray:
-    """skimage's `structural_similarity` of each pair of [n, H, W] float64 maps, over the whole stack.
+    """skimage's `structural_similarity` of each pair of [n, H, W] or [n, H, W, C] float64 maps, over
+    the whole stack; with channels, skimage's per-channel SSIM averaged (`channel_axis=-1`, the
+    notebook's `multichannel=True`).
 
     Why not call skimage: it takes one pair a call, ~0.2 ms of Python around five small filters (a
     fifth of scoring a 28 x 28 pair). Here the same filters run along H and W of the stack (size 1 /
-    sigma 0 on the batch axis, which scipy skips), then skimage's formula and border crop; the tests
-    compare with skimage. Uniform window: sample covariance (skimage's default, the paper's);
-    Gaussian weights: sigma with skimage's truncate 3.5 and population covariance (Wang et al. 2004,
-    the notebook); `ssim_window` sets the uniform window and the crop."""
+    sigma 0 on the batch and channel axes, which scipy skips), then skimage's formula and border crop;
+    the tests compare with skimage. `ssim_window` sets the uniform window, the crop and NP of the
+    sample covariance NP / (NP - 1) (as skimage: NP = win ** 2 with Gaussian weights too); Gaussian
+    weights: sigma and truncate from the settings (skimage >= 0.15 fixes truncate at 3.5)."""
     win = int(s.ssim_window)
-    if min(ref01.shape[1:]) < win:  # skimage's own error for a window larger than the map
-        structural_similarity(ref01[0], cmp01[0], win_size=win, data_range=float(s.ssim_data_range))
+    if min(ref01.shape[1:3]) < win:  # skimage's own error for a window larger than the map
+        structural_similarity(ref01[0], cmp01[0], win_size=win, data_range=float(s.ssim_data_range),
+                              channel_axis=-1 if ref01.ndim == 4 else None)
+    spatial = (0, 1, 1) + (0,) * (ref01.ndim - 3)  # filter along H and W only
     if s.ssim_gaussian:
-        sigma = float(s.ssim_sigma)
-        smooth = lambda v: ndimage.gaussian_filter(v, (0, sigma, sigma), mode="reflect", truncate=3.5)  # noqa: E731
-        cov_norm = 1.0
+        sigma = tuple(float(s.ssim_sigma) * a for a in spatial)
+        truncate = float(s.ssim_truncate)
+        smooth = lambda v: ndimage.gaussian_filter(v, sigma, mode="reflect", truncate=truncate)  # noqa: E731
     else:
-        smooth = lambda v: ndimage.uniform_filter(v, (1, win, win))  # noqa: E731
-        cov_norm = win ** 2 / (win ** 2 - 1)
+        size = tuple(win if a else 1 for a in spatial)
+        smooth = lambda v: ndimage.uniform_filter(v, size)  # noqa: E731
+    cov_norm = win ** 2 / (win ** 2 - 1) if s.ssim_sample_covariance else 1.0
     x, y = np.asarray(ref01, np.float64), np.asarray(cmp01, np.float64)
     ux, uy = smooth(x), smooth(y)
     vx = cov_norm * (smooth(x * x) - ux * ux)
@@ -313,14 +342,20 @@ def _ssim_batch(ref01: np.ndarray, cmp01: np.ndarray, s: MetricSettings) -> np.n
     c1, c2 = (0.01 * float(s.ssim_data_range)) ** 2, (0.03 * float(s.ssim_data_range)) ** 2
     similarity = ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux ** 2 + uy ** 2 + c1) * (vx + vy + c2))
     pad = (win - 1) // 2
-    height, width = similarity.shape[1:]
-    return similarity[:, pad:height - pad, pad:width - pad].mean(axis=(1, 2), dtype=np.float64)
+    height, width = similarity.shape[1:3]
+    cropped = similarity[:, pad:height - pad, pad:width - pad]
+    return cropped.reshape(len(cropped), -1).mean(axis=1, dtype=np.float64)
 
 
 def _hog_features(img01: np.ndarray, s: MetricSettings) -> np.ndarray:
+    """skimage's HOG of one [H, W] or [H, W, C] map (channels: per pixel, the channel with the largest
+    gradient, as the notebook's skimage 0.15 did for 3-D input)."""
     cell, block = hog_geometry(img01.shape[0], img01.shape[1], s)
+    if img01.ndim == 3 and img01.shape[2] == 1:
+        img01 = img01[..., 0]
     return hog(
         img01,
+        channel_axis=-1 if img01.ndim == 3 else None,
         orientations=int(s.hog_orientations),
         pixels_per_cell=(cell, cell),
         cells_per_block=(block, block),
@@ -330,7 +365,7 @@ def _hog_features(img01: np.ndarray, s: MetricSettings) -> np.ndarray:
 
 
 def _hog_features_batch(batch01: np.ndarray, s: MetricSettings) -> np.ndarray:
-    """skimage's HOG (L2-Hys blocks, feature vector) of N maps [N, H, W] at once -> [N, F].
+    """skimage's HOG (L2-Hys blocks, feature vector) of N maps [N, H, W] or [N, H, W, C] at once -> [N, F].
 
     Written here because `skimage.feature.hog` normalizes its blocks in a Python loop: ~5-10 ms
     for a 28x28 map with 2 px cells (144 blocks), most of the cost of scoring small maps. The cell
@@ -338,7 +373,7 @@ def _hog_features_batch(batch01: np.ndarray, s: MetricSettings) -> np.ndarray:
     one vectorized numpy expression over all maps. tests/test_similarity.py checks the result equals
     `skimage.feature.hog` map by map.
     """
-    n, height, width = batch01.shape
+    n, height, width = batch01.shape[:3]
     if _skimage_hog_histograms is None:
         return np.stack([_hog_features(m, s) for m in batch01])
     cell, block = hog_geometry(height, width, s)
@@ -346,7 +381,7 @@ def _hog_features_batch(batch01: np.ndarray, s: MetricSettings) -> np.ndarray:
     rows, cols = height // cell, width // cell
     histograms = np.zeros((n, rows, cols, orientations))
     for m, histogram in zip(batch01, histograms):
-        g_row, g_col = _central_differences(m)
+        g_row, g_col = _dominant_gradient(m)
         _skimage_hog_histograms(g_col, g_row, cell, cell, width, height, cols, rows, orientations, histogram)
     # [n, block rows, block cols, orientations, b, b] -> skimage's order [n, br, bc, b, b, orientations]
     blocks = sliding_window_view(histograms, (block, block), axis=(1, 2)).transpose(0, 1, 2, 4, 5, 3)
@@ -355,6 +390,19 @@ def _hog_features_batch(batch01: np.ndarray, s: MetricSettings) -> np.ndarray:
     out = np.minimum(out, 0.2)
     out = out / np.sqrt(np.sum(out**2, axis=(3, 4, 5), keepdims=True) + eps**2)
     return out.reshape(n, -1)
+
+
+def _dominant_gradient(m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(row, column) gradients of an [H, W] or [H, W, C] map as skimage's HOG takes them: with
+    channels, at each pixel those of the channel with the largest gradient magnitude (first on ties)."""
+    if m.ndim == 2:
+        return _central_differences(m)
+    if m.shape[2] == 1:
+        return _central_differences(m[..., 0])
+    g_row, g_col = zip(*(_central_differences(m[..., c]) for c in range(m.shape[2])))
+    g_row, g_col = np.stack(g_row, axis=2), np.stack(g_col, axis=2)
+    best = np.hypot(g_row, g_col).argmax(axis=2)[..., None]
+    return np.take_along_axis(g_row, best, axis=2)[..., 0], np.take_along_axis(g_col, best, axis=2)[..., 0]
 
 
 def _central_differences(m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -395,7 +443,8 @@ class PreparedMap:
         self._forms: dict[str, np.ndarray] = {}
 
     def __getitem__(self, form: str) -> np.ndarray:
-        """'abs', 'signed', 'abs01', 'hog', 'fg' (foreground mask), 'abs_fg', or 'rank_' + any of them."""
+        """'abs', 'signed', 'raw01', 'abs01', 'ssim_hog' (whichever of raw01 / abs01 the settings
+        name), 'hog', 'fg' (foreground mask), 'abs_fg', or 'rank_' + any of them."""
         if form not in self._forms:
             self._forms[form] = self._compute(form)
         return self._forms[form]
@@ -414,10 +463,14 @@ class PreparedMap:
             return absolute_map(self.raw)
         if form == "signed":
             return signed_map(self.raw)
+        if form == "raw01":
+            return minmax01(self.raw)
         if form == "abs01":
             return minmax01(self["abs"])
+        if form == "ssim_hog":
+            return self[self.settings.ssim_hog_map]
         if form == "hog":
-            return _hog_features_batch(self["abs01"][None], self.settings)[0]
+            return _hog_features_batch(self["ssim_hog"][None], self.settings)[0]
         if form == "fg":
             if self.image is None:
                 raise ValueError("metric 'spearman_abs_fg' needs the input image (foreground = non-zero input pixels)")
@@ -445,8 +498,10 @@ def compare(
     """Score the similarity of two raw maps [H, W, C] (C = 1 or 3); one Score per settings.metrics.
 
     - spearman_abs / spearman_signed: Spearman of the flattened absolute_map / signed_map.
-    - ssim: skimage SSIM of minmax01(absolute_map(.)), window / weights / data range from settings.
-    - hog: Pearson or Spearman of the skimage HOG vectors of minmax01(absolute_map(.)).
+    - ssim: skimage SSIM of the min-max map settings.ssim_hog_map: raw01 = minmax01(raw map), all
+      channels (per-channel SSIM averaged), or abs01 = minmax01(absolute_map(.)); window / weights /
+      covariance / data range from settings.
+    - hog: Pearson or Spearman of the skimage HOG vectors of that same min-max map.
     - spearman_abs_fg: spearman_abs restricted to foreground pixels (input non-zero in any
       channel); needs ``image``. The maps are post-processed on the full image, then masked.
 
@@ -479,11 +534,11 @@ def _score(metric: str, ref: PreparedMap, cmp: PreparedMap, settings: MetricSett
         return _correlation_score(metric, ref["abs_fg"], cmp["abs_fg"], ref["rank_abs_fg"], cmp["rank_abs_fg"],
                                   "constant map on foreground")
     if metric == "ssim":
-        a, b = ref["abs01"], cmp["abs01"]
+        a, b = ref["ssim_hog"], cmp["ssim_hog"]
         value = known["ssim"] if "ssim" in known else _ssim(a, b, settings)
         return Score(metric, value, *_flag(_constant_reason(a, b)))
     if metric == "hog":
-        reason = _constant_reason(ref["abs01"], cmp["abs01"])  # a constant map has all-zero HOG features
+        reason = _constant_reason(ref["ssim_hog"], cmp["ssim_hog"])  # a constant map has all-zero HOG features
         if reason:
             return Score(metric, float("nan"), True, reason)
         form = "hog" if settings.hog_correlation == "pearson" else "rank_hog"
@@ -514,7 +569,7 @@ def compare_batch(
         if f"spearman_{form}" in settings.metrics:
             _fill(finite, f"rank_{form}", form, lambda batch: stats.rankdata(batch.reshape(len(batch), -1), axis=1))
     if "hog" in settings.metrics:
-        _fill(finite, "hog", "abs01", lambda batch: _hog_features_batch(batch, settings))
+        _fill(finite, "hog", "ssim_hog", lambda batch: _hog_features_batch(batch, settings))
     ssim = _batched_ssim(refs, cmps, settings) if "ssim" in settings.metrics else {}
     return [compare(r, c, settings, image=i, known={"ssim": ssim[k]} if k in ssim else None)
             for k, (r, c, i) in enumerate(zip(refs, cmps, imgs))]
@@ -524,18 +579,18 @@ def _batched_ssim(refs: list[PreparedMap], cmps: list[PreparedMap], settings: Me
     """{pair index: SSIM} for every pair of finite maps of one shape, one `_ssim_batch` call per
     shape. A pair whose maps differ in shape is left out: `compare` reports it."""
     pairs = [k for k, (r, c) in enumerate(zip(refs, cmps))
-             if r.finite and c.finite and r.raw.shape[:2] == c.raw.shape[:2]]
+             if r.finite and c.finite and r.raw.shape == c.raw.shape]
     values: dict[int, float] = {}
-    for group in _by_shape(pairs, lambda k: refs[k].raw.shape[:2]):
-        batch = _ssim_batch(np.stack([refs[k]["abs01"] for k in group]), np.stack([cmps[k]["abs01"] for k in group]),
-                            settings)
+    for group in _by_shape(pairs, lambda k: refs[k].raw.shape):
+        batch = _ssim_batch(np.stack([refs[k]["ssim_hog"] for k in group]),
+                            np.stack([cmps[k]["ssim_hog"] for k in group]), settings)
         values.update(zip(group, batch.tolist()))
     return values
 
 
 def _fill(maps: list[PreparedMap], form: str, source: str, batch_fn) -> None:
     """Give every map lacking `form` its value, batch_fn(stacked `source` forms), one call per map size."""
-    for group in _by_shape([m for m in maps if not m.has(form)], lambda m: m.raw.shape[:2]):
+    for group in _by_shape([m for m in maps if not m.has(form)], lambda m: m.raw.shape):
         for m, value in zip(group, batch_fn(np.stack([m[source] for m in group]))):
             m.store(form, value)
 
