@@ -28,8 +28,9 @@ def calibration_scores(pairs: int, settings: MetricSettings, seed: int = 0) -> p
         rng = np.random.default_rng([seed, len(rows)])
         for pair in range(pairs):
             for score in compare(random_mask(shape, rng, kind), random_mask(shape, rng, kind), settings):
-                rows.append({"model": "none", "method": name, "schedule": "control", "step": -1,
+                rows.append({"model": "none", "method": name, "variant": name, "schedule": "control", "step": -1,
                              "block": "random_mask", "image_id": f"pair_{pair:03d}", "target_class": -1,
+                             "reference_class": -1,
                              "metric": score.metric, "value": score.value, "degenerate": score.degenerate,
                              "reason": score.reason, "seed": seed})
     return pd.DataFrame.from_records(rows, columns=SCORE_COLUMNS)
@@ -39,7 +40,7 @@ def run_calibration(out: Path, pairs: int = 50, metrics: dict[str, Any] | None =
     """Write a run folder (scores.csv, summary.csv, run.json) of random-mask pairs under `out`."""
     settings = MetricSettings.from_config(metrics or {})
     run_dir = Path(out) / "runs" / f"calibration-{pairs}pairs-seed{seed}"
-    if (run_dir / "summary.csv").is_file():
+    if (run_dir / "run.json").is_file():  # written last: the calibration finished
         return run_dir
     began = time.perf_counter()
     scores = calibration_scores(pairs, settings, seed)

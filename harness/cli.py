@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from harness.config import CONFIG_DIR, group_options
 from harness.errors import HarnessError
+from harness.tf_logging import import_tensorflow_quietly
 
 GROUPS = ("model", "data", "method", "schedule", "metrics", "experiment")
 COMMANDS = ("run", "layers")
@@ -57,6 +58,7 @@ def check_group_choices(argv: list[str]) -> None:
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="config")
 def _hydra_main(cfg: DictConfig) -> None:
+    import_tensorflow_quietly()  # after Hydra: `--help` and bad choices answer without TensorFlow
     try:
         if cfg.command == "layers":
             print_layers(cfg)

@@ -1,6 +1,7 @@
-"""Writing result files atomically: a temp file in the same folder, then a rename.
+"""Writing result files atomically: a temp file in the same folder, synced, then a rename.
 
-A reader (or a resumed run) never sees a half-written CSV: either the old file or the new one.
+A reader (or a resumed run) never sees a half-written CSV: either the old file or the new one, also
+after a crash or a power loss.
 """
 from __future__ import annotations
 
@@ -22,11 +23,21 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
     try:
         write(Path(tmp))
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; results are meant to be shared
-        os.replace(tmp, path)
+        _fsync(tmp)  # the bytes reach the disk before the name does: after a power loss a file
+        os.replace(tmp, path)  # that exists is whole, never a zero-length "done" marker
+        _fsync(path.parent)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
+
+
+def _fsync(path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _umask() -> int:

@@ -11,7 +11,10 @@ import dataclasses
 import fcntl
 import hashlib
 import json
+import os
+import re
 import time
+import zipfile
 from collections.abc import Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -33,18 +36,53 @@ TARGETS = ("predicted", "original", "label")
 CONTROLS = ("ceiling", "random_model", "random_mask")
 CONTROL_STEP = -1  # the `step` of control rows: they sit beside the schedule, not on it
 RANDOM_MODEL_DRAWS = (10_001, 10_002)  # draw indices of the random_model control's two models
+RECORD = "run.json"  # written last: a run folder with it is complete
+NO_CLASS = -1  # target_class of a map that explains no class (the random_mask control)
+LABEL_PATTERN = re.compile(r"[A-Za-z0-9_.=,\[\]-]+")  # labels name files in parts/
 
 
 @dataclass(frozen=True)
 class MethodSpec:
+    """One entry of a run's method list: the method family (`name`), its settings, and the `label`
+    that tells the entry apart from others of the same family (parts, tables, maps, report)."""
     name: str
     params: dict[str, Any] = field(default_factory=dict)
+    label: str = ""
+
+    def __post_init__(self):
+        if not self.label:
+            object.__setattr__(self, "label", self.name)
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> "MethodSpec":
-        params = {k: v for k, v in _plain(cfg).items() if k != "name"}
+        params = {k: v for k, v in _plain(cfg).items() if k not in ("name", "label")}
         method_registry.get(cfg["name"])  # unknown name -> one clear line
-        return cls(str(cfg["name"]), params)
+        return cls(str(cfg["name"]), params, str(cfg.get("label") or ""))
+
+
+def labelled(specs: list[MethodSpec]) -> list[MethodSpec]:
+    """Give entries of the same family without an explicit `label` one derived from the settings
+    that differ from the family's defaults (`integrated_gradients[steps=5]`); every label unique."""
+    from harness.config import group_defaults
+
+    explicit = [bool(s.label) and s.label != s.name for s in specs]
+    names = [s.name for s in specs]
+    out = []
+    for spec, given in zip(specs, explicit):
+        label = spec.label
+        if not given and names.count(spec.name) > 1:
+            defaults = group_defaults("method", spec.name)
+            changed = {k: v for k, v in sorted(spec.params.items()) if defaults.get(k) != v}
+            label = f"{spec.name}[{','.join(f'{k}={v}' for k, v in changed.items())}]" if changed else spec.name
+        if not LABEL_PATTERN.fullmatch(label):
+            raise HarnessError(f"method label {label!r} is not valid: use letters, digits and _ . = , [ ] - only")
+        out.append(dataclasses.replace(spec, label=label))
+    labels = [s.label for s in out]
+    for label in labels:
+        if labels.count(label) > 1:
+            raise HarnessError(f"two method entries are both labelled {label!r}; give each a distinct "
+                               f"`label:` (e.g. {{name: {label.split('[')[0]}, label: {label.split('[')[0]}_fast, ...}})")
+    return out
 
 
 @dataclass
@@ -61,6 +99,9 @@ class Plan:
     results_dir: Path
     controls: tuple[str, ...] = ()
     donor: dict[str, Any] | None = None  # the model scheme `donor` copies its weights from (run.json)
+    # Digests of what the config only names: the model's weights, the images' ids and pixels, the
+    # donor's weights. Part of the key, so a changed model file or image folder is a new run folder.
+    contents: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> "Plan":
@@ -76,7 +117,7 @@ class Plan:
                 raise HarnessError(f"unknown control {control!r}; valid: {', '.join(CONTROLS)}")
         method_cfgs = [_method_config(m) for m in config.get("methods") or []] or [config["method"]]
         return cls(
-            config=config, methods=[MethodSpec.from_config(m) for m in method_cfgs], schedule=schedule,
+            config=config, methods=labelled([MethodSpec.from_config(m) for m in method_cfgs]), schedule=schedule,
             reinit=Reinit.from_config(config["schedule"], seed=int(config["seed"])),
             metrics=MetricSettings.from_config(config["metrics"]), seed=int(config["seed"]),
             target=config["target"], maps_to_keep=int(config.get("maps_to_keep", 8)),
@@ -84,10 +125,12 @@ class Plan:
         )
 
     def key(self) -> str:
-        """Hash of everything that changes the results (not where they go, nor the progress bar)."""
+        """Hash of everything that changes the results (not where they go, nor the progress bar):
+        the config and the contents it points at (model weights, images)."""
         relevant = {k: v for k, v in self.config.items() if k not in ("results_dir", "progress", "command")}
         relevant["methods"] = [vars(m) for m in self.methods]  # the `method` group is moot when `methods` is set
         relevant.pop("method", None)
+        relevant["contents"] = self.contents
         return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()[:10]
 
 
@@ -102,11 +145,13 @@ def run(cfg: Mapping[str, Any], log=print) -> Path:
     if plan.target == "label" and images.labels is None:
         raise HarnessError(f"target 'label' needs labelled images; data source {plan.config['data']['source']!r} "
                            "has none (use target=predicted or give data.labels)")
+    plan.contents = {"model": weights_digest(model), "images": images_digest(images)}
     if plan.reinit.scheme == "donor":
         donor = _donor_model(plan.config["schedule"], log)
         plan.reinit = plan.reinit.with_donor(model, donor)
-        plan.donor = _model_record(donor)
-    names = "+".join(m.name for m in plan.methods)
+        plan.donor = _model_record(donor) | {"weights_digest": weights_digest(donor)}
+        plan.contents["donor"] = plan.donor["weights_digest"]
+    names = "+".join(m.label for m in plan.methods)
     run_dir = plan.results_dir / "runs" / f"{model.name}-{names}-{plan.schedule}-{plan.key()}"
     with _exclusive(run_dir):
         Runner(plan, model, images, run_dir, log).execute()
@@ -123,20 +168,27 @@ class Runner:
         self.x = model.input_spec.to_model_space(images.images)
         self.steps = schedule_steps(plan.schedule, [b.name for b in model.blocks])
         self.prepared: dict[str, list[PreparedMap]] = {}  # original maps, post-processed once per method
+        self.finished: set[str] = set()  # stems of the units whose part files are all readable
+        self.session: Session | None = None  # this invocation's record, opened with its first unit
 
     def execute(self) -> None:
         self.parts.mkdir(parents=True, exist_ok=True)
-        start = time.perf_counter()
-        if all(self._done(s, m) for s in self._all_steps() for m in self.plan.methods):
-            self._assemble(time.perf_counter() - start)  # finished before: only the tables are rebuilt
+        self.finished = {_stem(s, m) for s, m in self._units() if _readable_part(self.parts / _stem(s, m))}
+        if len(self.finished) == len(self._units()):
+            if not (self.run_dir / RECORD).is_file():  # killed while assembling: only the files are rebuilt
+                self._assemble()
             return
+        self.session = Session.open(self.parts)
         randomizer = Randomizer(self.model, self.plan.reinit)
-        self.original_targets = self._argmax(self.model.predict(self.x), self.steps[0])
+        step0 = self.steps[0]
+        self.trained_argmax = self._argmax(self.model.predict(self.x), step0)
+        # The reference maps explain the class that every later step's rule picks for step 0.
+        self.reference_targets = self._targets(step0)
         self.original_maps, self.original_seconds = {}, {}
         for method in self.plan.methods:
             began = time.perf_counter()
-            self.original_maps[method.name] = self._maps(method, self.steps[0], self.original_targets)
-            self.original_seconds[method.name] = time.perf_counter() - began
+            self.original_maps[method.label] = self._maps(method, step0, self.reference_targets)
+            self.original_seconds[method.label] = time.perf_counter() - began
         with self._progress() as bar:
             for step in self.steps:
                 todo = [m for m in self.plan.methods if not self._done(step, m)]
@@ -151,13 +203,14 @@ class Runner:
             for control in self.plan.controls:
                 self._control(control)
                 bar.update(len(self.images) * len(self.plan.methods))
-        self._assemble(time.perf_counter() - start)
+        self.session.close(dict(self.model.trace_counts))
+        self._assemble()
 
     # -- one unit of work: a method at a step --------------------------------------------------------
     def _unit(self, step: Step, method: MethodSpec, targets: np.ndarray) -> None:
         began = time.perf_counter()
         if step.index == 0:  # computed up front: every later step is compared with these maps
-            maps, seconds = self.original_maps[method.name], self.original_seconds[method.name]
+            maps, seconds = self.original_maps[method.label], self.original_seconds[method.label]
         else:
             maps = self._maps(method, step, targets)
             seconds = time.perf_counter() - began
@@ -166,16 +219,18 @@ class Runner:
     def _commit(self, stem: str, rows: pd.DataFrame, maps: np.ndarray, seconds: float) -> None:
         path = self.parts / stem
         write_npz(path.with_suffix(".npz"), {"maps": maps[: self.plan.maps_to_keep]})
-        write_json(path.with_suffix(".json"), {"seconds": seconds})
+        write_json(path.with_suffix(".json"), {"seconds": seconds, "session": self.session.id})
         write_csv(path.with_suffix(".csv"), rows)  # written last: its presence marks the unit done
+        self.finished.add(stem)
 
     def _done(self, step: Step, method: MethodSpec) -> bool:
-        return (self.parts / f"{_stem(step, method)}.csv").is_file()
+        return _stem(step, method) in self.finished
 
     # -- controls: how low is "low", how high can a stochastic method get --------------------------------
     def _control(self, control: str) -> None:
         """ceiling: a second, independent noise draw on the trained model; random_model: two fully
-        randomized models (different draws) against each other; random_mask: a map against noise."""
+        randomized models (different draws) against each other; random_mask: a map against noise.
+        Every control explains the classes the run's target rule picks for its model states."""
         step = Step(CONTROL_STEP, control, ())
         todo = [m for m in self.plan.methods if not self._done(step, m)]
         if not todo:
@@ -183,72 +238,80 @@ class Runner:
         randomized = self._random_model_maps(todo) if control == "random_model" else {}
         for method in todo:
             began = time.perf_counter()
-            reference = None  # the original maps
+            reference, reference_targets, targets = None, self.reference_targets, self.reference_targets
             if control == "random_model":
-                reference, maps, seconds = randomized[method.name]
+                (reference, maps), (reference_targets, targets), seconds = randomized[method.label]
             else:
                 if control == "ceiling":
-                    maps = self._maps(method, Step(CONTROL_STEP, "ceiling", ()), self.original_targets)
+                    maps = self._maps(method, Step(CONTROL_STEP, "ceiling", ()), targets)
                 else:
-                    rng = np.random.default_rng([self.plan.seed, _stable(method.name), _stable(control)])
-                    maps = np.stack([random_mask(m.shape, rng) for m in self.original_maps[method.name]])
+                    rng = np.random.default_rng([self.plan.seed, _stable(method.label), _stable(control)])
+                    maps = np.stack([random_mask(m.shape, rng) for m in self.original_maps[method.label]])
+                    targets = np.full(len(self.images), NO_CLASS, np.int32)  # noise explains no class
                 seconds = time.perf_counter() - began
-            rows = self._score(step, method, self.original_targets, maps, reference)
+            rows = self._score(step, method, targets, maps, reference, reference_targets)
             self._commit(_stem(step, method), rows, maps, seconds)
 
     def _random_model_maps(self, methods: list[MethodSpec]):
         """Maps of every method on two differently drawn, fully randomized models: each of the two
-        model states is visited once. Returns {method: [maps A, maps B, kernel seconds]}."""
+        model states is visited once. Returns {label: ((maps A, maps B), (targets A, targets B), seconds)}."""
         # Fresh draws per step index even when the schedule nests its draws: two different models.
         reinit = self.plan.reinit
         scheme = "auto" if reinit.scheme == "donor" else reinit.scheme  # a donor is one model, not random ones
         randomizer = Randomizer(self.model, dataclasses.replace(reinit, draws="per_step", scheme=scheme, donor=None))
         every_block = tuple(b.name for b in self.model.blocks)
-        out = {m.name: [None, None, 0.0] for m in methods}
-        for slot, index in enumerate(RANDOM_MODEL_DRAWS):
+        maps = {m.label: [] for m in methods}
+        seconds = dict.fromkeys(maps, 0.0)
+        targets = []
+        for index in RANDOM_MODEL_DRAWS:
             step = Step(index, f"random_model_{index}", every_block)
             with randomizer.step(step):
-                targets = self._argmax(self.model.predict(self.x), step)
+                targets.append(self._targets(step))
                 for method in methods:
                     began = time.perf_counter()
-                    out[method.name][slot] = self._maps(method, step, targets)
-                    out[method.name][2] += time.perf_counter() - began
-        return out
+                    maps[method.label].append(self._maps(method, step, targets[-1]))
+                    seconds[method.label] += time.perf_counter() - began
+        return {label: (tuple(maps[label]), tuple(targets), seconds[label]) for label in maps}
 
     def _maps(self, method: MethodSpec, step: Step, targets: np.ndarray) -> np.ndarray:
-        rng = np.random.default_rng([self.plan.seed, _stable(method.name), _stable(step.block), step.index % 2**32])
+        rng = np.random.default_rng([self.plan.seed, _stable(method.label), _stable(step.block), step.index % 2**32])
         params = dict(method.params) | {"gradcam_endpoint": self.plan.config["model"].get("gradcam_endpoint")}
         maps = method_registry.get(method.name)(self.model, self.x, targets, rng, params)
         return np.asarray(maps, np.float32)
 
     def _score(self, step: Step, method: MethodSpec, targets: np.ndarray, maps: np.ndarray,
-               reference: np.ndarray | None = None) -> pd.DataFrame:
+               reference: np.ndarray | None = None, reference_targets: np.ndarray | None = None) -> pd.DataFrame:
+        """Rows of one unit: `target_class` is the class `maps` explain, `reference_class` the class
+        of the maps they are compared with (the original maps unless `reference` is given)."""
         reference = self._prepared_original(method) if reference is None else reference
+        reference_targets = self.reference_targets if reference_targets is None else reference_targets
         schedule = "control" if step.index == CONTROL_STEP else self.plan.schedule
         rows = []
         scores = compare_batch(reference, maps, self.plan.metrics, images=self.x)
         for i, image_id in enumerate(self.images.ids):
             for score in scores[i]:
                 rows.append({
-                    "model": self.model.name, "method": method.name, "schedule": schedule,
+                    "model": self.model.name, "method": method.name, "variant": method.label, "schedule": schedule,
                     "step": step.index, "block": step.block, "image_id": image_id,
-                    "target_class": int(targets[i]), "metric": score.metric, "value": score.value,
+                    "target_class": int(targets[i]), "reference_class": int(reference_targets[i]),
+                    "metric": score.metric, "value": score.value,
                     "degenerate": score.degenerate, "reason": score.reason, "seed": self.plan.seed,
                 })
         return pd.DataFrame.from_records(rows, columns=SCORE_COLUMNS)
 
     def _prepared_original(self, method: MethodSpec) -> list[PreparedMap]:
-        if method.name not in self.prepared:
-            self.prepared[method.name] = [PreparedMap(m, self.plan.metrics, image)
-                                          for m, image in zip(self.original_maps[method.name], self.x)]
-        return self.prepared[method.name]
+        if method.label not in self.prepared:
+            self.prepared[method.label] = [PreparedMap(m, self.plan.metrics, image)
+                                           for m, image in zip(self.original_maps[method.label], self.x)]
+        return self.prepared[method.label]
 
     # -- targets -------------------------------------------------------------------------------------
     def _targets(self, step: Step) -> np.ndarray:
-        if self.plan.target == "original":
-            return self.original_targets
+        """The classes the run's target rule explains for the model as it is now (at `step`)."""
         if self.plan.target == "label":
             return self.images.labels.astype(np.int32)
+        if self.plan.target == "original" or step.index == 0:
+            return self.trained_argmax
         return self._argmax(self.model.predict(self.x), step)
 
     def _argmax(self, logits: np.ndarray, step: Step) -> np.ndarray:
@@ -258,18 +321,20 @@ class Runner:
         return np.argmax(logits, axis=1).astype(np.int32)
 
     # -- the run's files -------------------------------------------------------------------------------
-    def _all_steps(self) -> list[Step]:
-        return [*self.steps, *(Step(CONTROL_STEP, c, ()) for c in self.plan.controls)]
+    def _units(self) -> list[tuple[Step, MethodSpec]]:
+        steps = [*self.steps, *(Step(CONTROL_STEP, c, ()) for c in self.plan.controls)]
+        return [(s, m) for s in steps for m in self.plan.methods]
 
-    def _assemble(self, seconds: float) -> None:
-        units = [(s, m) for s in self._all_steps() for m in self.plan.methods]
+    def _assemble(self) -> None:
+        """The run's files from its parts; run.json last: its presence marks the run complete."""
+        units = self._units()
         scores = pd.concat([pd.read_csv(self.parts / f"{_stem(s, m)}.csv", keep_default_na=False,
                                         na_values=[""]) for s, m in units], ignore_index=True)
         scores["reason"] = scores["reason"].fillna("")
         write_csv(self.run_dir / "scores.csv", scores)
         write_csv(self.run_dir / "summary.csv", summarize(scores, self.plan.seed))
         write_npz(self.run_dir / "maps.npz", self._maps_archive(units))
-        write_json(self.run_dir / "run.json", self._record(units, seconds))
+        write_json(self.run_dir / RECORD, self._record(units))
 
     def _maps_archive(self, units) -> dict[str, np.ndarray]:
         k = self.plan.maps_to_keep
@@ -278,27 +343,29 @@ class Runner:
         for s, m in units:
             if s.index != CONTROL_STEP:
                 with np.load(self.parts / f"{_stem(s, m)}.npz") as part:
-                    arrays[f"{m.name}/{s.index:03d}"] = part["maps"]
+                    arrays[f"{m.label}/{s.index:03d}"] = part["maps"]
         return arrays
 
-    def _record(self, units, seconds: float) -> dict[str, Any]:
-        timings = {_stem(s, m): json.loads((self.parts / f"{_stem(s, m)}.json").read_text())["seconds"]
-                   for s, m in units}
+    def _record(self, units) -> dict[str, Any]:
+        parts = {_stem(s, m): json.loads((self.parts / f"{_stem(s, m)}.json").read_text()) for s, m in units}
+        computations = Session.history(self.parts, parts)
+        first = computations[0] if computations else {}
         return {
-            "config": self.plan.config, "config_key": self.plan.key(), "versions": _versions(),
-            "seed": self.plan.seed,
-            "model": _model_record(self.model) | {"donor": self.plan.donor},
+            "config": self.plan.config, "config_key": self.plan.key(), "contents": self.plan.contents,
+            "versions": first.get("versions") or _versions(), "seed": self.plan.seed,
+            "model": _model_record(self.model) | {"donor": self.plan.donor,
+                                                  "weights_digest": self.plan.contents.get("model")},
             "schedule": {"name": self.plan.schedule, "steps": [{"index": s.index, "block": s.block,
                                                                   "randomized": list(s.randomized)} for s in self.steps],
                          "reinit": {k: v for k, v in vars(self.plan.reinit).items() if k != "donor"}},
             "metrics": self.plan.metrics.to_record(),
-            "images": {"count": len(self.images), "ids": self.images.ids},
+            "images": {"count": len(self.images), "ids": self.images.ids, "digest": self.plan.contents.get("images")},
             "controls": list(self.plan.controls),
             "methods": [vars(m) for m in self.plan.methods],
             "target": self.plan.target,
-            "timings": {"total_seconds": seconds, "method_seconds": timings,
-                        "overhead_share": max(0.0, 1.0 - sum(timings.values()) / seconds) if seconds else None},
-            "trace_counts": dict(self.model.trace_counts),
+            "timings": _timings(computations, {stem: part["seconds"] for stem, part in parts.items()}),
+            "trace_counts": first.get("trace_counts") or {},
+            "computations": computations,
         }
 
     @contextmanager
@@ -311,11 +378,92 @@ class Runner:
             yield bar
 
 
+@dataclass
+class Session:
+    """One invocation that computed units: when it started, with which packages, and (if it was not
+    killed) how long it took and what TensorFlow traced. run.json lists them in order, so a resumed
+    run keeps the first computation's record and says what each later one added."""
+    id: str
+    path: Path
+    record: dict[str, Any]
+
+    @classmethod
+    def open(cls, parts: Path) -> "Session":
+        began = time.time()
+        session_id = f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime(began))}-{os.getpid()}"
+        record = {"session": session_id, "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(began)),
+                  "versions": _versions(), "seconds": None, "trace_counts": None, "_began": time.perf_counter()}
+        session = cls(session_id, parts / f"session-{session_id}.json", record)
+        session._write()
+        return session
+
+    def close(self, trace_counts: dict[str, int]) -> None:
+        self.record |= {"seconds": time.perf_counter() - self.record["_began"], "trace_counts": trace_counts}
+        self._write()
+
+    def _write(self) -> None:
+        write_json(self.path, {k: v for k, v in self.record.items() if not k.startswith("_")})
+
+    @staticmethod
+    def history(parts: Path, units: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+        """Every session that computed a unit of this run, oldest first, with the units it computed
+        (a session killed before it finished has `seconds` null)."""
+        computed: dict[str, list[str]] = {}
+        for stem, part in units.items():
+            computed.setdefault(part.get("session", "unknown"), []).append(stem)
+        out = []
+        for session_id, stems in computed.items():
+            file = parts / f"session-{session_id}.json"
+            record = json.loads(file.read_text()) if file.is_file() else {"session": session_id}
+            out.append(record | {"units": stems})
+        return sorted(out, key=lambda r: r.get("started", ""))
+
+
+def _timings(computations: list[dict[str, Any]], unit_seconds: dict[str, float]) -> dict[str, Any]:
+    """Kernel seconds per unit; wall time and the share that is not a kernel, over the sessions that
+    ran to their end (a killed session's wall time is unknown)."""
+    whole = [c for c in computations if c.get("seconds") is not None]
+    total = sum(c["seconds"] for c in whole)
+    kernels = sum(unit_seconds[stem] for c in whole for stem in c["units"])
+    return {"total_seconds": total, "method_seconds": unit_seconds,
+            "overhead_share": max(0.0, 1.0 - kernels / total) if total else None}
+
+
+def _readable_part(path: Path) -> bool:
+    """A unit is done when its three files exist and parse (a power loss can leave an empty file)."""
+    try:
+        json.loads(path.with_suffix(".json").read_text())
+        with np.load(path.with_suffix(".npz")) as part:
+            if "maps" not in part.files:
+                return False
+        return list(pd.read_csv(path.with_suffix(".csv"), nrows=0).columns) == SCORE_COLUMNS
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile):  # pandas' parse errors are ValueErrors
+        return False
+
+
 # -- helpers ----------------------------------------------------------------------------------------
 def _stem(step: Step, method: MethodSpec) -> str:
-    """File stem of a unit in parts/: s003-gradient, or control-ceiling-gradient."""
+    """File stem of a unit in parts/: s003-gradient, or control-ceiling-gradient (by method label)."""
     where = f"control-{step.block}" if step.index == CONTROL_STEP else f"s{step.index:03d}"
-    return f"{where}-{method.name}"
+    return f"{where}-{method.label}"
+
+
+def weights_digest(model) -> str:
+    """SHA-256 of every variable's name, dtype, shape and bytes: the model's content identity."""
+    digest = hashlib.sha256()
+    for v, value in zip(model.variables, model.snapshot(), strict=True):
+        digest.update(f"{v.name}|{value.dtype}|{value.shape}|".encode())
+        digest.update(np.ascontiguousarray(value).tobytes())
+    return digest.hexdigest()
+
+
+def images_digest(images: ImageSet) -> str:
+    """SHA-256 of the image ids, pixels and labels: the image set's content identity."""
+    digest = hashlib.sha256(json.dumps(list(images.ids)).encode())
+    digest.update(np.ascontiguousarray(images.images, np.float32).tobytes())
+    if images.labels is not None:
+        digest.update(np.asarray(images.labels, np.int64).tobytes())
+    return digest.hexdigest()
 
 
 def _model_record(model) -> dict[str, Any]:

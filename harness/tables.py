@@ -7,9 +7,12 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-SCORE_COLUMNS = ["model", "method", "schedule", "step", "block", "image_id", "target_class", "metric",
-                 "value", "degenerate", "reason", "seed"]
-GROUP_COLUMNS = ["model", "method", "schedule", "step", "block", "metric"]
+# `method` is the family (conf/method/<method>.yaml), `variant` the entry of the run's method list
+# (its label: the family's name unless two entries share it). `target_class` is the class a row's
+# map explains, `reference_class` the class of the map it is compared with (-1: no class).
+SCORE_COLUMNS = ["model", "method", "variant", "schedule", "step", "block", "image_id", "target_class",
+                 "reference_class", "metric", "value", "degenerate", "reason", "seed"]
+GROUP_COLUMNS = ["model", "method", "variant", "schedule", "step", "block", "metric"]
 SUMMARY_COLUMNS = GROUP_COLUMNS + ["n", "mean", "sd", "se", "ci_low", "ci_high", "n_degenerate"]
 BOOTSTRAP_SAMPLES = 2000
 
@@ -26,17 +29,23 @@ def bootstrap_ci(values: np.ndarray, seed: int = 0, level: float = 0.95) -> tupl
 
 
 def summarize(scores: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
-    """Mean, SD, SE and a 95 % bootstrap CI per group; degenerate (NaN) rows are counted, not used."""
+    """Mean, SD, SE and a 95 % bootstrap CI per group over its non-degenerate rows.
+
+    A degenerate row (flagged ``degenerate``, or with a NaN value) is left out of the mean, SD, SE
+    and CI even when its value is finite (SSIM of a constant map), and counted once: ``n`` = the
+    rows that entered the mean, ``n_degenerate`` = the rows left out, so n + n_degenerate = rows.
+    """
     records = []
     for keys, group in scores.groupby(GROUP_COLUMNS, sort=False, dropna=False):
         values = group["value"].to_numpy(dtype=float)
-        valid = values[~np.isnan(values)]
+        degenerate = group["degenerate"].astype(bool).to_numpy() | np.isnan(values)
+        valid = values[~degenerate]
         n = len(valid)
         sd = float(np.std(valid, ddof=1)) if n > 1 else float("nan")
         low, high = bootstrap_ci(valid, seed)
         records.append(dict(zip(GROUP_COLUMNS, keys)) | {
             "n": n, "mean": float(np.mean(valid)) if n else float("nan"), "sd": sd,
             "se": sd / np.sqrt(n) if n > 1 else float("nan"), "ci_low": low, "ci_high": high,
-            "n_degenerate": int(group["degenerate"].astype(bool).sum()),
+            "n_degenerate": int(degenerate.sum()),
         })
     return pd.DataFrame.from_records(records, columns=SUMMARY_COLUMNS)

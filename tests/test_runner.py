@@ -55,8 +55,8 @@ def test_controls_and_summary(tmp_path, tiny_saved_model, image_folder):
     mask = controls[(controls["block"] == "random_mask") & (controls["metric"] == "spearman_signed")]
     assert mask["value"].abs().mean() < 0.3
     summary = pd.read_csv(run_dir / "summary.csv")
-    assert list(summary.columns) == ["model", "method", "schedule", "step", "block", "metric", "n", "mean", "sd",
-                                     "se", "ci_low", "ci_high", "n_degenerate"]
+    assert list(summary.columns) == ["model", "method", "variant", "schedule", "step", "block", "metric", "n", "mean",
+                                     "sd", "se", "ci_low", "ci_high", "n_degenerate"]
     row = summary[(summary["step"] == 1) & (summary["metric"] == "spearman_abs")].iloc[0]
     values = scores[(scores["step"] == 1) & (scores["metric"] == "spearman_abs")]["value"]
     assert row["n"] == 6 and np.isclose(row["mean"], values.mean()) and row["ci_low"] <= row["mean"] <= row["ci_high"]
@@ -157,3 +157,225 @@ def test_nan_model_output_stops_the_run(tmp_path, images8):
     with pytest.raises(HarnessError, match="produced NaN/inf logits at step 0"):
         runner.Runner(plan, model, images, tmp_path / "run", print).execute()
     assert not (tmp_path / "run" / "scores.csv").exists()
+
+
+# -- the classes explained (review items 2 and 3) ----------------------------------------------------
+class ExplainedClasses:
+    """Records the classes every `_maps` call explains, by model state."""
+
+    def __init__(self, monkeypatch):
+        self.calls: dict[str, list[np.ndarray]] = {}
+        real = runner.Runner._maps
+
+        def spy(runner_self, method, step, targets):
+            self.calls.setdefault(step.block, []).append(np.array(targets))
+            return real(runner_self, method, step, targets)
+        monkeypatch.setattr(runner.Runner, "_maps", spy)
+
+
+def trained_argmax(saved_model, run_dir):
+    from harness.models import load_model
+
+    record = json.loads((run_dir / "run.json").read_text())
+    model = load_model(record["config"]["model"], log=lambda _: None)
+    images = np.load(run_dir / "maps.npz")["images"]
+    return np.argmax(model.predict(model.input_spec.to_model_space(images)), axis=1)
+
+
+def test_reference_maps_explain_the_label_when_target_is_label(tmp_path, tiny_saved_model, image_folder, monkeypatch):
+    """target=label: the step-0 maps that every step is compared with explain the label, and the
+    rows say so (they explained the trained model's argmax while the rows said 'label')."""
+    path, _ = tiny_saved_model
+    spy = ExplainedClasses(monkeypatch)
+    first = runner.run(config(*tiny_overrides(path, image_folder, tmp_path / "probe"), "controls=[]"),
+                       log=lambda _: None)
+    argmax = trained_argmax(path, first)
+    labels = (argmax + 1) % 3  # every image's label differs from its prediction
+    spy.calls.clear()
+    run_dir = runner.run(config(*tiny_overrides(path, image_folder, tmp_path / "r"), "target=label",
+                                f"data.labels=[{','.join(map(str, labels))}]"), log=lambda _: None)
+    for block, calls in spy.calls.items():
+        for targets in calls:
+            np.testing.assert_array_equal(targets, labels, err_msg=f"maps at {block} explain other classes")
+    scores = pd.read_csv(run_dir / "scores.csv")
+    explained = scores[scores["block"] != "random_mask"]
+    by_image = dict(zip(sorted(p.name for p in image_folder.iterdir()), labels))
+    assert (explained["target_class"] == explained["image_id"].map(by_image)).all()
+    assert (scores["reference_class"] == scores["image_id"].map(by_image)).all()
+    with np.load(run_dir / "maps.npz") as maps:
+        from harness.models import load_model
+        model = load_model(json.loads((run_dir / "run.json").read_text())["config"]["model"], log=lambda _: None)
+        x = model.input_spec.to_model_space(maps["images"])
+        expected = runner.method_registry.get("gradient")(model, x, labels.astype(np.int32), None, {})
+        np.testing.assert_allclose(maps["gradient/000"], expected, rtol=1e-6)
+
+
+@pytest.mark.parametrize("target", ["original", "predicted"])
+def test_random_model_control_follows_the_target_rule(tmp_path, tiny_saved_model, image_folder, monkeypatch, target):
+    """The random_model floor explains the classes the run's rule picks (original: the trained model's
+    argmax; predicted: each random model's own), and its rows record them."""
+    path, _ = tiny_saved_model
+    spy = ExplainedClasses(monkeypatch)
+    run_dir = runner.run(config(*tiny_overrides(path, image_folder, tmp_path / "r"), f"target={target}",
+                                "controls=[random_model]"), log=lambda _: None)
+    argmax = trained_argmax(path, run_dir)
+    a, b = (spy.calls[f"random_model_{i}"][0] for i in runner.RANDOM_MODEL_DRAWS)
+    if target == "original":
+        np.testing.assert_array_equal(a, argmax)
+        np.testing.assert_array_equal(b, argmax)
+    rows = pd.read_csv(run_dir / "scores.csv").query("block == 'random_model'").drop_duplicates("image_id")
+    np.testing.assert_array_equal(rows["target_class"], b)
+    np.testing.assert_array_equal(rows["reference_class"], a)
+
+
+# -- several entries of one method (item 4) -----------------------------------------------------------
+def test_two_entries_of_one_method_are_two_variants(tmp_path, tiny_saved_model, image_folder):
+    path, _ = tiny_saved_model
+    run_dir = runner.run(config(*tiny_overrides(path, image_folder, tmp_path / "r"), "controls=[ceiling]",
+                                "methods=[{name:integrated_gradients,steps:3},{name:integrated_gradients,steps:5}]"),
+                         log=lambda _: None)
+    scores = pd.read_csv(run_dir / "scores.csv")
+    assert set(scores["method"]) == {"integrated_gradients"}
+    assert set(scores["variant"]) == {"integrated_gradients[steps=3]", "integrated_gradients[steps=5]"}
+    summary = pd.read_csv(run_dir / "summary.csv")
+    assert (summary["n"] == 6).all() and len(summary) == 2 * 6 * 4  # 2 variants x (5 steps + ceiling) x 4 metrics
+    steps3, steps5 = (scores[(scores["variant"] == f"integrated_gradients[steps={k}]") & (scores["step"] == 4)]
+                      for k in (3, 5))
+    assert not np.allclose(steps3["value"], steps5["value"])  # each variant scored against its own originals
+    with np.load(run_dir / "maps.npz") as maps:
+        assert {"integrated_gradients[steps=3]/000", "integrated_gradients[steps=5]/000"} <= set(maps.files)
+    labelled = runner.Plan.from_config(config(
+        "methods=[{name:gradient,label:plain},{name:gradient,label:again}]")).methods
+    assert [m.label for m in labelled] == ["plain", "again"]
+    with pytest.raises(HarnessError, match="two method entries are both labelled 'gradient'"):
+        runner.Plan.from_config(config("methods=[gradient,gradient]"))
+
+
+# -- the resume key and run.json (items 10 and 11) -----------------------------------------------------
+def test_changed_model_or_images_are_a_new_run(tmp_path, tiny_saved_model, image_folder):
+    """Overwriting the model or an image under the same config must not reuse the old parts."""
+    from harness.models.export import export_hub_style
+    from skimage import io
+
+    path, _ = tiny_saved_model
+    overrides = [*tiny_overrides(path, image_folder, tmp_path / "r"), "controls=[]"]
+    before = runner.run(config(*overrides), log=lambda _: None)
+    metadata = json.loads((Path(path) / "harness_metadata.json").read_text()) \
+        if (Path(path) / "harness_metadata.json").exists() else None
+    export_hub_style(tiny_cnn(seed=1), Path(path), metadata or {"name": "tiny", "input": {
+        "size": [8, 8], "channels": 1, "value_range": [0.0, 1.0]}})
+    after_model = runner.run(config(*overrides), log=lambda _: None)
+    assert after_model != before
+    fresh = runner.run(config(*tiny_overrides(path, image_folder, tmp_path / "fresh"), "controls=[]"),
+                       log=lambda _: None)
+    assert (after_model / "scores.csv").read_bytes() == (fresh / "scores.csv").read_bytes()
+    io.imsave(image_folder / "img0.png", np.zeros((8, 8), np.uint8), check_contrast=False)
+    after_images = runner.run(config(*overrides), log=lambda _: None)
+    assert after_images not in (before, after_model)
+    record = json.loads((after_images / "run.json").read_text())
+    assert record["images"]["digest"] and record["model"]["weights_digest"]
+
+
+class Killed(BaseException):
+    """Stands for kill -9 at a chosen point: nothing after it runs."""
+
+
+def kill_at(monkeypatch, where: str):
+    """Make the run die at `where`: 'part' (after the third unit's part), 'control' (between the
+    random_model control's two models), 'assembly' (after scores.csv, before run.json)."""
+    from harness.randomization import Randomizer
+
+    if where == "part":
+        written, real = [], runner.write_csv
+
+        def write_csv(path, frame):
+            result = real(path, frame)
+            written.append(path)
+            if len(written) == 3:
+                raise Killed(where)
+            return result
+        monkeypatch.setattr(runner, "write_csv", write_csv)
+    elif where == "control":
+        real_step = Randomizer.step
+
+        def step(self, step):
+            if step.block == f"random_model_{runner.RANDOM_MODEL_DRAWS[1]}":
+                raise Killed(where)
+            return real_step(self, step)
+        monkeypatch.setattr(Randomizer, "step", step)
+    else:
+        real_json = runner.write_json
+
+        def write_json(path, data):
+            if Path(path).name == "run.json":
+                raise Killed(where)
+            return real_json(path, data)
+        monkeypatch.setattr(runner, "write_json", write_json)
+
+
+@pytest.mark.parametrize("where", ["part", "control", "assembly"])
+def test_killed_at_each_point_resumes_to_identical_files(tmp_path, tiny_saved_model, image_folder, monkeypatch, where):
+    path, _ = tiny_saved_model
+    methods = "methods=[gradient,{name:smoothgrad,samples:2}]"
+    fresh = runner.run(config(*tiny_overrides(path, image_folder, tmp_path / "fresh"), methods), log=lambda _: None)
+    with monkeypatch.context() as patch:
+        kill_at(patch, where)
+        with pytest.raises(Killed):
+            runner.run(config(*tiny_overrides(path, image_folder, tmp_path / "killed"), methods), log=lambda _: None)
+    run_dir = next((tmp_path / "killed").glob("runs/*"))
+    assert not (run_dir / "run.json").exists()
+    computed = []
+    real = runner.Runner._unit
+    monkeypatch.setattr(runner.Runner, "_unit", lambda self, step, method, targets: (
+        computed.append((step.index, method.label)), real(self, step, method, targets))[1])
+    resumed = runner.run(config(*tiny_overrides(path, image_folder, tmp_path / "killed"), methods), log=lambda _: None)
+    assert resumed.name == fresh.name
+    for name in ("scores.csv", "summary.csv"):
+        assert (resumed / name).read_bytes() == (fresh / name).read_bytes(), name
+    if where == "part":  # three units were committed before the kill: the resume computes the rest only
+        assert computed == [(1, "smoothgrad"), *((i, m) for i in range(2, 5) for m in ("gradient", "smoothgrad"))]
+    if where == "assembly":
+        assert computed == []  # every unit was done: only the files are assembled
+    record = json.loads((resumed / "run.json").read_text())
+    sessions = record["computations"]
+    stems = [stem for c in sessions for stem in c["units"]]
+    assert sorted(stems) == sorted(record["timings"]["method_seconds"]) and len(stems) == len(set(stems))
+    assert len(sessions) == (1 if where == "assembly" else 2)
+    assert sessions[0]["versions"]["tensorflow"].startswith("2.21")
+    assert sessions[0]["seconds"] is None if where != "assembly" else sessions[0]["seconds"] > 0
+
+
+def test_rerun_of_a_finished_run_keeps_its_record(tmp_path, tiny_saved_model, image_folder):
+    """run.json is the first computation's record: a rerun neither recomputes nor rewrites it."""
+    path, _ = tiny_saved_model
+    overrides = [*tiny_overrides(path, image_folder, tmp_path / "r"), "controls=[ceiling]"]
+    run_dir = runner.run(config(*overrides), log=lambda _: None)
+    before = {name: (run_dir / name).read_bytes() for name in ("run.json", "scores.csv", "summary.csv")}
+    record = json.loads(before["run.json"])
+    assert record["trace_counts"]["gradient/logit"] == 1 and record["timings"]["total_seconds"] > 0
+    runner.run(config(*overrides), log=lambda _: None)
+    assert {name: (run_dir / name).read_bytes() for name in before} == before
+
+
+def test_an_unreadable_part_is_computed_again(tmp_path, tiny_saved_model, image_folder):
+    """After a power loss a part can exist with no bytes: it is not done, and the rerun mends it."""
+    path, _ = tiny_saved_model
+    overrides = [*tiny_overrides(path, image_folder, tmp_path / "r"), "controls=[ceiling]"]
+    run_dir = runner.run(config(*overrides), log=lambda _: None)
+    scores = (run_dir / "scores.csv").read_bytes()
+    (run_dir / "parts" / "s002-gradient.csv").write_bytes(b"")
+    (run_dir / "parts" / "s003-gradient.npz").write_bytes(b"PK\x03\x04")
+    (run_dir / "run.json").unlink()
+    runner.run(config(*overrides), log=lambda _: None)
+    assert (run_dir / "scores.csv").read_bytes() == scores
+    assert len(json.loads((run_dir / "run.json").read_text())["computations"]) == 2
+
+
+def test_calibration_killed_before_its_record_is_finished_on_rerun(tmp_path):
+    from harness.calibration import run_calibration
+
+    run_dir = run_calibration(tmp_path, pairs=2)
+    (run_dir / "run.json").unlink()  # killed between summary.csv and run.json
+    (run_dir / "summary.csv").write_text("stale")
+    run_calibration(tmp_path, pairs=2)
+    assert (run_dir / "run.json").is_file() and pd.read_csv(run_dir / "summary.csv")["n"].min() == 2

@@ -1,0 +1,42 @@
+"""TensorFlow imported without its start-up chatter, so a user sees only the harness's own lines.
+
+TensorFlow 2.21 writes its CUDA probing and oneDNN notices (`cudart_stub`, `cuInit`, "All log
+messages before absl::InitializeLog()") from C++ before its log level is read: TF_CPP_MIN_LOG_LEVEL
+does not silence them. So stderr's file descriptor points at /dev/null while TensorFlow is imported
+and probes its devices, then comes back; an error raised meanwhile still reaches the user, as a
+Python exception, after stderr is restored. `HARNESS_TF_LOGS=1` keeps everything (for debugging).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from contextlib import contextmanager
+
+
+@contextmanager
+def _stderr_silenced():
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def import_tensorflow_quietly() -> None:
+    """Import TensorFlow and probe its devices with stderr silenced; Python-side TF logs at ERROR."""
+    if "tensorflow" in sys.modules or os.environ.get("HARNESS_TF_LOGS") == "1":
+        return
+    with _stderr_silenced():
+        import tensorflow as tf
+
+        tf.config.list_physical_devices()  # the CUDA probe (cuInit) logs here, not at import
+    tf.get_logger().setLevel(logging.ERROR)
+    from absl import logging as absl_logging
+
+    absl_logging.set_verbosity(absl_logging.ERROR)
