@@ -382,6 +382,8 @@ def test_blur_path_is_scipys_gaussian_filter_and_its_sigma_difference():
 
 @pytest.mark.parametrize("settings", [{"steps": 6}, {"steps": 9, "fraction": 0.1, "max_dist": 0.3, "baseline": "gray"}])
 def test_guided_ig_is_pair_guided_ig(cnn, settings):
+    # At the method's defaults (one image per gradient call, as PAIR's): catches a path step that is
+    # not PAIR's, and gradients batched at the defaults (their rounding can move other features).
     import harness.methods.pair  # noqa: F401 - PAIR's Guided IG needs the NumPy 2 shim
 
     x = cnn.x.copy()
@@ -396,14 +398,57 @@ def test_guided_ig_is_pair_guided_ig(cnn, settings):
     assert rel(maps, expected) < 1e-5
 
 
-def test_guided_ig_threads_and_groups_do_not_change_the_map(cnn, monkeypatch):
+def test_guided_ig_threads_do_not_change_the_map(cnn, monkeypatch):
     from harness.methods import guided_ig
 
     plain = run("guided_ig", cnn, {"steps": 5})
     monkeypatch.setattr(guided_ig, "PARALLEL_FEATURES", 1)  # path searches in worker threads
     np.testing.assert_array_equal(run("guided_ig", cnn, {"steps": 5}), plain)
-    # One image a group: gradients from batches of 1 round differently, nothing else changes.
-    assert rel(run("guided_ig", cnn, {"steps": 5, "max_batch": 1}), plain) < 1e-5
+
+
+def batch_coupled_cnn():
+    """tiny_cnn(4) whose logits all get + 1e-3 x the batch mean of the images' pixel sums: the gradient
+    of an image depends on how many images share its call (by 1e-3 / batch size on every pixel), as
+    a batched kernel's rounding makes it depend on its batch-mates, but on any machine."""
+    base = tiny_cnn(4)
+    coupled = keras.layers.Lambda(lambda t: t[0] + 1e-3 * keras.ops.mean(keras.ops.sum(t[1], axis=(1, 2, 3))),
+                                  name="batch_mean")([base.outputs[0], base.inputs[0]])
+    return keras.Model(base.inputs[0], coupled, name="batch_coupled")
+
+
+def test_guided_ig_is_pair_guided_ig_on_a_batch_coupled_model(images8):
+    # Catches, on any machine: gradients of several images in one call at the defaults (PAIR asks for
+    # one image a call, and this model's gradients depend on the number of images in a call).
+    import harness.methods.pair  # noqa: F401 - PAIR's Guided IG needs the NumPy 2 shim
+
+    keras_model = batch_coupled_cnn()
+    model = wrap_keras(keras_model)
+    s = subject(model, images8, Reference(lambda v: keras_model(v, training=False), model.tensor_spec()), None)
+    expected = pair_maps(s, lambda xi, f, a: pair.GuidedIG().GetMask(xi, f, a, x_baseline=np.zeros_like(xi),
+                                                                     x_steps=20))
+    assert rel(run("guided_ig", s, {"steps": 20}), expected) < 1e-5
+
+
+@pytest.mark.parametrize("which", ["mnist_cnn", "batch_coupled"])
+def test_guided_ig_map_of_an_image_is_the_same_alone_and_in_any_group(cnn, images8, which):
+    # Catches: Guided IG asking for the gradients of several images in one call at its defaults. Which
+    # features a step moves flips with a gradient's last bits, so the map of an image would depend on
+    # the images beside it (the trained CNN's batched gradients differ in their last bits from an image
+    # alone; the coupled model's differ on any machine).
+    if which == "mnist_cnn":
+        model, x = cnn.model, np.concatenate([cnn.x, cnn.x[:, :, ::-1]])
+    else:
+        model, x = wrap_keras(batch_coupled_cnn()), images8
+    t = np.argmax(model.predict(x), 1).astype(np.int32)
+
+    def guided(rows):
+        return methods.get("guided_ig")(model, x[rows], t[rows], None, {"steps": 20})
+    together = guided(slice(None))
+    assert np.abs(together).max() > 0
+    np.testing.assert_array_equal(guided(slice(None, None, -1)), together[::-1])  # other order
+    np.testing.assert_array_equal(guided(slice(1, 4)), together[1:4])  # other group
+    for i in range(len(x)):
+        np.testing.assert_array_equal(guided(slice(i, i + 1))[0], together[i])  # alone
 
 
 def test_cam_is_the_class_weighted_feature_sum_upsampled():

@@ -2,13 +2,17 @@
 
 The algorithm is PAIR's `guided_ig_impl` (saliency/core/guided_ig.py), replicated operation for
 operation in float64 so that the maps equal PAIR's `GuidedIG.GetMask`. Why not call it: PAIR walks one
-image at a time and asks the model for one gradient per step (batch of 1), since each step's path
-depends on the last step's gradient. Here the images advance in lock-step: one batched gradient
-call per step for all of them (`max_batch` images a group), then each image's path search (PAIR's
-inner "while gamma > 1" loop) in place on its flat float64 rows, in reused buffers, large images in
-parallel threads. The maps are PAIR's when the gradients are, with `max_batch: 1` (PAIR's batches
-of one image: 0 to 4e-8 apart, measured on the CNN and InceptionV3); other batch sizes round the
-gradients differently, which can flip which features a step moves (the benchmark's note measures it).
+image at a time, each step in its own Python loop. Here the images advance in lock-step, each image's
+path search (PAIR's inner "while gamma > 1" loop) in place on its flat float64 rows, in reused buffers,
+large images in parallel threads.
+
+Gradients are asked for one image per call by default (`max_batch: 1`), as PAIR does. Which features a
+step moves (the smallest-|gradient| quantile) flips with the last bits of a gradient, and a batched
+call rounds an image's gradient differently from a call of that image alone (oneDNN picks kernels by
+batch size), so with more rows per call an image's map depends on which images happen to share its
+calls. tests/test_methods.py checks that an image's map at the defaults is bit-identical alone and
+in any group, also on a model built to make batch-mates change gradients. `max_batch` > 1 (or auto)
+is an opt-in trade of that independence for speed.
 """
 from __future__ import annotations
 
@@ -24,8 +28,10 @@ from harness.errors import HarnessError
 from harness.methods import COMMON, integrated, register, rows_per_call
 from harness.methods.kernels import input_gradients
 
+# max_batch 1: one image's point per gradient call, so its map never depends on other images (above).
 DEFAULTS = {"steps": 200, "fraction": 0.25, "max_dist": 0.02,
-            **{k: integrated.DEFAULTS[k] for k in ("baseline", "baseline_value", "blur_sigma")}, **COMMON}
+            **{k: integrated.DEFAULTS[k] for k in ("baseline", "baseline_value", "blur_sigma")}, **COMMON,
+            "max_batch": 1}
 EPSILON = 1e-9  # PAIR's tolerance for "L1 target reached"
 # Images with at least this many features search their paths in parallel threads (NumPy releases the
 # GIL in its array loops and in partition): ~30 ms per image and step at 299 x 299 x 3, while the
@@ -34,8 +40,9 @@ PARALLEL_FEATURES = 20_000
 
 
 def guided_path_integral(model, x: np.ndarray, targets: np.ndarray, baselines: np.ndarray, steps: int,
-                         fraction: float, max_dist: float, output: str, max_batch: int | str = "auto") -> np.ndarray:
-    """PAIR's Guided IG attribution of every image, [n, H, W, C] float64."""
+                         fraction: float, max_dist: float, output: str, max_batch: int | str = 1) -> np.ndarray:
+    """PAIR's Guided IG attribution of every image, [n, H, W, C] float64; `max_batch` rows (images)
+    per gradient call."""
     if steps < 1:
         raise HarnessError(f"method guided_ig: steps must be >= 1, got {steps}")
     shape = x.shape
@@ -43,25 +50,27 @@ def guided_path_integral(model, x: np.ndarray, targets: np.ndarray, baselines: n
     x_base = np.asarray(baselines, np.float64).reshape(len(x), -1)
     attr = np.zeros_like(x_in)
     walking = np.flatnonzero(np.abs(x_in - x_base).sum(axis=1) != 0)  # PAIR: input == baseline -> 0
-    group = rows_per_call(max_batch, shape[1:])  # images walked together: one gradient row each per step
+    per_call = rows_per_call(max_batch, shape[1:])  # gradient rows (images) per call
+    # Images walked together (their searches share a thread pool); at least one call's worth.
+    group = max(per_call, rows_per_call("auto", shape[1:]))
     workers = min(group, len(walking), os.cpu_count() or 1) if x_in.shape[1] >= PARALLEL_FEATURES else 1
     with ThreadPoolExecutor(max(workers, 1), thread_name_prefix="guided-ig") as pool:
         for rows in (walking[i:i + group] for i in range(0, len(walking), group)):
             attr[rows] = _walk(model, x_in[rows], x_base[rows], targets[rows], shape[1:], steps, fraction, max_dist,
-                               output, pool if workers > 1 else None)
+                               output, per_call, pool if workers > 1 else None)
     return attr.reshape(shape)
 
 
-def _walk(model, x_in, x_base, targets, image_shape, steps, fraction, max_dist, output, pool) -> np.ndarray:
-    """guided_ig_impl for images [n, features] in lock-step (none equal to its baseline); each
-    image's path search in `pool` if given."""
+def _walk(model, x_in, x_base, targets, image_shape, steps, fraction, max_dist, output, per_call, pool) -> np.ndarray:
+    """guided_ig_impl for images [n, features] in lock-step (none equal to its baseline), gradients
+    `per_call` images a call; each image's path search in `pool` if given."""
     point = x_base.copy()
     diff = x_in - x_base
     moving = diff != 0  # PAIR: alpha of a feature with input == baseline is NaN -> alpha_max: never behind
     l1_total = np.abs(x_in - x_base).sum(axis=1)
     attr = np.zeros_like(x_in)
     for step in range(steps):
-        grad_actual = input_gradients(model, point.reshape(-1, *image_shape), targets, output, "auto")
+        grad_actual = input_gradients(model, point.reshape(-1, *image_shape), targets, output, per_call)
         grad_actual = grad_actual.reshape(len(point), -1)
         grad = grad_actual.copy()
         alpha = (step + 1.0) / steps
