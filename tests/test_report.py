@@ -170,7 +170,7 @@ def test_paper_vs_run_table_has_paper_values_and_our_means(built):
     assert "| Guided Backprop | logits | 0.89 | 0.720 | [0.700, 0.740] | -0.170 | cascading_cnn |" in markdown
     assert "| Gradient | conv1 | 0.08 | 0.090 |" in markdown
     assert "| Integrated Gradients | conv1 | 0.992 | — |" in markdown  # not run here: shown, not invented
-    assert "| Grad-CAM | conv1 | 0.30 | undefined (3 of 3) |" in markdown
+    assert "| Grad-CAM | conv1 | 0.30 | undefined (3 of 3 degenerate) |" in markdown
     # Data randomization: random-label model names match their true-label model; a range is a range.
     assert "| Gradient | random labels | 0.60 | 0.610 |" in markdown
     assert "| Gradient | random labels | 0.00-0.12 | 0.090 |" in markdown and "| +0.000 |" in markdown
@@ -181,7 +181,7 @@ def test_summary_tables_and_claims_come_from_the_data(built):
     root, _ = built
     markdown = (root / "report.md").read_text()
     assert "| Gradient | 1.00 [1.00, 1.00] | 0.62 [0.60, 0.64] |" in markdown
-    assert "undefined (3 of 3)" in markdown  # Grad-CAM at conv1: counted, not zero-filled
+    assert "undefined (3 of 3 degenerate)" in markdown  # Grad-CAM at conv1: counted, not zero-filled
     assert "control: ceiling" in markdown
     assert "**calibration: MNIST CNN, |Spearman|**" in markdown and "| Gradient | 0.00 [-0.02, 0.02] |" in markdown
     assert "Gradient, MNIST CNN (cascading_cnn, cascading): |Spearman| 1.00 at original -> 0.09" in markdown
@@ -192,6 +192,31 @@ def test_summary_tables_and_claims_come_from_the_data(built):
     assert "stays >= 0.5 through conv2" in markdown
     assert "depends on the training labels" in markdown
     assert "| Guided Backprop | `guided_backprop` | max_batch=256 | predicted |" in markdown  # methods table
+
+
+def test_degenerate_score_with_a_finite_value_is_left_out_and_counted_once(tmp_path):
+    """SSIM of a constant map is finite but flagged degenerate: summary.csv, the merged summary and
+    the report agree that it is left out of mean and CI, n counts the rows in the mean, and
+    n_degenerate counts it once (n + n_degenerate = the images)."""
+    rows = _rows("mnist_cnn", "cascading", CNN_BLOCKS, {"gradient": CASCADE["gradient"]})
+    cell = [r for r in rows if r["metric"] == "ssim" and r["step"] == 1]  # logits: 0.60, 0.62, 0.64
+    cell[2].update(value=1.0, degenerate=True, reason="constant map (compared)")  # finite, flagged
+    root = tmp_path / "reproduce"
+    run = write_run(root / "cascading_cnn", "mnist_cnn", "cascading", rows, _maps(["gradient"], CNN_BLOCKS),
+                    "cascading_cnn")
+    build_report(root)
+    for summary in (pd.read_csv(run / "summary.csv"), pd.read_csv(root / "summary.csv")):
+        row = summary[(summary["metric"] == "ssim") & (summary["step"] == 1)].iloc[0]
+        assert (row["n"], row["n_degenerate"]) == (2, 1)
+        assert row["mean"] == pytest.approx(0.61) and 0.60 <= row["ci_low"] <= row["ci_high"] <= 0.62
+        assert row["sd"] == pytest.approx(np.std([0.60, 0.62], ddof=1))
+        other = summary[(summary["metric"] == "ssim") & (summary["step"] == 2)].iloc[0]
+        assert (other["n"], other["n_degenerate"]) == (3, 0)
+    markdown = (root / "report.md").read_text()
+    assert "| Gradient | 1.00 [1.00, 1.00] | 0.61 [0.60, 0.62] (1 of 3 degenerate) | 0.41 [0.39, 0.43] |" in markdown
+    assert ("mean [95% bootstrap CI] over n = 2-3 images per cell (of 3: degenerate scores, from constant or "
+            "non-finite maps, are left out of mean and CI") in markdown
+    assert "undefined)" not in markdown and "n = 4" not in markdown
 
 
 def test_html_is_self_contained(built):

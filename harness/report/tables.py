@@ -38,23 +38,28 @@ def number(value: float, digits: int = 2) -> str:
     return MISSING if value is None or math.isnan(value) else f"{value:.{digits}f}"
 
 
+def _total(row: pd.Series) -> int:
+    """Images in the cell: those in the mean (n) plus the degenerate ones left out (summarize)."""
+    return int(row["n"] + row["n_degenerate"])
+
+
 def mean(row: pd.Series, digits: int = 2) -> str:
-    """"0.60"; undefined scores are counted in the cell, never hidden (pitfall 1)."""
+    """"0.60"; degenerate scores, left out of the mean, are counted in the cell, never hidden (pitfall 1)."""
     if math.isnan(row["mean"]):
-        return f"undefined ({int(row['n_degenerate'])} of {int(row['n'] + row['n_degenerate'])})"
-    return number(row["mean"], digits) + _undefined(row)
+        return f"undefined ({int(row['n_degenerate'])} of {_total(row)} degenerate)"
+    return number(row["mean"], digits) + _degenerate(row)
 
 
 def mean_ci(row: pd.Series, digits: int = 2) -> str:
-    """"0.60 [0.55, 0.66]", counting undefined scores as `mean` does."""
+    """"0.60 [0.55, 0.66]", counting degenerate scores as `mean` does."""
     if math.isnan(row["mean"]) or math.isnan(row["ci_low"]):
         return mean(row, digits)
     return (f"{number(row['mean'], digits)} [{number(row['ci_low'], digits)}, {number(row['ci_high'], digits)}]"
-            + _undefined(row))
+            + _degenerate(row))
 
 
-def _undefined(row: pd.Series) -> str:
-    return f" ({int(row['n_degenerate'])} undefined)" if row["n_degenerate"] else ""
+def _degenerate(row: pd.Series) -> str:
+    return f" ({int(row['n_degenerate'])} of {_total(row)} degenerate)" if row["n_degenerate"] else ""
 
 
 def ci(row: pd.Series, digits: int = 3) -> str:
@@ -111,9 +116,17 @@ def _grid(rows: pd.DataFrame) -> pd.DataFrame:
 
 
 def _sample_note(rows: pd.DataFrame) -> str:
-    counts = (rows["n"] + rows["n_degenerate"]).astype(int)
-    n = f"{counts.min()}" if counts.min() == counts.max() else f"{counts.min()}-{counts.max()}"
-    return f"mean [95% bootstrap CI] over n = {n} images per cell"
+    """n = the images whose score entered the mean (summary column n); degenerate ones are left out."""
+    note = f"mean [95% bootstrap CI] over n = {_span(rows['n'])} images per cell"
+    if rows["n_degenerate"].any():
+        note += (f" (of {_span(rows['n'] + rows['n_degenerate'])}: degenerate scores, from constant or "
+                 f"non-finite maps, are left out of mean and CI and counted in their cell as 'k of N degenerate')")
+    return note
+
+
+def _span(counts: pd.Series) -> str:
+    counts = counts.astype(int)
+    return f"{counts.min()}" if counts.min() == counts.max() else f"{counts.min()}-{counts.max()}"
 
 
 # -- paper vs this run -----------------------------------------------------------------------------------
