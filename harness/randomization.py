@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from harness.errors import HarnessError
-from harness.models.wrapper import Block, ModelUnderTest, ModelVariable
+from harness.models.wrapper import Block, ModelUnderTest, ModelVariable, variable_role
 
 SCHEDULES = ("cascading", "bottom_up", "independent", "data_randomization")
 SCHEMES = ("auto", "own", "he_truncated_normal", "truncated_normal", "glorot_uniform", "uniform", "permute",
@@ -105,15 +105,12 @@ class Reinit:
 
 # -- drawing new values ------------------------------------------------------------------------------
 def role(v: ModelVariable) -> str:
-    """kernel | bias | gamma | moving_stat | other, from the variable's name, shape and trainability."""
-    leaf = v.name.rsplit("/", 1)[-1].lower()
-    if not v.trainable:
-        return "moving_stat" if ("moving" in leaf or leaf in ("mean", "variance")) else "other"
-    if leaf in ("gamma", "scale"):
-        return "gamma"
-    if len(v.shape) >= 2:
-        return "kernel"
-    return "bias"
+    """kernel | bias | gamma | moving_stat | other, from the variable's name, shape and dtype.
+
+    Not from its trainability: a frozen model's kernel (Keras `trainable = False`) is still a kernel
+    and is randomized; moving statistics follow `bn_stats`; RNG state and counters are left alone.
+    """
+    return variable_role(v)
 
 
 def _fans(shape: tuple[int, ...]) -> tuple[int, int]:
@@ -121,11 +118,17 @@ def _fans(shape: tuple[int, ...]) -> tuple[int, int]:
     return shape[-2] * receptive, shape[-1] * receptive
 
 
+# Standard deviation of a unit normal truncated at +-2 standard deviations.
+TRUNCATED_STD = 0.87962566103423978
+
+
 def _truncated_normal(rng, shape, std, mean=0.0) -> np.ndarray:
     """Normal truncated at two standard deviations, as tf / keras TruncatedNormal draw.
 
-    Rejection sampling (redraw the ~4.6 % outside +-2): 30x faster than scipy's truncnorm.rvs,
-    which costs more than a whole MNIST step on the 3.2 M-weight fc1 kernel.
+    `std` is the standard deviation *before* truncation (keras TruncatedNormal(stddev) semantics):
+    the values drawn have standard deviation TRUNCATED_STD * std. Rejection sampling (redraw the
+    ~4.6 % outside +-2): 30x faster than scipy's truncnorm.rvs, which costs more than a whole MNIST
+    step on the 3.2 M-weight fc1 kernel.
     """
     values = rng.standard_normal(shape)
     outside = np.abs(values) > 2.0
@@ -152,7 +155,7 @@ def _from_spec(spec: Mapping[str, Any], shape, rng) -> np.ndarray:
             limit = np.sqrt(3.0 * spec["scale"] / fan)
             return rng.uniform(-limit, limit, size=shape)
         # Keras divides by .87962566 so that the *truncated* normal has the wanted variance.
-        return _truncated_normal(rng, shape, np.sqrt(spec["scale"] / fan) / 0.87962566103423978)
+        return _truncated_normal(rng, shape, np.sqrt(spec["scale"] / fan) / TRUNCATED_STD)
     raise HarnessError(f"unknown initializer kind {kind!r} in model metadata")
 
 
@@ -187,8 +190,13 @@ def draw(v: ModelVariable, reinit: Reinit, rng: np.random.Generator, current: np
         return np.full(shape, 1.0 if kind == "gamma" else 0.0)
     fan_in, fan_out = _fans(shape)
     if scheme == "he_truncated_normal":
-        return _truncated_normal(rng, shape, np.sqrt(2.0 / fan_in))
+        # He: the values drawn have std sqrt(2 / fan_in), as keras HeNormal and slim's
+        # variance_scaling_initializer (truncated) give; so the pre-truncation std is larger.
+        return _truncated_normal(rng, shape, np.sqrt(2.0 / fan_in) / TRUNCATED_STD)
     if scheme == "truncated_normal":
+        # schedule.std is the pre-truncation std, as keras TruncatedNormal(stddev) and
+        # tf.truncated_normal_initializer take it (the paper's "truncated normal"): the values drawn
+        # have std 0.88 x schedule.std. Kept so on purpose: the same number means the same draw.
         return _truncated_normal(rng, shape, reinit.std)
     if scheme == "glorot_uniform":
         limit = np.sqrt(6.0 / (fan_in + fan_out))

@@ -66,7 +66,7 @@ def test_scheme_distributions():
     current = kernel.variable.numpy()
     fan_in = kernel.shape[0]
     he = rz.draw(kernel, rz.Reinit(scheme="he_truncated_normal"), rng, current)
-    assert np.abs(he).max() <= 2 * np.sqrt(2 / fan_in) + 1e-9
+    assert np.abs(he).max() <= 2 * np.sqrt(2 / fan_in) / rz.TRUNCATED_STD + 1e-9
     uniform = rz.draw(kernel, rz.Reinit(scheme="uniform", low=-0.3, high=-0.1), rng, current)
     assert uniform.min() >= -0.3 and uniform.max() <= -0.1
     normal = rz.draw(kernel, rz.Reinit(scheme="truncated_normal", std=0.5), rng, current)
@@ -175,3 +175,125 @@ def test_gradient_traces_once_across_a_whole_cascade(images8):
     assert model.trace_counts["gradient/logit"] == 1
     assert not np.allclose(maps[0], maps[1])  # randomizing the logits changed the maps...
     assert np.array_equal(maps[0], after)     # ...and the restore is exact
+
+
+# -- distributions: the standard deviation the draws actually have ---------------------------------------
+def _big_kernel(shape):
+    import tensorflow as tf
+
+    from harness.models.wrapper import ModelVariable
+
+    return ModelVariable("big/kernel", tf.Variable(np.zeros(shape, np.float32)), True)
+
+
+def _std_within(values, expected, rel=0.005):
+    # 1 M draws: the sample std's relative standard error is ~0.07 %; 0.5 % is 7 of them,
+    # while the uncorrected draw is 12 % low.
+    assert abs(values.std() / expected - 1) < rel, (values.std(), expected)
+
+
+@pytest.mark.parametrize("shape", [(1000, 1000), (3, 3, 64, 1024)])
+def test_he_truncated_normal_has_the_he_std(shape):
+    """The `auto` scheme of every SavedModel without metadata: std sqrt(2 / fan_in) of the values
+    drawn (as keras HeNormal and slim's variance_scaling_initializer), not of the normal before
+    truncation (which gave 0.88x)."""
+    import keras
+
+    kernel = _big_kernel(shape)
+    fan_in = int(np.prod(shape[:-1]))
+    he = rz.draw(kernel, rz.Reinit(scheme="he_truncated_normal"), np.random.default_rng(0), None)
+    _std_within(he, np.sqrt(2.0 / fan_in))
+    assert np.abs(he).max() <= 2 * np.sqrt(2.0 / fan_in) / rz.TRUNCATED_STD + 1e-12
+    _std_within(keras.initializers.HeNormal(seed=0)(shape).numpy(), np.sqrt(2.0 / fan_in))  # the reference
+    # the same as the model's own HeNormal initializer, drawn through scheme `own`
+    kernel.initializer = {"kind": "variance_scaling", "scale": 2.0, "mode": "fan_in", "distribution": "truncated_normal"}
+    _std_within(rz.draw(kernel, rz.Reinit(scheme="own"), np.random.default_rng(1), None), np.sqrt(2.0 / fan_in))
+
+
+def test_truncated_normal_std_is_keras_pre_truncation_std():
+    """scheme truncated_normal (schedule.std) and an own TruncatedNormal(stddev) initializer take the
+    std before truncation, as keras / tf.truncated_normal_initializer do: draws have 0.88 x std."""
+    import keras
+
+    kernel = _big_kernel((1000, 1000))
+    drawn = rz.draw(kernel, rz.Reinit(scheme="truncated_normal", std=0.5), np.random.default_rng(0), None)
+    assert np.abs(drawn).max() <= 1.0
+    _std_within(drawn, 0.5 * rz.TRUNCATED_STD)
+    _std_within(keras.initializers.TruncatedNormal(stddev=0.5, seed=0)((1000, 1000)).numpy(), 0.5 * rz.TRUNCATED_STD)
+    kernel.initializer = {"kind": "truncated_normal", "std": 0.1}
+    _std_within(rz.draw(kernel, rz.Reinit(scheme="own"), np.random.default_rng(1), None), 0.1 * rz.TRUNCATED_STD)
+
+
+# -- frozen models: trainable=False is no reason to leave a weight alone ------------------------------------
+def _cnn_with_state(freeze: str):
+    """conv1 -> bn1 -> conv2 -> dropout (a seed generator: state, not a block) -> fc1 -> logits, frozen
+    as a whole (`model.trainable = False`), as a backbone under a trainable head, or layer by layer."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8, 8, 1), name="image")
+    x = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="conv1")(inputs)
+    x = keras.layers.BatchNormalization(name="bn1")(x)
+    x = keras.layers.Conv2D(6, 3, padding="same", activation="relu", name="conv2")(x)
+    x = keras.layers.Flatten(name="flatten")(x)
+    if freeze == "backbone":
+        backbone = keras.Model(inputs, x, name="backbone")
+        backbone.trainable = False
+        inputs = keras.Input((8, 8, 1), name="image")
+        x = backbone(inputs)
+    x = keras.layers.Dropout(0.5, name="drop")(x)
+    x = keras.layers.Dense(12, activation="relu", name="fc1")(x)
+    model = keras.Model(inputs, keras.layers.Dense(3, name="logits")(x), name="frozen_cnn")
+    if freeze == "model":
+        model.trainable = False
+    if freeze == "layers":
+        for name in ("conv1", "bn1", "fc1"):
+            model.get_layer(name).trainable = False
+    bn = model.get_layer("backbone").get_layer("bn1") if freeze == "backbone" else model.get_layer("bn1")
+    bn.moving_mean.assign(np.full(4, 0.3, np.float32))  # as if trained
+    return model
+
+
+@pytest.mark.parametrize("freeze", ["model", "backbone", "layers"])
+def test_frozen_weights_are_blocks_and_get_randomized(freeze, tmp_path):
+    from harness.models import load_model
+
+    file = tmp_path / "frozen.keras"
+    _cnn_with_state(freeze).save(file)
+    model = load_model({"source": str(file)}, log=lambda _: None)
+    assert [b.name for b in model.blocks] == ["conv1", "bn1", "conv2", "fc1", "logits"]
+    frozen = {v.name for v in model.variables if not v.trainable}
+    assert {"conv1/kernel", "bn1/gamma", "bn1/moving_mean"} <= frozen  # the file kept trainable=False
+    state = [v for v in model.variables if "seed_generator" in v.name]
+    assert len(state) == 1 and rz.role(state[0]) == "other"
+    roles = {v.name: rz.role(v) for v in model.variables}
+    assert roles["conv1/kernel"] == "kernel" and roles["bn1/gamma"] == "gamma" and roles["bn1/beta"] == "bias"
+    assert roles["bn1/moving_mean"] == "moving_stat"
+
+    before = _values(model)
+    randomizer = rz.Randomizer(model, rz.Reinit(seed=2))
+    steps = rz.schedule_steps("cascading", [b.name for b in model.blocks])
+    for step in steps[1:]:
+        with randomizer.step(step):  # the self-check: every block assigned, nothing else touched
+            now = _values(model)
+    changed = {name for name, value in now.items() if value.tobytes() != before[name].tobytes()}
+    kernels = {v.name for v in model.variables if rz.role(v) == "kernel"}
+    assert kernels == {"conv1/kernel", "conv2/kernel", "fc1/kernel", "logits/kernel"} and kernels <= changed
+    assert "bn1/gamma" in set(randomizer.assigned["bn1"]) and "bn1/moving_mean" not in changed  # bn_stats=keep
+    assert state[0].name not in changed
+    assert all(v.tobytes() == before[k].tobytes() for k, v in _values(model).items())  # restored
+
+
+def test_a_model_with_nothing_to_randomize_is_an_error(tmp_path):
+    import keras
+
+    inputs = keras.Input((8, 8, 1))
+    x = keras.layers.Dropout(0.5, name="drop")(keras.layers.Flatten(name="flatten")(inputs))
+    file = tmp_path / "weightless.keras"
+    keras.Model(inputs, x, name="weightless").save(file)
+    from harness.models import load_model
+
+    with pytest.raises(HarnessError, match=r"^model weightless has no block to randomize: none of its 1 variables "
+                                           r"is a weight .*seed_generator") as error:
+        load_model({"source": str(file)}, log=lambda _: None)
+    assert "\n" not in str(error.value)

@@ -153,13 +153,31 @@ def execution_order(call: Callable, spec: tf.TensorSpec, variables: list[tf.Vari
     return sorted(variables, key=lambda v: position.get(id(v.handle), len(position)))
 
 
+def variable_role(v: ModelVariable) -> str:
+    """kernel | bias | gamma | moving_stat | other, by name, shape and dtype (never trainability)."""
+    return blocking.variable_role(v.name, v.shape, bool(v.variable.dtype.is_floating))
+
+
 def build_blocks(variables: list[ModelVariable], depth: int = 1, names: list[str] | None = None,
                  model: str = "model") -> list[Block]:
+    """The model's blocks; trainable or frozen alike (`model.trainable = False` freezes the optimizer,
+    not what a randomization test may re-initialize). A group without a weight (kernel, bias, gamma)
+    is state, not a block: a Dropout layer's seed generator. An explicit name that covers no weight,
+    or a model left with no block at all, is an error."""
     groups = blocking.group([v.name for v in variables], depth=depth, block_names=names, model=model)
     blocks = [Block(name, tuple(variables[i] for i in indices)) for name, indices in groups]
-    # Groups without a trainable variable are state, not weights (a Dropout layer's seed generator):
-    # there is nothing to re-initialize, so they are not blocks.
-    return [b for b in blocks if any(v.trainable for v in b.variables)]
+    weighted = [b for b in blocks if any(variable_role(v) in blocking.WEIGHT_ROLES for v in b.variables)]
+    if names:
+        kept = {b.name for b in weighted}
+        for b in blocks:
+            if b.name not in kept:
+                raise HarnessError(f"block {b.name!r} of {model} holds no weight to randomize, only "
+                                   f"{', '.join(v.name for v in b.variables[:4])}")
+    if not weighted:
+        raise HarnessError(f"model {model} has no block to randomize: none of its {len(variables)} variables "
+                           f"is a weight (kernel, bias, batch-norm scale) "
+                           f"({', '.join(v.name for v in variables[:4]) or 'no variables'})")
+    return weighted
 
 
 def check_logit_output(model: ModelUnderTest) -> int:
