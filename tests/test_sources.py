@@ -26,11 +26,95 @@ def test_saved_model_folder(tiny_saved_model, images8):
     _same_logits(model, keras_model, images8)
 
 
-def test_variable_order_is_execution_order_not_listing_order(tiny_saved_model):
-    """hub lists trainable variables first; the blocks must still run input -> output."""
-    path, _ = tiny_saved_model
-    model = load_model({"source": str(path), "blocks": {"names": ["logits", "conv1", "fc1", "conv2"]}})
-    assert [b.name for b in model.blocks] == ["conv1", "conv2", "fc1", "logits"]
+def _export_listing(model, path, listing):
+    """Export `model` hub-style, but with its `variables` listed in the order `listing` gives."""
+    import tensorflow as tf
+
+    from harness.models.export import _HubStyle, write_metadata
+
+    module = _HubStyle(model, tuple(model.inputs[0].shape[1:]))
+    module.variables = listing(list(model.variables))
+    module.trainable_variables = [v for v in module.variables if v.trainable]
+    tf.saved_model.save(module, str(path))
+    write_metadata(path, {"name": "tiny", "input": {"size": [8, 8], "channels": 1}})
+    return path
+
+
+@pytest.mark.parametrize("listing", [
+    # hub.KerasLayer / TF-Hub SavedModels: trainable variables first, then the rest
+    lambda vs: [v for v in vs if v.trainable] + [v for v in vs if not v.trainable],
+    lambda vs: vs[::-1],
+], ids=["trainable_first", "reversed"])
+def test_variable_order_is_execution_order_not_listing_order(tmp_path, listing):
+    """The SavedModel lists its variables out of execution order; the loader must not trust it."""
+    keras_model = tiny_cnn(batch_norm=True)
+    execution = [v.path for v in keras_model.variables]  # a functional model lists input -> output
+    assert execution[:6] == ["conv1/kernel", "conv1/bias", "bn1/gamma", "bn1/beta", "bn1/moving_mean",
+                             "bn1/moving_variance"]
+    path = _export_listing(keras_model, tmp_path / "tiny", listing)
+    import tensorflow_hub as hub
+
+    listed = [v.name.split(":")[0] for v in hub.load(str(path)).variables]
+    assert listed != execution and sorted(listed) == sorted(execution)  # the test's premise
+    model = load_model({"source": str(path), "blocks": {"names": ["logits", "conv1", "fc1", "conv2", "bn1"]}},
+                       log=lambda _: None)
+    # input -> output, layer by layer: a layer's variables together (trainable-first listing puts
+    # bn1's moving statistics after the logits), in the order the forward pass runs them.
+    layers = [v.name.split("/")[0] for v in model.variables]
+    assert [layer for i, layer in enumerate(layers) if i == 0 or layers[i - 1] != layer] == [
+        "conv1", "bn1", "conv2", "fc1", "logits"]
+    assert sorted(v.name for v in model.variables) == sorted(execution)
+    assert [b.name for b in model.blocks] == ["conv1", "bn1", "conv2", "fc1", "logits"]
+    assert [b.name for b in load_model({"source": str(path)}, log=lambda _: None).blocks] == [
+        "conv1", "bn1", "conv2", "fc1", "logits"]
+
+
+# -- slim-converted SavedModels: every variable under one root scope --------------------------------------
+def _slim_style_saved_model(path, root: str, layers: list[str]):
+    """A SavedModel whose variables are named like a slim-converted TF-Hub model (`root/layer/weights`),
+    one dense layer per name, 2 x 2 x 1 input -> 3 logits."""
+    import tensorflow as tf
+
+    class SlimStyle(tf.__internal__.tracking.AutoTrackable):
+        def __init__(self):
+            super().__init__()
+            rng = np.random.default_rng(0)
+            sizes = [4] + [5] * (len(layers) - 1) + [3]
+            self.weights = [tf.Variable(rng.normal(size=(a, b)).astype(np.float32), name=f"{root}/{layer}/weights")
+                            for layer, a, b in zip(layers, sizes[:-1], sizes[1:])]
+            self.biases = [tf.Variable(np.zeros(b, np.float32), name=f"{root}/{layer}/biases")
+                           for layer, b in zip(layers, sizes[1:])]
+            self.variables = [v for pair in zip(self.weights, self.biases) for v in pair]
+
+        @tf.function(input_signature=[tf.TensorSpec([None, 2, 2, 1], tf.float32)])
+        def __call__(self, x):
+            x = tf.reshape(x, [-1, 4])
+            for w, b in zip(self.weights, self.biases):
+                x = tf.matmul(x, w) + b
+            return x
+
+    tf.saved_model.save(SlimStyle(), str(path))
+    return path
+
+
+def test_shared_root_scope_is_skipped_at_depth_one(tmp_path):
+    layers = ["conv1", "block1", "block2", "logits"]
+    path = _slim_style_saved_model(tmp_path / "resnet", "resnet_v2_50", layers)
+    lines = []
+    model = load_model({"source": str(path), "blocks": {"depth": 1}}, log=lines.append)
+    assert [b.name for b in model.blocks] == layers  # not one block "resnet_v2_50"
+    assert model.block("block1").variables[0].name == "resnet_v2_50/block1/weights"
+    assert lines == []
+
+
+def test_fewer_than_three_blocks_warns_once(tmp_path):
+    path = _slim_style_saved_model(tmp_path / "shallow", "MobilenetV2", ["Conv", "Logits"])
+    lines = []
+    model = load_model({"source": str(path), "name": "shallow"}, log=lines.append)
+    assert [b.name for b in model.blocks] == ["Conv", "Logits"]
+    assert len(lines) == 1 and "\n" not in lines[0]
+    assert lines[0].startswith("warning: model shallow has only 2 blocks (Conv, Logits)")
+    assert "model.blocks.depth" in lines[0]
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):

@@ -68,7 +68,7 @@ def _load_builtin(source: str, cfg, log) -> ModelUnderTest:
 
     name = source.split(":", 1)[1]
     path = zoo.model_path(name, log=log)
-    model = _from_saved_model(str(path), cfg, kind="builtin", identity=f"builtin:{path.name}")
+    model = _from_saved_model(str(path), cfg, kind="builtin", identity=f"builtin:{path.name}", log=log)
     model.name = cfg.get("name") or name
     return model
 
@@ -80,14 +80,15 @@ def _load_hub(handle: str, cfg, log) -> ModelUnderTest:
         path = hub.resolve(handle)
     except Exception as error:  # noqa: BLE001 - hub raises many types for an unreachable handle
         raise HarnessError(f"TF-Hub handle {handle!r} could not be resolved: {_first_line(error)}") from error
-    return _from_saved_model(path, cfg, kind="hub", identity=handle)
+    return _from_saved_model(path, cfg, kind="hub", identity=handle, log=log)
 
 
 def _load_saved_model(path: str, cfg, log) -> ModelUnderTest:
-    return _from_saved_model(path, cfg, kind="saved_model", identity=f"{path}#{_digest(Path(path) / 'saved_model.pb')}")
+    return _from_saved_model(path, cfg, kind="saved_model", identity=f"{path}#{_digest(Path(path) / 'saved_model.pb')}",
+                             log=log)
 
 
-def _from_saved_model(path: str, cfg, kind: str, identity: str) -> ModelUnderTest:
+def _from_saved_model(path: str, cfg, kind: str, identity: str, log=print) -> ModelUnderTest:
     import tensorflow as tf
     import tensorflow_hub as hub
 
@@ -109,7 +110,7 @@ def _from_saved_model(path: str, cfg, kind: str, identity: str) -> ModelUnderTes
     name = cfg.get("name") or metadata.get("name") or Path(path.rstrip("/")).name
     return ModelUnderTest(
         name=name, identity=identity, source_kind=kind, call=call, input_spec=spec, variables=variables,
-        blocks=_blocks(variables, cfg, name), metadata=metadata, saved_model=loaded,
+        blocks=_blocks(variables, cfg, name, log), metadata=metadata, saved_model=loaded,
     )
 
 
@@ -147,7 +148,7 @@ def _load_keras_file(path: str, cfg, log) -> ModelUnderTest:
         model = keras.models.load_model(path, compile=False)
     except Exception as error:  # noqa: BLE001
         raise HarnessError(f"{path!r} is not a loadable Keras model: {_first_line(error)}") from error
-    return _from_keras(model, cfg, kind="keras_file", identity=f"{path}#{_digest(Path(path))}")
+    return _from_keras(model, cfg, kind="keras_file", identity=f"{path}#{_digest(Path(path))}", log=log)
 
 
 def _load_keras_applications(source: str, cfg, log) -> ModelUnderTest:
@@ -166,10 +167,10 @@ def _load_keras_applications(source: str, cfg, log) -> ModelUnderTest:
     if cfg.get("input", {}).get("size"):
         kwargs["input_shape"] = (*cfg["input"]["size"], cfg["input"].get("channels", 3))
     model = builder(**kwargs, classifier_activation=None)
-    return _from_keras(model, cfg, kind="keras_applications", identity=f"{source}#{weights or 'random'}")
+    return _from_keras(model, cfg, kind="keras_applications", identity=f"{source}#{weights or 'random'}", log=log)
 
 
-def _from_keras(model, cfg, kind: str, identity: str) -> ModelUnderTest:
+def _from_keras(model, cfg, kind: str, identity: str, log=print) -> ModelUnderTest:
     import tensorflow as tf
 
     shape = list(model.inputs[0].shape)
@@ -183,7 +184,7 @@ def _from_keras(model, cfg, kind: str, identity: str) -> ModelUnderTest:
     name = cfg.get("name") or model.name
     return ModelUnderTest(
         name=name, identity=identity, source_kind=kind, call=call, input_spec=spec, variables=variables,
-        blocks=_blocks(variables, cfg, name), keras_model=model,
+        blocks=_blocks(variables, cfg, name, log), keras_model=model,
     )
 
 
@@ -234,9 +235,19 @@ def _input_spec(cfg, metadata: dict, shape: list | None) -> InputSpec:
                      (float(value_range[0]), float(value_range[1])))
 
 
-def _blocks(variables, cfg, name):
+MIN_CASCADE_BLOCKS = 3
+
+
+def _blocks(variables, cfg, name, log=print):
+    """Blocks per the config (depth below the shared root, or explicit names); warns when there are too
+    few for a cascade to say anything (depth 1 over a model whose layers sit one scope deeper)."""
     spec = dict(cfg.get("blocks") or {})
-    return build_blocks(variables, depth=int(spec.get("depth") or 1), names=spec.get("names"), model=name)
+    blocks = build_blocks(variables, depth=int(spec.get("depth") or 1), names=spec.get("names"), model=name)
+    if len(blocks) < MIN_CASCADE_BLOCKS:
+        log(f"warning: model {name} has only {len(blocks)} block{'s' * (len(blocks) != 1)} "
+            f"({', '.join(b.name for b in blocks)}): a schedule over fewer than {MIN_CASCADE_BLOCKS} is no cascade; "
+            "raise model.blocks.depth or list model.blocks.names")
+    return blocks
 
 
 def _digest(path: Path) -> str:
