@@ -266,3 +266,81 @@ def test_cli_errors_name_the_folder(tmp_path, capsys, make):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("harness-report: error: ") and str(folder) in err[0]
 
+
+
+# -- runs of one experiment with different settings: refused, never mixed ------------------------------------
+def _cascading_run(folder: Path, count: int = 3, samples: int | None = None) -> Path:
+    """A cascading_cnn run whose run.json records `data.count` (and SmoothGrad's samples when given)."""
+    import json
+
+    methods = {"gradient": CASCADE["gradient"]} | ({"smoothgrad": CASCADE["guided_backprop"]} if samples else {})
+    run = write_run(folder, "mnist_cnn", "cascading", _rows("mnist_cnn", "cascading", CNN_BLOCKS, methods),
+                    _maps(methods, CNN_BLOCKS), "cascading_cnn")
+    record = json.loads((run / "run.json").read_text())
+    record["config"]["data"]["count"] = count
+    for method in record["methods"]:
+        if method["name"] == "smoothgrad":
+            method["params"]["samples"] = samples
+    write_json(run / "run.json", record)
+    return run
+
+
+def test_quick_and_full_runs_of_one_experiment_are_refused(tmp_path, capsys):
+    root = tmp_path / "reproduce"
+    root.mkdir()
+    other = make_reproduce_folder(tmp_path / "other")
+    for name in ("independent_cnn", "data_randomization", "calibration"):  # the rest, as make reproduce leaves it
+        (other / name).rename(root / name)
+    _cascading_run(root / "cascading_cnn" / "runs" / "full", count=100, samples=50)
+    _cascading_run(root / "cascading_cnn" / "runs" / "quick", count=2, samples=2)
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(root)])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert err[0].startswith(f"harness-report: error: experiment 'cascading_cnn' in '{root / 'cascading_cnn'}' "
+                             "mixes runs 'runs/full' and 'runs/quick' with different settings: "
+                             "data.count (100 vs 2), methods.smoothgrad.samples (50 vs 2); "), err[0]
+    assert "results/reproduce-quick" in err[0]
+    assert not (root / "report.html").exists() and not (root / "summary.csv").exists()  # nothing half-mixed
+
+
+def test_the_same_run_twice_is_refused(tmp_path):
+    from harness.errors import HarnessError
+
+    root = tmp_path / "reproduce"
+    _cascading_run(root / "cascading_cnn" / "runs" / "a")
+    _cascading_run(root / "cascading_cnn" / "runs" / "b")
+    with pytest.raises(HarnessError, match=r"mixes runs 'runs/a' and 'runs/b': the same run twice \(model "
+                                           r"mnist_cnn, schedule cascading, methods gradient, same settings\)"):
+        build_report(root)
+    assert not (root / "summary.csv").exists()
+
+
+def test_runs_of_different_models_in_one_experiment_are_kept(tmp_path):
+    """Data randomization: one run per model, same settings: reported together (a setting that only one
+    model's run has, such as its schedule's donor, is not a difference)."""
+    root = make_reproduce_folder(tmp_path / "reproduce")
+    build_report(root)
+    summary = pd.read_csv(root / "summary.csv")
+    assert set(summary.loc[summary["experiment"] == "data_randomization", "model"]) == {"mnist_cnn",
+                                                                                       "mnist_mlp_randlabels"}
+
+
+def test_runs_sharing_a_method_are_refused_runs_splitting_methods_are_kept(tmp_path):
+    from harness.errors import HarnessError
+
+    root = tmp_path / "reproduce"
+    _cascading_run(root / "cascading_cnn" / "runs" / "both", samples=50)       # gradient + smoothgrad
+    _cascading_run(root / "cascading_cnn" / "runs" / "gradient")              # gradient again
+    with pytest.raises(HarnessError, match=r"mixes runs 'runs/both' and 'runs/gradient': the same run twice "
+                                           r"\(model mnist_cnn, schedule cascading, methods gradient,"):
+        build_report(root)
+    split = tmp_path / "split"
+    _cascading_run(split / "cascading_cnn" / "runs" / "gradient")
+    smoothgrad = _cascading_run(split / "cascading_cnn" / "runs" / "smoothgrad", samples=50)
+    import json
+    record = json.loads((smoothgrad / "run.json").read_text())
+    record["methods"] = [m for m in record["methods"] if m["name"] == "smoothgrad"]
+    write_json(smoothgrad / "run.json", record)
+    build_report(split)  # one experiment, its methods split over two runs: one report

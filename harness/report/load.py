@@ -5,6 +5,10 @@ Layouts understood (see harness.runner for what a run folder holds):
 - a *reproduce folder*: one subfolder per experiment, holding either run folders at any depth
   (found by their `run.json`, which the runner writes last) or a `skipped.json`
   {"experiment", "reason", "how_to_provide"}.
+
+The runs of one experiment must share their settings: a quick run (2 images, few samples) next to a
+full one, or the same run twice, would mix their numbers in one table and duplicate its groups, so
+`load_folder` refuses such a folder with one line naming the run folders and the settings that differ.
 """
 from __future__ import annotations
 
@@ -24,6 +28,13 @@ RUN_RECORD = "run.json"
 SKIPPED_RECORD = "skipped.json"
 # Folders the report itself writes next to experiments: never mistaken for an experiment.
 REPORT_OUTPUTS = ("figures", "report")
+# Config keys that say where or how a run was started, not what it computed.
+NOT_SETTINGS = ("results_dir", "progress", "command", "experiment_name", "experiment")
+# What may differ between the runs of one experiment (data randomization: one run per model, each with
+# its donor); any other setting must agree, methods by their resolved settings where both runs have one.
+PER_RUN = ("model.", "schedule.")
+QUICK_HINT = ("keep one of them: move the other out of this folder (`python -m harness.reproduce --quick` "
+              "writes to results/reproduce-quick; give a full run its own --out)")
 
 
 @dataclass
@@ -99,8 +110,75 @@ def load_folder(folder: Path) -> list[Experiment]:
     experiments = [e for e in (_experiment(child) for child in sorted(folder.iterdir())) if e is not None]
     if not experiments:
         raise HarnessError(f"no run folders (with {RUN_RECORD}) and no {SKIPPED_RECORD} found under {str(folder)!r}")
+    for experiment in experiments:
+        check_settings(experiment)
     by_name = {e.name: e for e in experiments}
     return [by_name[name] for name in order_experiments(by_name)]
+
+
+def check_settings(experiment: Experiment) -> None:
+    """One line of error when two runs of the experiment disagree on a setting, or overlap (the same
+    model, schedule and method twice: its groups would be counted twice)."""
+    described = [(run, *_identity(run), _settings(run)) for run in experiment.runs]
+    for i, (first, model, schedule, methods, settings) in enumerate(described):
+        for second, other_model, other_schedule, other_methods, other_settings in described[i + 1:]:
+            shared = methods & other_methods
+            overlap = (model, schedule) == (other_model, other_schedule) and (
+                bool(shared) or not (methods or other_methods))
+            if overlap:  # everything they record, methods where both have them
+                keys = {k for k in set(settings) | set(other_settings)
+                        if not k.startswith("methods.") or k.split(".")[1] in shared}
+            else:  # what the runs of one experiment share
+                keys = {k for k in set(settings) & set(other_settings) if not k.startswith(PER_RUN)}
+            differ = sorted(k for k in keys if settings.get(k) != other_settings.get(k))
+            if not (differ or overlap):
+                continue
+            where = (f"experiment {experiment.name!r} in {str(experiment.path)!r} mixes runs "
+                     f"{_relative(first, experiment)!r} and {_relative(second, experiment)!r}")
+            if differ:
+                shown = ", ".join(f"{k} ({settings.get(k, 'unset')} vs {other_settings.get(k, 'unset')})"
+                                  for k in differ[:4])
+                more = f" and {len(differ) - 4} more" if len(differ) > 4 else ""
+                raise HarnessError(f"{where} with different settings: {shown}{more}; {QUICK_HINT}")
+            raise HarnessError(f"{where}: the same run twice (model {model}, schedule {schedule}, methods "
+                               f"{', '.join(sorted(shared)) or 'none'}, same settings), its groups would be "
+                               f"counted twice; {QUICK_HINT}")
+
+
+def _identity(run: Run) -> tuple[str, str, set[str]]:
+    """What a run is a run *of*: its model, schedule and methods (by label when two share a family)."""
+    schedule = run.record.get("schedule") or {}
+    methods = {str(m.get("label") or m.get("name")) for m in run.record.get("methods") or [] if isinstance(m, dict)}
+    return run.model, str(schedule.get("name") if isinstance(schedule, dict) else schedule), methods
+
+
+def _settings(run: Run) -> dict[str, str]:
+    """The run's settings as flat `a.b.c` -> value text: its config, with methods as resolved."""
+    config = {k: v for k, v in (run.record.get("config") or {}).items()
+              if k not in NOT_SETTINGS and k not in ("method", "methods")}
+    flat = _flatten(config)
+    for method in run.record.get("methods") or []:
+        if isinstance(method, dict):
+            name = method.get("label") or method.get("name")
+            flat |= _flatten(method.get("params") or {}, f"methods.{name}.")
+    return flat
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, str]:
+    if isinstance(value, dict):
+        out: dict[str, str] = {}
+        for k, v in value.items():
+            out |= _flatten(v, f"{prefix}{k}.")
+        return out
+    return {prefix.rstrip("."): json.dumps(value, sort_keys=True, default=str)}
+
+
+def _relative(run: Run, experiment: Experiment) -> str:
+    try:
+        relative = run.path.relative_to(experiment.path).as_posix()
+    except ValueError:
+        relative = "."
+    return str(run.path) if relative == "." else relative
 
 
 def _experiment(path: Path) -> Experiment | None:
