@@ -2,12 +2,14 @@
 
     python -m harness.reproduce                      # all experiments -> results/reproduce/
     python -m harness.reproduce cascading_cnn        # one experiment
-    python -m harness.reproduce --quick              # few images, few samples (the test's version)
+    python -m harness.reproduce --quick              # few images, few samples -> results/reproduce-quick/
     python -m harness.reproduce inception_cascading model.source=/path data=folder data.path=/imgs
 
 Each experiment lands in `<out>/<experiment>/`; finished runs are not recomputed (the runner resumes
 by config), so a rerun only rebuilds what changed. An optional experiment whose model cannot be had
-is written as `skipped.json` with the reason; the rest of the run is unaffected.
+is written as `skipped.json` with the reason; the rest of the run is unaffected. A quick run has its
+own folder by default: the report refuses a folder that mixes runs of one experiment with different
+settings (harness.report.load), so quick numbers never land in a full report.
 """
 from __future__ import annotations
 
@@ -26,6 +28,8 @@ EXPERIMENTS_DIR = CONFIG_DIR.parent / "experiments"
 QUICK_OVERRIDES = ["data.count=2", "maps_to_keep=2"]
 QUICK_METHOD_PARAMS = {"samples": 2, "steps": 3, "n_samples": 2}
 QUICK_CALIBRATION_PAIRS = 2
+OUT = Path("results/reproduce")
+QUICK_OUT = Path("results/reproduce-quick")
 
 
 def definitions() -> dict[str, dict[str, Any]]:
@@ -81,8 +85,13 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m harness.reproduce", description=__doc__.split("\n\n")[0])
     parser.add_argument("items", nargs="*", help="experiment names (default: all), then Hydra overrides (key=value)")
     parser.add_argument("--quick", action="store_true", help="few images and samples: a smoke test of every experiment")
-    parser.add_argument("--out", type=Path, default=Path("results/reproduce"), help="output folder")
+    parser.add_argument("--out", type=Path, default=None,
+                        help=f"output folder (default: {OUT}, with --quick {QUICK_OUT})")
     args = parser.parse_args(argv)
+    args.out = args.out or (QUICK_OUT if args.quick else OUT)
+    from harness.tf_logging import import_tensorflow_quietly
+
+    import_tensorflow_quietly()
     known = definitions()
     names = [i for i in args.items if "=" not in i] or list(known)
     extra = [i for i in args.items if "=" in i]

@@ -128,3 +128,21 @@ def test_cli_layers_lists_blocks(tmp_path):
     done = _cli("layers", "model=mnist_cnn", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "fc1/kernel" in done.stdout and "[3136, 1024]" in done.stdout and "3,212,288 parameters" in done.stdout
+
+
+TENSORFLOW_NOISE = ("cudart_stub", "cuInit", "absl::InitializeLog", "oneDNN custom operations")
+
+
+def test_commands_print_no_tensorflow_start_up_noise(tmp_path, tiny_saved_model):
+    """A user sees the harness's lines only: TensorFlow's C++ start-up chatter is silenced (it is
+    written before TF_CPP_MIN_LOG_LEVEL is read), in the CLI and in `harness.reproduce`."""
+    path, _ = tiny_saved_model
+    layers = subprocess.run([*HARNESS, "layers", "model=hub", f"model.source={path}"],
+                            capture_output=True, text=True, timeout=300)
+    assert layers.returncode == 0, layers.stderr
+    assert "logits" in layers.stdout
+    reproduce = subprocess.run([sys.executable, "-m", "harness.reproduce", "nonsense"],
+                               capture_output=True, text=True, timeout=300)
+    assert reproduce.returncode == 2 and "unknown experiment 'nonsense'" in reproduce.stderr
+    for output in (layers.stderr, reproduce.stderr):
+        assert not [noise for noise in TENSORFLOW_NOISE if noise in output], output
