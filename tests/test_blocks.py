@@ -170,6 +170,9 @@ def test_group_by_depth_one_skips_the_shared_root():
       "resnet_v2_50/block2/unit_1/bottleneck_v2/conv1/weights:0", "resnet_v2_50/postnorm/gamma:0",
       "resnet_v2_50/logits/weights:0", "resnet_v2_50/logits/biases:0"],
      ["conv1", "block1", "block2", "postnorm", "logits"]),
+    # a TF1 hub module's global_step sits outside the root (and is state, not a block: see roles)
+    (["InceptionV3/Conv2d_1a_3x3/weights:0", "InceptionV3/Logits/Conv2d_1c_1x1/weights:0", "global_step:0"],
+     ["Conv2d_1a_3x3", "Logits", "global_step"]),
     # a root two components deep
     (["model/backbone/a/w", "model/backbone/b/w", "model/backbone/c/w"], ["a", "b", "c"]),
     # one layer: its scope is not a root (something must remain to group by)

@@ -34,9 +34,10 @@ def common_root(names: Sequence[str]) -> list[str]:
     """The leading scope components that every variable shares (`['InceptionV3']`), or [].
 
     The root is never the whole scope of a variable: `dense/kernel`, `dense/bias` have no root (the
-    one layer is the one block), so something below the root always remains to group by.
+    one layer is the one block), so something below the root always remains to group by. Variables
+    outside any scope (a TF1 hub module's `global_step`) do not count.
     """
-    scopes = [scope_of(name) for name in names]
+    scopes = [scope for scope in (scope_of(name) for name in names) if scope]
     if not scopes:
         return []
     root: list[str] = []
