@@ -230,10 +230,14 @@ def test_random_model_control_follows_the_target_rule(tmp_path, tiny_saved_model
 
 # -- several entries of one method (item 4) -----------------------------------------------------------
 def test_two_entries_of_one_method_are_two_variants(tmp_path, tiny_saved_model, image_folder):
+    from harness.report import build_report
+
     path, _ = tiny_saved_model
-    run_dir = runner.run(config(*tiny_overrides(path, image_folder, tmp_path / "r"), "controls=[ceiling]",
+    run_dir = runner.run(config(*tiny_overrides(path, image_folder, tmp_path / "r" / "variants"), "controls=[ceiling]",
                                 "methods=[{name:integrated_gradients,steps:3},{name:integrated_gradients,steps:5}]"),
                          log=lambda _: None)
+    report = build_report(tmp_path / "r").read_text()
+    assert "integrated_gradients[steps=3]" in report and "integrated_gradients[steps=5]" in report
     scores = pd.read_csv(run_dir / "scores.csv")
     assert set(scores["method"]) == {"integrated_gradients"}
     assert set(scores["variant"]) == {"integrated_gradients[steps=3]", "integrated_gradients[steps=5]"}

@@ -55,7 +55,7 @@ class Run:
         scores = pd.read_csv(path, keep_default_na=False, na_values=[""],
                              dtype={"image_id": str, "block": str, "model": str, "method": str, "reason": str})
         scores["reason"] = scores["reason"].fillna("")
-        return scores
+        return _variants_as_methods(scores)
 
     @cached_property
     def summary(self) -> pd.DataFrame:
@@ -66,6 +66,7 @@ class Run:
         path = self.path / "summary.csv"
         if path.is_file():
             summary = pd.read_csv(path, keep_default_na=False, na_values=[""], dtype={"block": str, "model": str})
+            summary = _variants_as_methods(summary)
             if set(SUMMARY_COLUMNS) <= set(summary.columns) and _groups(summary) == _groups(self.scores):
                 return summary[SUMMARY_COLUMNS]
         return summarize(self.scores, int(self.record.get("seed", 0)))
@@ -206,6 +207,17 @@ def _run_name(folder: Path) -> str:
 
 def _groups(frame: pd.DataFrame) -> set[tuple]:
     return set(frame[GROUP_COLUMNS].astype(str).itertuples(index=False, name=None))
+
+
+def _variants_as_methods(frame: pd.DataFrame) -> pd.DataFrame:
+    """The report shows each entry of a run's method list apart: an entry whose label differs from
+    its family (a second `integrated_gradients` with other settings) appears under its label, as in
+    maps.npz. Tables from before the `variant` column show their methods as they are."""
+    if "variant" not in frame.columns:
+        return frame.assign(variant=frame["method"])
+    labelled = frame["variant"].notna() & (frame["variant"].astype(str) != "")
+    return frame.assign(method=frame["variant"].where(labelled, frame["method"]).astype(str),
+                        variant=frame["variant"].where(labelled, frame["method"]))
 
 
 def _concat(frames: list[pd.DataFrame], columns: list[str]) -> pd.DataFrame:
