@@ -12,7 +12,9 @@ call rounds an image's gradient differently from a call of that image alone (one
 batch size), so with more rows per call an image's map depends on which images happen to share its
 calls. tests/test_methods.py checks that an image's map at the defaults is bit-identical alone and
 in any group, also on a model built to make batch-mates change gradients. `max_batch` > 1 (or auto)
-is an opt-in trade of that independence for speed.
+is an opt-in trade of that independence for speed. Its cost, measured on the MNIST CNN (200 steps, 2
+CPU cores shared with other work, best of 3): 1.0-1.5 s per image with one image a call, against 0.28
+s per image with 8 images in one call and 0.55 s with 3 (a lone image costs the same either way).
 """
 from __future__ import annotations
 
