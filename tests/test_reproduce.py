@@ -1,6 +1,8 @@
 """A reduced version of every experiment (few images, few samples): the files and their columns."""
 import json
+from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -58,6 +60,48 @@ def test_report_and_merged_summary(reproduced):
     assert "`none`" not in models  # calibration has no model
 
 
-def test_rerun_only_rebuilds(reproduced, capsys):
+def test_rerun_computes_nothing_finished(reproduced, capsys, monkeypatch):
+    """A rerun of a finished experiment trains nothing, calls no saliency kernel and no forward pass,
+    and leaves every finished part file (bytes and modification time) as it was."""
+    from harness import methods
+    from harness.models.wrapper import ModelUnderTest
+
+    folder = reproduced / "cascading_mlp"
+    parts = sorted(p for p in folder.rglob("parts/*") if p.is_file())
+    assert parts
+    before = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in parts}
+    calls = []
+    methods._load_families()
+    for name, kernel in list(methods._REGISTRY.items()):
+        monkeypatch.setitem(methods._REGISTRY, name,
+                            lambda *args, _name=name, _kernel=kernel: calls.append(_name) or _kernel(*args))
+    predict = ModelUnderTest.predict
+
+    def counted_predict(self, x, *args, **kwargs):
+        if np.asarray(x).any():  # a forward pass over images (loading a model probes it with zeros)
+            calls.append("predict")
+        return predict(self, x, *args, **kwargs)
+
+    monkeypatch.setattr(ModelUnderTest, "predict", counted_predict)
+    capsys.readouterr()
     reproduce.main(["--quick", "--out", str(reproduced), "cascading_mlp"])
     assert "training" not in capsys.readouterr().out
+    assert calls == []  # nothing recomputed
+    assert sorted(p for p in folder.rglob("parts/*") if p.is_file()) == parts
+    assert {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in parts} == before
+
+
+def test_quick_runs_default_to_their_own_folder(tmp_path, monkeypatch):
+    """--quick writes results/reproduce-quick, never into the full run's results/reproduce."""
+    import harness.report
+
+    monkeypatch.chdir(tmp_path)
+    outs = []
+    monkeypatch.setattr(reproduce, "run_experiment", lambda name, definition, out, quick, extra: outs.append((out, quick)) or "done")
+    monkeypatch.setattr(harness.report, "build_report", lambda out: outs.append(("report", out)) or out / "report.html")
+    reproduce.main(["--quick", "cascading_mlp"])
+    reproduce.main(["cascading_mlp"])
+    reproduce.main(["--quick", "--out", "elsewhere", "cascading_mlp"])
+    assert outs == [(Path("results/reproduce-quick"), True), ("report", Path("results/reproduce-quick")),
+                    (Path("results/reproduce"), False), ("report", Path("results/reproduce")),
+                    (Path("elsewhere"), True), ("report", Path("elsewhere"))]
