@@ -41,14 +41,14 @@ def load_images(cfg: Mapping[str, Any], size: tuple[int, int] | None, channels: 
     source = cfg.get("source")
     if source not in SOURCES:
         raise HarnessError(f"unknown data source {source!r}; valid: {', '.join(SOURCES)}")
-    count = _count(cfg.get("count"))
+    count = parse_count(cfg.get("count"))
     ids, labels, read = {"mnist": _mnist, "folder": _folder, "skimage": _skimage}[source](cfg)
     chosen = _select(len(ids), count, cfg.get("sample_seed"))
     images = [_conform_one(read(i), ids[i], size, channels) for i in chosen]
     return ImageSet(np.stack(images), [ids[i] for i in chosen], None if labels is None else labels[chosen])
 
 
-def _count(count: Any) -> int | None:
+def parse_count(count: Any) -> int | None:
     if count is None:
         return None
     if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 1:

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from harness import methods as method_registry
-from harness.data import ImageSet, load_images
+from harness.data import ImageSet, load_images, parse_count
 from harness.errors import HarnessError
 from harness.randomization import ORIGINAL, SCHEDULES, Randomizer, Reinit, Step, schedule_steps
 from harness.results import write_csv, write_json, write_npz
@@ -115,6 +115,7 @@ class Plan:
         for control in controls:
             if control not in CONTROLS:
                 raise HarnessError(f"unknown control {control!r}; valid: {', '.join(CONTROLS)}")
+        parse_count(config["data"].get("count"))  # a bad count fails before any folder is made
         method_cfgs = [_method_config(m) for m in config.get("methods") or []] or [config["method"]]
         return cls(
             config=config, methods=labelled([MethodSpec.from_config(m) for m in method_cfgs]), schedule=schedule,
