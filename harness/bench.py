@@ -323,21 +323,20 @@ def _xrai_note(subject: Subject, params: dict, harness_s: float, limit_s: float,
 
 def _guided_ig_note(subject: Subject, params: dict, harness_s: float, limit_s: float, repeats: int,
                     reference: np.ndarray) -> str:
-    """The sequential limit's call shape and the harness against fully batched calls; and the
-    agreement with PAIR when the gradients come in PAIR's batches of one image: which features a
-    step moves (the smallest |gradient| quantile) flips with the last bits of a gradient, and
-    batches of other sizes round the same gradient differently."""
+    """The sequential limit's call shape, and what batching the images' gradients would save: by
+    default each gradient call holds one image (an image's map must not depend on which images share
+    its calls: which features a step moves flips with the last bits of a gradient)."""
     from harness import methods
-    from harness.methods import rows_per_call
 
-    x, t = subject.images, subject.targets
+    x = subject.images
     s = methods.defaults("guided_ig") | params
-    rows, batch = len(x) * int(s["steps"]), rows_per_call(s["max_batch"], x.shape[1:])
-    batched_s = min(_timed(lambda: subject.reference.limit(x, rows, 0, batch)) for _ in range(max(repeats, 2)))
-    one_by_one = methods.get("guided_ig")(subject.model, x, t, None, params | {"max_batch": 1})
-    return (f"sequential steps: limit = {s['steps']} calls of {len(x)} rows (one per image); the same rows in "
-            f"calls of {batch}: {batched_s:.3g} s = {harness_s / batched_s:.3g}x. Agreement with gradients in "
-            f"PAIR's batches of 1 (`max_batch: 1`): {_g(_agreement('guided_ig', one_by_one, reference))}")
+    per_call = limit_rows_per_call("guided_ig", s, x)
+    calls = int(s["steps"]) * -(-len(x) // per_call)
+    batched_s = min(_timed(lambda: subject.reference.limit(x, len(x) * int(s["steps"]), 0, len(x)))
+                    for _ in range(max(repeats, 2)))
+    return (f"sequential steps: limit = {calls} calls of {per_call} row(s) (`max_batch: {s['max_batch']}`); all "
+            f"{len(x)} images in one call per step instead (faster, but maps then depend on the group): "
+            f"{batched_s:.3g} s = {harness_s / batched_s:.3g}x")
 
 
 def _timed(fn: Callable) -> float:
@@ -446,15 +445,16 @@ shared.
   (forward only for occlusion windows and CAM) in raw TensorFlow, `max_batch` rows per call;
   *harness/limit* near 1 means no overhead beyond the model itself (XRAI's segmentation, Blur IG's
   blurring and Guided IG's per-step path search are CPU work outside that limit). Guided IG's steps
-  are sequential (each step's path needs the last step's gradient), so its limit makes one call per
-  step with one row per image; its note compares with fully batched calls. XRAI is timed cold (its
+  are sequential (each step's path needs the last step's gradient) and its gradients come one image
+  per call by default (as PAIR's), so its limit makes the same calls; its note compares with one
+  call of all images per step. XRAI is timed cold (its
   per-image segment cache emptied before each call); its note gives the warm time. The path
   methods run 8 steps at Inception scale; segmentation is a fixed cost per image, so its share of
   a cold XRAI call shrinks at the paper's 100 steps.
 - *agreement* = max |harness - PAIR| / max |PAIR| on the same images (empty for stochastic methods,
   which draw their own noise; the tests replay the harness's noise into PAIR instead). Two methods
   amplify float32 rounding, so their agreement is no better than PAIR's with itself: Guided IG
-  (see its note) and Blur IG on the random-weight InceptionV3, whose map moves by ~1e-2 when its
+  (whose maps equal PAIR's only with gradients in PAIR's batches of one image) and Blur IG on the random-weight InceptionV3, whose map moves by ~1e-2 when its
   path points move by float32 rounding: PAIR's own Blur IG in float32 and in float64 differ by
   5.7e-3 there, while the harness's path points match scipy's blur to 1.3e-6 (measured once,
   2026-11-23).
