@@ -13,9 +13,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from harness.results import write_csv, write_json
+from harness.results import (CONTROL_SCHEDULE, CONTROL_STEP, NO_CLASS, RECORD, SCORE_COLUMNS, SCORES, SUMMARY,
+                             RunRecord, write_csv)
 from harness.similarity import MetricSettings, compare, random_mask
-from harness.tables import SCORE_COLUMNS, summarize
+from harness.summary import summarize
 
 # (name, mask kind, shape): the paper's 299 px RGB maps and the MNIST track's 28 px maps.
 MASKS = (("gaussian_299x299x3", "gaussian", (299, 299, 3)), ("uniform_299x299x1", "uniform", (299, 299, 1)),
@@ -28,9 +29,9 @@ def calibration_scores(pairs: int, settings: MetricSettings, seed: int = 0) -> p
         rng = np.random.default_rng([seed, len(rows)])
         for pair in range(pairs):
             for score in compare(random_mask(shape, rng, kind), random_mask(shape, rng, kind), settings):
-                rows.append({"model": "none", "method": name, "variant": name, "schedule": "control", "step": -1,
-                             "block": "random_mask", "image_id": f"pair_{pair:03d}", "target_class": -1,
-                             "reference_class": -1,
+                rows.append({"model": "none", "method": name, "variant": name, "schedule": CONTROL_SCHEDULE,
+                             "step": CONTROL_STEP, "block": "random_mask", "image_id": f"pair_{pair:03d}",
+                             "target_class": NO_CLASS, "reference_class": NO_CLASS,
                              "metric": score.metric, "value": score.value, "degenerate": score.degenerate,
                              "reason": score.reason, "seed": seed})
     return pd.DataFrame.from_records(rows, columns=SCORE_COLUMNS)
@@ -40,15 +41,13 @@ def run_calibration(out: Path, pairs: int = 50, metrics: dict[str, Any] | None =
     """Write a run folder (scores.csv, summary.csv, run.json) of random-mask pairs under `out`."""
     settings = MetricSettings.from_config(metrics or {})
     run_dir = Path(out) / "runs" / f"calibration-{pairs}pairs-seed{seed}"
-    if (run_dir / "run.json").is_file():  # written last: the calibration finished
+    if (run_dir / RECORD).is_file():  # written last: the calibration finished
         return run_dir
     began = time.perf_counter()
     scores = calibration_scores(pairs, settings, seed)
-    write_csv(run_dir / "scores.csv", scores)
-    write_csv(run_dir / "summary.csv", summarize(scores, seed))
-    write_json(run_dir / "run.json", {
-        "config": {"experiment_name": "calibration", "pairs": pairs, "masks": [m[0] for m in MASKS]},
-        "model": {"name": "none"}, "metrics": settings.to_record(), "seed": seed,
-        "timings": {"total_seconds": time.perf_counter() - began},
-    })
+    write_csv(run_dir / SCORES, scores)
+    write_csv(run_dir / SUMMARY, summarize(scores, seed))
+    RunRecord(config={"experiment_name": "calibration", "pairs": pairs, "masks": [m[0] for m in MASKS]},
+              model={"name": "none"}, metrics=settings.to_record(), seed=seed,
+              timings={"total_seconds": time.perf_counter() - began}).write(run_dir)
     return run_dir

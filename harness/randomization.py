@@ -17,15 +17,14 @@ from typing import Any
 import numpy as np
 
 from harness.errors import HarnessError
+from harness.results import ORIGINAL, RANDOM_LABELS
 from harness.models.wrapper import Block, ModelUnderTest, ModelVariable, variable_role
 
 SCHEDULES = ("cascading", "bottom_up", "independent", "data_randomization")
 SCHEMES = ("auto", "own", "he_truncated_normal", "truncated_normal", "glorot_uniform", "uniform", "permute",
            "donor")
-DATA_RANDOMIZATION_BLOCK = "random_labels"
 BN_STATS = ("keep", "reset")
 DRAWS = ("per_step", "nested")
-ORIGINAL = "original"
 
 
 class RandomizationCheckError(RuntimeError):
@@ -52,7 +51,7 @@ def schedule_steps(kind: str, block_names: Sequence[str]) -> list[Step]:
         raise HarnessError(f"unknown schedule {kind!r}; valid: {', '.join(SCHEDULES)}")
     names = list(block_names)
     if kind == "data_randomization":
-        return [Step(0, ORIGINAL, ()), Step(1, DATA_RANDOMIZATION_BLOCK, tuple(names))]
+        return [Step(0, ORIGINAL, ()), Step(1, RANDOM_LABELS, tuple(names))]
     top_down = names[::-1]
     steps = [Step(0, ORIGINAL, ())]
     for i, block in enumerate(top_down if kind != "bottom_up" else names, start=1):

@@ -1,20 +1,136 @@
-"""Writing result files atomically: a temp file in the same folder, synced, then a rename.
+"""The results folder's format, written once: file names, columns, sentinels, the run record, and
+the one reader and the atomic writers of its files. docs/results-format.md describes it for users.
 
-A reader (or a resumed run) never sees a half-written CSV: either the old file or the new one, also
-after a crash or a power loss.
+Pure numpy / pandas (no TensorFlow): the runner, calibration, sweeps and the report all import it.
+Writes are atomic (a temp file in the same folder, synced, then a rename), so a reader or a
+resumed run never sees a half-written file, also after a crash or a power loss.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
 
+# Version of the format below, written into run.json; bumped when a column or a record field changes
+# meaning. 1: before `variant`, `reference_class` and `computations`.
+FORMAT_VERSION = 2
 
+# -- file names --------------------------------------------------------------------------------------
+SCORES = "scores.csv"
+SUMMARY = "summary.csv"
+MAPS = "maps.npz"
+RECORD = "run.json"        # written last: a folder with it holds a complete run
+PARTS = "parts"            # the runner's finished units, before assembly
+SKIPPED = "skipped.json"   # an optional experiment that could not run, and why
+
+# -- columns -----------------------------------------------------------------------------------------
+# `method` is the family (conf/method/<method>.yaml), `variant` the entry of the run's method list
+# (its label: the family's name unless two entries share it). `target_class` is the class a row's
+# map explains, `reference_class` the class of the map it is compared with (NO_CLASS: none).
+SCORE_COLUMNS = ["model", "method", "variant", "schedule", "step", "block", "image_id", "target_class",
+                 "reference_class", "metric", "value", "degenerate", "reason", "seed"]
+GROUP_COLUMNS = ["model", "method", "variant", "schedule", "step", "block", "metric"]
+SUMMARY_COLUMNS = GROUP_COLUMNS + ["n", "mean", "sd", "se", "ci_low", "ci_high", "n_degenerate"]
+# Read as text whatever they hold: a block may be called "NA", an image id may look like a number.
+TEXT_COLUMNS = ("model", "method", "variant", "schedule", "block", "image_id", "metric", "reason")
+
+# -- sentinels ---------------------------------------------------------------------------------------
+ORIGINAL = "original"              # block of step 0: the trained model
+RANDOM_LABELS = "random_labels"    # block of the data randomization test's one step
+CONTROL_SCHEDULE = "control"       # schedule of control rows: they sit beside the schedule, not on it
+CONTROL_STEP = -1                  # step of control rows
+NO_CLASS = -1                      # target_class of a map that explains no class (noise)
+
+
+def maps_key(label: str, step: int) -> str:
+    """Key of a method's maps at a step in maps.npz: `gradient/003`."""
+    return f"{label}/{step:03d}"
+
+
+def split_maps_key(key: str) -> tuple[str, int] | None:
+    """(label, step) of a maps.npz key; None for the archive's other arrays (images, ids, steps)."""
+    label, _, step = key.rpartition("/")
+    return (label, int(step)) if label and step.isdigit() else None
+
+
+def read_table(path: Path) -> pd.DataFrame:
+    """scores.csv, summary.csv or a part: only empty cells are missing, text columns stay text."""
+    frame = pd.read_csv(path, keep_default_na=False, na_values=[""],
+                        dtype={c: str for c in TEXT_COLUMNS})
+    if "reason" in frame.columns:
+        frame["reason"] = frame["reason"].fillna("")
+    return frame
+
+
+# -- run.json ----------------------------------------------------------------------------------------
+@dataclass
+class RunRecord:
+    """run.json: what a run computed and how. Reading tolerates records of older format versions
+    (missing fields take their defaults); unknown fields are kept in `extra`."""
+    format_version: int = FORMAT_VERSION
+    config: dict[str, Any] = field(default_factory=dict)
+    config_key: str = ""
+    contents: dict[str, str] = field(default_factory=dict)       # digests: model, images, donor
+    versions: dict[str, str] = field(default_factory=dict)       # packages of the first computation
+    seed: int = 0
+    model: dict[str, Any] = field(default_factory=dict)          # name, identity, input, blocks, ...
+    schedule: dict[str, Any] = field(default_factory=dict)       # name, steps, reinit
+    metrics: dict[str, Any] = field(default_factory=dict)        # MetricSettings.to_record()
+    images: dict[str, Any] = field(default_factory=dict)         # count, ids, digest
+    controls: list[str] = field(default_factory=list)
+    methods: list[dict[str, Any]] = field(default_factory=list)  # name, label, params
+    target: str = ""
+    timings: dict[str, Any] = field(default_factory=dict)
+    trace_counts: dict[str, int] = field(default_factory=dict)
+    computations: list[dict[str, Any]] = field(default_factory=list)  # each invocation, oldest first
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "RunRecord":
+        known = {f.name for f in dataclasses.fields(cls)} - {"extra"}
+        values = {k: v for k, v in data.items() if k in known and v is not None}
+        values.setdefault("format_version", 1)
+        return cls(**values, extra={k: v for k, v in data.items() if k not in known})
+
+    @classmethod
+    def read(cls, folder: Path) -> "RunRecord":
+        return cls.from_json(json.loads((Path(folder) / RECORD).read_text()))
+
+    def to_json(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        return data.pop("extra") | data
+
+    def write(self, folder: Path) -> Path:
+        return write_json(Path(folder) / RECORD, self.to_json())
+
+    @property
+    def model_name(self) -> str:
+        return str(self.model.get("name", ""))
+
+    @property
+    def schedule_name(self) -> str:
+        return str(self.schedule.get("name", ""))
+
+    @property
+    def experiment(self) -> str | None:
+        """The experiment preset the run was started with, if any."""
+        experiment = self.config.get("experiment")
+        if isinstance(experiment, dict):  # a Hydra preset node rather than a bare name
+            experiment = experiment.get("name")
+        return str(experiment) if experiment else None
+
+    def method_labels(self) -> list[str]:
+        return [str(m.get("label") or m.get("name")) for m in self.methods]
+
+
+# -- writing ------------------------------------------------------------------------------------------
 def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

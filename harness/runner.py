@@ -14,10 +14,12 @@ import json
 import os
 import re
 import time
+import uuid
 import zipfile
 from collections.abc import Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -27,17 +29,16 @@ import pandas as pd
 from harness import methods as method_registry
 from harness.data import ImageSet, load_images, parse_count
 from harness.errors import HarnessError
-from harness.randomization import ORIGINAL, SCHEDULES, Randomizer, Reinit, Step, schedule_steps
-from harness.results import write_csv, write_json, write_npz
+from harness.randomization import SCHEDULES, Randomizer, Reinit, Step, schedule_steps
+from harness.results import (CONTROL_SCHEDULE, CONTROL_STEP, FORMAT_VERSION, MAPS, NO_CLASS, PARTS, RECORD,
+                             SCORE_COLUMNS, SCORES, SUMMARY, RunRecord, maps_key, read_table, write_csv,
+                             write_json, write_npz)
 from harness.similarity import MetricSettings, PreparedMap, compare_batch, random_mask
-from harness.tables import SCORE_COLUMNS, summarize
+from harness.summary import summarize
 
 TARGETS = ("predicted", "original", "label")
 CONTROLS = ("ceiling", "random_model", "random_mask")
-CONTROL_STEP = -1  # the `step` of control rows: they sit beside the schedule, not on it
 RANDOM_MODEL_DRAWS = (10_001, 10_002)  # draw indices of the random_model control's two models
-RECORD = "run.json"  # written last: a run folder with it is complete
-NO_CLASS = -1  # target_class of a map that explains no class (the random_mask control)
 LABEL_PATTERN = re.compile(r"[A-Za-z0-9_.=,\[\]-]+")  # labels name files in parts/
 
 
@@ -165,7 +166,7 @@ class Runner:
 
         tf.config.experimental.enable_op_determinism()  # same config, same bytes
         self.plan, self.model, self.images, self.run_dir, self.log = plan, model, images, run_dir, log
-        self.parts = run_dir / "parts"
+        self.parts = run_dir / PARTS
         self.x = model.input_spec.to_model_space(images.images)
         self.steps = schedule_steps(plan.schedule, [b.name for b in model.blocks])
         self.prepared: dict[str, list[PreparedMap]] = {}  # original maps, post-processed once per method
@@ -286,7 +287,7 @@ class Runner:
         of the maps they are compared with (the original maps unless `reference` is given)."""
         reference = self._prepared_original(method) if reference is None else reference
         reference_targets = self.reference_targets if reference_targets is None else reference_targets
-        schedule = "control" if step.index == CONTROL_STEP else self.plan.schedule
+        schedule = CONTROL_SCHEDULE if step.index == CONTROL_STEP else self.plan.schedule
         rows = []
         scores = compare_batch(reference, maps, self.plan.metrics, images=self.x)
         for i, image_id in enumerate(self.images.ids):
@@ -329,13 +330,11 @@ class Runner:
     def _assemble(self) -> None:
         """The run's files from its parts; run.json last: its presence marks the run complete."""
         units = self._units()
-        scores = pd.concat([pd.read_csv(self.parts / f"{_stem(s, m)}.csv", keep_default_na=False,
-                                        na_values=[""]) for s, m in units], ignore_index=True)
-        scores["reason"] = scores["reason"].fillna("")
-        write_csv(self.run_dir / "scores.csv", scores)
-        write_csv(self.run_dir / "summary.csv", summarize(scores, self.plan.seed))
-        write_npz(self.run_dir / "maps.npz", self._maps_archive(units))
-        write_json(self.run_dir / RECORD, self._record(units))
+        scores = pd.concat([read_table(self.parts / f"{_stem(s, m)}.csv") for s, m in units], ignore_index=True)
+        write_csv(self.run_dir / SCORES, scores)
+        write_csv(self.run_dir / SUMMARY, summarize(scores, self.plan.seed))
+        write_npz(self.run_dir / MAPS, self._maps_archive(units))
+        self._record(units).write(self.run_dir)
 
     def _maps_archive(self, units) -> dict[str, np.ndarray]:
         k = self.plan.maps_to_keep
@@ -344,30 +343,26 @@ class Runner:
         for s, m in units:
             if s.index != CONTROL_STEP:
                 with np.load(self.parts / f"{_stem(s, m)}.npz") as part:
-                    arrays[f"{m.label}/{s.index:03d}"] = part["maps"]
+                    arrays[maps_key(m.label, s.index)] = part["maps"]
         return arrays
 
-    def _record(self, units) -> dict[str, Any]:
+    def _record(self, units) -> RunRecord:
         parts = {_stem(s, m): json.loads((self.parts / f"{_stem(s, m)}.json").read_text()) for s, m in units}
         computations = Session.history(self.parts, parts)
         first = computations[0] if computations else {}
-        return {
-            "config": self.plan.config, "config_key": self.plan.key(), "contents": self.plan.contents,
-            "versions": first.get("versions") or _versions(), "seed": self.plan.seed,
-            "model": _model_record(self.model) | {"donor": self.plan.donor,
-                                                  "weights_digest": self.plan.contents.get("model")},
-            "schedule": {"name": self.plan.schedule, "steps": [{"index": s.index, "block": s.block,
-                                                                  "randomized": list(s.randomized)} for s in self.steps],
-                         "reinit": {k: v for k, v in vars(self.plan.reinit).items() if k != "donor"}},
-            "metrics": self.plan.metrics.to_record(),
-            "images": {"count": len(self.images), "ids": self.images.ids, "digest": self.plan.contents.get("images")},
-            "controls": list(self.plan.controls),
-            "methods": [vars(m) for m in self.plan.methods],
-            "target": self.plan.target,
-            "timings": _timings(computations, {stem: part["seconds"] for stem, part in parts.items()}),
-            "trace_counts": first.get("trace_counts") or {},
-            "computations": computations,
-        }
+        return RunRecord(
+            format_version=FORMAT_VERSION, config=self.plan.config, config_key=self.plan.key(),
+            contents=self.plan.contents, versions=first.get("versions") or _versions(), seed=self.plan.seed,
+            model=_model_record(self.model) | {"donor": self.plan.donor, "weights_digest": self.plan.contents.get("model")},
+            schedule={"name": self.plan.schedule,
+                      "steps": [{"index": s.index, "block": s.block, "randomized": list(s.randomized)} for s in self.steps],
+                      "reinit": {k: v for k, v in vars(self.plan.reinit).items() if k != "donor"}},
+            metrics=self.plan.metrics.to_record(),
+            images={"count": len(self.images), "ids": self.images.ids, "digest": self.plan.contents.get("images")},
+            controls=list(self.plan.controls), methods=[vars(m) for m in self.plan.methods], target=self.plan.target,
+            timings=_timings(computations, {stem: part["seconds"] for stem, part in parts.items()}),
+            trace_counts=first.get("trace_counts") or {}, computations=computations,
+        )
 
     @contextmanager
     def _progress(self):
@@ -390,9 +385,10 @@ class Session:
 
     @classmethod
     def open(cls, parts: Path) -> "Session":
-        began = time.time()
-        session_id = f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime(began))}-{os.getpid()}"
-        record = {"session": session_id, "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(began)),
+        began = datetime.now(timezone.utc)
+        # Unique even for two invocations of one process within a second (a resume right after a kill).
+        session_id = f"{began:%Y%m%dT%H%M%S}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        record = {"session": session_id, "started": began.isoformat(timespec="microseconds"),
                   "versions": _versions(), "seconds": None, "trace_counts": None, "_began": time.perf_counter()}
         session = cls(session_id, parts / f"session-{session_id}.json", record)
         session._write()

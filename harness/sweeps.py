@@ -8,7 +8,7 @@ from typing import Any
 import pandas as pd
 from hydra.experimental.callback import Callback
 
-from harness.results import write_csv
+from harness.results import SCORES, SUMMARY, read_table, write_csv
 
 POINTER = "run_dir.txt"
 
@@ -30,8 +30,8 @@ def merge(sweep_dir: Path) -> list[Path]:
     run_dirs = [Path(p.read_text().strip()) for p in sorted(sweep_dir.glob(f"*/{POINTER}"),
                                                            key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0)]
     written = []
-    for name in ("scores.csv", "summary.csv"):
-        tables = [pd.read_csv(d / name, keep_default_na=False, na_values=[""]) for d in run_dirs if (d / name).is_file()]
+    for name in (SCORES, SUMMARY):
+        tables = [read_table(d / name) for d in run_dirs if (d / name).is_file()]
         if tables:
             written.append(write_csv(sweep_dir / name, pd.concat(tables, ignore_index=True)))
     return written

@@ -18,7 +18,8 @@ from harness.report import build_report
 from harness.report.cli import main
 from harness.report.tables import MERGED_COLUMNS
 from harness.results import write_csv, write_json, write_npz
-from harness.tables import SCORE_COLUMNS, SUMMARY_COLUMNS, summarize
+from harness.results import SCORE_COLUMNS, SUMMARY_COLUMNS
+from harness.summary import summarize
 
 CNN_BLOCKS = ["logits", "fc1", "conv2", "conv1"]
 METRICS = ["spearman_abs", "spearman_signed", "ssim", "hog"]

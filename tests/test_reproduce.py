@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from harness import reproduce
-from harness.tables import SCORE_COLUMNS, SUMMARY_COLUMNS
+from harness.results import SCORE_COLUMNS, SUMMARY_COLUMNS
 
 
 @pytest.fixture(scope="module")

@@ -94,14 +94,18 @@ def test_run_killed_at_any_point_resumes_to_identical_scores(tmp_path, tiny_save
     for i in range(6, 150):  # enough images that the run is still going when it is killed
         io.imsave(image_folder / f"img{i}.png", np.full((8, 8), i, np.uint8), check_contrast=False)
     killed = tmp_path / "killed"
-    job = subprocess.Popen([*HARNESS, *tiny_overrides(path, image_folder, killed)],
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.time() + 300
-    while time.time() < deadline and not list(killed.glob("runs/*/parts/s001-*.csv")):
-        time.sleep(0.02)
-    os.killpg(job.pid, signal.SIGKILL)
-    job.wait()
-    run_dir = next(killed.glob("runs/*"))
+    stderr = tmp_path / "stderr.txt"
+    with open(stderr, "w") as errors:
+        job = subprocess.Popen([*HARNESS, *tiny_overrides(path, image_folder, killed)],
+                               stdout=subprocess.DEVNULL, stderr=errors, start_new_session=True)
+        deadline = time.time() + 300
+        while time.time() < deadline and job.poll() is None and not list(killed.glob("runs/*/parts/s001-*.csv")):
+            time.sleep(0.02)
+        os.killpg(job.pid, signal.SIGKILL)
+        job.wait()
+    started = list(killed.glob("runs/*"))
+    assert started, f"the job wrote no run folder (exit {job.returncode}): {stderr.read_text()[-2000:]}"
+    run_dir = started[0]
     assert not (run_dir / "scores.csv").exists(), "the run finished before it could be killed"
     for part in (run_dir / "parts").glob("*.csv"):
         pd.read_csv(part)  # every committed part parses
@@ -383,3 +387,10 @@ def test_calibration_killed_before_its_record_is_finished_on_rerun(tmp_path):
     (run_dir / "summary.csv").write_text("stale")
     run_calibration(tmp_path, pairs=2)
     assert (run_dir / "run.json").is_file() and pd.read_csv(run_dir / "summary.csv")["n"].min() == 2
+
+
+def test_two_invocations_in_one_second_are_two_sessions(tmp_path):
+    """A resume right after a kill (same process, same second) must not overwrite the killed
+    session's record: run.json would then list one computation for two."""
+    first, second = runner.Session.open(tmp_path), runner.Session.open(tmp_path)
+    assert first.id != second.id and len(list(tmp_path.glob("session-*.json"))) == 2

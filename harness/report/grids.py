@@ -20,6 +20,7 @@ from matplotlib.figure import Figure
 from harness.report.figures import save
 from harness.report.labels import block_label, method_label, order_methods
 from harness.report.load import Run
+from harness.results import split_maps_key
 from harness.similarity import absolute_map, signed_map
 
 KINDS = {  # kind -> (post-processing, colormap, value range, colour bar label)
@@ -67,12 +68,12 @@ def _add_run(maps: MapSet, path: Path) -> None:
         if [str(i) for i in archive["image_ids"][:n]] != maps.image_ids:
             return  # other images: not comparable in one grid
         for key in archive.files:
-            method, _, step = key.partition("/")
-            if not step.isdigit():
+            if (parsed := split_maps_key(key)) is None:
                 continue
+            method, step = parsed
             raw = archive[key][:n]  # one key at a time: only n images' 2-D maps stay in memory
             for kind, (post, *_rest) in KINDS.items():
-                maps.maps[kind].setdefault(method, {})[int(step)] = np.stack([post(m) for m in raw]).astype(np.float32)
+                maps.maps[kind].setdefault(method, {})[step] = np.stack([post(m) for m in raw]).astype(np.float32)
 
 
 def cascade_grid(maps: MapSet, image: int, kind: str, title: str, path: Path) -> Path:

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from harness.results import CONTROL_SCHEDULE, ORIGINAL, RANDOM_LABELS  # noqa: F401 - the report's vocabulary
+
 # In the paper's order (Figure 2, then the appendix's VarGrad); unknown methods follow alphabetically.
 METHOD_LABELS = {
     "gradient": "Gradient",
@@ -35,11 +37,8 @@ MODEL_LABELS = {"mnist_cnn": "MNIST CNN", "mnist_mlp": "MNIST MLP",
                 "mnist_mlp_randlabels": "MNIST MLP (random labels)", "inception_v3": "Inception v3"}
 
 # Control rows: a method's reference levels, drawn next to its curve (see tables.SUMMARY_COLUMNS).
-CONTROL_SCHEDULE = "control"
 CONTROL_LABELS = {"ceiling": "ceiling (second noise draw)", "random_model": "fully random model",
                   "random_mask": "random mask"}
-ORIGINAL = "original"
-RANDOM_LABELS = "random_labels"
 BLOCK_LABELS = {ORIGINAL: "original", RANDOM_LABELS: "random labels"}
 
 # The paper's experiments, in the order the report presents them.

@@ -1,6 +1,6 @@
 """Reading result folders: experiments, their run folders, and the skipped ones.
 
-Layouts understood (see harness.runner for what a run folder holds):
+Layouts understood (docs/results-format.md describes a run folder):
 - a *run folder*: `run.json`, `scores.csv`, `summary.csv`, `maps.npz` (one experiment on its own);
 - a *reproduce folder*: one subfolder per experiment, holding either run folders at any depth
   (found by their `run.json`, which the runner writes last) or a `skipped.json`
@@ -22,10 +22,12 @@ import pandas as pd
 
 from harness.errors import HarnessError
 from harness.report.labels import order_experiments
-from harness.tables import GROUP_COLUMNS, SCORE_COLUMNS, SUMMARY_COLUMNS, summarize
+from harness.results import (GROUP_COLUMNS, MAPS, PARTS, RECORD, SCORE_COLUMNS, SCORES, SKIPPED, SUMMARY, SUMMARY_COLUMNS,
+                             RunRecord, read_table)
+from harness.summary import summarize
 
-RUN_RECORD = "run.json"
-SKIPPED_RECORD = "skipped.json"
+RUN_RECORD = RECORD
+SKIPPED_RECORD = SKIPPED
 # Folders the report itself writes next to experiments: never mistaken for an experiment.
 REPORT_OUTPUTS = ("figures", "report")
 # Config keys that say where or how a run was started, not what it computed.
@@ -43,19 +45,15 @@ class Run:
     path: Path
 
     @cached_property
-    def record(self) -> dict[str, Any]:
-        return json.loads((self.path / RUN_RECORD).read_text())
+    def record(self) -> RunRecord:
+        return RunRecord.read(self.path)
 
     @cached_property
     def scores(self) -> pd.DataFrame:
-        path = self.path / "scores.csv"
+        path = self.path / SCORES
         if not path.is_file():
             return pd.DataFrame(columns=SCORE_COLUMNS)
-        # As the runner reads its parts: only empty cells are NaN (a block may well be called "NA").
-        scores = pd.read_csv(path, keep_default_na=False, na_values=[""],
-                             dtype={"image_id": str, "block": str, "model": str, "method": str, "reason": str})
-        scores["reason"] = scores["reason"].fillna("")
-        return _variants_as_methods(scores)
+        return _variants_as_methods(read_table(path))
 
     @cached_property
     def summary(self) -> pd.DataFrame:
@@ -63,21 +61,20 @@ class Run:
 
         Control rows may be appended to scores.csv after the run; a stale summary must not hide them.
         """
-        path = self.path / "summary.csv"
+        path = self.path / SUMMARY
         if path.is_file():
-            summary = pd.read_csv(path, keep_default_na=False, na_values=[""], dtype={"block": str, "model": str})
-            summary = _variants_as_methods(summary)
+            summary = _variants_as_methods(read_table(path))
             if set(SUMMARY_COLUMNS) <= set(summary.columns) and _groups(summary) == _groups(self.scores):
                 return summary[SUMMARY_COLUMNS]
-        return summarize(self.scores, int(self.record.get("seed", 0)))
+        return summarize(self.scores, int(self.record.seed))
 
     @property
     def maps_path(self) -> Path:
-        return self.path / "maps.npz"
+        return self.path / MAPS
 
     @property
     def model(self) -> str:
-        return str(self.record.get("model", {}).get("name", self.path.name))
+        return self.record.model_name or self.path.name
 
 
 @dataclass
@@ -148,20 +145,15 @@ def check_settings(experiment: Experiment) -> None:
 
 def _identity(run: Run) -> tuple[str, str, set[str]]:
     """What a run is a run *of*: its model, schedule and methods (by label when two share a family)."""
-    schedule = run.record.get("schedule") or {}
-    methods = {str(m.get("label") or m.get("name")) for m in run.record.get("methods") or [] if isinstance(m, dict)}
-    return run.model, str(schedule.get("name") if isinstance(schedule, dict) else schedule), methods
+    return run.model, run.record.schedule_name, set(run.record.method_labels())
 
 
 def _settings(run: Run) -> dict[str, str]:
     """The run's settings as flat `a.b.c` -> value text: its config, with methods as resolved."""
-    config = {k: v for k, v in (run.record.get("config") or {}).items()
-              if k not in NOT_SETTINGS and k not in ("method", "methods")}
+    config = {k: v for k, v in run.record.config.items() if k not in NOT_SETTINGS and k not in ("method", "methods")}
     flat = _flatten(config)
-    for method in run.record.get("methods") or []:
-        if isinstance(method, dict):
-            name = method.get("label") or method.get("name")
-            flat |= _flatten(method.get("params") or {}, f"methods.{name}.")
+    for label, method in zip(run.record.method_labels(), run.record.methods):
+        flat |= _flatten(method.get("params") or {}, f"methods.{label}.")
     return flat
 
 
@@ -190,7 +182,7 @@ def _experiment(path: Path) -> Experiment | None:
         return Experiment(path.name, path, runs)
     if (path / SKIPPED_RECORD).is_file():
         return Experiment(path.name, path, skipped=json.loads((path / SKIPPED_RECORD).read_text()))
-    if any(path.rglob("scores.csv")) or any(path.rglob("parts")):
+    if any(path.rglob(SCORES)) or any(path.rglob(PARTS)):
         # Started but never finished (the runner writes run.json last): say so rather than vanish.
         return Experiment(path.name, path, skipped={
             "experiment": path.name, "reason": f"incomplete: no {RUN_RECORD} under {path}",
@@ -199,10 +191,7 @@ def _experiment(path: Path) -> Experiment | None:
 
 
 def _run_name(folder: Path) -> str:
-    experiment = (json.loads((folder / RUN_RECORD).read_text()).get("config") or {}).get("experiment")
-    if isinstance(experiment, dict):  # a Hydra preset node rather than a bare name
-        experiment = experiment.get("name")
-    return str(experiment or folder.name)
+    return RunRecord.read(folder).experiment or folder.name
 
 
 def _groups(frame: pd.DataFrame) -> set[tuple]:

@@ -13,6 +13,7 @@ from harness.report.labels import method_label, model_label
 from harness.report.load import Experiment, Run
 from harness.report.page import Block, Bullets, Heading, Image, Paragraph, Table
 from harness.report.tables import MISSING, compact_tables, paper_comparison
+from harness.results import RunRecord
 
 TITLE = "Sanity checks for saliency maps: report"
 
@@ -37,26 +38,26 @@ def what_ran_section(experiments: list[Experiment]) -> list[Block]:
             Table("Models", pd.DataFrame.from_records(_unique(_model_rows(runs)))),
             Table("Methods and their settings", pd.DataFrame.from_records(_unique(_method_rows(runs)))),
             Table("Randomization and metrics", pd.DataFrame.from_records(
-                _unique(_setting_row(r) for r in runs if r.record.get("schedule")))),
+                _unique(_setting_row(r) for r in runs if r.record.schedule))),
             Table("Package versions", _versions(runs))]
 
 
 def _experiment_row(experiment: Experiment) -> dict[str, str]:
     records = [run.record for run in experiment.runs]
-    seconds = sum(float(r.get("timings", {}).get("total_seconds", 0.0)) for r in records)
+    seconds = sum(float(r.timings.get("total_seconds") or 0.0) for r in records)
     return {"experiment": experiment.name,
             "models": ", ".join(dict.fromkeys(run.model for run in experiment.runs)),
             "schedules": ", ".join(experiment.schedules),
             "methods": ", ".join(method_label(m) for m in dict.fromkeys(experiment.summary["method"])),
             "data": "; ".join(dict.fromkeys(_data(r) for r in records)),
-            "seeds": ", ".join(dict.fromkeys(str(r.get("seed", MISSING)) for r in records)),
+            "seeds": ", ".join(dict.fromkeys(str(r.seed) for r in records)),
             "runs": str(len(records)), "duration": _duration(seconds)}
 
 
-def _data(record: dict) -> str:
-    data = (record.get("config") or {}).get("data") or {}
+def _data(record: RunRecord) -> str:
+    data = record.config.get("data") or {}
     described = ", ".join(f"{k}={v}" for k, v in data.items() if v is not None)
-    count = (record.get("images") or {}).get("count")
+    count = record.images.get("count")
     return f"{described} ({count} images)" if count is not None else described or MISSING
 
 
@@ -69,7 +70,7 @@ def _model_rows(runs: list[Run]) -> Iterable[dict[str, str]]:
     """Each run's model, and the random-label model a data randomization run took its weights from.
     Runs without a model (calibration) have none to list."""
     for run in runs:
-        model = run.record.get("model") or {}
+        model = run.record.model
         for record in (model, model.get("donor")):
             if record and record.get("identity"):
                 yield _model_row(record)
@@ -94,18 +95,16 @@ def _percent(value) -> str:
 
 def _method_rows(runs: list[Run]) -> Iterable[dict[str, str]]:
     for run in runs:
-        config = run.record.get("config") or {}
-        # run.json's `methods` holds each method resolved ({name, params}); the config may name a
-        # method by its config file only (`methods: [gradient, ...]`).
-        for method in run.record.get("methods") or []:
-            yield {"method": method_label(method["name"]), "key": f"`{method['name']}`",
-                   "settings": _settings(method.get("params")), "target": str(config.get("target", MISSING))}
+        # run.json's `methods` holds each method resolved ({name, label, params}); the config may
+        # name a method by its config file only (`methods: [gradient, ...]`).
+        for label, method in zip(run.record.method_labels(), run.record.methods):
+            yield {"method": method_label(label), "key": f"`{label}`", "settings": _settings(method.get("params")),
+                   "target": str(run.record.config.get("target", MISSING))}
 
 
 def _setting_row(run: Run) -> dict[str, str]:
-    schedule = run.record.get("schedule") or {}
-    return {"schedule": str(schedule.get("name", MISSING)), "re-initialization": _settings(schedule.get("reinit")),
-            "metric settings": _settings(run.record.get("metrics"))}
+    return {"schedule": run.record.schedule_name or MISSING, "re-initialization": _settings(run.record.schedule.get("reinit")),
+            "metric settings": _settings(run.record.metrics)}
 
 
 def _settings(values: dict | None) -> str:
@@ -117,7 +116,7 @@ def _settings(values: dict | None) -> str:
 def _versions(runs: list[Run]) -> pd.DataFrame:
     versions: dict[str, dict[str, None]] = {}  # package -> its versions over the runs, in order, once each
     for run in runs:
-        for package, version in (run.record.get("versions") or {}).items():
+        for package, version in run.record.versions.items():
             versions.setdefault(package, {})[str(version)] = None
     return pd.DataFrame({"package": list(versions), "version": [", ".join(v) for v in versions.values()]})
 

@@ -1,6 +1,6 @@
 """The report's tables: the merged summary, compact mean [CI] grids, and paper vs this run.
 
-All of them are derived from the runs' summaries (harness.tables.SUMMARY_COLUMNS); cells are
+All of them are derived from the runs' summaries (harness.results.SUMMARY_COLUMNS); cells are
 formatted strings, ready for the page.
 """
 from __future__ import annotations
@@ -14,7 +14,7 @@ from harness.report.labels import (CONTROL_LABELS, CONTROL_SCHEDULE, base_model,
                                    metric_short, model_label, order_methods, order_metrics)
 from harness.report.load import Experiment
 from harness.report.reference import TABLES, Reference, ReferenceTable
-from harness.tables import SUMMARY_COLUMNS
+from harness.results import SUMMARY_COLUMNS
 
 MERGED_COLUMNS = ["experiment"] + SUMMARY_COLUMNS
 MISSING = "—"

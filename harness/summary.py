@@ -1,4 +1,4 @@
-"""Tidy tables: the long `scores.csv` rows and their per-(block, method, metric) summary.
+"""summary.csv: the per-(model, variant, step, metric) statistics of the long `scores.csv` rows.
 
 Pure pandas/numpy, so the report can rebuild everything from a results folder without TensorFlow.
 """
@@ -7,13 +7,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-# `method` is the family (conf/method/<method>.yaml), `variant` the entry of the run's method list
-# (its label: the family's name unless two entries share it). `target_class` is the class a row's
-# map explains, `reference_class` the class of the map it is compared with (-1: no class).
-SCORE_COLUMNS = ["model", "method", "variant", "schedule", "step", "block", "image_id", "target_class",
-                 "reference_class", "metric", "value", "degenerate", "reason", "seed"]
-GROUP_COLUMNS = ["model", "method", "variant", "schedule", "step", "block", "metric"]
-SUMMARY_COLUMNS = GROUP_COLUMNS + ["n", "mean", "sd", "se", "ci_low", "ci_high", "n_degenerate"]
+from harness.results import GROUP_COLUMNS, SUMMARY_COLUMNS
+
 BOOTSTRAP_SAMPLES = 2000
 
 
