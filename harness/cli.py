@@ -5,6 +5,9 @@
     harness layers model=mnist_cnn                                  # the model's blocks
     harness --help / harness --cfg job                              # options / resolved config
 
+`--help` is the harness's own page (Hydra's names the program after this module and lists the
+configs' building blocks as choices); `--hydra-help` is still Hydra's.
+
 A user mistake ends with one line on stderr (`harness: error: ...`) and exit status 2.
 """
 from __future__ import annotations
@@ -23,6 +26,33 @@ GROUPS = ("model", "data", "method", "schedule", "metrics", "experiment")
 COMMANDS = ("run", "layers")
 
 
+HELP = """\
+harness: sanity checks for saliency maps (Adebayo et al. 2018) on a TensorFlow image model
+
+  harness model=mnist_cnn method=gradient     one run: the maps as the model's blocks are randomized,
+                                              scored against the trained model's (results/runs/...)
+  harness layers model=vgg16                  a model's blocks: what each randomization step re-initializes
+  harness experiment=cascading_cnn            one of the paper's experiments (all of them: make reproduce)
+
+More: harness -m method=gradient,smoothgrad (a sweep: one run per combination), harness --cfg job ...
+(the resolved config), harness-report <folder> (tables and figures), harness --hydra-help (Hydra's options).
+
+== Options: choose one per group (group=option); files under conf/<group>/ ==
+{groups}
+== Config: override any key (data.count=5, model.input.size=[224,224], "methods=[gradient,smoothgrad]") ==
+{config}"""
+
+
+def help_text(overrides: list[str]) -> str:
+    """The help page, with the config the given overrides compose (as `--cfg job` would print it)."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=overrides)
+    groups = "".join(f"{g}: {', '.join(group_options(g))}\n" for g in GROUPS)
+    return HELP.format(groups=groups, config=OmegaConf.to_yaml(cfg))
+
+
 def main() -> None:
     argv = sys.argv[1:]
     if argv and argv[0] in COMMANDS:
@@ -31,6 +61,9 @@ def main() -> None:
         check_group_choices(argv)
     except HarnessError as error:
         fail(error)
+    if "--help" in argv or "-h" in argv:
+        print(help_text([a for a in argv if not a.startswith("-") and "=" in a]), end="")
+        return
     sys.argv = [sys.argv[0], *argv]
     # ${pid:} in the sweep folder's name: two sweeps started in the same second never share it.
     OmegaConf.register_new_resolver("pid", os.getpid, replace=True)

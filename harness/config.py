@@ -1,4 +1,15 @@
-"""Where the config groups live, and reading a group's file outside Hydra's composition."""
+"""Where the configs live, and reading one group's config outside a Hydra run.
+
+`conf/` (the Hydra config groups) and `experiments/` (what `make reproduce` runs) are top-level
+folders of the repository, the one copy anyone edits. A built wheel carries them inside the package,
+as `harness/conf/` and `harness/experiments/` (pyproject.toml maps the folders there), so an
+installed harness finds them next to this file; a source checkout (or an editable install) finds
+them beside the package.
+
+A config file whose name starts with `_` is a building block, not a choice: a base that other files
+of its group extend (`defaults: [_base, _self_]`) or a shared piece (the paper's method list). It is
+never listed as an option, and the command line rejects it as one.
+"""
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,18 +17,54 @@ from typing import Any
 
 from harness.errors import HarnessError
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "conf"
+PACKAGE_DIR = Path(__file__).resolve().parent
+PARTIAL_PREFIX = "_"
+
+
+def _shipped(folder: str) -> Path:
+    """`harness/<folder>` in an installed wheel, else `<checkout>/<folder>`."""
+    inside = PACKAGE_DIR / folder
+    return inside if inside.is_dir() else PACKAGE_DIR.parent / folder
+
+
+CONFIG_DIR = _shipped("conf")
+EXPERIMENTS_DIR = _shipped("experiments")
 
 
 def group_options(group: str) -> list[str]:
-    return sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
+    """The choices of a config group (`model` -> mnist_cnn, hub, ...), building blocks left out."""
+    return sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml") if not p.stem.startswith(PARTIAL_PREFIX))
 
 
 def group_defaults(group: str, name: str) -> dict[str, Any]:
-    """The settings in conf/<group>/<name>.yaml, e.g. for runs that list several methods."""
+    """The settings conf/<group>/<name>.yaml gives, with the files it extends merged in as Hydra
+    composes them (`harness <group>=<name>` yields the same `<group>` node; a test checks every file).
+    For what a run names without choosing it: the entries of a method list, the donor model."""
     from omegaconf import OmegaConf
 
-    file = CONFIG_DIR / group / f"{name}.yaml"
-    if not file.is_file():
+    if name.startswith(PARTIAL_PREFIX) or not (CONFIG_DIR / group / f"{name}.yaml").is_file():
         raise HarnessError(f"unknown {group} {name!r}; valid: {', '.join(group_options(group))}")
-    return OmegaConf.to_container(OmegaConf.load(file), resolve=True)
+    return OmegaConf.to_container(_composed(group, name, ()), resolve=True)
+
+
+def _composed(group: str, name: str, seen: tuple[str, ...]):
+    """One group file merged over the files its defaults list names (same group only): each entry in
+    order, the file itself where `_self_` stands (last when it is not listed, as Hydra does)."""
+    from omegaconf import OmegaConf
+
+    if name in seen:
+        raise HarnessError(f"conf/{group}/{name}.yaml extends itself ({' -> '.join([*seen, name])})")
+    node = OmegaConf.load(CONFIG_DIR / group / f"{name}.yaml")
+    entries = list(node.pop("defaults", None) or [])
+    if "_self_" not in entries:
+        entries.append("_self_")
+    parts = []
+    for entry in entries:
+        if entry == "_self_":
+            parts.append(node)
+        elif isinstance(entry, str) and entry.isidentifier() and (CONFIG_DIR / group / f"{entry}.yaml").is_file():
+            parts.append(_composed(group, entry, (*seen, name)))
+        else:
+            raise HarnessError(f"conf/{group}/{name}.yaml: defaults entry {entry!r} is not a file of the same group "
+                               "(a group file may only extend others of its group)")
+    return OmegaConf.merge(*parts)

@@ -10,6 +10,12 @@ by config), so a rerun only rebuilds what changed. An optional experiment whose 
 is written as `skipped.json` with the reason; the rest of the run is unaffected. A quick run has its
 own folder by default: the report refuses a folder that mixes runs of one experiment with different
 settings (harness.report.load), so quick numbers never land in a full report.
+
+An experiment file lists its runs, each a list of overrides (usually `experiment=<preset>` from
+conf/experiment/); the preset's `experiment:` block gives the title and whether the experiment is
+optional (with how to provide what it needs). A file's own `title` / `optional` win: an experiment of
+several presets (data randomization, CNN and MLP) has a title of its own. `kind: calibration` needs
+no model and no preset.
 """
 from __future__ import annotations
 
@@ -19,11 +25,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from harness.config import CONFIG_DIR
+from harness.config import CONFIG_DIR, EXPERIMENTS_DIR
 from harness.errors import HarnessError
 from harness.results import write_json
 
-EXPERIMENTS_DIR = CONFIG_DIR.parent / "experiments"
 # --quick: the same experiments, shrunk (a test runs every experiment this way).
 QUICK_OVERRIDES = ["data.count=2", "maps_to_keep=2"]
 QUICK_METHOD_PARAMS = {"samples": 2, "steps": 3, "n_samples": 2}
@@ -39,14 +44,27 @@ def definitions() -> dict[str, dict[str, Any]]:
 
 
 def compose_run(overrides: list[str], results_dir: Path, quick: bool):
+    """The run's config, and the preset's `experiment:` block (title, optional, how_to_provide) taken
+    out of it: that block describes the preset, it is no setting, so it stays out of the run's key."""
     from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf, open_dict
 
     extra = [f"results_dir={results_dir}"] + (QUICK_OVERRIDES if quick else [])
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         cfg = compose(config_name="config", overrides=[*overrides, *extra])
+    with open_dict(cfg):
+        preset = OmegaConf.to_container(cfg.pop("experiment", None) or OmegaConf.create({}), resolve=True)
     if quick and cfg.get("methods"):
         cfg.methods = [_shrunk(name) for name in cfg.methods]
-    return cfg
+    return cfg, preset
+
+
+def about(definition: dict[str, Any]) -> dict[str, Any]:
+    """Title, optional and how_to_provide of an experiment: its file's, else its first run's preset's."""
+    described = {}
+    if definition.get("runs"):
+        _, described = compose_run(list(definition["runs"][0]), OUT, quick=False)
+    return described | {k: definition[k] for k in ("title", "optional", "how_to_provide") if k in definition}
 
 
 def _shrunk(entry: Any) -> dict[str, Any]:
@@ -70,13 +88,15 @@ def run_experiment(name: str, definition: dict[str, Any], out: Path, quick: bool
         return "done"
     (folder / "skipped.json").unlink(missing_ok=True)
     for overrides in definition["runs"]:
+        cfg, preset = compose_run([*overrides, *extra], folder, quick)
+        described = preset | {k: definition[k] for k in ("optional", "how_to_provide") if k in definition}
         try:
-            runner.run(compose_run([*overrides, *extra], folder, quick), log=print)
+            runner.run(cfg, log=print)
         except HarnessError as error:
-            if not definition.get("optional"):
+            if not described.get("optional"):
                 raise
             write_json(folder / "skipped.json", {"experiment": name, "reason": str(error),
-                                                 "how_to_provide": definition.get("how_to_provide", "")})
+                                                 "how_to_provide": described.get("how_to_provide", "")})
             return "skipped"
     return "done"
 
@@ -93,7 +113,8 @@ def main(argv: list[str] | None = None) -> None:
 
     import_tensorflow_quietly()
     known = definitions()
-    names = [i for i in args.items if "=" not in i] or list(known)
+    # `default: false` experiments (training_budget: hours of training) run only when named.
+    names = [i for i in args.items if "=" not in i] or [n for n, d in known.items() if d.get("default", True)]
     extra = [i for i in args.items if "=" in i]
     try:
         unknown = [n for n in names if n not in known]
@@ -102,7 +123,7 @@ def main(argv: list[str] | None = None) -> None:
         durations = {}
         for name in names:
             began = time.perf_counter()
-            print(f"== {name}: {known[name].get('title', '')}", flush=True)
+            print(f"== {name}: {about(known[name]).get('title', '')}", flush=True)
             status = run_experiment(name, known[name], args.out, args.quick, extra)
             durations[name] = time.perf_counter() - began
             print(f"== {name}: {status} in {durations[name]:.0f} s", flush=True)

@@ -19,13 +19,6 @@ def config(*overrides):
         return compose(config_name="config", overrides=list(overrides))
 
 
-def test_every_config_file_composes():
-    for group in ("model", "data", "method", "schedule", "metrics"):
-        for file in sorted((CONFIG_DIR / group).glob("*.yaml")):
-            cfg = config(f"{group}={file.stem}")
-            assert cfg[group] is not None, file
-
-
 def test_slice_writes_scores(tmp_path):
     run_dir = runner.run(config("data.count=3", f"results_dir={tmp_path}", "progress=false"), log=lambda _: None)
     scores = pd.read_csv(run_dir / "scores.csv")
@@ -91,7 +84,9 @@ def _cli(*args, cwd):
 
 
 @pytest.mark.parametrize("arg, message", [
-    ("model=mnist_resnet", "harness: error: unknown model 'mnist_resnet'; valid: hub, inception_v3_hub, keras_file, mnist_cnn"),
+    ("model=mnist_resnet", "harness: error: unknown model 'mnist_resnet'; valid: hub, inception_v3, inception_v3_hub, "
+                           "keras_file, mnist_cnn"),
+    ("schedule=_base", "harness: error: unknown schedule '_base'; valid: bottom_up, cascading, "),  # a building block
     ("method=gradient,saliency_magic", "harness: error: unknown method 'saliency_magic'; valid: "),
     ("schedule=sideways", "harness: error: unknown schedule 'sideways'; valid: bottom_up, cascading, data_randomization, independent"),
     ("model.source=/no/such/model", "harness: error: model source '/no/such/model' does not resolve"),
@@ -128,6 +123,22 @@ def test_cli_layers_lists_blocks(tmp_path):
     done = _cli("layers", "model=mnist_cnn", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "fc1/kernel" in done.stdout and "[3136, 1024]" in done.stdout and "3,212,288 parameters" in done.stdout
+
+
+def test_help_names_the_program_and_starts_with_three_commands(tmp_path):
+    done = _cli("--help", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("harness: ") and "Hydra" not in lines[0]
+    commands = [line.split()[:3] for line in lines[1:8] if line.startswith("  harness ")]
+    assert [c[1] for c in commands] == ["model=mnist_cnn", "layers", "experiment=cascading_cnn"], lines[:8]
+    options = dict(line.split(": ", 1) for line in lines if line.split(":")[0] in ("model", "schedule", "experiment")
+                   and ": " in line)
+    assert "vgg16" in options["model"] and "_base" not in options["model"] + options["schedule"]
+    assert "_mnist_methods" not in options["experiment"]
+    shown = _cli("--help", "model=resnet50", cwd=tmp_path).stdout  # the config the overrides compose
+    assert "source: keras_applications:ResNet50" in shown and "gradcam_endpoint: conv5_block3_out" in shown
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
 TENSORFLOW_NOISE = ("cudart_stub", "cuInit", "absl::InitializeLog", "oneDNN custom operations")
