@@ -5,7 +5,7 @@ in one process, after a warm-up (tracing is not timed), the three in turn, best 
 - harness: the registered method, all images in one call (batched kernels);
 - reference: PAIR `saliency.core` called per image as its examples do (GetMask / GetSmoothedMask with
   the library's default batch_size=1), over the plain `call_model_function` a PAIR user writes
-  (`Reference`, independent of the harness's kernels); "n/a" where PAIR has no such method;
+  (`harness.oracle`); "n/a" where PAIR has no such method;
 - limit: the same number of rows as plain batched forward+backward passes (forward only for
   occlusion's windows and CAM) in raw TensorFlow, in chunks of the same `max_batch`.
 
@@ -25,131 +25,16 @@ from pathlib import Path
 
 import numpy as np
 
+from harness.oracle import Reference, mnist_keras_twin, pair_map
+
 COLUMNS = ["model", "method", "images", "settings", "harness_s", "reference_s", "speedup", "limit_s",
            "limit_ratio", "rows", "forward_rows", "agreement", "reference", "note", "harness_rounds_s",
            "reference_rounds_s", "limit_rounds_s"]
-METHODS = ("gradient", "smoothgrad", "vargrad", "gradient_x_input", "integrated_gradients", "ig_smoothgrad",
-           "guided_backprop", "gradcam", "guided_gradcam", "cam", "xrai", "blur_ig", "guided_ig", "occlusion")
 # Settings that make a warm-up call cheap while tracing the same kernels.
 WARM_UP = {"samples": 1, "steps": 2, "stride": 10 ** 6}
 # Rounds per side, by its own first time: quicker sides are timed more often (best kept).
 ROUNDS = ((2.0, 5), (10.0, 3))
 PAIRED = 3  # rounds both sides need for their ratio to be the median of per-round ratios
-# Stochastic methods draw other noise than PAIR's np.random: their maps are not compared.
-STOCHASTIC = ("smoothgrad", "vargrad", "ig_smoothgrad")
-
-
-# -- the PAIR user's side ----------------------------------------------------------------------------
-class Reference:
-    """A PAIR user's `call_model_function` and the raw-TF passes, over a plain forward function.
-
-    `forward(x) -> logits`; `endpoint_model(x) -> (feature map, logits)` for Grad-CAM. Only
-    `call_model_args = {"target": class}` and logits are supported (the bench's settings).
-    """
-
-    def __init__(self, forward: Callable, spec, endpoint_model: Callable | None = None):
-        import tensorflow as tf
-
-        signature = [spec, tf.TensorSpec([None], tf.int32)]
-
-        @tf.function(input_signature=signature)
-        def gradient(x, targets):
-            with tf.GradientTape() as tape:
-                tape.watch(x)
-                picked = tf.gather(forward(x), targets, batch_dims=1)
-            return tape.gradient(picked, x)
-
-        @tf.function(input_signature=signature)
-        def values(x, targets):
-            return tf.gather(forward(x), targets, batch_dims=1)
-
-        @tf.function(input_signature=signature)
-        def layer(x, targets):
-            with tf.GradientTape() as tape:
-                features, logits = endpoint_model(x, training=False)
-                picked = tf.gather(logits, targets, batch_dims=1)
-            return features, tape.gradient(picked, features)
-
-        self.gradient, self.values, self.layer = gradient, values, layer
-        self.has_layer = endpoint_model is not None
-
-    def call_model_function(self, x_batch, call_model_args=None, expected_keys=None):
-        import saliency.core as pair
-        import tensorflow as tf
-
-        x = tf.constant(np.asarray(x_batch, np.float32))
-        targets = tf.fill([len(x_batch)], tf.constant(int(call_model_args["target"]), tf.int32))
-        out = {}
-        if pair.INPUT_OUTPUT_GRADIENTS in expected_keys:
-            out[pair.INPUT_OUTPUT_GRADIENTS] = self.gradient(x, targets).numpy()
-        if pair.OUTPUT_LAYER_VALUES in expected_keys:
-            out[pair.OUTPUT_LAYER_VALUES] = self.values(x, targets).numpy()
-        if pair.CONVOLUTION_LAYER_VALUES in expected_keys:
-            features, grads = self.layer(x, targets)
-            out[pair.CONVOLUTION_LAYER_VALUES] = features.numpy()
-            out[pair.CONVOLUTION_OUTPUT_GRADIENTS] = grads.numpy()
-        return out
-
-    def warm_up(self, x: np.ndarray) -> None:
-        import saliency.core as pair
-
-        keys = [pair.INPUT_OUTPUT_GRADIENTS, pair.OUTPUT_LAYER_VALUES]
-        if self.has_layer:
-            keys.append(pair.CONVOLUTION_LAYER_VALUES)
-        self.call_model_function(x[:1], {"target": 0}, keys)
-
-    def limit(self, x: np.ndarray, rows: int, forward_rows: int, max_batch: int) -> float:
-        """Seconds for `rows` forward+backward and `forward_rows` forward rows, `max_batch` per call."""
-        import tensorflow as tf
-
-        batch = tf.constant(np.resize(x, (max_batch, *x.shape[1:])))
-        targets = tf.zeros([max_batch], tf.int32)
-        began = time.perf_counter()
-        for fn, count in ((self.gradient, rows), (self.values, forward_rows)):
-            for start in range(0, count, max_batch):
-                n = min(max_batch, count - start)
-                fn(batch[:n], targets[:n]).numpy()
-        return time.perf_counter() - began
-
-
-def pair_map(method: str, s: dict, cmf: Callable, x: np.ndarray, target: int) -> np.ndarray | None:
-    """PAIR's map of one image as a user calls it (library defaults except the method's settings)."""
-    import saliency.core as pair
-
-    import harness.methods.pair  # noqa: F401 - installs the NumPy 2 shim PAIR's Guided IG needs
-
-    args, zeros = {"target": int(target)}, np.zeros_like(x)
-    calls = {
-        "gradient": lambda: pair.GradientSaliency().GetMask(x, cmf, args),
-        "gradient_x_input": lambda: x * pair.GradientSaliency().GetMask(x, cmf, args),
-        "smoothgrad": lambda: pair.GradientSaliency().GetSmoothedMask(
-            x, cmf, args, stdev_spread=s.get("spread"), nsamples=s.get("samples"), magnitude=s.get("squared")),
-        "vargrad": lambda: _pair_vargrad(x, cmf, args, s),
-        "integrated_gradients": lambda: pair.IntegratedGradients().GetMask(
-            x, cmf, args, x_baseline=zeros, x_steps=s.get("steps")),
-        "ig_smoothgrad": lambda: pair.IntegratedGradients().GetSmoothedMask(
-            x, cmf, args, stdev_spread=s.get("spread"), nsamples=s.get("samples"), magnitude=False,
-            x_baseline=zeros, x_steps=s.get("steps")),
-        "gradcam": lambda: pair.GradCam().GetMask(x, cmf, args, three_dims=False)[..., None],
-        "xrai": lambda: pair.XRAI().GetMask(x, cmf, args, extra_parameters=pair.XRAIParameters(
-            steps=s.get("steps"), algorithm=s.get("algorithm")))[..., None],
-        "blur_ig": lambda: pair.BlurIG().GetMask(x, cmf, args, max_sigma=s.get("max_sigma"), steps=s.get("steps"),
-                                                 grad_step=s.get("grad_step"), sqrt=s.get("sqrt")),
-        "guided_ig": lambda: pair.GuidedIG().GetMask(x, cmf, args, x_baseline=zeros, x_steps=s.get("steps"),
-                                                     fraction=s.get("fraction"), max_dist=s.get("max_dist")),
-        "occlusion": lambda: pair.Occlusion().GetMask(x, cmf, args, size=s.get("size"), value=s.get("value")),
-    }
-    return calls[method]() if method in calls else None
-
-
-def _pair_vargrad(x, cmf, args, s) -> np.ndarray:
-    """What a PAIR user writes for VarGrad: GetMask on noisy copies, then their variance."""
-    import saliency.core as pair
-
-    sigma = s["spread"] * (np.max(x) - np.min(x))
-    grads = [pair.GradientSaliency().GetMask(x + np.random.normal(0, sigma, x.shape), cmf, args)
-             for _ in range(s["samples"])]
-    return np.var(grads, axis=0)
 
 
 # -- subjects ----------------------------------------------------------------------------------------
@@ -165,33 +50,16 @@ class Subject:
     note: str = ""
 
 
-def mnist_keras_twin(model):
-    """The built-in CNN rebuilt in Keras with the SavedModel's weights (for layer access)."""
-    from harness.zoo.mnist import build_cnn
-
-    twin, _ = build_cnn()
-    values = {v.name: v.variable.numpy() for v in model.variables}
-    for weight in twin.weights:
-        weight.assign(values[weight.path])
-    return twin
-
-
-def endpoint_model(keras_model, layer: str):
-    import keras
-
-    return keras.Model(keras_model.inputs[0], [keras_model.get_layer(layer).output, keras_model.outputs[0]])
-
-
 def cnn_subject(count: int, quick: bool) -> Subject:
     from harness.data import load_images
     from harness.models import load_model
+    from harness.models.keras_guided import keras_endpoint_model
 
     model = load_model({"source": "builtin:mnist_cnn", "gradcam_endpoint": "conv2"}, log=lambda _: None)
     x = model.input_spec.to_model_space(load_images({"source": "mnist", "count": count}, (28, 28), 1).images)
-    reference = Reference(model.logits, model.tensor_spec(), endpoint_model(mnist_keras_twin(model), "conv2"))
-    params = QUICK if quick else {}
+    reference = Reference(model.logits, model.tensor_spec(), keras_endpoint_model(mnist_keras_twin(model), "conv2"))
     return Subject("mnist_cnn", model, x, np.argmax(model.predict(x), 1).astype(np.int32), reference,
-                   _with_endpoint(params, "conv2"),
+                   _with_endpoint(_quick() if quick else {}, "conv2"),
                    f"SavedModel through tensorflow_hub; {'quick' if quick else 'paper (method default)'} settings")
 
 
@@ -200,6 +68,7 @@ def inception_subject(count: int, quick: bool) -> Subject:
 
     from harness.data import load_images
     from harness.models import load_model
+    from harness.models.keras_guided import keras_endpoint_model
 
     keras.utils.set_random_seed(0)
     model = load_model({"source": "keras_applications:InceptionV3", "weights": None,
@@ -208,48 +77,35 @@ def inception_subject(count: int, quick: bool) -> Subject:
     photos = ["chelsea", "coffee", "astronaut", "rocket"][:count]
     x = model.input_spec.to_model_space(load_images({"source": "skimage", "names": photos}, (299, 299), 3).images)
     reference = Reference(lambda v: model.keras_model(v, training=False), model.tensor_spec(),
-                          endpoint_model(model.keras_model, "mixed10"))
+                          keras_endpoint_model(model.keras_model, "mixed10"))
     return Subject("inception_v3", model, x, np.argmax(model.predict(x), 1).astype(np.int32), reference,
-                   _with_endpoint(QUICK if quick else INCEPTION, "mixed10"),
+                   _with_endpoint(_quick() if quick else INCEPTION, "mixed10"),
                    f"Keras InceptionV3 (random weights) at 299x299; {'quick' if quick else 'fewer'} samples / "
                    "steps than the paper (settings column)")
 
 
 def _with_endpoint(params: dict[str, dict], endpoint: str) -> dict[str, dict]:
-    return {m: {**params.get(m, {}), **({"endpoint": endpoint} if m in ("gradcam", "guided_gradcam") else {})}
-            for m in METHODS}
+    from harness import methods
+
+    return {m: {**params.get(m, {}), **({"endpoint": endpoint} if "endpoint" in methods.defaults(m) else {})}
+            for m in methods.names()}
+
+
+def _quick() -> dict[str, dict]:
+    """Every method's quick settings (its registration's)."""
+    from harness import methods
+
+    return {m: dict(methods.spec(m).quick) for m in methods.names()}
 
 
 # Inception scale: 2-core CPU, ~0.1-0.3 s per forward+backward row.
 INCEPTION = {"smoothgrad": {"samples": 8}, "vargrad": {"samples": 8}, "integrated_gradients": {"steps": 8},
              "ig_smoothgrad": {"samples": 4, "steps": 4}, "xrai": {"steps": 8}, "blur_ig": {"steps": 8},
              "guided_ig": {"steps": 8}, "occlusion": {"size": 294}}  # 6 x 6 window positions
-QUICK = {"smoothgrad": {"samples": 4}, "vargrad": {"samples": 4}, "integrated_gradients": {"steps": 4},
-         "ig_smoothgrad": {"samples": 2, "steps": 3}, "xrai": {"steps": 2}, "blur_ig": {"steps": 4},
-         "guided_ig": {"steps": 4}, "occlusion": {"size": 21}}
 SUBJECTS = {"cnn": cnn_subject, "inception": inception_subject}
 
 
 # -- one measurement ---------------------------------------------------------------------------------
-def rows_per_image(method: str, s: dict, shape: Sequence[int]) -> tuple[int, int]:
-    """(forward+backward rows, forward-only rows) one image costs: the raw-TF limit's work."""
-    from harness.methods.occlusion import windows
-
-    if method in ("smoothgrad", "vargrad"):
-        return s["samples"], 0
-    if method in ("integrated_gradients", "blur_ig", "guided_ig"):
-        return s["steps"], 0
-    if method == "ig_smoothgrad":
-        return s["samples"] * s["steps"], 0
-    if method == "xrai":
-        return 2 * s["steps"], 0  # two baselines (segmentation is extra)
-    if method == "occlusion":
-        return 0, len(windows(tuple(shape[:2]), s["size"], s["stride"])) + 1
-    if method == "cam":
-        return 0, 1
-    return (2 if method == "guided_gradcam" else 1), 0
-
-
 def measure(subject: Subject, method: str, repeats: int) -> dict:
     from harness import methods
 
@@ -261,13 +117,13 @@ def measure(subject: Subject, method: str, repeats: int) -> dict:
     except Exception as error:  # noqa: BLE001 - e.g. CAM on a model without GAP: reported, not fatal
         return _row(subject, method, params, note=f"not run: {str(error).splitlines()[0]}")
     cmf = subject.reference.call_model_function
-    rows, forward_rows = (len(x) * n for n in rows_per_image(method, s, x.shape[1:]))
+    rows, forward_rows = (len(x) * n for n in methods.spec(method).rows(s, x.shape[1:]))
     per_call = limit_rows_per_call(method, s, x)
     cold = COLD.get(method, lambda: None)
     timed = _rounds({
         "harness": lambda: cold() or fn(model, x, t, np.random.default_rng(0), params),
         "reference": lambda: _stack([pair_map(method, s, cmf, xi, ti) for xi, ti in zip(x, t)]),
-        "limit": lambda: subject.reference.limit(x, rows, forward_rows, per_call),
+        "limit": lambda: raw_tf_limit(subject.reference, x, rows, forward_rows, per_call),
     }, repeats)
     harness, reference, limit = timed["harness"], timed["reference"], timed["limit"]
     note = (EXPLAIN[method](subject, params, harness.best, limit.best, repeats, reference.value)
@@ -279,17 +135,28 @@ def measure(subject: Subject, method: str, repeats: int) -> dict:
                 {side: timing.seconds for side, timing in timed.items() if side != "reference" or in_pair})
 
 
-# Methods whose path is sequential: step k + 1 needs step k's gradient, so no implementation can
-# put more than one row per image into a call.
-SEQUENTIAL = ("guided_ig",)
+def raw_tf_limit(reference: Reference, x: np.ndarray, rows: int, forward_rows: int, max_batch: int) -> float:
+    """Seconds for `rows` forward+backward and `forward_rows` forward rows in raw TensorFlow (the
+    reference's plain tf.functions), `max_batch` per call."""
+    import tensorflow as tf
+
+    batch = tf.constant(np.resize(x, (max_batch, *x.shape[1:])))
+    targets = tf.zeros([max_batch], tf.int32)
+    began = time.perf_counter()
+    for fn, count in ((reference.gradient, rows), (reference.values, forward_rows)):
+        for start in range(0, count, max_batch):
+            n = min(max_batch, count - start)
+            fn(batch[:n], targets[:n]).numpy()
+    return time.perf_counter() - began
 
 
 def limit_rows_per_call(method: str, s: dict, x: np.ndarray) -> int:
-    """Rows per raw-TF call in the limit: `max_batch`, or one per image for a sequential path."""
-    from harness.methods import rows_per_call
+    """Rows per raw-TF call in the limit: `max_batch`, or one per image for a sequential path (step
+    k + 1 needs step k's gradient, so no implementation can put more rows of an image into a call)."""
+    from harness import methods
 
-    per_call = rows_per_call(s.get("max_batch", "auto"), x.shape[1:])
-    return min(per_call, len(x)) if method in SEQUENTIAL else per_call
+    per_call = methods.rows_per_call(s.get("max_batch", "auto"), x.shape[1:])
+    return min(per_call, len(x)) if methods.spec(method).sequential else per_call
 
 
 def _cold_segments() -> None:
@@ -332,7 +199,7 @@ def _guided_ig_note(subject: Subject, params: dict, harness_s: float, limit_s: f
     s = methods.defaults("guided_ig") | params
     per_call = limit_rows_per_call("guided_ig", s, x)
     calls = int(s["steps"]) * -(-len(x) // per_call)
-    batched_s = min(_timed(lambda: subject.reference.limit(x, len(x) * int(s["steps"]), 0, len(x)))
+    batched_s = min(_timed(lambda: raw_tf_limit(subject.reference, x, len(x) * int(s["steps"]), 0, len(x)))
                     for _ in range(max(repeats, 2)))
     return (f"sequential steps: limit = {calls} calls of {per_call} row(s) (`max_batch: {s['max_batch']}`); all "
             f"{len(x)} images in one call per step instead (faster, but maps then depend on the group): "
@@ -401,7 +268,9 @@ def _stack(maps: list) -> np.ndarray | None:
 
 def _agreement(method: str, maps: np.ndarray, reference: np.ndarray | None) -> float:
     """max |harness - PAIR| / max |PAIR| on the same images (NaN: no PAIR map, or other noise)."""
-    if reference is None or method in STOCHASTIC:
+    from harness import methods
+
+    if reference is None or methods.spec(method).stochastic:
         return float("nan")
     reference = np.broadcast_to(reference, maps.shape)
     return float(np.abs(maps - reference).max() / max(np.abs(reference).max(), 1e-30))
@@ -489,7 +358,7 @@ def _target_lines(part) -> list[str]:
     name = timed["model"].iloc[0]
     if name == "mnist_cnn":
         wanted = timed[timed["method"].isin(CNN_TARGET)]
-        return [f"Target >= 5x PAIR for SmoothGrad, IG, Occlusion: "
+        return ["Target >= 5x PAIR for SmoothGrad, IG, Occlusion: "
                 + ", ".join(f"{r.method} {_f(r.speedup, 'x')} {'met' if r.speedup >= 5 else 'MISSED'}"
                             for r in wanted.itertuples())]
     with_pair = timed[timed["reference_s"].notna()]
@@ -539,13 +408,16 @@ def run(models: Sequence[str], methods: Sequence[str], out: Path, quick: bool = 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m harness.bench", description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="cnn,inception", help="comma list of: cnn, inception")
-    parser.add_argument("--methods", default=",".join(METHODS), help="comma list of method names")
+    parser.add_argument("--methods", default="all", help="comma list of method names (default: all registered)")
     parser.add_argument("--quick", action="store_true", help="1 image, few samples / steps (smoke run)")
     parser.add_argument("--repeats", type=int, default=1, help="time each side this often, keep the best")
     parser.add_argument("--out", type=Path, default=Path("results/bench"))
     args = parser.parse_args(argv)
-    models, methods = args.models.split(","), args.methods.split(",")
-    unknown = [m for m in models if m not in SUBJECTS] + [m for m in methods if m not in METHODS]
+    from harness.methods import names
+
+    models = args.models.split(",")
+    methods = names() if args.methods == "all" else args.methods.split(",")
+    unknown = [m for m in models if m not in SUBJECTS] + [m for m in methods if m not in names()]
     if unknown:
         parser.error(f"unknown model / method: {', '.join(unknown)}")
     run(models, methods, args.out, quick=args.quick, repeats=args.repeats, log=lambda line: print(line, flush=True))

@@ -31,13 +31,6 @@ def test_quick_bench_writes_the_table(tmp_path):
     assert "| method | images | settings | harness s | PAIR s | speedup |" in markdown and "## mnist_cnn" in markdown
 
 
-def test_rows_per_image_count_the_work_of_each_method():
-    assert bench.rows_per_image("ig_smoothgrad", {"samples": 3, "steps": 4}, (28, 28, 1)) == (12, 0)
-    assert bench.rows_per_image("xrai", {"steps": 5}, (28, 28, 1)) == (10, 0)
-    assert bench.rows_per_image("occlusion", {"size": 15, "stride": 1}, (28, 28, 1)) == (0, 14 * 14 + 1)
-    assert bench.rows_per_image("guided_gradcam", {}, (28, 28, 1)) == (2, 0)
-
-
 def test_sequential_paths_get_one_limit_row_per_image_and_call():
     x = np.zeros((3, 28, 28, 1), np.float32)
     assert bench.limit_rows_per_call("guided_ig", {"max_batch": "auto"}, x) == 3

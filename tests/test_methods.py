@@ -1,7 +1,7 @@
 """Saliency methods: equal to PAIR saliency.core where PAIR has the method, batched, compiled once.
 
-References are PAIR's own classes over `harness.bench.Reference`, the call_model_function a PAIR user
-writes (plain tf.functions, none of the harness's kernels). The built-in MNIST CNN is a SavedModel
+References are PAIR's own classes over `harness.oracle.Reference`, the call_model_function a PAIR user
+writes (plain tf.functions, none of the harness's batching, chunking or graph import). The built-in MNIST CNN is a SavedModel
 loaded through tensorflow_hub; its Keras twin (same weights) gives the Keras path and the layer
 values Grad-CAM's reference needs. The hand-derived Guided Backprop check lives in
 tests/test_guided_machinery.py (test_guided_gradient_matches_hand_derivation).
@@ -20,22 +20,23 @@ import tensorflow as tf
 import yaml
 
 from harness import methods, runner
-from harness.bench import Reference, endpoint_model, mnist_keras_twin
 from harness.config import CONFIG_DIR, group_defaults
 from harness.errors import HarnessError
 from harness.methods.cam import upsample
+from harness.models.keras_guided import keras_endpoint_model as endpoint_model
+from harness.oracle import Reference, mnist_keras_twin, pair_core, pair_map
 from harness.methods.smoothgrad import draw_noise, noise_sigma
 from harness.randomization import Randomizer, Reinit, schedule_steps
 
 from conftest import tiny_cnn, wrap_keras
 from test_cli import config
 
-ALL = {"gradient", "smoothgrad", "vargrad", "gradient_x_input", "integrated_gradients", "ig_smoothgrad",
-       "guided_backprop", "gradcam", "guided_gradcam", "cam", "xrai", "blur_ig", "guided_ig", "occlusion"}
-# Cheap settings for the tests that only need a method to run.
-CHEAP = {"smoothgrad": {"samples": 6}, "vargrad": {"samples": 6}, "integrated_gradients": {"steps": 6},
-         "ig_smoothgrad": {"samples": 3, "steps": 4}, "xrai": {"steps": 2}, "blur_ig": {"steps": 6},
-         "guided_ig": {"steps": 6}, "occlusion": {"size": 9, "stride": 3}}
+ALL = set(methods.names())
+
+
+def quick(name: str) -> dict:
+    """The method's registered quick settings (for tests that only need it to run)."""
+    return dict(methods.spec(name).quick)
 
 
 def rel(a, b) -> float:
@@ -103,14 +104,86 @@ def gap_model(seed: int = 5):
 
 
 # -- registry and configs ----------------------------------------------------------------------------
-def test_every_method_is_registered_with_a_config_that_states_its_defaults():
-    assert set(methods.names()) == ALL
+def test_every_config_is_a_registered_method_whose_defaults_it_holds():
     files = sorted((CONFIG_DIR / "method").glob("*.yaml"))
-    assert {f.stem for f in files} == ALL
+    assert {f.stem for f in files} == set(methods.names()) and len(files) >= 14
     for file in files:
         config = yaml.safe_load(file.read_text())
         assert config.pop("name") == file.stem
-        assert config == methods.defaults(file.stem), file.name
+        assert methods.defaults(file.stem) == config, file.name  # read from the file, not a copy
+
+
+def test_registrations_count_the_work_of_each_method():
+    def rows(name, **s):
+        return methods.spec(name).rows(methods.defaults(name) | s, (28, 28, 1))
+    assert rows("ig_smoothgrad", samples=3, steps=4) == (12, 0)
+    assert rows("xrai", steps=5) == (10, 0)
+    assert rows("occlusion", size=15, stride=1) == (0, 14 * 14 + 1)
+    assert rows("guided_gradcam") == (2, 0) and rows("gradient") == (1, 0) and rows("cam") == (0, 1)
+    assert {m for m in ALL if methods.spec(m).reference is None} == {"guided_backprop", "guided_gradcam", "cam"}
+    assert {m for m in ALL if methods.spec(m).stochastic} == {"smoothgrad", "vargrad", "ig_smoothgrad"}
+
+
+@pytest.mark.parametrize("name", sorted(m for m in ALL if methods.spec(m).reference and not methods.spec(m).stochastic))
+def test_every_method_with_a_pair_reference_equals_it_at_its_quick_settings(cnn, name):
+    # Catches a registered PAIR call that is not the method (another baseline, magnitude, window...):
+    # the benchmark's agreement column relies on it. The tests above hold each method to PAIR tightly;
+    # here PAIR runs at its own defaults (batch sizes), and Blur IG's float32 path amplifies rounding.
+    s = methods.defaults(name) | quick(name)
+    expected = np.stack([pair_map(name, s, cnn.ref.call_model_function, xi, ti) for xi, ti in zip(cnn.x, cnn.t)])
+    assert rel(run(name, cnn, quick(name)), expected) < (1e-2 if name == "blur_ig" else 1e-5)
+
+
+TINY_METHOD = '''
+import numpy as np
+from harness.methods import register
+from harness.methods.kernels import input_gradients
+
+
+@register("{name}", reference=lambda pair, x, cmf, args, s: s["scale"] * pair.GradientSaliency().GetMask(x, cmf, args),
+          quick={{"scale": 0.5}})
+def scaled_gradient(model, x, targets, rng, s):
+    return s["scale"] * input_gradients(model, x, targets, s["output"], s["max_batch"])
+'''
+
+
+def test_adding_a_method_is_one_file_plus_one_config(cnn, tmp_path, monkeypatch):
+    import sys
+
+    from harness import config
+
+    name = "scaled_gradient_for_a_test"
+    package = tmp_path / "methods"
+    package.mkdir()
+    (package / f"{name}.py").write_text(TINY_METHOD.format(name=name))
+    (tmp_path / "conf" / "method").mkdir(parents=True)
+    (tmp_path / "conf" / "method" / f"{name}.yaml").write_text(
+        f"name: {name}\nscale: 2.0\noutput: logit\nmax_batch: auto\n")
+    monkeypatch.setattr(config, "CONFIG_DIR", tmp_path / "conf")
+    monkeypatch.setattr(methods, "__path__", [*methods.__path__, str(package)])
+    monkeypatch.setattr(methods, "_REGISTRY", dict(methods._REGISTRY))
+    monkeypatch.setattr(methods, "_SPECS", dict(methods._SPECS))
+    monkeypatch.delitem(sys.modules, f"harness.methods.{name}", raising=False)
+    try:
+        assert name in methods.names() and methods.defaults(name) == {"scale": 2.0, "output": "logit",
+                                                                       "max_batch": "auto"}
+        np.testing.assert_array_equal(run(name, cnn), 2.0 * run("gradient", cnn))
+        np.testing.assert_array_equal(run(name, cnn, quick(name)), 0.5 * run("gradient", cnn))
+        expected = np.stack([pair_map(name, methods.defaults(name), cnn.ref.call_model_function, xi, ti)
+                             for xi, ti in zip(cnn.x, cnn.t)])
+        assert rel(run(name, cnn), expected) < 1e-5
+        with pytest.raises(HarnessError, match=f"unknown setting.*scal.*{name}"):
+            run(name, cnn, {"scal": 1.0})
+    finally:
+        sys.modules.pop(f"harness.methods.{name}", None)
+
+
+def test_a_method_without_a_config_is_one_clear_error(tmp_path, monkeypatch):
+    from harness import config
+
+    monkeypatch.setattr(config, "CONFIG_DIR", tmp_path)
+    with pytest.raises(HarnessError, match="method nameless has no config: add .*method/nameless.yaml"):
+        methods.register("nameless")
 
 
 @pytest.mark.parametrize("name, params, message", [
@@ -384,7 +457,7 @@ def test_blur_path_is_scipys_gaussian_filter_and_its_sigma_difference():
 def test_guided_ig_is_pair_guided_ig(cnn, settings):
     # At the method's defaults (one image per gradient call, as PAIR's): catches a path step that is
     # not PAIR's, and gradients batched at the defaults (their rounding can move other features).
-    import harness.methods.pair  # noqa: F401 - PAIR's Guided IG needs the NumPy 2 shim
+    pair_core()  # PAIR's Guided IG needs the NumPy 2 shim
 
     x = cnn.x.copy()
     x[1] = 0.5 if settings.get("baseline") == "gray" else 0.0  # an image equal to its baseline: map 0
@@ -419,7 +492,7 @@ def batch_coupled_cnn():
 def test_guided_ig_is_pair_guided_ig_on_a_batch_coupled_model(images8):
     # Catches, on any machine: gradients of several images in one call at the defaults (PAIR asks for
     # one image a call, and this model's gradients depend on the number of images in a call).
-    import harness.methods.pair  # noqa: F401 - PAIR's Guided IG needs the NumPy 2 shim
+    pair_core()  # PAIR's Guided IG needs the NumPy 2 shim
 
     keras_model = batch_coupled_cnn()
     model = wrap_keras(keras_model)
@@ -515,7 +588,7 @@ def test_randomizing_a_block_changes_the_maps_without_a_retrace(cnn, cnn_keras, 
         s = subject(wrap_keras(gap_model()), cnn.x, None, "conv2")
     else:
         s = cnn if path == "hub" else cnn_keras
-    params = CHEAP.get(name, {})
+    params = quick(name)
     before = run(name, s, params)
     traces = dict(s.model.trace_counts)
     step = schedule_steps("cascading", [b.name for b in s.model.blocks])[2]  # logits and the block below
@@ -530,7 +603,7 @@ def test_randomizing_a_block_changes_the_maps_without_a_retrace(cnn, cnn_keras, 
 def test_every_method_runs_through_the_runner(tmp_path):
     cfg = runner._plain(config("data.count=2", f"results_dir={tmp_path}", "progress=false",
                                "schedule=independent"))
-    cfg["methods"] = [group_defaults("method", m) | CHEAP.get(m, {}) for m in sorted(ALL - {"cam"})]
+    cfg["methods"] = [group_defaults("method", m) | quick(m) for m in sorted(ALL - {"cam"})]
     run_dir = runner.run(cfg, log=lambda _: None)
     scores = pd.read_csv(run_dir / "scores.csv")
     assert set(scores["method"]) == ALL - {"cam"}

@@ -1,4 +1,4 @@
-"""Saliency methods, one family per file, registered by name.
+"""Saliency methods, one family per file, registered by name; the registry is the only list of methods.
 
 Contract: `method(model, images, targets, rng, params) -> maps`, where images are in the model's
 input space, targets are explicit class indices (the runner resolves argmax/original/label), rng is
@@ -6,11 +6,21 @@ a seeded numpy Generator (the only source of randomness), and maps are float32 [
 (Grad-CAM, CAM and XRAI repeat their 2-D map in every channel). `params` is the method's config minus
 `name`, plus the model's `gradcam_endpoint`; unknown settings are errors. Methods know nothing of
 schedules.
+
+Adding a method is one file plus one config: a module in this package whose function is decorated
+with `@register("name", ...)` (every module here is imported when the registry is first asked), and
+`conf/method/name.yaml`, the one place its default settings live (`register` reads them). What the
+benchmark and the tests need to know of a method travels with its registration (`MethodSpec`): PAIR's
+map of one image (the reference `harness.oracle` compares with), the model rows one image costs, and
+quick settings.
 """
 from __future__ import annotations
 
 import functools
+import importlib
+import pkgutil
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -18,27 +28,52 @@ import numpy as np
 from harness.errors import HarnessError
 
 Method = Callable[..., np.ndarray]
+# reference(pair, x, call_model_function, call_model_args, s) -> PAIR's map of the one image x with
+# settings s, [H, W, C] (pair: `saliency.core`, as `harness.oracle` hands it over).
+Reference = Callable[..., np.ndarray]
+# rows(s, image_shape) -> (forward+backward rows, forward-only rows) the method costs per image.
+Rows = Callable[[Mapping[str, Any], tuple[int, ...]], tuple[int, int]]
 OUTPUTS = ("logit", "probability")
-# Settings most methods accept: the output explained and the rows per compiled call.
-COMMON = {"output": "logit", "max_batch": "auto"}
 # max_batch "auto": as many rows as hold this many input values, within [4, 256]: 256 rows of a
 # 28x28 image (a small CNN runs ~1.5x faster per row at 256 than at 64), 15 of a 299x299x3 one
 # (InceptionV3 needs ~70 MB per row with gradients and runs no faster per row beyond ~4).
 AUTO_BATCH_VALUES, AUTO_BATCH_RANGE = 2 ** 22, (4, 256)
 # Keys the runner adds to every method's parameters.
 RUNNER_KEYS = ("gradcam_endpoint",)
+
+
+def one_gradient_row(s: Mapping[str, Any], image_shape: tuple[int, ...]) -> tuple[int, int]:
+    return 1, 0
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """A registered method and what the benchmark and the tests need to know of it."""
+    name: str
+    method: Method                       # the registered callable (the contract above)
+    defaults: Mapping[str, Any]          # conf/method/<name>.yaml without `name`
+    reference: Reference | None = None   # PAIR's map of one image; None: PAIR has no such method
+    rows: Rows = one_gradient_row        # model rows per image (the raw-TF limit's work in the bench)
+    quick: Mapping[str, Any] = field(default_factory=dict)  # cheap settings: tests, `bench --quick`
+    stochastic: bool = False             # draws noise from rng (PAIR draws its own: no map equality)
+    sequential: bool = False             # each path step needs the last one's gradients
+
+
 _REGISTRY: dict[str, Method] = {}
-_DEFAULTS: dict[str, dict[str, Any]] = {}
+_SPECS: dict[str, MethodSpec] = {}
 
 
-def register(name: str, defaults: Mapping[str, Any]) -> Callable[[Method], Method]:
+def register(name: str, *, reference: Reference | None = None, rows: Rows = one_gradient_row,
+             quick: Mapping[str, Any] | None = None, stochastic: bool = False,
+             sequential: bool = False) -> Callable[[Method], Method]:
     """Register `fn(model, x, targets, rng, s)` as method `name` under the contract above.
 
-    The registered callable validates `params` against `defaults` into the settings `s` (the
-    paper's settings where it has them, else PAIR's defaults; conf/method/<name>.yaml documents the
-    same values), resolves `max_batch`, converts images to float32 and targets to int32, and returns
-    float32 maps.
+    The defaults are conf/method/<name>.yaml's settings (the paper's where it has them, else PAIR's).
+    The registered callable validates `params` against them into the settings `s`, resolves
+    `max_batch`, converts images to float32 and targets to int32, and returns float32 maps.
     """
+    defaults = config_defaults(name)
+
     def add(fn: Method) -> Method:
         @functools.wraps(fn)
         def method(model, images, targets, rng, params) -> np.ndarray:
@@ -47,9 +82,23 @@ def register(name: str, defaults: Mapping[str, Any]) -> Callable[[Method], Metho
             if "max_batch" in s:
                 s["max_batch"] = rows_per_call(s["max_batch"], x.shape[1:])
             return np.asarray(fn(model, x, t, rng, s), np.float32)
-        _REGISTRY[name], _DEFAULTS[name] = method, dict(defaults)
+        _REGISTRY[name] = method
+        _SPECS[name] = MethodSpec(name, method, defaults, reference, rows, dict(quick or {}), stochastic, sequential)
         return method
     return add
+
+
+def config_defaults(name: str) -> dict[str, Any]:
+    """The settings in conf/method/<name>.yaml (without `name`): method `name`'s defaults."""
+    from harness.config import CONFIG_DIR, group_defaults
+
+    if not (CONFIG_DIR / "method" / f"{name}.yaml").is_file():
+        raise HarnessError(f"method {name} has no config: add {CONFIG_DIR / 'method' / name}.yaml "
+                           "with its default settings")
+    config = group_defaults("method", name)
+    if config.pop("name", name) != name:
+        raise HarnessError(f"{CONFIG_DIR / 'method' / name}.yaml names another method")
+    return config
 
 
 def settings(method: str, params: Mapping[str, Any] | None, defaults: Mapping[str, Any]) -> dict[str, Any]:
@@ -90,10 +139,15 @@ def get(name: str) -> Method:
     return _REGISTRY[name]
 
 
+def spec(name: str) -> MethodSpec:
+    """Method `name` with what the benchmark and the tests need to know of it."""
+    get(name)
+    return _SPECS[name]
+
+
 def defaults(name: str) -> dict[str, Any]:
     """The settings method `name` runs with when its config gives none."""
-    get(name)
-    return dict(_DEFAULTS[name])
+    return dict(spec(name).defaults)
 
 
 def names() -> list[str]:
@@ -102,6 +156,6 @@ def names() -> list[str]:
 
 
 def _load_families() -> None:
-    # Importing a family module registers its methods (one family per module).
-    from harness.methods import (  # noqa: F401
-        blur_ig, cam, gradient, guided, guided_ig, integrated, occlusion, pair, smoothgrad, xrai)
+    """Import every module of this package: importing a family module registers its methods."""
+    for module in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{module.name}")

@@ -22,11 +22,10 @@ import numpy as np
 from scipy.linalg import toeplitz
 
 from harness.errors import HarnessError
-from harness.methods import COMMON, register
+from harness.methods import register
 from harness.methods.integrated import add_by_image, row_parts
 from harness.methods.kernels import input_gradients
 
-DEFAULTS = {"steps": 100, "max_sigma": 50.0, "grad_step": 0.01, "sqrt": False, **COMMON}
 TRUNCATE = 4.0  # scipy's gaussian_filter default: the kernel reaches int(4 sigma + 0.5) pixels
 
 
@@ -122,6 +121,11 @@ def blur_path_integral(model, x: np.ndarray, targets: np.ndarray, s: dict) -> np
     return (-total).astype(np.float32)
 
 
-@register("blur_ig", DEFAULTS)
+def _pair_blur_ig(pair, x, cmf, args, s) -> np.ndarray:
+    return pair.BlurIG().GetMask(x, cmf, args, max_sigma=s["max_sigma"], steps=s["steps"], grad_step=s["grad_step"],
+                                 sqrt=s["sqrt"])
+
+
+@register("blur_ig", reference=_pair_blur_ig, rows=lambda s, shape: (s["steps"], 0), quick={"steps": 4})
 def blur_ig(model, x, targets, rng, s) -> np.ndarray:
     return blur_path_integral(model, x, targets, s)

@@ -22,12 +22,8 @@ from scipy import ndimage
 
 from harness.errors import HarnessError
 from harness.methods import register
-from harness.methods.guided import DEFAULTS as GUIDED_DEFAULTS, guided_gradients
-from harness.methods.kernels import (compile_counted, layer_kernel, model_kind, run_kernel, selected_output,
-                                     to_channels)
-
-GRADCAM = {"endpoint": None, "normalize": True, **GUIDED_DEFAULTS}
-CAM = {"max_batch": GUIDED_DEFAULTS["max_batch"]}
+from harness.methods.guided import guided_gradients
+from harness.methods.kernels import compile_counted, run_kernel, to_channels
 
 
 # -- Grad-CAM ----------------------------------------------------------------------------------------
@@ -42,31 +38,10 @@ def endpoint_of(s: dict, method: str) -> str:
 def gradcam_maps(model, x: np.ndarray, targets: np.ndarray, s: dict, method: str) -> np.ndarray:
     """[b, H, W] Grad-CAM maps, upsampled to the input size."""
     endpoint, output = endpoint_of(s, method), s["output"]
-    fn = layer_kernel(model, method, f"gradcam/{endpoint}/{output}", lambda: _keras_body(model, endpoint, output),
-                      lambda: _graph_body(endpoint, output), s["graph_mode"])
+    fn = model.backend.endpoint_kernel(model, f"gradcam/{endpoint}/{output}", endpoint, output, s["graph_mode"],
+                                       lambda values, grads: weighted_channels(values, grads, endpoint), method)
     cams = run_kernel(fn, x, targets, s["max_batch"])
     return upsample(cams, x.shape[1:3], normalize=bool(s["normalize"]))
-
-
-def _keras_body(model, endpoint: str, output: str):
-    from harness.models.keras_guided import keras_endpoint_model
-
-    two_outputs = keras_endpoint_model(model.keras_model, endpoint)  # shares the model's variables
-
-    def body(x, targets):
-        with tf.GradientTape() as tape:
-            values, logits = two_outputs(x, training=False)
-            selected = selected_output(logits, targets, output)
-        return weighted_channels(values, tape.gradient(selected, values), endpoint)
-    return body
-
-
-def _graph_body(endpoint: str, output: str):
-    def body(graph, x, targets):
-        logits, (values,) = graph(x, [endpoint])
-        selected = selected_output(logits, targets, output)
-        return weighted_channels(values, tf.gradients(selected, values)[0], endpoint)
-    return body
 
 
 def weighted_channels(values: tf.Tensor, grads: tf.Tensor, endpoint: str) -> tf.Tensor:
@@ -98,12 +73,16 @@ def upsample(maps: np.ndarray, size: tuple[int, int], normalize: bool) -> np.nda
     return (rows @ maps @ cols.T).astype(np.float32)  # two matmuls (a 3-operand einsum is ~20x slower)
 
 
-@register("gradcam", GRADCAM)
+def _pair_gradcam(pair, x, cmf, args, s) -> np.ndarray:
+    return pair.GradCam().GetMask(x, cmf, args, three_dims=False)[..., None]
+
+
+@register("gradcam", reference=_pair_gradcam)
 def gradcam(model, x, targets, rng, s) -> np.ndarray:
     return to_channels(gradcam_maps(model, x, targets, s, "gradcam"), x.shape[-1])
 
 
-@register("guided_gradcam", GRADCAM)
+@register("guided_gradcam", rows=lambda s, shape: (2, 0))  # a guided and a Grad-CAM pass
 def guided_gradcam(model, x, targets, rng, s) -> np.ndarray:
     """Guided Backprop x Grad-CAM, elementwise (the Grad-CAM map repeated over channels)."""
     cams = gradcam_maps(model, x, targets, s, "guided_gradcam")
@@ -111,13 +90,13 @@ def guided_gradcam(model, x, targets, rng, s) -> np.ndarray:
 
 
 # -- CAM ---------------------------------------------------------------------------------------------
-@register("cam", CAM)
+@register("cam", rows=lambda s, shape: (0, 1))  # a forward pass to the pooled features
 def cam(model, x, targets, rng, s) -> np.ndarray:
     """sum_k w[k, target] * A_k for a model ending in GlobalAveragePooling2D + Dense (the logit's own
     weights, so there is no `output` setting), upsampled as Grad-CAM; signed, not normalized."""
-    if model_kind(model, "cam") != "keras":
+    if model.keras_model is None:
         raise HarnessError(f"method cam needs a Keras model ending in GlobalAveragePooling2D + Dense; "
-                           f"model {model.name} is a SavedModel (use gradcam, which CAM is a case of)")
+                           f"model {model.name} is {model.backend.description} (use gradcam, which CAM is a case of)")
     fn = model.compiled("cam", lambda: compile_counted(model, "cam", _cam_body(model)))
     cams = run_kernel(fn, x, targets, s["max_batch"])
     return to_channels(upsample(cams, x.shape[1:3], normalize=False), x.shape[-1])

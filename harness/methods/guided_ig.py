@@ -27,13 +27,9 @@ from types import SimpleNamespace
 import numpy as np
 
 from harness.errors import HarnessError
-from harness.methods import COMMON, integrated, register, rows_per_call
+from harness.methods import integrated, register, rows_per_call
 from harness.methods.kernels import input_gradients
 
-# max_batch 1: one image's point per gradient call, so its map never depends on other images (above).
-DEFAULTS = {"steps": 200, "fraction": 0.25, "max_dist": 0.02,
-            **{k: integrated.DEFAULTS[k] for k in ("baseline", "baseline_value", "blur_sigma")}, **COMMON,
-            "max_batch": 1}
 EPSILON = 1e-9  # PAIR's tolerance for "L1 target reached"
 # Images with at least this many features search their paths in parallel threads (NumPy releases the
 # GIL in its array loops and in partition): ~30 ms per image and step at 299 x 299 x 3, while the
@@ -154,7 +150,15 @@ def _accumulate(attr, x, x_old, grad_actual, work) -> None:
     attr += np.multiply(np.subtract(x, x_old, out=work), grad_actual, out=work)
 
 
-@register("guided_ig", DEFAULTS)
+def _pair_guided_ig(pair, x, cmf, args, s) -> np.ndarray:
+    return pair.GuidedIG().GetMask(x, cmf, args, x_baseline=np.zeros_like(x), x_steps=s["steps"],
+                                   fraction=s["fraction"], max_dist=s["max_dist"])
+
+
+# Its default max_batch is 1 (conf/method/guided_ig.yaml): one image's point per gradient call, so its
+# map never depends on other images (above).
+@register("guided_ig", reference=_pair_guided_ig, rows=lambda s, shape: (s["steps"], 0), quick={"steps": 4},
+          sequential=True)
 def guided_ig(model, x, targets, rng, s) -> np.ndarray:
     """Guided IG from the same baselines as Integrated Gradients."""
     baselines = integrated.baseline(x, s, model.input_spec.value_range, "guided_ig")

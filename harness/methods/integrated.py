@@ -10,13 +10,12 @@ import numpy as np
 from scipy import ndimage
 
 from harness.errors import HarnessError
-from harness.methods import COMMON, choose, register
+from harness.methods import choose, register
 from harness.methods.kernels import input_gradients
 
 BASELINES = ("zeros", "black", "gray", "constant", "blur")
 RULES = ("pair", "trapezoid")
 WORK_VALUES = 2 ** 19  # values per temporary in `row_parts`
-DEFAULTS = {"steps": 50, "baseline": "zeros", "baseline_value": 0.0, "blur_sigma": 5.0, "rule": "pair", **COMMON}
 
 
 def baseline(x: np.ndarray, s: dict, value_range: tuple[float, float], method: str) -> np.ndarray:
@@ -90,6 +89,11 @@ def integrated(model, x: np.ndarray, targets: np.ndarray, s: dict, method: str) 
     return path_integral(model, x, targets, base, alphas, weights, s["output"], s["max_batch"])
 
 
-@register("integrated_gradients", DEFAULTS)
+def _pair_integrated_gradients(pair, x, cmf, args, s) -> np.ndarray:
+    return pair.IntegratedGradients().GetMask(x, cmf, args, x_baseline=np.zeros_like(x), x_steps=s["steps"])
+
+
+@register("integrated_gradients", reference=_pair_integrated_gradients, rows=lambda s, shape: (s["steps"], 0),
+          quick={"steps": 4})
 def integrated_gradients(model, x, targets, rng, s) -> np.ndarray:
     return integrated(model, x, targets, s, "integrated_gradients")

@@ -13,10 +13,9 @@ from __future__ import annotations
 import numpy as np
 
 from harness.errors import HarnessError
-from harness.methods import COMMON, choose, register
+from harness.methods import choose, register
 from harness.methods.kernels import output_values
 
-DEFAULTS = {"size": 15, "stride": 1, "value": 0.0, "aggregate": "sum", **COMMON}
 AGGREGATES = ("sum", "mean")
 
 
@@ -35,7 +34,16 @@ def windows(shape: tuple[int, int], size: int, stride: int) -> list[tuple[int, i
     return [(r, c) for r in window_starts(shape[0], size, stride) for c in window_starts(shape[1], size, stride)]
 
 
-@register("occlusion", DEFAULTS)
+def _pair_occlusion(pair, x, cmf, args, s) -> np.ndarray:
+    return pair.Occlusion().GetMask(x, cmf, args, size=s["size"], value=s["value"])
+
+
+def _rows(s, shape) -> tuple[int, int]:
+    """Forward passes only: every window position, and the unoccluded image."""
+    return 0, len(windows(tuple(shape[:2]), s["size"], s["stride"])) + 1
+
+
+@register("occlusion", reference=_pair_occlusion, rows=_rows, quick={"size": 21})
 def occlusion(model, x, t, rng, s) -> np.ndarray:
     aggregate = choose("occlusion", "aggregate", s["aggregate"], AGGREGATES)
     size, output, max_batch = int(s["size"]), s["output"], s["max_batch"]

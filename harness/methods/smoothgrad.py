@@ -17,14 +17,8 @@ from collections.abc import Callable
 import numpy as np
 
 from harness.errors import HarnessError
-from harness.methods import COMMON, integrated, register
+from harness.methods import integrated, register
 from harness.methods.kernels import input_gradients
-
-NOISE = {"samples": 50, "spread": 0.15}
-SMOOTHGRAD = {**NOISE, "squared": False, **COMMON}
-VARGRAD = {**NOISE, "samples": 25, **COMMON}
-IG_SMOOTHGRAD = {**NOISE, **integrated.DEFAULTS}
-
 
 # Reductions over the samples axis (axis 1), in float64.
 def mean(maps: np.ndarray) -> np.ndarray:
@@ -74,17 +68,41 @@ def _gradient_base(model, s: dict) -> Callable:
     return base
 
 
-@register("smoothgrad", SMOOTHGRAD)
+def _pair_smoothgrad(pair, x, cmf, args, s) -> np.ndarray:
+    return pair.GradientSaliency().GetSmoothedMask(x, cmf, args, stdev_spread=s["spread"], nsamples=s["samples"],
+                                                   magnitude=s["squared"])
+
+
+def _pair_vargrad(pair, x, cmf, args, s) -> np.ndarray:
+    """What a PAIR user writes for VarGrad: GetMask on noisy copies, then their variance."""
+    sigma = s["spread"] * (np.max(x) - np.min(x))
+    grads = [pair.GradientSaliency().GetMask(x + np.random.normal(0, sigma, x.shape), cmf, args)
+             for _ in range(s["samples"])]
+    return np.var(grads, axis=0)
+
+
+def _pair_ig_smoothgrad(pair, x, cmf, args, s) -> np.ndarray:
+    return pair.IntegratedGradients().GetSmoothedMask(
+        x, cmf, args, stdev_spread=s["spread"], nsamples=s["samples"], magnitude=False, x_baseline=np.zeros_like(x),
+        x_steps=s["steps"])
+
+
+def _samples(s, shape) -> tuple[int, int]:
+    return s["samples"], 0
+
+
+@register("smoothgrad", reference=_pair_smoothgrad, rows=_samples, quick={"samples": 4}, stochastic=True)
 def smoothgrad(model, x, targets, rng, s) -> np.ndarray:
     return over_noise(x, targets, rng, s, _gradient_base(model, s), mean_of_squares if s["squared"] else mean)
 
 
-@register("vargrad", VARGRAD)
+@register("vargrad", reference=_pair_vargrad, rows=_samples, quick={"samples": 4}, stochastic=True)
 def vargrad(model, x, targets, rng, s) -> np.ndarray:
     return over_noise(x, targets, rng, s, _gradient_base(model, s), variance)
 
 
-@register("ig_smoothgrad", IG_SMOOTHGRAD)
+@register("ig_smoothgrad", reference=_pair_ig_smoothgrad, rows=lambda s, shape: (s["samples"] * s["steps"], 0),
+          quick={"samples": 2, "steps": 3}, stochastic=True)
 def ig_smoothgrad(model, x, targets, rng, s) -> np.ndarray:
     """SmoothGrad over IG: the mean of the IG maps of the noisy copies (each from its own baseline)."""
 

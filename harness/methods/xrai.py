@@ -21,11 +21,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from harness.methods import COMMON, choose, integrated, register
+from harness.methods import choose, integrated, register
 from harness.methods.kernels import to_channels
 from harness.methods.segments import masks_of
 
-DEFAULTS = {"steps": 100, "algorithm": "full", **COMMON}
 ALGORITHMS = ("full", "fast")
 MIN_PIXEL_DIFF = 50  # PAIR's XRAIParameters.experimental_params["min_pixel_diff"]
 # Gains closer than this (times max |attribution|) to the best are re-ranked by PAIR's own float32
@@ -110,7 +109,13 @@ def rank_fast(attr: np.ndarray, masks: list[np.ndarray], min_pixel_diff: int = M
     return out.reshape(attr.shape)
 
 
-@register("xrai", DEFAULTS)
+def _pair_xrai(pair, x, cmf, args, s) -> np.ndarray:
+    parameters = pair.XRAIParameters(steps=s["steps"], algorithm=s["algorithm"])
+    return pair.XRAI().GetMask(x, cmf, args, extra_parameters=parameters)[..., None]
+
+
+# Two baselines' paths per image (the segmentation is CPU work besides).
+@register("xrai", reference=_pair_xrai, rows=lambda s, shape: (2 * s["steps"], 0), quick={"steps": 2})
 def xrai(model, x, targets, rng, s) -> np.ndarray:
     rank = {"full": rank_full, "fast": rank_fast}[choose("xrai", "algorithm", s["algorithm"], ALGORITHMS)]
     masks, attr = segments_and_attribution(model, x, targets, s)

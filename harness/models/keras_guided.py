@@ -202,12 +202,10 @@ def make_grad_fn(model: keras.Model, guided: bool = False) -> Callable:
     mode; never reuse one traced function for both.
     """
 
+    from harness.models.backends import target_gradient
+
     def body(x, targets):
-        with tf.GradientTape() as tape:
-            tape.watch(x)
-            logits = model(x, training=False)
-            picked = tf.gather(logits, tf.cast(targets, tf.int32), batch_dims=1)
-        return tape.gradient(picked, x)
+        return target_gradient(lambda v: model(v, training=False), x, tf.cast(targets, tf.int32))
 
     def guided_body(x, targets):
         with guided_activations(model):  # runs at trace time only

@@ -14,9 +14,9 @@ import hashlib
 from pathlib import Path
 from typing import Any, Mapping
 
-import numpy as np
 
 from harness.errors import HarnessError
+from harness.models.backends import KerasBackend, SavedModelBackend
 from harness.models.blocks import clean_name
 from harness.models.export import read_metadata
 from harness.models.wrapper import (InputSpec, ModelUnderTest, ModelVariable, build_blocks,
@@ -110,7 +110,7 @@ def _from_saved_model(path: str, cfg, kind: str, identity: str, log=print) -> Mo
     name = cfg.get("name") or metadata.get("name") or Path(path.rstrip("/")).name
     return ModelUnderTest(
         name=name, identity=identity, source_kind=kind, call=call, input_spec=spec, variables=variables,
-        blocks=_blocks(variables, cfg, name, log), metadata=metadata, saved_model=loaded,
+        blocks=_blocks(variables, cfg, name, log), metadata=metadata, backend=SavedModelBackend(loaded),
     )
 
 
@@ -184,7 +184,7 @@ def _from_keras(model, cfg, kind: str, identity: str, log=print) -> ModelUnderTe
     name = cfg.get("name") or model.name
     return ModelUnderTest(
         name=name, identity=identity, source_kind=kind, call=call, input_spec=spec, variables=variables,
-        blocks=_blocks(variables, cfg, name, log), keras_model=model,
+        blocks=_blocks(variables, cfg, name, log), backend=KerasBackend(model),
     )
 
 

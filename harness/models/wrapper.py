@@ -17,6 +17,7 @@ import tensorflow as tf
 
 from harness.errors import HarnessError
 from harness.models import blocks as blocking
+from harness.models.backends import Backend
 
 
 class _CrossModelRetraceWarning(logging.Filter):
@@ -89,8 +90,7 @@ class ModelUnderTest:
     variables: list[ModelVariable]     # execution order (input -> output)
     blocks: list[Block]
     metadata: dict[str, Any] = field(default_factory=dict)
-    keras_model: Any = None            # set for Keras sources (Guided Backprop swaps activations)
-    saved_model: Any = None            # set for SavedModel / hub sources (graph import)
+    backend: Backend = field(default_factory=Backend)  # its kernels (harness.models.backends)
     trace_counts: Counter = field(default_factory=Counter)
     _compiled: dict = field(default_factory=dict, repr=False)
     num_classes: int = 0
@@ -98,6 +98,16 @@ class ModelUnderTest:
     # -- forward ---------------------------------------------------------------------------------
     def logits(self, x) -> tf.Tensor:
         return self.call(x)
+
+    @property
+    def keras_model(self) -> Any:
+        """The Keras model of a Keras source, else None."""
+        return self.backend.keras_model
+
+    @property
+    def saved_model(self) -> Any:
+        """The loaded SavedModel of a SavedModel / hub source, else None."""
+        return self.backend.saved_model
 
     def tensor_spec(self) -> tf.TensorSpec:
         return tf.TensorSpec(self.input_spec.batch_shape(), tf.float32)
