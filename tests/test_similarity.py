@@ -54,8 +54,11 @@ def _smooth_map(rng: np.random.Generator, shape=(64, 64, 3)) -> np.ndarray:
 def test_no_tensorflow_import():
     import harness.similarity as sim
 
-    src = Path(sim.__file__).read_text()
-    assert "import tensorflow" not in src and "from tensorflow" not in src
+    files = list(Path(sim.__file__).parent.glob("*.py"))
+    assert len(files) >= 5  # the package's modules, not just __init__
+    for path in files:
+        src = path.read_text()
+        assert "import tensorflow" not in src and "from tensorflow" not in src, path.name
 
 
 def test_absolute_map_one_channel_divides_by_max_abs_without_clip():
@@ -555,7 +558,7 @@ def test_calibration_hog_uniform_three_channel_absolute_map_is_lower():
     (10, MetricSettings(hog_cell_px=4)),                           # blocks reduced to 2x2 cells
 ])
 def test_batched_hog_equals_skimage_hog_map_by_map(size, settings):
-    from harness.similarity import _hog_features_batch, hog_geometry, minmax01
+    from harness.similarity.forms import _hog_features_batch
 
     rng = np.random.default_rng(size)
     maps = np.stack([minmax01(_smooth_map(rng, (size, size, 1))[..., 0]) for _ in range(3)])
@@ -583,7 +586,7 @@ def test_prepared_reference_gives_the_same_scores_as_raw_maps():
 
 
 def test_batched_hog_of_three_channel_maps_equals_skimage_dominant_channel_hog():
-    from harness.similarity import _hog_features_batch
+    from harness.similarity.forms import _hog_features_batch
 
     rng = np.random.default_rng(15)
     settings = MetricSettings(hog_cell_px=4)
@@ -593,3 +596,94 @@ def test_batched_hog_of_three_channel_maps_equals_skimage_dominant_channel_hog()
         expected = hog(m, orientations=9, pixels_per_cell=(4, 4), cells_per_block=(3, 3), block_norm="L2-Hys",
                        channel_axis=-1)
         np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
+
+
+# ---------------------------------------------------------------------------------------------
+# Metrics and forms as registered pieces
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def restore_registries():
+    """Tests that register their own forms and metrics leave the registries as they found them."""
+    from harness.similarity import FORMS, METRICS
+
+    saved = dict(FORMS), dict(METRICS)
+    yield
+    for registry, entries in zip((FORMS, METRICS), saved):
+        registry.clear()
+        registry.update(entries)
+
+
+def test_a_registered_metric_is_computed_by_compare_and_compare_batch(restore_registries):
+    """A new metric is one registered piece: a form and a metric defined here, nothing else touched,
+    are validated by MetricSettings and scored by compare and compare_batch next to a built-in."""
+    from harness.similarity import IMAGE, RAW, form, metric
+
+    with pytest.raises(HarnessError, match="toy_gap"):
+        MetricSettings(metrics=("toy_gap",))
+
+    @form("toy_fg_mean", (RAW, IMAGE), batched=True)
+    def toy_fg_mean(raw, images, settings):  # mean of each map over the input's non-zero pixels
+        fg = np.asarray(images != 0, dtype=float).reshape(raw.shape[:3] + (-1,))
+        return (raw * fg).sum(axis=(1, 2, 3)) / fg.sum(axis=(1, 2, 3))
+
+    @metric("toy_gap", ("toy_fg_mean", "abs"))
+    def toy_gap(ref, cmp, settings):
+        gaps = np.abs(np.array(ref["toy_fg_mean"]) - np.array(cmp["toy_fg_mean"]))
+        return [(gap, "" if gap else "equal means") for gap in gaps]
+
+    settings = MetricSettings(metrics=("spearman_abs", "toy_gap"))
+    rng = np.random.default_rng(16)
+    refs, cmps = rng.normal(size=(3, 12, 12, 1)), rng.normal(size=(3, 12, 12, 1))
+    cmps[2] = refs[2]
+    images = (rng.uniform(size=(3, 12, 12, 1)) > 0.5).astype(float)
+    batch = compare_batch(refs, cmps, settings, images=images)
+    for ref, cmp, image, scores in zip(refs, cmps, images, batch):
+        fg = image[..., 0] != 0
+        expected = abs(ref[fg].mean() - cmp[fg].mean())
+        assert [s.metric for s in scores] == ["spearman_abs", "toy_gap"]
+        assert scores[1].value == pytest.approx(expected, abs=1e-12)
+        assert (scores[1].degenerate, scores[1].reason) == ((False, "") if expected else (True, "equal means"))
+        assert scores == compare(ref, cmp, settings, image=image)
+    assert batch[2][1].degenerate and batch[0][1].value > 0
+    with pytest.raises(ValueError, match="metric 'toy_gap' needs the input image"):
+        compare(refs[0], cmps[0], settings)
+    with pytest.raises(ValueError, match="already registered"):
+        metric("toy_gap", ("abs",))(toy_gap)
+    with pytest.raises(ValueError, match="unknown map forms"):
+        metric("toy_other", ("no_such_form",))
+
+
+def test_each_form_is_computed_once_per_map_however_many_metrics_use_it(monkeypatch):
+    """Every form (counted by wrapping each registered one) is computed once per map, though several
+    metrics use it ('abs' feeds spearman_abs, the abs01 map of ssim and hog, and spearman_abs_fg) and
+    a prepared reference appears twice in the batch; a prepared reference keeps its forms for the
+    next batch."""
+    import dataclasses
+
+    from harness.similarity import FORMS, PreparedMap
+
+    computed: dict[str, int] = {}
+
+    def counting(name, f):
+        def compute(*args):
+            maps = len(args[0]) if f.batched else 1
+            computed[name] = computed.get(name, 0) + maps
+            return f.compute(*args)
+        return dataclasses.replace(f, compute=compute)
+
+    for name, f in list(FORMS.items()):
+        monkeypatch.setitem(FORMS, name, counting(name, f))
+    settings = MetricSettings(metrics=ALL_METRICS, ssim_hog_map="abs01", hog_correlation="spearman")
+    rng = np.random.default_rng(17)
+    image = (rng.uniform(size=(16, 16, 1)) > 0.3).astype(float)
+    refs = [PreparedMap(_smooth_map(rng, (16, 16, 1)), settings, image) for _ in range(2)]
+    batch = [refs[0], refs[1], refs[0]]  # the same prepared reference twice
+    compare_batch(batch, [_smooth_map(rng, (16, 16, 1)) for _ in range(3)], settings, images=[image] * 3)
+    used = {"abs", "signed", "abs01", "ssim_hog", "hog", "fg", "abs_fg",
+            "rank_abs", "rank_signed", "rank_abs_fg", "rank_hog"}
+    assert computed == {name: 2 + 3 for name in used}  # 2 references + 3 compared maps
+    compare_batch(batch, [_smooth_map(rng, (16, 16, 1)) for _ in range(3)], settings, images=[image] * 3)
+    compare(refs[1], _smooth_map(rng, (16, 16, 1)), settings, image=image)
+    assert computed == {name: 2 + 3 + 3 + 1 for name in used}  # the references' forms were kept

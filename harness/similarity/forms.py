@@ -1,0 +1,419 @@
+"""Map forms: the post-processed views of a raw saliency map that metrics compare.
+
+A form is registered once (`@form`) with its name, the forms it is computed from (`RAW`, the map
+[H, W, C]; `IMAGE`, the model input the map explains; or other forms) and a compute function:
+`batched=True` forms take the stacked inputs of many maps of one size and return one value per map
+(HOG features, ranks), the others one map's inputs. A `PreparedMap` holds one raw map and computes
+each form it is asked for once, from its inputs, and keeps it; `fill` computes the forms a batch of
+maps needs, each once per map, a batched form in one call per map size.
+
+The forms follow section 4 of the reference protocol (Adebayo et al. 2018, "Sanity Checks for
+Saliency Maps"): absolute and signed (diverging) visualisation maps, the min-max scaled raw map
+SSIM and HOG see, HOG features, the foreground of the input (pitfall 3), and average ranks.
+Pure numpy / scipy / scikit-image: this package must not import TensorFlow.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+from scipy import stats
+from skimage.feature import hog
+
+try:  # scikit-image's Cython cell histograms, see _hog_features_batch
+    from skimage.feature._hoghistogram import hog_histograms as _skimage_hog_histograms
+except ImportError:  # pragma: no cover - a future scikit-image moved it: the public hog is used
+    _skimage_hog_histograms = None
+
+if TYPE_CHECKING:
+    from harness.similarity.settings import MetricSettings
+
+_PERCENTILE = 99.0  # clip level of 3-channel maps (PAIR's VisualizeImageGrayscale/Diverging default)
+_HOG_REFERENCE_CELL_PX = 16  # the paper's HOG cell size ...
+_HOG_REFERENCE_SIZE_PX = 299  # ... meant for Inception's 299 px inputs
+_HOG_MIN_CELL_PX = 2
+
+
+# --------------------------------------------------------------------------------------------
+# Post-processing
+# --------------------------------------------------------------------------------------------
+
+
+def _as_hwc(m: np.ndarray) -> np.ndarray:
+    """Return a float64 [H, W, C] view; a 2-D [H, W] map is treated as one channel."""
+    m = np.asarray(m, dtype=np.float64)
+    if m.ndim == 2:
+        m = m[:, :, None]
+    if m.ndim != 3:
+        raise ValueError(f"expected a saliency map of shape [H, W, C] or [H, W], got shape {m.shape}")
+    return m
+
+
+def _scale_by(x: np.ndarray, scale: float) -> np.ndarray:
+    """x / scale, or zeros when scale is 0 (all-zero map: no division-by-zero warnings)."""
+    if scale > 0:
+        return x / scale
+    return np.zeros_like(x)
+
+
+def absolute_map(m: np.ndarray) -> np.ndarray:
+    """[H, W, C] -> [H, W] float64 in [0, 1]: sum of |value| over channels.
+
+    C > 1 (Inception): clip at the 99th percentile and divide by it (PAIR's VisualizeImageGrayscale).
+    C == 1 (MNIST): divide by max |value|, no clip. An all-zero map stays all zeros.
+    """
+    m = _as_hwc(m)
+    a = np.abs(m).sum(axis=2)
+    if m.shape[2] == 1:
+        return _scale_by(a, float(a.max()))
+    p = float(np.percentile(a, _PERCENTILE))
+    if p > 0:
+        return np.minimum(a, p) / p
+    # Fewer than 1 % of pixels are non-zero (e.g. a very sparse map): clipping at the percentile
+    # would erase them all, so fall back to dividing by the max instead.
+    return _scale_by(a, float(a.max()))
+
+
+def signed_map(m: np.ndarray) -> np.ndarray:
+    """[H, W, C] -> [H, W] float64 in [-1, 1]: signed sum s over channels.
+
+    C > 1: PAIR's `VisualizeImageDiverging`: span = |99th percentile of s| (of the signed values),
+    then (s + span) / (2 span) clipped to [-1, 1], i.e. s clipped to [-3 span, span] (s = 0 -> 0.5).
+    When span is 0 (PAIR would divide by zero) span = max |s| instead.
+    C == 1 (MNIST): s / max |s|, no clip. An all-zero map stays all zeros.
+    """
+    m = _as_hwc(m)
+    s = m.sum(axis=2)
+    mag = float(np.abs(s).max())
+    if m.shape[2] == 1:
+        return _scale_by(s, mag)
+    span = abs(float(np.percentile(s, _PERCENTILE)))
+    if span == 0:  # e.g. fewer than 1 % positive pixels: the sparse-map fallback, as in absolute_map
+        span = mag
+    if span == 0:
+        return np.zeros_like(s)
+    return np.clip((s + span) / (2 * span), -1.0, 1.0)
+
+
+def minmax01(m2d: np.ndarray) -> np.ndarray:
+    """Min-max scale a map (any shape; one global min and max) to [0, 1]; a constant map gives zeros.
+
+    The notebook's normalize_image (which also cast to float32; here float64) when given the raw map."""
+    m2d = np.asarray(m2d, dtype=np.float64)
+    lo, hi = float(m2d.min()), float(m2d.max())
+    if hi > lo:
+        return (m2d - lo) / (hi - lo)
+    return np.zeros_like(m2d)
+
+
+def hog_geometry(height: int, width: int, settings: MetricSettings) -> tuple[int, int]:
+    """(cell size in px, cells per block side) actually used for an image of this size.
+
+    Cell size: settings.hog_cell_px, or scaled to the image: round(16 * min(H, W) / 299), at least
+    2 px (16 px is the paper's value for 299 px inputs; 28 px MNIST gets 2 px cells).
+    Cells per block: settings.hog_cells_per_block, reduced when the image has fewer cells than that
+    along a side (skimage's hog would otherwise fail or return an empty feature vector).
+    """
+    cell = settings.hog_cell_px
+    if cell is None:
+        cell = max(_HOG_MIN_CELL_PX, round(_HOG_REFERENCE_CELL_PX * min(height, width) / _HOG_REFERENCE_SIZE_PX))
+    n_cells = min(height // cell, width // cell)
+    if n_cells < 1:
+        raise ValueError(f"image of {height}x{width} px is smaller than one HOG cell of {cell} px")
+    return cell, min(settings.hog_cells_per_block, n_cells)
+
+
+def _hog_features(img01: np.ndarray, s: MetricSettings) -> np.ndarray:
+    """skimage's HOG of one [H, W] or [H, W, C] map (channels: per pixel, the channel with the largest
+    gradient, as the notebook's skimage 0.15 did for 3-D input)."""
+    cell, block = hog_geometry(img01.shape[0], img01.shape[1], s)
+    if img01.ndim == 3 and img01.shape[2] == 1:
+        img01 = img01[..., 0]
+    return hog(
+        img01,
+        channel_axis=-1 if img01.ndim == 3 else None,
+        orientations=int(s.hog_orientations),
+        pixels_per_cell=(cell, cell),
+        cells_per_block=(block, block),
+        block_norm="L2-Hys",
+        feature_vector=True,
+    )
+
+
+def _hog_features_batch(batch01: np.ndarray, s: MetricSettings) -> np.ndarray:
+    """skimage's HOG (L2-Hys blocks, feature vector) of N maps [N, H, W] or [N, H, W, C] at once -> [N, F].
+
+    Written here because `skimage.feature.hog` normalizes its blocks in a Python loop: ~5-10 ms
+    for a 28x28 map with 2 px cells (144 blocks), most of the cost of scoring small maps. The cell
+    histograms still come from scikit-image's own Cython kernel; only the block normalization is
+    one vectorized numpy expression over all maps. tests/test_similarity.py checks the result equals
+    `skimage.feature.hog` map by map.
+    """
+    n, height, width = batch01.shape[:3]
+    if _skimage_hog_histograms is None:
+        return np.stack([_hog_features(m, s) for m in batch01])
+    cell, block = hog_geometry(height, width, s)
+    orientations = int(s.hog_orientations)
+    rows, cols = height // cell, width // cell
+    histograms = np.zeros((n, rows, cols, orientations))
+    for m, histogram in zip(batch01, histograms):
+        g_row, g_col = _dominant_gradient(m)
+        _skimage_hog_histograms(g_col, g_row, cell, cell, width, height, cols, rows, orientations, histogram)
+    # [n, block rows, block cols, orientations, b, b] -> skimage's order [n, br, bc, b, b, orientations]
+    blocks = sliding_window_view(histograms, (block, block), axis=(1, 2)).transpose(0, 1, 2, 4, 5, 3)
+    eps = 1e-5  # skimage's
+    out = blocks / np.sqrt(np.sum(blocks**2, axis=(3, 4, 5), keepdims=True) + eps**2)
+    out = np.minimum(out, 0.2)
+    out = out / np.sqrt(np.sum(out**2, axis=(3, 4, 5), keepdims=True) + eps**2)
+    return out.reshape(n, -1)
+
+
+def _dominant_gradient(m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(row, column) gradients of an [H, W] or [H, W, C] map as skimage's HOG takes them: with
+    channels, at each pixel those of the channel with the largest gradient magnitude (first on ties)."""
+    if m.ndim == 2:
+        return _central_differences(m)
+    if m.shape[2] == 1:
+        return _central_differences(m[..., 0])
+    g_row, g_col = zip(*(_central_differences(m[..., c]) for c in range(m.shape[2])))
+    g_row, g_col = np.stack(g_row, axis=2), np.stack(g_col, axis=2)
+    best = np.hypot(g_row, g_col).argmax(axis=2)[..., None]
+    return np.take_along_axis(g_row, best, axis=2)[..., 0], np.take_along_axis(g_col, best, axis=2)[..., 0]
+
+
+def _central_differences(m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(row, column) gradients as skimage's HOG takes them: centred differences, zero on the border."""
+    g_row, g_col = np.zeros_like(m), np.zeros_like(m)
+    g_row[1:-1, :] = m[2:, :] - m[:-2, :]
+    g_col[:, 1:-1] = m[:, 2:] - m[:, :-2]
+    return g_row, g_col
+
+
+def _foreground(image: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    """Boolean [H, W]: pixels where the input is non-zero in any channel."""
+    img = np.asarray(image)
+    if img.ndim == 3:
+        fg = np.any(img != 0, axis=2)
+    elif img.ndim == 2:
+        fg = img != 0
+    else:
+        raise ValueError(f"expected an image of shape [H, W, C] or [H, W], got shape {img.shape}")
+    if fg.shape != hw:
+        raise ValueError(f"image of spatial shape {fg.shape} does not match maps of spatial shape {hw}")
+    return fg
+
+
+# --------------------------------------------------------------------------------------------
+# The form registry
+# --------------------------------------------------------------------------------------------
+
+RAW = "raw"  # every map's own input: the raw map as float64 [H, W, C]
+IMAGE = "image"  # the model input the map explains, [H, W, C] or [H, W] (given with the map, or absent)
+_BASE = (RAW, IMAGE)  # what a form can be computed from besides the registered forms
+
+
+@dataclass(frozen=True)
+class Form:
+    """A registered map form: `compute(*inputs, settings)`, the inputs named by `inputs` (a tuple,
+    or a function of the settings returning one). `batched`: each input comes stacked over maps of
+    one size, and the result holds one value per map."""
+
+    name: str
+    inputs: tuple[str, ...] | Callable[[MetricSettings], tuple[str, ...]]
+    compute: Callable[..., Any]
+    batched: bool = False
+    about: str = ""  # one line saying what the form is (for error messages)
+
+    def inputs_for(self, settings: MetricSettings) -> tuple[str, ...]:
+        return tuple(self.inputs(settings)) if callable(self.inputs) else self.inputs
+
+
+#: name -> Form, in registration order.
+FORMS: dict[str, Form] = {}
+
+
+def form(name: str, inputs: Sequence[str] | Callable[[MetricSettings], tuple[str, ...]], *,
+         batched: bool = False, about: str = "") -> Callable:
+    """Decorator registering `compute(*inputs, settings)` as the map form `name` (returned unchanged)."""
+    def register(compute: Callable) -> Callable:
+        if name in FORMS or name in _BASE:
+            raise ValueError(f"map form {name!r} is already registered")
+        FORMS[name] = Form(name, inputs if callable(inputs) else tuple(inputs), compute, batched, about)
+        return compute
+    return register
+
+
+def get_form(name: str) -> Form:
+    if name not in FORMS:
+        raise ValueError(f"unknown map form {name!r}; known forms: {', '.join((*_BASE, *FORMS))}")
+    return FORMS[name]
+
+
+def closure(names: Iterable[str], settings: MetricSettings) -> list[str]:
+    """The forms `names` and every form they are computed from, each after its inputs (RAW and
+    IMAGE, which every map has, left out)."""
+    order: list[str] = []
+
+    def visit(name: str, path: tuple[str, ...]) -> None:
+        if name in _BASE or name in order:
+            return
+        if name in path:
+            raise ValueError(f"map forms computed from each other: {' -> '.join((*path, name))}")
+        for source in get_form(name).inputs_for(settings):
+            visit(source, (*path, name))
+        order.append(name)
+
+    for name in names:
+        visit(name, ())
+    return order
+
+
+def image_reader(names: Iterable[str], settings: MetricSettings) -> Form | None:
+    """The first of the forms `names`, or of those they are computed from, that reads the input
+    image; None if none does."""
+    for name in closure(names, settings):
+        if IMAGE in FORMS[name].inputs_for(settings):
+            return FORMS[name]
+    return None
+
+
+def ranks_of(source: str, *, batched: bool = True) -> None:
+    """Register the form `rank_<source>`: the average ranks of the flattened form `source` (ties get
+    their mean rank, as in scipy.stats.spearmanr: the MNIST background is one huge tie).
+    `batched=False` for a source whose size differs from map to map."""
+    about = f"average ranks of the {source!r} form"
+    if batched:
+        form(f"rank_{source}", (source,), batched=True, about=about)(
+            lambda stack, settings: stats.rankdata(stack.reshape(len(stack), -1), axis=1))
+    else:
+        form(f"rank_{source}", (source,), about=about)(lambda x, settings: stats.rankdata(x.ravel()))
+
+
+# --------------------------------------------------------------------------------------------
+# The forms
+# --------------------------------------------------------------------------------------------
+
+
+@form("abs", (RAW,), about="|map| summed over channels, scaled to [0, 1] (absolute_map)")
+def _absolute(raw: np.ndarray, settings: MetricSettings) -> np.ndarray:
+    return absolute_map(raw)
+
+
+@form("signed", (RAW,), about="the map summed over channels, scaled to [-1, 1] (signed_map)")
+def _signed(raw: np.ndarray, settings: MetricSettings) -> np.ndarray:
+    return signed_map(raw)
+
+
+@form("raw01", (RAW,), about="the raw map, all channels, min-max scaled to [0, 1]")
+def _raw01(raw: np.ndarray, settings: MetricSettings) -> np.ndarray:
+    return minmax01(raw)
+
+
+@form("abs01", ("abs",), about="the absolute map, min-max scaled to [0, 1]")
+def _abs01(absolute: np.ndarray, settings: MetricSettings) -> np.ndarray:
+    return minmax01(absolute)
+
+
+@form("ssim_hog", lambda settings: (settings.ssim_hog_map,), about="the map SSIM and HOG see (ssim_hog_map)")
+def _ssim_hog(map01: np.ndarray, settings: MetricSettings) -> np.ndarray:
+    return map01
+
+
+@form("hog", ("ssim_hog",), batched=True, about="the HOG feature vector of the ssim_hog form")
+def _hog(maps01: np.ndarray, settings: MetricSettings) -> np.ndarray:
+    return _hog_features_batch(maps01, settings)
+
+
+@form("fg", (RAW, IMAGE), about="foreground = non-zero input pixels")
+def _fg(raw: np.ndarray, image: np.ndarray, settings: MetricSettings) -> np.ndarray:
+    return _foreground(image, raw.shape[:2])
+
+
+@form("abs_fg", ("abs", "fg"), about="the absolute map's foreground pixels")
+def _abs_fg(absolute: np.ndarray, fg: np.ndarray, settings: MetricSettings) -> np.ndarray:
+    return absolute[fg]
+
+
+ranks_of("abs")
+ranks_of("signed")
+ranks_of("abs_fg", batched=False)  # the foreground's size differs from image to image
+ranks_of("hog")
+
+
+# --------------------------------------------------------------------------------------------
+# Prepared maps
+# --------------------------------------------------------------------------------------------
+
+
+class PreparedMap:
+    """One raw map [H, W, C] (and the input image it explains, if given) with its forms, each
+    computed on first use, from its inputs, and kept.
+
+    The runner compares each original map with the map of every randomization step: preparing the
+    original once halves the HOG and ranking work, the bulk of scoring small maps.
+    """
+
+    def __init__(self, raw: np.ndarray, settings: MetricSettings, image: np.ndarray | None = None):
+        self.raw = _as_hwc(raw)
+        self.settings = settings
+        self.image = image
+        self.finite = bool(np.all(np.isfinite(self.raw)))
+        self._forms: dict[str, Any] = {}
+
+    def __getitem__(self, name: str) -> Any:
+        """The form `name`: a registered form, RAW or IMAGE."""
+        if name == RAW:
+            return self.raw
+        if name == IMAGE:
+            if self.image is None:
+                raise ValueError("the map was prepared without its input image")
+            return self.image
+        if name not in self._forms:
+            self._forms[name] = self._compute(get_form(name))
+        return self._forms[name]
+
+    def has(self, name: str) -> bool:
+        return name in self._forms
+
+    def store(self, name: str, value: Any) -> None:
+        """Keep a form computed elsewhere (for a whole batch at once, see `fill`)."""
+        self._forms[name] = value
+
+    def _compute(self, f: Form) -> Any:
+        sources = f.inputs_for(self.settings)
+        if IMAGE in sources and self.image is None:
+            raise ValueError(f"map form {f.name!r} needs the input image ({f.about})")
+        inputs = [self[source] for source in sources]
+        if f.batched:
+            return f.compute(*(x[None] for x in inputs), self.settings)[0]
+        return f.compute(*inputs, self.settings)
+
+
+def fill(maps: Iterable[PreparedMap], names: Iterable[str], settings: MetricSettings) -> None:
+    """Compute the forms `names`, and those they are computed from, of every map lacking them: each
+    once per map (a map listed twice counts once), a batched form in one call per map size."""
+    unique = list({id(m): m for m in maps}.values())
+    for name in closure(names, settings):
+        f = FORMS[name]
+        todo = [m for m in unique if not m.has(name)]
+        if not f.batched:
+            for m in todo:
+                m[name]  # computed and kept
+            continue
+        sources = f.inputs_for(settings)
+        for group in by_shape(todo, lambda m: m.raw.shape):
+            values = f.compute(*(np.stack([m[source] for m in group]) for source in sources), settings)
+            for m, value in zip(group, values):
+                m.store(name, value)
+
+
+def by_shape(items: list, shape_of: Callable[[Any], Sequence[int]]) -> list[list]:
+    """`items` grouped by `shape_of(item)` (order kept within a group): one stack per map size."""
+    groups: dict[tuple, list] = {}
+    for item in items:
+        groups.setdefault(tuple(shape_of(item)), []).append(item)
+    return list(groups.values())

@@ -1,0 +1,91 @@
+"""Scoring pairs of maps: compare (one pair) and compare_batch (many), for any registered metrics.
+
+The scorer knows no metric: it prepares both sides, checks what every metric needs (maps of one
+shape, finite values, the input image where a form reads it), computes the forms the chosen
+metrics name (each once per map, see `forms.fill`), and calls each metric once per map size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from harness.similarity.forms import PreparedMap, by_shape, fill, image_reader
+from harness.similarity.metrics import METRICS, NAN, FormView, Score
+from harness.similarity.settings import MetricSettings
+
+
+def prepare(m: np.ndarray | PreparedMap, settings: MetricSettings, image: np.ndarray | None = None) -> PreparedMap:
+    """`m` as a PreparedMap for `settings` (returned as is when it already is one for them)."""
+    if isinstance(m, PreparedMap) and m.settings == settings:
+        return m
+    raw = m.raw if isinstance(m, PreparedMap) else m
+    return PreparedMap(raw, settings, image)
+
+
+def compare(
+    reference: np.ndarray | PreparedMap,
+    compared: np.ndarray | PreparedMap,
+    settings: MetricSettings,
+    image: np.ndarray | None = None,
+) -> list[Score]:
+    """Score the similarity of two raw maps [H, W, C] (C = 1 or 3) or [H, W]; one Score per
+    settings.metrics, in that order (see each metric in harness.similarity.metrics).
+
+    Either side may be a PreparedMap (see `prepare`) to reuse its forms across calls. `image` is the
+    input the maps explain (needed by metrics whose forms read it: spearman_abs_fg).
+    A map with NaN/inf makes every metric undefined: NaN, degenerate, reason.
+    """
+    return compare_batch([reference], [compared], settings, None if image is None else [image])[0]
+
+
+def compare_batch(
+    references: Sequence[np.ndarray | PreparedMap] | np.ndarray,
+    compareds: Sequence[np.ndarray | PreparedMap] | np.ndarray,
+    settings: MetricSettings,
+    images: Sequence[np.ndarray] | np.ndarray | None = None,
+) -> list[list[Score]]:
+    """compare() over the leading (batch) dimension; images, if given, must match in length.
+
+    Each form is computed once per map (batched forms such as ranks and HOG features in one call per
+    map size) and each metric called once per map size (SSIM of all pairs in one stack).
+    """
+    if len(references) != len(compareds):
+        raise ValueError(f"batch sizes differ: {len(references)} references, {len(compareds)} compared maps")
+    if images is not None and len(images) != len(references):
+        raise ValueError(f"batch sizes differ: {len(references)} maps, {len(images)} images")
+    imgs: Sequence = images if images is not None else [None] * len(references)
+    refs = [prepare(r, settings, i) for r, i in zip(references, imgs)]
+    cmps = [prepare(c, settings, i) for c, i in zip(compareds, imgs)]
+    metrics = [METRICS[name] for name in settings.metrics]
+    for r, c in zip(refs, cmps):
+        if r.raw.shape != c.raw.shape:
+            raise ValueError(f"maps differ in shape: reference {r.raw.shape}, compared {c.raw.shape}")
+    _check_images(refs + cmps, metrics, settings)
+
+    scores: list[list[Score]] = []
+    for r, c in zip(refs, cmps):
+        bad = [name for name, m in (("reference", r), ("compared", c)) if not m.finite]
+        # NaN/inf in a map (e.g. a diverging method): every metric is undefined
+        reason = f"non-finite values ({' and '.join(bad)})" if bad else ""
+        scores.append([Score(m.name, NAN, True, reason) for m in metrics] if bad else [])
+    pairs = [k for k, row in enumerate(scores) if not row]
+    forms = [name for m in metrics for name in m.forms_for(settings)]
+    fill([refs[k] for k in pairs] + [cmps[k] for k in pairs], forms, settings)
+    for group in by_shape(pairs, lambda k: refs[k].raw.shape):
+        ref, cmp = FormView([refs[k] for k in group]), FormView([cmps[k] for k in group])
+        for m in metrics:
+            for k, (value, reason) in zip(group, m.compute(ref, cmp, settings), strict=True):
+                scores[k].append(Score(m.name, float(value), bool(reason), reason))
+    return scores
+
+
+def _check_images(maps: list[PreparedMap], metrics: list, settings: MetricSettings) -> None:
+    """A ValueError naming the first metric whose forms read the input image, if a map came without one."""
+    if all(m.image is not None for m in maps):
+        return
+    for m in metrics:
+        reader = image_reader(m.forms_for(settings), settings)
+        if reader is not None:
+            raise ValueError(f"metric {m.name!r} needs the input image ({reader.about})")
