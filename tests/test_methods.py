@@ -677,3 +677,21 @@ def test_guided_backprop_keras_equals_hub_at_scale(tmp_path_factory, build, valu
     assert rel(guided, run("guided_backprop", via_keras)) < 1e-5
     assert rel(guided, run("gradient", hub)) > 0.1
     assert rel(run("guided_gradcam", hub), run("guided_gradcam", via_keras)) < 1e-5
+
+
+def test_a_model_known_only_by_its_forward_pass_runs_the_plain_methods_and_refuses_the_rest(images8):
+    # A backend is one class: the base Backend has the plain kernels every model shares and no layers.
+    from dataclasses import replace
+
+    from harness.models.backends import Backend
+
+    keras_model = wrap_keras(tiny_cnn())
+    plain = replace(keras_model, backend=Backend(), trace_counts=type(keras_model.trace_counts)(), _compiled={})
+    targets = np.zeros(len(images8), np.int32)
+    np.testing.assert_array_equal(methods.get("gradient")(plain, images8, targets, None, {}),
+                                  methods.get("gradient")(keras_model, images8, targets, None, {}))
+    for name in ("guided_backprop", "gradcam"):
+        with pytest.raises(HarnessError, match=f"method {name} needs a Keras model or a SavedModel; model tiny_cnn"):
+            methods.get(name)(plain, images8, targets, None, {"gradcam_endpoint": "conv2"})
+    with pytest.raises(HarnessError, match="cam needs a Keras model.*known only by its forward pass"):
+        methods.get("cam")(plain, images8, targets, None, {})
