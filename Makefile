@@ -1,24 +1,39 @@
-# Two commands do all the set-up on a fresh machine: `make reproduce` and `make test`.
+# Two commands do all the set-up on a fresh machine: `make reproduce` and `make test`. `make help` lists the rest.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+LINT_STAMP := $(VENV)/.lint-stamp
 
-.PHONY: install test test-all reproduce bench clean
+.PHONY: help install test test-all lint package reproduce bench clean
+.DEFAULT_GOAL := help
+
+help:  ## this list
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):.*## /  make \1\t/' | expand -t 20
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e .
+	$(BIN)/python -m pip install --quiet -e ".[test]"
 	touch $(STAMP)
 
-install: $(STAMP)
+$(LINT_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e ".[test,lint]"
+	touch $(LINT_STAMP)
+
+install: $(STAMP)  ## create .venv and install the harness (editable) with its test tools
 
 test: $(STAMP)  ## the fast suite (what CI runs)
 	$(BIN)/python -m pytest -q -m "not slow"
 
-test-all: $(STAMP)  ## including the slow Inception-scale tests
+test-all: $(STAMP)  ## including the slow tests (Inception-scale models, the wheel in a fresh venv)
 	$(BIN)/python -m pytest -q
+
+lint: $(LINT_STAMP)  ## ruff, with the settings in pyproject.toml (CI runs it too)
+	$(BIN)/ruff check .
+
+package: $(STAMP)  ## build the wheel, install it in a fresh venv, run `harness layers model=mnist_cnn` there
+	$(BIN)/python -m pytest -q -m slow tests/test_packaging.py
 
 reproduce: $(STAMP)  ## the paper's experiments on the built-in models, then the report
 	$(BIN)/python -m harness.reproduce --out results/reproduce
@@ -26,5 +41,5 @@ reproduce: $(STAMP)  ## the paper's experiments on the built-in models, then the
 bench: $(STAMP)  ## harness vs. PAIR saliency vs. raw TensorFlow
 	$(BIN)/python -m harness.bench
 
-clean:
-	rm -rf results/runs results/sweeps results/reproduce results/bench .pytest_cache
+clean:  ## remove generated results and build output (keeps .venv and the model cache)
+	rm -rf results/runs results/sweeps results/reproduce results/reproduce-quick results/bench .pytest_cache build dist

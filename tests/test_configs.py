@@ -154,3 +154,21 @@ def test_keras_applications_models_declare_what_a_run_needs():
     names = [group_defaults("model", n)["name"] for n in group_options("model")]
     named = [n for n in names if n]
     assert len(named) == len(set(named)), f"two model configs give the same model name: {names}"
+
+
+@pytest.mark.slow  # about 45 s on 2 cores: three ImageNet-size models built with random weights
+@pytest.mark.parametrize("name, blocks, ends", [
+    ("vgg16", 16, ("block1_conv1", "predictions")),
+    ("resnet50", 107, ("conv1_conv", "predictions")),
+    ("inception_v3", 189, ("conv2d", "predictions")),
+])
+def test_keras_applications_models_load_with_random_weights(name, blocks, ends):
+    from harness.models import load_model
+
+    cfg = group_defaults("model", name)
+    model = load_model(cfg, log=lambda line: None)
+    assert model.identity.endswith("#random") and model.num_classes == 1000
+    assert model.input_spec.size == tuple(cfg["input"]["size"]) and model.input_spec.channels == 3
+    assert (model.blocks[0].name, model.blocks[-1].name) == ends and len(model.blocks) == blocks
+    features = model.keras_model.get_layer(cfg["gradcam_endpoint"]).output
+    assert len(features.shape) == 4 and features.shape[1] > 1  # a spatial feature map for Grad-CAM
