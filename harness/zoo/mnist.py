@@ -47,7 +47,10 @@ def _cnn_init():
 
 
 def build_cnn(l2: float = 1e-3, dropout: float = 0.5):
-    """conv 5x5x32 -> pool -> conv 5x5x64 -> pool -> dense 1024 (dropout 0.5) -> dense 10 (logits), SAME, ReLU."""
+    """conv 5x5x32 -> pool -> conv 5x5x64 -> pool -> dense 1024 (-> dropout) -> dense 10 (logits), SAME, ReLU.
+
+    `l2`: Keras L2 factor on the conv1, conv2 and fc1 kernels (l2 * sum(w^2); not the logits kernel).
+    """
     import keras
 
     init = _cnn_init()
@@ -67,10 +70,12 @@ def build_cnn(l2: float = 1e-3, dropout: float = 0.5):
     x = keras.layers.MaxPooling2D(2, padding="same", name="pool2")(x)
     x = keras.layers.Flatten(name="flatten")(x)
     x = keras.layers.Dense(1024, activation="relu", name="fc1", **kw())(x)
-    # Dropout 0.5 on fc1 as in the TF "Deep MNIST" tutorial the authors' CNN comes from; it is
-    # inactive at inference, so maps and randomization never see it (it has no variables).
-    # Permuted-label training turns it off: memorizing is the goal there.
-    x = keras.layers.Dropout(dropout, name="dropout")(x)
+    # Optional dropout on fc1 (the default `mnist_cnn` recipe uses 0.5; the authors' code has none,
+    # and permuted-label training none: memorizing is the goal there). Inactive at inference and
+    # without variables, so maps and randomization never see it. At rate 0 there is no layer at all
+    # (keras' Dropout(0) draws no random numbers, so this changes no trained weight).
+    if dropout:
+        x = keras.layers.Dropout(dropout, name="dropout")(x)
     logits = keras.layers.Dense(10, name="logits", **kw(regularized=False))(x)
     model = keras.Model(inputs, logits, name="mnist_cnn")
     return model, {f"{layer}/{var}": spec for layer in ("conv1", "conv2", "fc1", "logits") for var, spec in init.items()}

@@ -1,0 +1,144 @@
+"""The authors' step-budget recipes: architecture, weight decay, steps counted, checkpoint/resume, snapshots.
+
+Every training here is a few dozen steps into a temporary cache (`HARNESS_CACHE_DIR`).
+"""
+import json
+
+import numpy as np
+import pytest
+
+from harness import zoo
+from harness.zoo import budget
+
+CNN = zoo.RECIPES["mnist_cnn_authors"]
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path))
+    return tmp_path
+
+
+def _state(model, optimizer):
+    return [v.numpy() for v in model.weights] + [v.numpy() for v in optimizer.variables]
+
+
+def _same_bytes(a, b):
+    return len(a) == len(b) and all(x.dtype == y.dtype and x.tobytes() == y.tobytes() for x, y in zip(a, b))
+
+
+def test_authors_recipes_follow_the_authors_code():
+    for name in ("mnist_cnn_authors", "mnist_mlp_authors"):
+        recipe = zoo.RECIPES[name]
+        assert (recipe.learning_rate, recipe.batch_size, recipe.steps, recipe.adam_epsilon) == (1e-4, 50, 55_000, 1e-8)
+        assert recipe.snapshots == (1_200, 5_000, 15_000, 30_000, 55_000)
+    assert zoo.RECIPES["mnist_cnn_authors"].weight_decay == 1e-3
+    assert zoo.RECIPES["mnist_mlp_authors"].weight_decay == 0.0  # src/train_mlp_models.py: no regularization
+
+
+def test_authors_cnn_has_no_dropout_layer():
+    import keras
+
+    model, _, _ = budget.build(CNN)
+    assert [layer.name for layer in model.layers if isinstance(layer, keras.layers.Dropout)] == []
+    assert [v.path for v in model.trainable_variables] == [
+        f"{layer}/{var}" for layer in ("conv1", "conv2", "fc1", "logits") for var in ("kernel", "bias")]
+    model, _, _ = budget.build(zoo.RECIPES["mnist_mlp_authors"])
+    assert not [layer for layer in model.layers if isinstance(layer, keras.layers.Dropout)]
+
+
+@pytest.mark.parametrize("layer", ["conv1", "conv2", "fc1", "logits"])
+def test_regularization_is_the_authors_l2_loss(layer):
+    """0.001 * tf.nn.l2_loss(W) = 0.001 * sum(W^2) / 2 on conv1, conv2 and fc1; nothing on the logits."""
+    model, _, _ = budget.build(CNN)
+    rng = np.random.default_rng(0)
+    for other in ("conv1", "conv2", "fc1", "logits"):
+        model.get_layer(other).kernel.assign(np.zeros(model.get_layer(other).kernel.shape, np.float32))
+    kernel = model.get_layer(layer).kernel
+    known = (rng.standard_normal(kernel.shape) * 0.1 / np.sqrt(kernel.shape.num_elements() / 800)).astype(np.float32)
+    kernel.assign(known)
+    expected = 0.0 if layer == "logits" else 1e-3 * float(np.sum(known.astype(np.float64) ** 2)) / 2
+    assert expected == 0.0 or expected > 1e-3  # a factor of 2 is far outside the tolerance
+    assert abs(budget.regularization_loss(model) - expected) <= 1e-7
+
+
+def test_training_loss_is_cross_entropy_plus_the_regularization():
+    import tensorflow as tf
+
+    x, y, _, _ = zoo.mnist.load_split()
+    model, _, optimizer = budget.build(CNN)
+    idx = budget.batch_indices(CNN.seed, len(x), CNN.batch_size, 0, 1)
+    logits = model(x[idx[0]], training=False)
+    xent = float(tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(y[idx[0]], logits)))
+    reg = budget.regularization_loss(model)
+    train = budget.make_train_fn(model, optimizer, x, y, chunk=1, jit_compile=False)
+    assert float(train(idx, np.int32(1))) == pytest.approx(xent + reg, rel=1e-5)
+    assert reg > 1.0  # the authors' penalty on a fresh CNN is large (fc1 alone: ~12)
+
+
+def test_a_recipe_of_n_steps_makes_n_optimizer_updates(cache, monkeypatch):
+    monkeypatch.setattr(budget, "CHUNK", 10)  # 37 = 10 + 10 + 10 + 7: whole and partial chunks
+    recipe = budget.StepRecipe("cnn", weight_decay=1e-3, steps=37, snapshots=())
+    model, step, history = budget.train_until("t_cnn", recipe, 37, log=lambda _: None, progress=False, export=False)
+    assert step == 37 and history[-1]["to"] == 37
+    ckpt = budget.state_dir("t_cnn", recipe) / "latest.npz"
+    with np.load(ckpt) as data:
+        assert int(data["o0"]) == 37  # optimizer.iterations, saved as the first optimizer variable
+    fresh, _, optimizer = budget.build(recipe)
+    assert budget.load_checkpoint(ckpt, fresh, optimizer)[0] == 37
+    assert int(optimizer.iterations.numpy()) == 37
+
+
+def test_batches_depend_only_on_the_step():
+    whole = budget.batch_indices(0, 4000, 50, 0, 170)  # crosses two epoch boundaries (80 steps each)
+    parts = np.concatenate([budget.batch_indices(0, 4000, 50, s, n) for s, n in ((0, 30), (30, 57), (87, 83))])
+    assert (whole == parts).all()
+    assert sorted(whole[:80].ravel().tolist()) == list(range(4000))  # one epoch visits each digit once
+    assert not (whole[:80] == whole[80:160]).all()  # a new order each epoch
+    assert not (budget.batch_indices(1, 4000, 50, 0, 80) == whole[:80]).all()  # and each seed
+
+
+@pytest.mark.parametrize("jit", [True, False])
+def test_killed_training_resumes_to_the_same_bytes(cache, monkeypatch, jit):
+    """2 x 15 steps (stopped as by a kill, then resumed in a fresh model) == 30 steps in one go."""
+    monkeypatch.setattr(budget, "CHUNK", 8)
+    recipe = budget.StepRecipe("cnn", weight_decay=1e-3, steps=30, snapshots=())
+    quiet = dict(log=lambda _: None, progress=False, export=False, jit_compile=jit)
+    model, step, _ = budget.train_until("resumed", recipe, 30, stop_after=15, **quiet)
+    assert step == 15
+    del model
+    resumed, step, history = budget.train_until("resumed", recipe, 30, **quiet)
+    assert step == 30 and [(h["from"], h["to"]) for h in history] == [(0, 15), (15, 30)]
+    whole, step, _ = budget.train_until("whole", recipe, 30, **quiet)
+    assert step == 30
+    a = np.load(budget.state_dir("resumed", recipe) / "latest.npz")
+    b = np.load(budget.state_dir("whole", recipe) / "latest.npz")
+    arrays = [k for k in a.files if k != "meta"]
+    assert arrays == [k for k in b.files if k != "meta"] and len(arrays) > 8
+    assert _same_bytes([a[k] for k in arrays], [b[k] for k in arrays])
+    assert not _same_bytes([a["w0"]], [budget.build(recipe)[0].weights[0].numpy()])  # it did train
+
+
+def test_snapshots_are_exported_and_load_as_builtin_models(cache, monkeypatch):
+    from harness.models import load_model
+
+    monkeypatch.setattr(budget, "CHUNK", 4)
+    recipe = budget.StepRecipe("cnn", weight_decay=1e-3, steps=12, snapshots=(5, 12))
+    monkeypatch.setitem(zoo.RECIPES, "tiny_cnn_authors", recipe)
+    path = zoo.model_path("tiny_cnn_authors@5", log=lambda _: None)  # trains 0 -> 5, exports @5
+    assert path == budget.snapshot_path("tiny_cnn_authors", recipe, 5)
+    assert budget.available_snapshots("tiny_cnn_authors", recipe) == [5]
+    full = zoo.model_path("tiny_cnn_authors", log=lambda _: None)  # resumes 5 -> 12, exports @12
+    assert full == budget.snapshot_path("tiny_cnn_authors", recipe, 12)
+    meta = json.loads((full / "harness.json").read_text())
+    assert meta["name"] == "tiny_cnn_authors@12" and meta["recipe"]["steps"] == 12
+    metrics = meta["metrics"]
+    assert metrics["steps"] == 12 and metrics["device"].startswith(("CPU", "NVIDIA")) and metrics["train_seconds"] > 0
+    assert [(s["from"], s["to"]) for s in metrics["segments"]] == [(0, 5), (5, 12)]
+    model = load_model({"source": "builtin:tiny_cnn_authors@5", "name": "tiny@5"})
+    assert [b.name for b in model.blocks] == ["conv1", "conv2", "fc1", "logits"]
+    with np.load(budget.state_dir("tiny_cnn_authors", recipe) / "step-5.npz") as data:
+        kernel = model.variables[0]
+        assert "conv1" in kernel.name and kernel.variable.numpy().tobytes() == data["w0"].tobytes()
+    with pytest.raises(zoo.HarnessError, match="NAME@STEPS"):
+        zoo.model_path("mnist_cnn@5", log=lambda _: None)
