@@ -351,7 +351,8 @@ def markdown(frame, subjects: dict[str, str], repeats: int) -> str:
 
 
 def _target_lines(part) -> list[str]:
-    """The issue's speed targets, checked on this run's rows."""
+    """The speed targets, checked on this run's rows: >= 5x PAIR for CNN_TARGET on the MNIST CNN; at
+    Inception scale, no slower than PAIR and within 1.3x of the raw-TensorFlow limit."""
     timed = part[part["harness_s"].notna()]
     if timed.empty:
         return []

@@ -27,7 +27,7 @@ from harness.models.keras_guided import (
 
 
 class _HubStyle(tf.__internal__.tracking.AutoTrackable):
-    """Hub-style callable export (stack-notes 4(b)): not tf.Module, whose `variables` has no setter."""
+    """Hub-style callable export (docs/protocol.md §8.1): not tf.Module, whose `variables` has no setter."""
 
     def __init__(self, model: keras.Model):
         self.model = model

@@ -1,10 +1,14 @@
 """Packaging and house habits: what pyproject.toml declares exists, the wheel carries the configs and
 runs `harness` from a fresh virtual environment, make and CI run the linter."""
+import ast
+import io
 import os
+import re
 import shutil
 import subprocess
 import sys
 import sysconfig
+import tokenize
 import tomllib
 from pathlib import Path
 
@@ -87,3 +91,50 @@ def test_wheel_in_a_fresh_venv_runs_harness(tmp_path):
     reproduce = subprocess.run([python, "-m", "harness.reproduce", "nonsense"], cwd=work, env=env,
                                capture_output=True, text=True, timeout=300)
     assert "valid: calibration, cascading_cnn" in reproduce.stderr  # the experiments shipped too
+
+
+# Citations a reader of this repository cannot open: notes kept elsewhere, an issue tracker, the
+# protocol's section numbers without the file. Comments cite docs/protocol.md §N instead.
+UNOPENABLE = re.compile(r"stack[- ]notes|pitfall \d|protocol section|section \d+ of the protocol|the issue\b",
+                        re.IGNORECASE)
+CITATION = re.compile(r"docs/protocol\.md §(\d+(?:\.\d+)?)|(?<=[ (,])§(\d+(?:\.\d+)?)")
+
+
+def _comments_and_docstrings(path: Path) -> list[tuple[int, str]]:
+    """(line, text) of every comment and docstring of a Python file, or every comment line of a YAML file."""
+    source = path.read_text()
+    if path.suffix != ".py":
+        return [(n, line.split("#", 1)[1]) for n, line in enumerate(source.splitlines(), 1) if "#" in line]
+    found = [(t.start[0], t.string) for t in tokenize.generate_tokens(io.StringIO(source).readline)
+             if t.type == tokenize.COMMENT]
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and ast.get_docstring(node):
+            found.append((node.body[0].lineno, ast.get_docstring(node)))
+    return found
+
+
+def _protocol_sections() -> set[str]:
+    """'5', '5.1', ...: the numbered headings of docs/protocol.md and the numbered items below them."""
+    sections, current = set(), None
+    for line in (ROOT / "docs" / "protocol.md").read_text().splitlines():
+        if heading := re.match(r"## (\d+)\. ", line):
+            current = heading.group(1)
+            sections.add(current)
+        elif current and (item := re.match(r"(\d+)\. ", line)):
+            sections.add(f"{current}.{item.group(1)}")
+    return sections
+
+
+def test_comments_cite_only_what_the_repository_holds():
+    sections = _protocol_sections()
+    assert {"1", "4.3", "5.1", "5.7", "7", "8.3"} <= sections
+    files = [p for folder in ("harness", "tests", "conf", "experiments") for p in sorted((ROOT / folder).rglob("*"))
+             if p.suffix in (".py", ".yaml") and "__pycache__" not in p.parts]
+    for path in files:
+        for line, text in _comments_and_docstrings(path):
+            where = f"{path.relative_to(ROOT)}:{line}"
+            assert not UNOPENABLE.search(text), f"{where} cites what no reader can open: {text.strip()[:100]}"
+            if "protocol.md" in text:
+                for match in CITATION.finditer(text):
+                    cited = match.group(1) or match.group(2)
+                    assert cited in sections, f"{where} cites docs/protocol.md §{cited}, which does not exist"

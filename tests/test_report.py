@@ -27,7 +27,7 @@ OFFSETS = np.array([-0.02, 0.0, 0.02])  # three images; the mean of every cell i
 # |Spearman| targets per method along original, logits, fc1, conv2, conv1.
 CASCADE = {"gradient": [1.0, 0.62, 0.41, 0.12, 0.09],
            "guided_backprop": [1.0, 0.72, 0.70, 0.61, 0.45],
-           "gradcam": [1.0, 0.55, 0.35, 0.30, float("nan")]}  # conv1: every image undefined (pitfall 1)
+           "gradcam": [1.0, 0.55, 0.35, 0.30, float("nan")]}  # conv1: every image undefined (docs/protocol.md §5.1)
 SKIP_REASON = "no Inception v3 checkpoint found offline"
 
 

@@ -90,7 +90,7 @@ def test_signed_map_one_channel_divides_by_max_abs():
 
 
 def test_signed_map_three_channels_is_pairs_visualize_image_diverging():
-    """Protocol section 4: 3-channel maps get PAIR's own diverging visualisation: span = |99th
+    """docs/protocol.md §4.2: 3-channel maps get PAIR's own diverging visualisation: span = |99th
     percentile of the signed sum s|, (s + span) / (2 span) clipped to [-1, 1], i.e. s clipped to
     [-3 span, span] -- not a symmetric clip at the 99th percentile of |s|."""
     from saliency.core.visualization import VisualizeImageDiverging
@@ -164,7 +164,7 @@ def test_each_metric_equals_direct_library_call(channels):
 
     a_ref, a_cmp = absolute_map(ref), absolute_map(cmp)
     s_ref, s_cmp = signed_map(ref), signed_map(cmp)
-    # SSIM and HOG: the raw, signed map, all channels, min-max scaled (protocol section 4).
+    # SSIM and HOG: the raw, signed map, all channels, min-max scaled (docs/protocol.md §4.3).
     m_ref = (ref - ref.min()) / (ref.max() - ref.min()) if channels == 3 else minmax01(ref[..., 0])
     m_cmp = (cmp - cmp.min()) / (cmp.max() - cmp.min()) if channels == 3 else minmax01(cmp[..., 0])
     axis = -1 if channels == 3 else None
@@ -359,7 +359,7 @@ def test_foreground_spearman_uses_only_foreground_pixels():
     got = _by_name(compare(ref, cmp, settings, image=image))
     a_ref, a_cmp = absolute_map(ref), absolute_map(cmp)
     assert got["spearman_abs_fg"].value == pytest.approx(stats.spearmanr(a_ref[fg], a_cmp[fg]).statistic)
-    # The shared zero support inflates the full-image |Spearman| (pitfall 3) but not the fg one.
+    # The shared zero support inflates the full-image |Spearman| (docs/protocol.md §5.3) but not the fg one.
     assert got["spearman_abs"].value > 0.5
     assert abs(got["spearman_abs_fg"].value) < 0.3
     # Changing background pixels of the maps does not change the foreground score.

@@ -1,4 +1,4 @@
-"""The built-in models reach the accuracies the issue asks for, and load from the cache."""
+"""The built-in models reach test accuracies close to the paper's (docs/protocol.md §1.7), and load from the cache."""
 import json
 
 import pytest

@@ -4,7 +4,7 @@ A `size` x `size` window (all channels) is set to `value` (model space) at every
 of the explained output, output(x) - output(occluded x), is added to every pixel the window covers.
 So with `aggregate: sum` (PAIR's `Occlusion.GetMask`) a pixel's value is the *sum* of the drops of
 all windows covering it; `aggregate: mean` divides by that count. PAIR slides with stride 1 over the
-positions where the window fits (stack notes: ~81,000 single-row calls at 299x299); here the
+positions where the window fits (docs/protocol.md §5.7: ~81,000 single-row calls at 299x299); here the
 positions are rows of batched calls, and `stride` > 1 thins them (the last position is always kept,
 so the border stays covered). Drops are accumulated in PAIR's order and precision (float32).
 """

@@ -1,7 +1,7 @@
 """Export a Keras model as a TF-Hub-style callable SavedModel, with the harness's metadata beside it.
 
 The built-in models are exported this way so the offline default goes through exactly the loading
-path that TF-Hub models take (see stack notes, section 4(b)).
+path that TF-Hub models take (docs/protocol.md §8.1).
 """
 from __future__ import annotations
 

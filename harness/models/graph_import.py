@@ -4,7 +4,7 @@ A loaded SavedModel is opaque to Keras: its concrete function's graph holds a
 single ``StatefulPartitionedCall``, so neither an activation swap nor a
 gradient-override map can reach its ``Relu`` ops. :class:`ImportedGraph`
 therefore flattens the function into one GraphDef and re-imports that GraphDef
-into the caller's ``tf.function`` (stack-notes section 5 (ii)):
+into the caller's ``tf.function`` (docs/protocol.md §8.3):
 
 * ``mode="live"`` (variant B, the default): Grappler's function inlining
   (``_run_inline_graph_optimization``, a *private* TF helper: the only public

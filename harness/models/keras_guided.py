@@ -5,7 +5,7 @@ every ReLU: the upstream gradient is kept where it is positive *and* the ReLU's
 forward input is positive (and, for ReLU6, below 6); everywhere else it is 0.
 
 Keras 3 has no gradient-override hook, so the ReLUs are swapped in place on the
-model (stack-notes section 5 (i)) and restored afterwards. A ``tf.function``
+model (docs/protocol.md §8.2) and restored afterwards. A ``tf.function``
 traced while the swap is in place keeps the guided behaviour forever (the trace
 captured the custom gradient), and one traced before keeps the plain one. The
 safe pattern is therefore :func:`make_grad_fn`: a dedicated ``tf.function``

@@ -1,4 +1,4 @@
-"""The paper's claims (protocol section 7), each checked against this run's numbers.
+"""The paper's claims (docs/protocol.md §7), each checked against this run's numbers.
 
 A claim is judged with a simple threshold on the mean |Spearman| (or signed Spearman), stated in
 the report's text, so a reader can disagree with the threshold rather than with hidden logic.
@@ -58,7 +58,7 @@ def _paper(keys, row: pd.Series) -> str:
 
 
 def _verdict(ok: bool, *values: float) -> str:
-    if any(math.isnan(v) for v in values):  # every image's score undefined (pitfall 1): no verdict
+    if any(math.isnan(v) for v in values):  # every image's score undefined (docs/protocol.md §5.1): no verdict
         return "**undetermined** (scores undefined)"
     return "**confirmed**" if ok else "**not confirmed**"
 

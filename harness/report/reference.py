@@ -1,4 +1,4 @@
-"""The paper's reference values (protocol section 7), for the report's "paper" column only.
+"""The paper's reference values (docs/protocol.md §7), for the report's "paper" column only.
 
 They are shown next to this run's numbers and never used to tune anything. Each table is kept as
 text laid out like the paper's, so it can be checked against the source by eye. A cell is a value

@@ -44,7 +44,7 @@ def _total(row: pd.Series) -> int:
 
 
 def mean(row: pd.Series, digits: int = 2) -> str:
-    """"0.60"; degenerate scores, left out of the mean, are counted in the cell, never hidden (pitfall 1)."""
+    """"0.60"; degenerate scores, left out of the mean, are counted in the cell, never hidden (docs/protocol.md §5.1)."""
     if math.isnan(row["mean"]):
         return f"undefined ({int(row['n_degenerate'])} of {_total(row)} degenerate)"
     return number(row["mean"], digits) + _degenerate(row)

@@ -9,7 +9,7 @@ maps needs, each once per map, a batched form in one call per map size.
 
 The forms follow section 4 of the reference protocol (Adebayo et al. 2018, "Sanity Checks for
 Saliency Maps"): absolute and signed (diverging) visualisation maps, the min-max scaled raw map
-SSIM and HOG see, HOG features, the foreground of the input (pitfall 3), and average ranks.
+SSIM and HOG see, HOG features, the foreground of the input (docs/protocol.md §5.3), and average ranks.
 Pure numpy / scipy / scikit-image: this package must not import TensorFlow.
 """
 

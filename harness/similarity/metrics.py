@@ -10,7 +10,7 @@ map, and turns the results into `Score`s; nothing else needs to know the metric.
 
 The metrics follow section 4 of the reference protocol (Adebayo et al. 2018): Spearman rank
 correlation of the absolute and of the signed maps, SSIM and HOG similarity, and a foreground-only
-Spearman (pitfall 3). Undefined scores (pitfall 1) are never zero-filled: a constant map makes
+Spearman (docs/protocol.md §5.3). Undefined scores (§5.1) are never zero-filled: a constant map makes
 Spearman and the HOG correlation undefined, so the score is NaN with a reason saying which side was
 constant. The caller counts and reports them.
 """

@@ -12,7 +12,7 @@ from harness.similarity.metrics import metric_names
 #: Correlations usable on the two HOG feature vectors (paper: Pearson, notebook: Spearman).
 HOG_CORRELATIONS: tuple[str, ...] = ("pearson", "spearman")
 #: Map forms SSIM and HOG can see: `raw01` the raw, signed map (all channels) min-max scaled to
-#: [0, 1] (protocol section 4, the notebook's normalize_image); `abs01` the absolute map, min-max scaled.
+#: [0, 1] (docs/protocol.md §4.3, the notebook's normalize_image); `abs01` the absolute map, min-max scaled.
 SSIM_HOG_MAPS: tuple[str, ...] = ("raw01", "abs01")
 
 
