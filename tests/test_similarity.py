@@ -630,7 +630,7 @@ def test_a_registered_metric_is_computed_by_compare_and_compare_batch(restore_re
 
     @metric("toy_gap", ("toy_fg_mean", "abs"))
     def toy_gap(ref, cmp, settings):
-        gaps = np.abs(np.array(ref["toy_fg_mean"]) - np.array(cmp["toy_fg_mean"]))
+        gaps = np.abs(ref.stack("toy_fg_mean") - cmp.stack("toy_fg_mean"))
         return [(gap, "" if gap else "equal means") for gap in gaps]
 
     settings = MetricSettings(metrics=("spearman_abs", "toy_gap"))
@@ -653,6 +653,13 @@ def test_a_registered_metric_is_computed_by_compare_and_compare_batch(restore_re
         metric("toy_gap", ("abs",))(toy_gap)
     with pytest.raises(ValueError, match="unknown map forms"):
         metric("toy_other", ("no_such_form",))
+
+    @metric("toy_undeclared", ("abs",))  # reads a form it does not name: it would be computed map by map
+    def toy_undeclared(ref, cmp, settings):
+        return [(float(a.mean() - b.mean()), "") for a, b in zip(ref["signed"], cmp["signed"])]
+
+    with pytest.raises(ValueError, match="metric 'toy_undeclared' reads the map form 'signed' without declaring it"):
+        compare(refs[0], cmps[0], MetricSettings(metrics=("toy_undeclared",)))
 
 
 def test_each_form_is_computed_once_per_map_however_many_metrics_use_it(monkeypatch):

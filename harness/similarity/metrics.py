@@ -6,7 +6,19 @@ compute `compute(ref, cmp, settings)`: `ref` and `cmp` are `FormView`s of a batc
 of one size (`ref["abs"]`: the reference maps' absolute forms, one per pair; `ref.stack("abs")`:
 stacked), and it returns one `(value, reason)` per pair, `reason` "" for a sound value or why the
 value is degenerate (then NaN when it is undefined). The scorer computes the forms, each once per
-map, and turns the results into `Score`s; nothing else needs to know the metric.
+map, and turns the results into `Score`s; nothing else needs to know the metric. Reading a form the
+metric does not name is an error (it would be computed map by map, outside the batch). A new metric
+on a new form, e.g.::
+
+    @form("histogram", ("abs",), batched=True)
+    def _histogram(abs_maps, settings):             # [n, H, W] -> [n, bins]
+        return np.stack([np.histogram(m, bins=10, range=(0, 1))[0] for m in abs_maps])
+
+    @metric("histogram_gap", ("histogram",))
+    def histogram_gap(ref, cmp, settings):
+        return [(float(np.abs(a - b).sum()), "") for a, b in zip(ref["histogram"], cmp["histogram"])]
+
+and `metrics: [..., histogram_gap]` in a preset (conf/metrics/) computes it.
 
 The metrics follow section 4 of the reference protocol (Adebayo et al. 2018): Spearman rank
 correlation of the absolute and of the signed maps, SSIM and HOG similarity, and a foreground-only
@@ -17,7 +29,7 @@ constant. The caller counts and reports them.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -44,16 +56,21 @@ class Score:
 
 
 class FormView:
-    """One side (the references or the compared maps) of a batch of pairs of maps of one size."""
+    """One side (the references or the compared maps) of a batch of pairs of maps of one size, as
+    one metric sees it: the forms it declares (and those they are computed from), already computed."""
 
-    def __init__(self, maps: Sequence[PreparedMap]):
+    def __init__(self, maps: Sequence[PreparedMap], metric: str, forms: Collection[str]):
         self.maps = maps
+        self.metric = metric
+        self.forms = forms
 
     def __len__(self) -> int:
         return len(self.maps)
 
     def __getitem__(self, form: str) -> list[Any]:
         """The form `form` of each map, in pair order."""
+        if form not in self.forms:  # it would be computed map by map, outside the batch
+            raise ValueError(f"metric {self.metric!r} reads the map form {form!r} without declaring it")
         return [m[form] for m in self.maps]
 
     def stack(self, form: str) -> np.ndarray:

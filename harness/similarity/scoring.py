@@ -11,8 +11,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from harness.similarity.forms import PreparedMap, by_shape, fill, image_reader
-from harness.similarity.metrics import METRICS, NAN, FormView, Score
+from harness.similarity.forms import IMAGE, RAW, PreparedMap, by_shape, closure, fill, image_reader
+from harness.similarity.metrics import METRICS, NAN, FormView, Metric, Score
 from harness.similarity.settings import MetricSettings
 
 
@@ -64,28 +64,30 @@ def compare_batch(
             raise ValueError(f"maps differ in shape: reference {r.raw.shape}, compared {c.raw.shape}")
     _check_images(refs + cmps, metrics, settings)
 
-    scores: list[list[Score]] = []
-    for r, c in zip(refs, cmps):
+    scores: list[list[Score]] = [[] for _ in refs]
+    for k, (r, c) in enumerate(zip(refs, cmps)):
         bad = [name for name, m in (("reference", r), ("compared", c)) if not m.finite]
-        # NaN/inf in a map (e.g. a diverging method): every metric is undefined
-        reason = f"non-finite values ({' and '.join(bad)})" if bad else ""
-        scores.append([Score(m.name, NAN, True, reason) for m in metrics] if bad else [])
-    pairs = [k for k, row in enumerate(scores) if not row]
-    forms = [name for m in metrics for name in m.forms_for(settings)]
-    fill([refs[k] for k in pairs] + [cmps[k] for k in pairs], forms, settings)
+        if bad:  # NaN/inf in a map (e.g. a diverging method): every metric is undefined
+            scores[k] = [Score(m.name, NAN, True, f"non-finite values ({' and '.join(bad)})") for m in metrics]
+    pairs = [k for k, (r, c) in enumerate(zip(refs, cmps)) if r.finite and c.finite]
+    # what each metric may read: its forms (RAW and IMAGE when it names them) and their inputs
+    forms = {m.name: {RAW, *m.forms_for(settings), *closure(m.forms_for(settings), settings)} for m in metrics}
+    fill([refs[k] for k in pairs] + [cmps[k] for k in pairs], [f for m in forms.values() for f in m], settings)
     for group in by_shape(pairs, lambda k: refs[k].raw.shape):
-        ref, cmp = FormView([refs[k] for k in group]), FormView([cmps[k] for k in group])
         for m in metrics:
+            ref = FormView([refs[k] for k in group], m.name, forms[m.name])
+            cmp = FormView([cmps[k] for k in group], m.name, forms[m.name])
             for k, (value, reason) in zip(group, m.compute(ref, cmp, settings), strict=True):
                 scores[k].append(Score(m.name, float(value), bool(reason), reason))
     return scores
 
 
-def _check_images(maps: list[PreparedMap], metrics: list, settings: MetricSettings) -> None:
-    """A ValueError naming the first metric whose forms read the input image, if a map came without one."""
+def _check_images(maps: list[PreparedMap], metrics: list[Metric], settings: MetricSettings) -> None:
+    """A ValueError naming the first metric that reads the input image (itself or through a form),
+    if a map came without one."""
     if all(m.image is not None for m in maps):
         return
     for m in metrics:
         reader = image_reader(m.forms_for(settings), settings)
-        if reader is not None:
-            raise ValueError(f"metric {m.name!r} needs the input image ({reader.about})")
+        if reader is not None or IMAGE in m.forms_for(settings):
+            raise ValueError(f"metric {m.name!r} needs the input image" + (f" ({reader.about})" if reader else ""))
