@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import zlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,7 +20,6 @@ from harness.errors import HarnessError
 from harness.results import ORIGINAL, RANDOM_LABELS
 from harness.models.wrapper import Block, ModelUnderTest, ModelVariable, variable_role
 
-SCHEDULES = ("cascading", "bottom_up", "independent", "data_randomization")
 SCHEMES = ("auto", "own", "he_truncated_normal", "truncated_normal", "glorot_uniform", "uniform", "permute",
            "donor")
 BN_STATS = ("keep", "reset")
@@ -39,30 +38,49 @@ class Step:
     randomized: tuple[str, ...]      # every block randomized at this step
 
 
-def schedule_steps(kind: str, block_names: Sequence[str]) -> list[Step]:
-    """Steps of a schedule over blocks given in execution order (input -> output).
+# name -> steps over block names given in execution order (input -> output); a new schedule is one
+# registered function plus conf/schedule/<name>.yaml.
+SCHEDULES: dict[str, Callable[[list[str]], list[Step]]] = {}
 
-    cascading: top block first, then each next one down, accumulating (the paper's Figure 2);
-    bottom_up: the same from the input upward (Hedström et al.); independent: one block at a time,
-    top-down, all others trained; data_randomization: one step that takes every block from the
-    random-label model (scheme `donor`), the paper's data randomization test.
-    """
+
+def schedule(name: str):
+    def register(steps: Callable[[list[str]], list[Step]]):
+        SCHEDULES[name] = steps
+        return steps
+    return register
+
+
+def schedule_steps(kind: str, block_names: Sequence[str]) -> list[Step]:
+    """Steps of a schedule: step 0 is always the unrandomized model."""
     if kind not in SCHEDULES:
         raise HarnessError(f"unknown schedule {kind!r}; valid: {', '.join(SCHEDULES)}")
-    names = list(block_names)
-    if kind == "data_randomization":
-        return [Step(0, ORIGINAL, ()), Step(1, RANDOM_LABELS, tuple(names))]
+    return [Step(0, ORIGINAL, ()), *SCHEDULES[kind](list(block_names))]
+
+
+@schedule("cascading")
+def _cascading(names: list[str]) -> list[Step]:
+    """Top block first, then each next one down, accumulating (the paper's Figure 2)."""
     top_down = names[::-1]
-    steps = [Step(0, ORIGINAL, ())]
-    for i, block in enumerate(top_down if kind != "bottom_up" else names, start=1):
-        if kind == "cascading":
-            randomized = tuple(top_down[:i])
-        elif kind == "bottom_up":
-            randomized = tuple(names[:i])
-        else:
-            randomized = (block,)
-        steps.append(Step(i, block, randomized))
-    return steps
+    return [Step(i, block, tuple(top_down[:i])) for i, block in enumerate(top_down, start=1)]
+
+
+@schedule("bottom_up")
+def _bottom_up(names: list[str]) -> list[Step]:
+    """From the input upward, accumulating (Hedström et al.)."""
+    return [Step(i, block, tuple(names[:i])) for i, block in enumerate(names, start=1)]
+
+
+@schedule("independent")
+def _independent(names: list[str]) -> list[Step]:
+    """One block at a time, top-down, all others trained."""
+    return [Step(i, block, (block,)) for i, block in enumerate(names[::-1], start=1)]
+
+
+@schedule("data_randomization")
+def _data_randomization(names: list[str]) -> list[Step]:
+    """One step that takes every block from the random-label model (scheme `donor`): the paper's
+    data randomization test."""
+    return [Step(1, RANDOM_LABELS, tuple(names))]
 
 
 # -- settings ----------------------------------------------------------------------------------------
@@ -203,14 +221,15 @@ def draw(v: ModelVariable, reinit: Reinit, rng: np.random.Generator, current: np
     return rng.uniform(reinit.low, reinit.high, size=shape)  # "uniform"
 
 
-def _stable_hash(text: str) -> int:
+def stable_hash(text: str) -> int:
+    """A name as a seed component: the same in every process (unlike hash())."""
     return zlib.crc32(text.encode())
 
 
 def block_rng(reinit: Reinit, block: str, step: int, variable: str) -> np.random.Generator:
     """Seeded from the run seed, the block and variable names, and (per_step draws) the step."""
     step_part = step if reinit.draws == "per_step" else 0
-    return np.random.default_rng([reinit.seed, _stable_hash(block), _stable_hash(variable), step_part])
+    return np.random.default_rng([reinit.seed, stable_hash(block), stable_hash(variable), step_part])
 
 
 def randomize_block(block: Block, reinit: Reinit, step: int) -> list[str]:

@@ -29,16 +29,15 @@ import pandas as pd
 from harness import methods as method_registry
 from harness.data import ImageSet, load_images, parse_count
 from harness.errors import HarnessError
-from harness.randomization import SCHEDULES, Randomizer, Reinit, Step, schedule_steps
+from harness.controls import CONTROLS
+from harness.randomization import SCHEDULES, Randomizer, Reinit, Step, schedule_steps, stable_hash
 from harness.results import (CONTROL_SCHEDULE, CONTROL_STEP, FORMAT_VERSION, MAPS, NO_CLASS, PARTS, RECORD,
                              SCORE_COLUMNS, SCORES, SUMMARY, RunRecord, maps_key, read_table, write_csv,
                              write_json, write_npz)
-from harness.similarity import MetricSettings, PreparedMap, compare_batch, random_mask
+from harness.similarity import MetricSettings, PreparedMap, compare_batch
 from harness.summary import summarize
 
 TARGETS = ("predicted", "original", "label")
-CONTROLS = ("ceiling", "random_model", "random_mask")
-RANDOM_MODEL_DRAWS = (10_001, 10_002)  # draw indices of the random_model control's two models
 LABEL_PATTERN = re.compile(r"[A-Za-z0-9_.=,\[\]-]+")  # labels name files in parts/
 
 
@@ -86,9 +85,10 @@ def labelled(specs: list[MethodSpec]) -> list[MethodSpec]:
     return out
 
 
-@dataclass
+@dataclass(frozen=True)
 class Plan:
-    """Everything a run needs, validated before any model is loaded or any file written."""
+    """Everything a run needs, validated once, before any model is loaded or any file written; the
+    contents it points at (digests, a donor's weights) are added with `with_contents`."""
     config: dict[str, Any]
     methods: list[MethodSpec]
     schedule: str
@@ -126,6 +126,16 @@ class Plan:
             results_dir=Path(config.get("results_dir", "results")), controls=controls,
         )
 
+    def with_contents(self, model, images: ImageSet, log) -> "Plan":
+        """This plan with the digests of what it points at, and scheme `donor`'s weights."""
+        contents = {"model": weights_digest(model), "images": images_digest(images)}
+        if self.reinit.scheme != "donor":
+            return dataclasses.replace(self, contents=contents)
+        donor = _donor_model(self.config["schedule"], log)
+        record = _model_record(donor) | {"weights_digest": weights_digest(donor)}
+        return dataclasses.replace(self, reinit=self.reinit.with_donor(model, donor), donor=record,
+                                   contents=contents | {"donor": record["weights_digest"]})
+
     def key(self) -> str:
         """Hash of everything that changes the results (not where they go, nor the progress bar):
         the config and the contents it points at (model weights, images)."""
@@ -147,12 +157,7 @@ def run(cfg: Mapping[str, Any], log=print) -> Path:
     if plan.target == "label" and images.labels is None:
         raise HarnessError(f"target 'label' needs labelled images; data source {plan.config['data']['source']!r} "
                            "has none (use target=predicted or give data.labels)")
-    plan.contents = {"model": weights_digest(model), "images": images_digest(images)}
-    if plan.reinit.scheme == "donor":
-        donor = _donor_model(plan.config["schedule"], log)
-        plan.reinit = plan.reinit.with_donor(model, donor)
-        plan.donor = _model_record(donor) | {"weights_digest": weights_digest(donor)}
-        plan.contents["donor"] = plan.donor["weights_digest"]
+    plan = plan.with_contents(model, images, log)
     names = "+".join(m.label for m in plan.methods)
     run_dir = plan.results_dir / "runs" / f"{model.name}-{names}-{plan.schedule}-{plan.key()}"
     with _exclusive(run_dir):
@@ -185,11 +190,11 @@ class Runner:
         step0 = self.steps[0]
         self.trained_argmax = self._argmax(self.model.predict(self.x), step0)
         # The reference maps explain the class that every later step's rule picks for step 0.
-        self.reference_targets = self._targets(step0)
+        self.reference_targets = self.targets(step0)
         self.original_maps, self.original_seconds = {}, {}
         for method in self.plan.methods:
             began = time.perf_counter()
-            self.original_maps[method.label] = self._maps(method, step0, self.reference_targets)
+            self.original_maps[method.label] = self.maps(method, step0, self.reference_targets)
             self.original_seconds[method.label] = time.perf_counter() - began
         with self._progress() as bar:
             for step in self.steps:
@@ -198,7 +203,7 @@ class Runner:
                 if not todo:
                     continue
                 with randomizer.step(step):
-                    targets = self._targets(step)
+                    targets = self.targets(step)
                     for method in todo:
                         self._unit(step, method, targets)
                         bar.update(len(self.images))
@@ -214,7 +219,7 @@ class Runner:
         if step.index == 0:  # computed up front: every later step is compared with these maps
             maps, seconds = self.original_maps[method.label], self.original_seconds[method.label]
         else:
-            maps = self._maps(method, step, targets)
+            maps = self.maps(method, step, targets)
             seconds = time.perf_counter() - began
         self._commit(_stem(step, method), self._score(step, method, targets, maps), maps, seconds)
 
@@ -229,54 +234,22 @@ class Runner:
         return _stem(step, method) in self.finished
 
     # -- controls: how low is "low", how high can a stochastic method get --------------------------------
-    def _control(self, control: str) -> None:
-        """ceiling: a second, independent noise draw on the trained model; random_model: two fully
-        randomized models (different draws) against each other; random_mask: a map against noise.
-        Every control explains the classes the run's target rule picks for its model states."""
-        step = Step(CONTROL_STEP, control, ())
+    def _control(self, name: str) -> None:
+        """A registered control (harness.controls) for the method entries that still lack it."""
+        step = Step(CONTROL_STEP, name, ())
         todo = [m for m in self.plan.methods if not self._done(step, m)]
         if not todo:
             return
-        randomized = self._random_model_maps(todo) if control == "random_model" else {}
+        computed = CONTROLS[name](self, todo)
         for method in todo:
-            began = time.perf_counter()
-            reference, reference_targets, targets = None, self.reference_targets, self.reference_targets
-            if control == "random_model":
-                (reference, maps), (reference_targets, targets), seconds = randomized[method.label]
-            else:
-                if control == "ceiling":
-                    maps = self._maps(method, Step(CONTROL_STEP, "ceiling", ()), targets)
-                else:
-                    rng = np.random.default_rng([self.plan.seed, _stable(method.label), _stable(control)])
-                    maps = np.stack([random_mask(m.shape, rng) for m in self.original_maps[method.label]])
-                    targets = np.full(len(self.images), NO_CLASS, np.int32)  # noise explains no class
-                seconds = time.perf_counter() - began
-            rows = self._score(step, method, targets, maps, reference, reference_targets)
-            self._commit(_stem(step, method), rows, maps, seconds)
+            c = computed[method.label]
+            rows = self._score(step, method, c.targets, c.maps, c.reference, c.reference_targets)
+            self._commit(_stem(step, method), rows, c.maps, c.seconds)
 
-    def _random_model_maps(self, methods: list[MethodSpec]):
-        """Maps of every method on two differently drawn, fully randomized models: each of the two
-        model states is visited once. Returns {label: ((maps A, maps B), (targets A, targets B), seconds)}."""
-        # Fresh draws per step index even when the schedule nests its draws: two different models.
-        reinit = self.plan.reinit
-        scheme = "auto" if reinit.scheme == "donor" else reinit.scheme  # a donor is one model, not random ones
-        randomizer = Randomizer(self.model, dataclasses.replace(reinit, draws="per_step", scheme=scheme, donor=None))
-        every_block = tuple(b.name for b in self.model.blocks)
-        maps = {m.label: [] for m in methods}
-        seconds = dict.fromkeys(maps, 0.0)
-        targets = []
-        for index in RANDOM_MODEL_DRAWS:
-            step = Step(index, f"random_model_{index}", every_block)
-            with randomizer.step(step):
-                targets.append(self._targets(step))
-                for method in methods:
-                    began = time.perf_counter()
-                    maps[method.label].append(self._maps(method, step, targets[-1]))
-                    seconds[method.label] += time.perf_counter() - began
-        return {label: (tuple(maps[label]), tuple(targets), seconds[label]) for label in maps}
-
-    def _maps(self, method: MethodSpec, step: Step, targets: np.ndarray) -> np.ndarray:
-        rng = np.random.default_rng([self.plan.seed, _stable(method.label), _stable(step.block), step.index % 2**32])
+    def maps(self, method: MethodSpec, step: Step, targets: np.ndarray) -> np.ndarray:
+        """The maps of a method entry for the model as it is now, seeded by entry and step."""
+        rng = np.random.default_rng([self.plan.seed, stable_hash(method.label), stable_hash(step.block),
+                                     step.index % 2**32])
         params = dict(method.params) | {"gradcam_endpoint": self.plan.config["model"].get("gradcam_endpoint")}
         maps = method_registry.get(method.name)(self.model, self.x, targets, rng, params)
         return np.asarray(maps, np.float32)
@@ -308,7 +281,7 @@ class Runner:
         return self.prepared[method.label]
 
     # -- targets -------------------------------------------------------------------------------------
-    def _targets(self, step: Step) -> np.ndarray:
+    def targets(self, step: Step) -> np.ndarray:
         """The classes the run's target rule explains for the model as it is now (at `step`)."""
         if self.plan.target == "label":
             return self.images.labels.astype(np.int32)
@@ -499,11 +472,6 @@ def _plain(cfg: Mapping[str, Any]) -> dict[str, Any]:
     except ImportError:  # pragma: no cover
         pass
     return json.loads(json.dumps(dict(cfg), default=str))
-
-
-def _stable(text: str) -> int:
-    import zlib
-    return zlib.crc32(text.encode())
 
 
 def _versions() -> dict[str, str]:

@@ -13,6 +13,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from harness import runner
+from harness.controls import RANDOM_MODEL_DRAWS
 from harness.config import CONFIG_DIR
 from harness.errors import HarnessError
 
@@ -169,12 +170,12 @@ class ExplainedClasses:
 
     def __init__(self, monkeypatch):
         self.calls: dict[str, list[np.ndarray]] = {}
-        real = runner.Runner._maps
+        real = runner.Runner.maps
 
         def spy(runner_self, method, step, targets):
             self.calls.setdefault(step.block, []).append(np.array(targets))
             return real(runner_self, method, step, targets)
-        monkeypatch.setattr(runner.Runner, "_maps", spy)
+        monkeypatch.setattr(runner.Runner, "maps", spy)
 
 
 def trained_argmax(saved_model, run_dir):
@@ -223,7 +224,7 @@ def test_random_model_control_follows_the_target_rule(tmp_path, tiny_saved_model
     run_dir = runner.run(config(*tiny_overrides(path, image_folder, tmp_path / "r"), f"target={target}",
                                 "controls=[random_model]"), log=lambda _: None)
     argmax = trained_argmax(path, run_dir)
-    a, b = (spy.calls[f"random_model_{i}"][0] for i in runner.RANDOM_MODEL_DRAWS)
+    a, b = (spy.calls[f"random_model_{i}"][0] for i in RANDOM_MODEL_DRAWS)
     if target == "original":
         np.testing.assert_array_equal(a, argmax)
         np.testing.assert_array_equal(b, argmax)
@@ -307,18 +308,20 @@ def kill_at(monkeypatch, where: str):
         real_step = Randomizer.step
 
         def step(self, step):
-            if step.block == f"random_model_{runner.RANDOM_MODEL_DRAWS[1]}":
+            if step.block == f"random_model_{RANDOM_MODEL_DRAWS[1]}":
                 raise Killed(where)
             return real_step(self, step)
         monkeypatch.setattr(Randomizer, "step", step)
     else:
-        real_json = runner.write_json
+        from harness import results
+
+        real_json = results.write_json
 
         def write_json(path, data):
             if Path(path).name == "run.json":
                 raise Killed(where)
             return real_json(path, data)
-        monkeypatch.setattr(runner, "write_json", write_json)
+        monkeypatch.setattr(results, "write_json", write_json)
 
 
 @pytest.mark.parametrize("where", ["part", "control", "assembly"])
@@ -394,3 +397,21 @@ def test_two_invocations_in_one_second_are_two_sessions(tmp_path):
     session's record: run.json would then list one computation for two."""
     first, second = runner.Session.open(tmp_path), runner.Session.open(tmp_path)
     assert first.id != second.id and len(list(tmp_path.glob("session-*.json"))) == 2
+
+
+def test_a_control_and_a_schedule_are_one_registered_function_each(tmp_path, tiny_saved_model, image_folder,
+                                                                  monkeypatch):
+    """Adding a control or a schedule touches nothing else: the runner validates and runs it."""
+    from harness import controls, randomization
+
+    monkeypatch.setitem(controls.CONTROLS, "zeros", lambda run, methods: {
+        m.label: controls.ControlMaps(np.zeros_like(run.original_maps[m.label]), run.reference_targets, 0.0)
+        for m in methods})
+    monkeypatch.setitem(randomization.SCHEDULES, "top_only", lambda names: [randomization.Step(1, names[-1], (names[-1],))])
+    path, _ = tiny_saved_model
+    run_dir = runner.run(config(*tiny_overrides(path, image_folder, tmp_path / "r"),
+                                "controls=[zeros]", "schedule.name=top_only"), log=lambda _: None)
+    scores = pd.read_csv(run_dir / "scores.csv")
+    assert list(scores["block"].drop_duplicates()) == ["original", "logits", "zeros"]
+    zeros = scores[(scores["block"] == "zeros") & (scores["metric"] == "spearman_abs")]
+    assert zeros["degenerate"].all()  # a constant map against the originals: undefined, flagged

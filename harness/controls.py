@@ -1,0 +1,96 @@
+"""Controls: each curve's ceiling and floors, scored beside the schedule (rows with schedule
+`control`, step -1) against the run's original maps unless a control brings its own reference.
+
+A control is one registered function: given the runner (trained model in place) and the method
+entries still to do, it returns each entry's maps, the classes they explain and its seconds. Every
+control explains the classes the run's target rule picks for its model states.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable
+
+import numpy as np
+
+from harness.randomization import Randomizer, Step, stable_hash
+from harness.results import CONTROL_STEP, NO_CLASS
+from harness.similarity import random_mask
+
+if TYPE_CHECKING:
+    from harness.runner import MethodSpec, Runner
+
+# Draw indices of the random_model control's two models: past any schedule's step indices, so
+# neither model repeats a schedule step's draws.
+RANDOM_MODEL_DRAWS = (10_001, 10_002)
+
+
+@dataclass
+class ControlMaps:
+    maps: np.ndarray                          # the maps scored
+    targets: np.ndarray                       # the classes they explain (NO_CLASS: none)
+    seconds: float
+    reference: np.ndarray | None = None       # None: the run's original maps
+    reference_targets: np.ndarray | None = None
+
+
+Control = Callable[["Runner", list["MethodSpec"]], dict[str, ControlMaps]]
+CONTROLS: dict[str, Control] = {}
+
+
+def control(name: str):
+    def register(fn: Control) -> Control:
+        CONTROLS[name] = fn
+        return fn
+    return register
+
+
+@control("ceiling")
+def ceiling(run: Runner, methods: list[MethodSpec]) -> dict[str, ControlMaps]:
+    """A second, independent noise draw on the trained model: how high a stochastic method can get
+    against itself (a deterministic one gets 1)."""
+    out = {}
+    for method in methods:
+        began = time.perf_counter()
+        maps = run.maps(method, Step(CONTROL_STEP, "ceiling", ()), run.reference_targets)
+        out[method.label] = ControlMaps(maps, run.reference_targets, time.perf_counter() - began)
+    return out
+
+
+@control("random_model")
+def random_model(run: Runner, methods: list[MethodSpec]) -> dict[str, ControlMaps]:
+    """Two differently drawn, fully randomized models against each other: the floor of 'no trained
+    weights'. Each model state is visited once for all methods; model A's maps are the reference."""
+    reinit = run.plan.reinit
+    # Fresh draws per step index even when the schedule nests its draws: two different models. A
+    # donor is one model, not random ones: the control draws from the model's own initializers.
+    scheme = "auto" if reinit.scheme == "donor" else reinit.scheme
+    randomizer = Randomizer(run.model, dataclasses.replace(reinit, draws="per_step", scheme=scheme, donor=None))
+    every_block = tuple(b.name for b in run.model.blocks)
+    maps: dict[str, list[np.ndarray]] = {m.label: [] for m in methods}
+    seconds = dict.fromkeys(maps, 0.0)
+    targets = []
+    for index in RANDOM_MODEL_DRAWS:
+        step = Step(index, f"random_model_{index}", every_block)
+        with randomizer.step(step):
+            targets.append(run.targets(step))
+            for method in methods:
+                began = time.perf_counter()
+                maps[method.label].append(run.maps(method, step, targets[-1]))
+                seconds[method.label] += time.perf_counter() - began
+    return {label: ControlMaps(b, targets[1], seconds[label], reference=a, reference_targets=targets[0])
+            for label, (a, b) in maps.items()}
+
+
+@control("random_mask")
+def random_mask_control(run: Runner, methods: list[MethodSpec]) -> dict[str, ControlMaps]:
+    """Each original map against Gaussian noise of its shape: the floor of 'nothing in common'."""
+    out = {}
+    for method in methods:
+        began = time.perf_counter()
+        rng = np.random.default_rng([run.plan.seed, stable_hash(method.label), stable_hash("random_mask")])
+        maps = np.stack([random_mask(m.shape, rng) for m in run.original_maps[method.label]])
+        no_class = np.full(len(maps), NO_CLASS, np.int32)  # noise explains no class
+        out[method.label] = ControlMaps(maps, no_class, time.perf_counter() - began)
+    return out
