@@ -1,7 +1,7 @@
 """Post-processing of saliency maps and similarity scores between two maps.
 
-Implements section 4 of the reference protocol (Adebayo et al. 2018, "Sanity Checks for Saliency
-Maps"). Pure numpy / scipy / scikit-image: this package must not import TensorFlow.
+Implements the post-processing and similarity of docs/protocol.md §4 (Adebayo et al. 2018, "Sanity
+Checks for Saliency Maps"). Pure numpy / scipy / scikit-image: this package must not import TensorFlow.
 
 - `forms`: the post-processed forms of a map metrics compare (absolute, signed, min-max raw, HOG
   features, foreground, ranks), each a registered piece; `PreparedMap` computes each once per map.

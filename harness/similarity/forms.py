@@ -7,9 +7,9 @@ A form is registered once (`@form`) with its name, the forms it is computed from
 each form it is asked for once, from its inputs, and keeps it; `fill` computes the forms a batch of
 maps needs, each once per map, a batched form in one call per map size.
 
-The forms follow section 4 of the reference protocol (Adebayo et al. 2018, "Sanity Checks for
-Saliency Maps"): absolute and signed (diverging) visualisation maps, the min-max scaled raw map
-SSIM and HOG see, HOG features, the foreground of the input (docs/protocol.md §5.3), and average ranks.
+The forms follow docs/protocol.md §4 (Adebayo et al. 2018, "Sanity Checks for Saliency Maps"):
+absolute and signed (diverging) visualisation maps, the min-max scaled raw map SSIM and HOG see,
+HOG features, the foreground of the input (docs/protocol.md §5.3), and average ranks.
 Pure numpy / scipy / scikit-image: this package must not import TensorFlow.
 """
 

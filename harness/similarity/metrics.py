@@ -20,7 +20,7 @@ on a new form, e.g.::
 
 and `metrics: [..., histogram_gap]` in a preset (conf/metrics/) computes it.
 
-The metrics follow section 4 of the reference protocol (Adebayo et al. 2018): Spearman rank
+The metrics follow docs/protocol.md §4 (Adebayo et al. 2018): Spearman rank
 correlation of the absolute and of the signed maps, SSIM and HOG similarity, and a foreground-only
 Spearman (docs/protocol.md §5.3). Undefined scores (§5.1) are never zero-filled: a constant map makes
 Spearman and the HOG correlation undefined, so the score is NaN with a reason saying which side was
