@@ -98,12 +98,11 @@ def test_batches_depend_only_on_the_step():
     assert not (budget.batch_indices(1, 4000, 50, 0, 80) == whole[:80]).all()  # and each seed
 
 
-@pytest.mark.parametrize("jit", [True, False])
-def test_killed_training_resumes_to_the_same_bytes(cache, monkeypatch, jit):
+def test_killed_training_resumes_to_the_same_bytes(cache, monkeypatch):
     """2 x 15 steps (stopped as by a kill, then resumed in a fresh model) == 30 steps in one go."""
     monkeypatch.setattr(budget, "CHUNK", 8)
     recipe = budget.StepRecipe("cnn", weight_decay=1e-3, steps=30, snapshots=())
-    quiet = dict(log=lambda _: None, progress=False, export=False, jit_compile=jit)
+    quiet = dict(log=lambda _: None, progress=False, export=False)
     model, step, _ = budget.train_until("resumed", recipe, 30, stop_after=15, **quiet)
     assert step == 15
     del model

@@ -206,7 +206,7 @@ def build(recipe: StepRecipe):
     return model, initializers, optimizer
 
 
-def make_train_fn(model, optimizer, x, y, chunk: int, jit_compile: bool = True):
+def make_train_fn(model, optimizer, x, y, chunk: int, jit_compile: bool = False):
     """A compiled `fn(indices [chunk, batch] int32, n) -> last loss` running n <= chunk steps.
 
     The images live in the graph's variables (no per-step host copy); each step gathers its batch.
@@ -240,9 +240,10 @@ def make_train_fn(model, optimizer, x, y, chunk: int, jit_compile: bool = True):
 
 
 def set_op_determinism(on: bool) -> None:
-    """TensorFlow's deterministic kernels for the non-XLA path. XLA refuses MaxPool's gradient
-    under op determinism ("no deterministic XLA implementation"); its CPU code is deterministic in
-    practice, which tests/test_training_budget.py checks (repeated and resumed trainings, bit for bit)."""
+    """TensorFlow's deterministic kernels (the default path; tests/test_training_budget.py checks
+    resumed == uninterrupted bit for bit). XLA refuses MaxPool's gradient under op determinism ("no
+    deterministic XLA implementation"), so `jit_compile=True` trains without it. On 2 CPU cores XLA
+    is ~20x slower than TensorFlow's own kernels for this CNN (python -m harness.zoo.speed)."""
     from tensorflow.python.framework import config
 
     (config.enable_op_determinism if on else config.disable_op_determinism)()
@@ -280,7 +281,7 @@ CHECKPOINT_SECONDS = 120.0   # the rolling checkpoint is rewritten at most this 
 
 
 def train_until(base: str, recipe: StepRecipe, until: int, log: Callable[[str], None] = print,
-                progress: bool = True, export: bool = True, jit_compile: bool = True,
+                progress: bool = True, export: bool = True, jit_compile: bool = False,
                 checkpoint_seconds: float = CHECKPOINT_SECONDS, stop_after: int | None = None):
     """Train (resuming from the best checkpoint) up to step `until`; export snapshots on the way.
 
@@ -288,6 +289,7 @@ def train_until(base: str, recipe: StepRecipe, until: int, log: Callable[[str], 
     missing, and the model at `until`. `stop_after` (tests) stops after that many steps of this
     invocation, as a kill would, after writing the checkpoint. Returns (model, step, history).
     """
+    import tensorflow as tf
     from tqdm import tqdm
 
     x_train, y_train, _, _ = mnist.load_split()
@@ -326,7 +328,7 @@ def train_until(base: str, recipe: StepRecipe, until: int, log: Callable[[str], 
             indices = np.zeros((CHUNK, recipe.batch_size), np.int32)
             indices[:n] = batch_indices(recipe.seed, len(x_train), recipe.batch_size, step, n)
             began = time.perf_counter()
-            loss = train(indices, n)
+            loss = train(indices, tf.constant(n, tf.int32))
             loss = float(loss)  # waits for the chunk
             segment_seconds += time.perf_counter() - began
             step += n

@@ -23,6 +23,8 @@ CONFIGS = {
     "fit": ("fit", None, False),          # baseline: keras model.fit, batch 50, shuffled numpy arrays
     "loop1": ("loop", 1, False),          # custom tf.function step, one step a call
     "loop100": ("loop", 100, False),      # ... 100 steps a call (tf.while_loop)
+    "loop10": ("loop", 10, False),        # ... 10 steps a call
+    "loop1-nondet": ("loop", 1, False),   # one step a call, TensorFlow's op determinism off
     "xla1": ("loop", 1, True),            # jit_compile=True, one step a call
     "xla100": ("loop", 100, True),        # jit_compile=True, 100 steps a call (the trainer's setting)
 }
@@ -37,13 +39,13 @@ def _set_determinism(on: bool) -> None:
 
 
 class _Trainer:
-    def __init__(self, recipe, how, chunk, jit):
+    def __init__(self, recipe, how, chunk, jit, deterministic):
         import keras
 
         from harness.zoo import budget, mnist
 
         self.how, self.chunk, self.recipe = how, chunk, recipe
-        self.deterministic = not jit
+        self.deterministic = deterministic and not jit
         _set_determinism(self.deterministic)
         self.x, self.y, _, _ = mnist.load_split()
         self.model, _, self.optimizer = budget.build(recipe)
@@ -85,7 +87,7 @@ def measure(name: str, configs: list[str], steps: int, rounds: int) -> dict:
     from harness import zoo
 
     recipe = zoo.RECIPES[name]
-    trainers = {c: _Trainer(recipe, *CONFIGS[c]) for c in configs}
+    trainers = {c: _Trainer(recipe, *CONFIGS[c], deterministic="nondet" not in c) for c in configs}
     for trainer in trainers.values():
         trainer.run(min(steps, 100))  # warm-up: tracing, compilation
     times = {c: [] for c in configs}

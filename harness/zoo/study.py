@@ -1,0 +1,136 @@
+"""The training-budget study's table and figure, from `python -m harness.reproduce training_budget`'s runs.
+
+For each snapshot of the authors' CNN recipe (`mnist_cnn_authors@STEPS`): |Spearman| between the
+trained model's map and the map after the first cascading step (the logits randomized), per method,
+with its 95 % CI; the snapshot's held-out accuracy; and the maps' shared-near-zero fraction: the share
+of pixels that are near zero in both maps (a shared flat region adds tied ranks to both maps and
+raises their rank correlation whatever the rest of the map does).
+
+    from harness.zoo import study
+    table = study.budget_table(Path("results/reproduce/training_budget"))
+    study.budget_figure(table, Path("budget.png"))
+    print(study.budget_markdown(table))
+
+The near-zero fraction needs every image's maps: the experiment keeps them (`maps_to_keep: 100` in
+conf/experiment/training_budget.yaml); with fewer kept maps it is over the kept images only (`n_maps`).
+"""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from harness.results import MAPS, SUMMARY, maps_key, read_table
+
+METRIC = "spearman_abs"
+NEAR_ZERO = 0.02      # a pixel is near zero below this fraction of its map's 99th-percentile magnitude
+
+
+def near_zero(maps: np.ndarray, threshold: float = NEAR_ZERO) -> np.ndarray:
+    """[N, H, W] booleans: |map| (summed over channels) below `threshold` x its 99th percentile."""
+    magnitude = np.abs(maps).sum(axis=-1) if maps.ndim == 4 else np.abs(maps)
+    scale = np.percentile(magnitude.reshape(len(magnitude), -1), 99, axis=1).reshape(-1, 1, 1)
+    return magnitude < threshold * np.where(scale > 0, scale, np.inf)
+
+
+def shared_near_zero(reference: np.ndarray, other: np.ndarray, threshold: float = NEAR_ZERO) -> np.ndarray:
+    """Per image, the fraction of pixels near zero in both maps."""
+    both = near_zero(reference, threshold) & near_zero(other, threshold)
+    return both.reshape(len(both), -1).mean(axis=1)
+
+
+def _steps(model: str) -> int | None:
+    match = re.search(r"@(\d+)$", model)
+    return int(match.group(1)) if match else None
+
+
+def budget_table(folder: Path, step: int = 1, threshold: float = NEAR_ZERO) -> pd.DataFrame:
+    """One row per (snapshot, method): training steps, |Spearman| mean and CI after cascading step
+    `step` (1: logits), the shared-near-zero fraction there and of the trained map alone, accuracy."""
+    rows = []
+    for run in sorted(Path(folder).glob("runs/*/run.json")):
+        record = json.loads(run.read_text())
+        summary = read_table(run.parent / SUMMARY)
+        picked = summary[(summary["schedule"] == "cascading") & (summary["step"] == step)
+                         & (summary["metric"] == METRIC)]
+        maps = np.load(run.parent / MAPS) if (run.parent / MAPS).is_file() else None
+        accuracy = _held_out_accuracy(record)
+        for _, row in picked.iterrows():
+            model = str(row["model"])
+            entry = {"model": model, "steps": _steps(model), "method": row["variant"], "block": row["block"],
+                     "spearman_abs": row["mean"], "ci_low": row["ci_low"], "ci_high": row["ci_high"],
+                     "n": row["n"], "held_out_accuracy": accuracy}
+            if maps is not None and maps_key(row["variant"], 0) in maps.files and maps_key(row["variant"], step) in maps.files:
+                reference, other = maps[maps_key(row["variant"], 0)], maps[maps_key(row["variant"], step)]
+                entry |= {"shared_near_zero": float(shared_near_zero(reference, other, threshold).mean()),
+                          "trained_near_zero": float(near_zero(reference, threshold).mean()),
+                          "n_maps": int(len(reference))}
+            rows.append(entry)
+    return pd.DataFrame(rows).sort_values(["method", "steps"], ignore_index=True) if rows else pd.DataFrame()
+
+
+def _held_out_accuracy(record: dict) -> float | None:
+    """The built-in model's held-out accuracy, from its harness.json (found through the zoo's cache)."""
+    name = (record.get("config") or {}).get("model", {}).get("source", "")
+    if not str(name).startswith("builtin:"):
+        return None
+    from harness import zoo
+    from harness.zoo import budget
+
+    try:
+        base, recipe, steps = budget.parse_name(name.split(":", 1)[1], zoo.RECIPES)
+    except Exception:  # noqa: BLE001 - not a step-budget model: no accuracy column
+        return None
+    meta = budget.snapshot_path(base, recipe, steps) / "harness.json"
+    return json.loads(meta.read_text())["metrics"]["test_accuracy"] if meta.is_file() else None
+
+
+def budget_markdown(table: pd.DataFrame) -> str:
+    """Steps down, methods across: |Spearman| after the logits step [95 % CI] (shared near-zero)."""
+    if table.empty:
+        return "_no training-budget runs_"
+    methods = list(dict.fromkeys(table["method"]))
+    lines = ["| steps | held-out acc. | " + " | ".join(methods) + " |", "|---" * (len(methods) + 2) + "|"]
+    for steps, group in table.groupby("steps", sort=True):
+        cells = []
+        for method in methods:
+            r = group[group["method"] == method]
+            if r.empty:
+                cells.append("")
+                continue
+            r = r.iloc[0]
+            shared = f" ({r['shared_near_zero']:.0%})" if "shared_near_zero" in r and pd.notna(r.get("shared_near_zero")) else ""
+            cells.append(f"{r['spearman_abs']:.2f} [{r['ci_low']:.2f}, {r['ci_high']:.2f}]{shared}")
+        accuracy = group["held_out_accuracy"].iloc[0]
+        acc = f"{accuracy:.1%}" if pd.notna(accuracy) else ""
+        lines.append(f"| {steps:,} | {acc} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def budget_figure(table: pd.DataFrame, path: Path) -> Path:
+    """|Spearman| after the logits step vs training steps (log scale), one line per method, with CIs."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for method, group in table.groupby("method", sort=False):
+        group = group.sort_values("steps")
+        ax.errorbar(group["steps"], group["spearman_abs"],
+                    yerr=[group["spearman_abs"] - group["ci_low"], group["ci_high"] - group["spearman_abs"]],
+                    marker="o", capsize=3, label=method)
+    ax.set_xscale("log")
+    ax.set_xlabel("training steps (authors' CNN recipe)")
+    ax.set_ylabel("|Spearman| after randomizing the logits")
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
