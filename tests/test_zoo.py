@@ -58,3 +58,22 @@ def test_split_is_parsed_once_and_handed_out_as_copies():
     second = mnist.load_split()
     assert second[0].min() == 0.0  # ... does not reach the next caller
     assert mnist._split.cache_info().misses == 1
+
+
+def test_default_recipes_are_unchanged():
+    """The default models' recipes (and so their cache keys) stay as they were: the authors' recipes
+    are separate entries (harness.zoo.budget), not edits of these."""
+    assert {name: zoo.RECIPES[name].key() for name in
+            ("mnist_cnn", "mnist_mlp", "mnist_cnn_randlabels", "mnist_mlp_randlabels")} == {
+        "mnist_cnn": "73d1e8aac3", "mnist_mlp": "6a987546eb",
+        "mnist_cnn_randlabels": "f682cdad45", "mnist_mlp_randlabels": "6eb6e9ec1e"}
+    assert zoo.RECIPES["mnist_cnn"].dropout == 0.5  # the default CNN keeps its (non-authors') dropout
+
+
+def test_unknown_builtin_names_are_one_clear_error():
+    with pytest.raises(zoo.HarnessError, match="unknown built-in model 'nope'"):
+        zoo.model_path("nope")
+    with pytest.raises(zoo.HarnessError, match="NAME@STEPS"):
+        zoo.model_path("mnist_mlp@100")
+    with pytest.raises(zoo.HarnessError, match="at least 1"):
+        zoo.model_path("mnist_cnn_authors@0")
