@@ -141,3 +141,10 @@ def test_snapshots_are_exported_and_load_as_builtin_models(cache, monkeypatch):
         assert "conv1" in kernel.name and kernel.variable.numpy().tobytes() == data["w0"].tobytes()
     with pytest.raises(zoo.HarnessError, match="NAME@STEPS"):
         zoo.model_path("mnist_cnn@5", log=lambda _: None)
+
+
+def test_no_training_on_demand_when_told(cache, monkeypatch):
+    monkeypatch.setenv("HARNESS_ZOO_TRAIN", "0")
+    with pytest.raises(zoo.HarnessError, match=r"mnist_cnn_authors@1200 is not trained yet.*--until 1200"):
+        zoo.model_path("mnist_cnn_authors@1200", log=lambda _: None)
+    assert not (cache / "zoo" / ".train").exists()

@@ -111,10 +111,18 @@ def trainer_lock(base: str, log: Callable[[str], None]):
 
 
 def model_path(name: str, recipes: dict, log: Callable[[str], None] = print) -> Path:
-    """The exported SavedModel of `NAME` / `NAME@STEPS`, trained (or resumed) first if needed."""
+    """The exported SavedModel of `NAME` / `NAME@STEPS`, trained (or resumed) first if needed.
+
+    With `HARNESS_ZOO_TRAIN=0` a snapshot that is not in the cache is a HarnessError instead (the
+    training-budget experiment then runs the snapshots at hand and reports the rest as skipped).
+    """
     base, recipe, steps = parse_name(name, recipes)
     path = snapshot_path(base, recipe, steps)
     if not (path / "saved_model.pb").is_file():
+        if os.environ.get("HARNESS_ZOO_TRAIN", "1") == "0":
+            raise HarnessError(f"{base}@{steps} is not trained yet (HARNESS_ZOO_TRAIN=0); trained snapshots: "
+                               f"{available_snapshots(base, recipe) or 'none'}; train with "
+                               f"`python -m harness.zoo.train {base} --until {steps}`")
         with trainer_lock(base, log):
             if not (path / "saved_model.pb").is_file():
                 train_until(base, recipe, steps, log=log, progress=True)
