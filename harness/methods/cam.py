@@ -122,7 +122,7 @@ def _gap_dense(keras_model):
     if not isinstance(layer, keras.layers.GlobalAveragePooling2D) or layer.keepdims:
         raise HarnessError(f"method cam needs a model whose last layers are GlobalAveragePooling2D -> "
                            f"Dense; model {keras_model.name} ends in "
-                           f"{' -> '.join(type(l).__name__ for l in keras_model.layers[-3:])} (use gradcam)")
+                           f"{' -> '.join(type(last).__name__ for last in keras_model.layers[-3:])} (use gradcam)")
     inputs = keras_model.inputs[0] if len(keras_model.inputs) == 1 else keras_model.inputs
     return keras.Model(inputs, layer.input, name=f"{keras_model.name}_cam_features"), dense
 

@@ -137,7 +137,7 @@ def claims_section(summary: pd.DataFrame) -> list[Block]:
 
 def paper_section(summary: pd.DataFrame) -> list[Block]:
     blocks: list[Block] = [Heading(2, "Paper vs this run"), Paragraph(
-        "Reference values from the paper and the authors' notebook (protocol section 7). They are shown "
+        "Reference values from the paper and the authors' notebook (docs/protocol.md §7). They are shown "
         "for comparison only and are never used to tune anything. Difference = our mean minus the paper's "
         "value (for a range: the distance outside it, 0 inside). The random-label model is matched to its "
         "true-label model by name (`mnist_cnn_randlabels` -> `mnist_cnn`).")]
