@@ -148,3 +148,16 @@ def test_no_training_on_demand_when_told(cache, monkeypatch):
     with pytest.raises(zoo.HarnessError, match=r"mnist_cnn_authors@1200 is not trained yet.*--until 1200"):
         zoo.model_path("mnist_cnn_authors@1200", log=lambda _: None)
     assert not (cache / "zoo" / ".train").exists()
+
+
+def test_shared_near_zero_fraction():
+    from harness.zoo import study
+
+    rng = np.random.default_rng(0)
+    reference = rng.uniform(0.5, 1.0, (3, 10, 10, 1))
+    other = -rng.uniform(0.5, 1.0, (3, 10, 10, 1))  # signs do not matter: magnitudes are compared
+    reference[:, :2] = 0.0    # a frame of 20 % zeros in the trained map ...
+    other[:, :1] = 1e-4       # ... of which half is near zero in the other map too
+    other[:, 1:2] = 0.9
+    assert study.shared_near_zero(reference, other).tolist() == pytest.approx([0.1] * 3)
+    assert study.near_zero(reference).mean() == pytest.approx(0.2)

@@ -69,7 +69,12 @@ def budget_table(folder: Path, step: int = 1, threshold: float = NEAR_ZERO) -> p
                           "trained_near_zero": float(near_zero(reference, threshold).mean()),
                           "n_maps": int(len(reference))}
             rows.append(entry)
-    return pd.DataFrame(rows).sort_values(["method", "steps"], ignore_index=True) if rows else pd.DataFrame()
+    if not rows:
+        return pd.DataFrame()
+    table = pd.DataFrame(rows)
+    order = {m: i for i, m in enumerate(dict.fromkeys(table["method"]))}  # the experiment's method order
+    return table.sort_values(["method", "steps"], key=lambda c: c.map(order) if c.name == "method" else c,
+                             ignore_index=True)
 
 
 def _held_out_accuracy(record: dict) -> float | None:
