@@ -155,9 +155,9 @@ def test_shared_near_zero_fraction():
 
     rng = np.random.default_rng(0)
     reference = rng.uniform(0.5, 1.0, (3, 10, 10, 1))
-    other = -rng.uniform(0.5, 1.0, (3, 10, 10, 1))  # signs do not matter: magnitudes are compared
+    other = rng.uniform(0.5, 1.0, (3, 10, 10, 1))
     reference[:, :2] = 0.0    # a frame of 20 % zeros in the trained map ...
     other[:, :1] = 1e-4       # ... of which half is near zero in the other map too
-    other[:, 1:2] = 0.9
+    other[:, 1:2] = -0.9     # large and negative: not near zero (magnitudes are compared)
     assert study.shared_near_zero(reference, other).tolist() == pytest.approx([0.1] * 3)
     assert study.near_zero(reference).mean() == pytest.approx(0.2)
