@@ -15,7 +15,7 @@ import pandas as pd
 
 from harness.results import (CONTROL_SCHEDULE, CONTROL_STEP, NO_CLASS, RECORD, SCORE_COLUMNS, SCORES, SUMMARY,
                              RunRecord, write_csv)
-from harness.similarity import MetricSettings, compare, random_mask
+from harness.metrics import MetricSettings, compare, random_mask
 from harness.summary import summarize
 
 # (name, mask kind, shape): the paper's 299 px RGB maps and the MNIST track's 28 px maps.

@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
-from harness.randomization import Randomizer, Step, stable_hash
+from harness.schedules import Randomizer, Step, stable_hash
 from harness.results import CONTROL_STEP, NO_CLASS
-from harness.similarity import random_mask
+from harness.metrics import random_mask
 
 if TYPE_CHECKING:
     from harness.runner import MethodSpec, Runner

@@ -30,11 +30,11 @@ from harness import methods as method_registry
 from harness.data import ImageSet, load_images, parse_count
 from harness.errors import HarnessError
 from harness.controls import CONTROLS
-from harness.randomization import SCHEDULES, Randomizer, Reinit, Step, schedule_steps, stable_hash
+from harness.schedules import SCHEDULES, Randomizer, Reinit, Step, schedule_steps, stable_hash
 from harness.results import (CONTROL_SCHEDULE, CONTROL_STEP, FORMAT_VERSION, MAPS, PARTS, RECORD,
                              SCORE_COLUMNS, SCORES, SUMMARY, RunRecord, maps_key, read_table, write_csv,
                              write_json, write_npz)
-from harness.similarity import MetricSettings, PreparedMap, compare_batch
+from harness.metrics import MetricSettings, PreparedMap, compare_batch
 from harness.summary import summarize
 
 TARGETS = ("predicted", "original", "label")

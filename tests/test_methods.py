@@ -26,7 +26,7 @@ from harness.methods.cam import upsample
 from harness.models.keras_guided import keras_endpoint_model as endpoint_model
 from harness.oracle import Reference, mnist_keras_twin, pair_core, pair_map
 from harness.methods.smoothgrad import draw_noise, noise_sigma
-from harness.randomization import Randomizer, Reinit, schedule_steps
+from harness.schedules import Randomizer, Reinit, schedule_steps
 
 from conftest import tiny_cnn, wrap_keras
 from test_cli import config

@@ -1,4 +1,4 @@
-"""Tests for harness.similarity (pure numpy/scipy/skimage; no TensorFlow)."""
+"""Tests for harness.metrics (pure numpy/scipy/skimage; no TensorFlow)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from skimage.feature import hog
 from skimage.metrics import structural_similarity
 
 from harness.errors import HarnessError
-from harness.similarity import (
+from harness.metrics import (
     METRIC_NAMES,
     MetricSettings,
     Score,
@@ -52,7 +52,7 @@ def _smooth_map(rng: np.random.Generator, shape=(64, 64, 3)) -> np.ndarray:
 
 
 def test_no_tensorflow_import():
-    import harness.similarity as sim
+    import harness.metrics as sim
 
     files = list(Path(sim.__file__).parent.glob("*.py"))
     assert len(files) >= 5  # the package's modules, not just __init__
@@ -558,7 +558,7 @@ def test_calibration_hog_uniform_three_channel_absolute_map_is_lower():
     (10, MetricSettings(hog_cell_px=4)),                           # blocks reduced to 2x2 cells
 ])
 def test_batched_hog_equals_skimage_hog_map_by_map(size, settings):
-    from harness.similarity.forms import _hog_features_batch
+    from harness.metrics.forms import _hog_features_batch
 
     rng = np.random.default_rng(size)
     maps = np.stack([minmax01(_smooth_map(rng, (size, size, 1))[..., 0]) for _ in range(3)])
@@ -572,7 +572,7 @@ def test_batched_hog_equals_skimage_hog_map_by_map(size, settings):
 
 
 def test_prepared_reference_gives_the_same_scores_as_raw_maps():
-    from harness.similarity import PreparedMap
+    from harness.metrics import PreparedMap
 
     rng = np.random.default_rng(11)
     settings = MetricSettings(metrics=ALL_METRICS)
@@ -586,7 +586,7 @@ def test_prepared_reference_gives_the_same_scores_as_raw_maps():
 
 
 def test_batched_hog_of_three_channel_maps_equals_skimage_dominant_channel_hog():
-    from harness.similarity.forms import _hog_features_batch
+    from harness.metrics.forms import _hog_features_batch
 
     rng = np.random.default_rng(15)
     settings = MetricSettings(hog_cell_px=4)
@@ -606,7 +606,7 @@ def test_batched_hog_of_three_channel_maps_equals_skimage_dominant_channel_hog()
 @pytest.fixture
 def restore_registries():
     """Tests that register their own forms and metrics leave the registries as they found them."""
-    from harness.similarity import FORMS, METRICS
+    from harness.metrics import FORMS, METRICS
 
     saved = dict(FORMS), dict(METRICS)
     yield
@@ -618,7 +618,7 @@ def restore_registries():
 def test_a_registered_metric_is_computed_by_compare_and_compare_batch(restore_registries):
     """A new metric is one registered piece: a form and a metric defined here, nothing else touched,
     are validated by MetricSettings and scored by compare and compare_batch next to a built-in."""
-    from harness.similarity import IMAGE, RAW, form, metric
+    from harness.metrics import IMAGE, RAW, form, metric
 
     with pytest.raises(HarnessError, match="toy_gap"):
         MetricSettings(metrics=("toy_gap",))
@@ -669,7 +669,7 @@ def test_each_form_is_computed_once_per_map_however_many_metrics_use_it(monkeypa
     next batch."""
     import dataclasses
 
-    from harness.similarity import FORMS, PreparedMap
+    from harness.metrics import FORMS, PreparedMap
 
     computed: dict[str, int] = {}
 

@@ -71,7 +71,7 @@ def test_controls_and_summary(tmp_path, tiny_saved_model, image_folder):
 def test_each_model_state_is_visited_once(tmp_path, tiny_saved_model, image_folder, monkeypatch):
     """All methods run at a step before the next step: one randomization per schedule step and two
     for the random_model control, however many methods there are."""
-    from harness.randomization import Randomizer
+    from harness.schedules import Randomizer
 
     visited = []
     real_step = Randomizer.step
@@ -292,7 +292,7 @@ class Killed(BaseException):
 def kill_at(monkeypatch, where: str):
     """Make the run die at `where`: 'part' (after the third unit's part), 'control' (between the
     random_model control's two models), 'assembly' (after scores.csv, before run.json)."""
-    from harness.randomization import Randomizer
+    from harness.schedules import Randomizer
 
     if where == "part":
         written, real = [], runner.write_csv
@@ -402,12 +402,12 @@ def test_two_invocations_in_one_second_are_two_sessions(tmp_path):
 def test_a_control_and_a_schedule_are_one_registered_function_each(tmp_path, tiny_saved_model, image_folder,
                                                                   monkeypatch):
     """Adding a control or a schedule touches nothing else: the runner validates and runs it."""
-    from harness import controls, randomization
+    from harness import controls, schedules
 
     monkeypatch.setitem(controls.CONTROLS, "zeros", lambda run, methods: {
         m.label: controls.ControlMaps(np.zeros_like(run.original_maps[m.label]), run.reference_targets, 0.0)
         for m in methods})
-    monkeypatch.setitem(randomization.SCHEDULES, "top_only", lambda names: [randomization.Step(1, names[-1], (names[-1],))])
+    monkeypatch.setitem(schedules.SCHEDULES, "top_only", lambda names: [schedules.Step(1, names[-1], (names[-1],))])
     path, _ = tiny_saved_model
     run_dir = runner.run(config(*tiny_overrides(path, image_folder, tmp_path / "r"),
                                 "controls=[zeros]", "schedule.name=top_only"), log=lambda _: None)

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from harness import randomization as rz
+from harness import schedules as rz
 from harness.errors import HarnessError
 from harness.methods.kernels import input_gradients
 

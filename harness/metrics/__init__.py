@@ -14,7 +14,7 @@ A new metric is one function in `metrics` (or anywhere imported before use) unde
 forms)`; a new form (e.g. a histogram) one function under `@form(name, inputs)`.
 """
 
-from harness.similarity.forms import (
+from harness.metrics.forms import (
     FORMS,
     IMAGE,
     RAW,
@@ -27,10 +27,10 @@ from harness.similarity.forms import (
     ranks_of,
     signed_map,
 )
-from harness.similarity.masks import MASK_KINDS, random_mask
-from harness.similarity.metrics import METRICS, FormView, Metric, Score, metric, metric_names
-from harness.similarity.scoring import compare, compare_batch, prepare
-from harness.similarity.settings import HOG_CORRELATIONS, SSIM_HOG_MAPS, MetricSettings
+from harness.metrics.masks import MASK_KINDS, random_mask
+from harness.metrics.metrics import METRICS, FormView, Metric, Score, metric, metric_names
+from harness.metrics.scoring import compare, compare_batch, prepare
+from harness.metrics.settings import HOG_CORRELATIONS, SSIM_HOG_MAPS, MetricSettings
 
 #: The built-in metrics, in a stable order (metric_names() adds any registered later).
 METRIC_NAMES: tuple[str, ...] = metric_names()

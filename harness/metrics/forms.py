@@ -30,7 +30,7 @@ except ImportError:  # pragma: no cover - a future scikit-image moved it: the pu
     _skimage_hog_histograms = None
 
 if TYPE_CHECKING:
-    from harness.similarity.settings import MetricSettings
+    from harness.metrics.settings import MetricSettings
 
 _PERCENTILE = 99.0  # clip level of 3-channel maps (PAIR's VisualizeImageGrayscale/Diverging default)
 _HOG_REFERENCE_CELL_PX = 16  # the paper's HOG cell size ...
@@ -150,7 +150,7 @@ def _hog_features_batch(batch01: np.ndarray, s: MetricSettings) -> np.ndarray:
     Written here because `skimage.feature.hog` normalizes its blocks in a Python loop: ~5-10 ms
     for a 28x28 map with 2 px cells (144 blocks), most of the cost of scoring small maps. The cell
     histograms still come from scikit-image's own Cython kernel; only the block normalization is
-    one vectorized numpy expression over all maps. tests/test_similarity.py checks the result equals
+    one vectorized numpy expression over all maps. tests/test_metrics.py checks the result equals
     `skimage.feature.hog` map by map.
     """
     n, height, width = batch01.shape[:3]

@@ -1,7 +1,7 @@
 """Similarity metrics between two saliency maps, each a registered piece.
 
 A metric is registered once (`@metric`) with its name, the map forms it compares (see
-`harness.similarity.forms`; a tuple, or a function of the settings returning one) and a batched
+`harness.metrics.forms`; a tuple, or a function of the settings returning one) and a batched
 compute `compute(ref, cmp, settings)`: `ref` and `cmp` are `FormView`s of a batch of pairs of maps
 of one size (`ref["abs"]`: the reference maps' absolute forms, one per pair; `ref.stack("abs")`:
 stacked), and it returns one `(value, reason)` per pair, `reason` "" for a sound value or why the
@@ -37,10 +37,10 @@ import numpy as np
 from scipy import ndimage
 from skimage.metrics import structural_similarity
 
-from harness.similarity.forms import FORMS, RAW, IMAGE, PreparedMap
+from harness.metrics.forms import FORMS, RAW, IMAGE, PreparedMap
 
 if TYPE_CHECKING:
-    from harness.similarity.settings import MetricSettings
+    from harness.metrics.settings import MetricSettings
 
 #: What a metric's compute returns for each pair: the value and "" or why it is degenerate.
 Result = tuple[float, str]

@@ -11,9 +11,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from harness.similarity.forms import IMAGE, RAW, PreparedMap, by_shape, closure, fill, image_reader
-from harness.similarity.metrics import METRICS, NAN, FormView, Metric, Score
-from harness.similarity.settings import MetricSettings
+from harness.metrics.forms import IMAGE, RAW, PreparedMap, by_shape, closure, fill, image_reader
+from harness.metrics.metrics import METRICS, NAN, FormView, Metric, Score
+from harness.metrics.settings import MetricSettings
 
 
 def prepare(m: np.ndarray | PreparedMap, settings: MetricSettings, image: np.ndarray | None = None) -> PreparedMap:
@@ -31,7 +31,7 @@ def compare(
     image: np.ndarray | None = None,
 ) -> list[Score]:
     """Score the similarity of two raw maps [H, W, C] (C = 1 or 3) or [H, W]; one Score per
-    settings.metrics, in that order (see each metric in harness.similarity.metrics).
+    settings.metrics, in that order (see each metric in harness.metrics.metrics).
 
     Either side may be a PreparedMap (see `prepare`) to reuse its forms across calls. `image` is the
     input the maps explain (needed by metrics whose forms read it: spearman_abs_fg).

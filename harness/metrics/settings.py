@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from harness.errors import HarnessError
-from harness.similarity.metrics import metric_names
+from harness.metrics.metrics import metric_names
 
 #: Correlations usable on the two HOG feature vectors (paper: Pearson, notebook: Spearman).
 HOG_CORRELATIONS: tuple[str, ...] = ("pearson", "spearman")

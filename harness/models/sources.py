@@ -200,7 +200,7 @@ def _keras_initializer(model, path: str) -> dict | None:
 
 
 def initializer_spec(initializer) -> dict | None:
-    """Translate a Keras initializer into the spec dicts `harness.randomization` draws from."""
+    """Translate a Keras initializer into the spec dicts `harness.schedules` draws from."""
     config = initializer.get_config()
     kind = type(initializer).__name__
     if kind == "TruncatedNormal":

@@ -3,7 +3,7 @@ then each randomized block left to right as the schedule proceeds.
 
 Maps come from the runs' `maps.npz` (keys `images`, `image_ids`, `steps`, `blocks` and
 `"{method}/{step:03d}"` -> raw maps [k, H, W, C]) and are post-processed exactly as the metrics see
-them (harness.similarity.absolute_map / signed_map), so the picture matches the numbers.
+them (harness.metrics.absolute_map / signed_map), so the picture matches the numbers.
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from harness.report.figures import save
 from harness.report.labels import block_label, method_label, order_methods
 from harness.report.load import Run
 from harness.results import split_maps_key
-from harness.similarity import absolute_map, signed_map
+from harness.metrics import absolute_map, signed_map
 
 KINDS = {  # kind -> (post-processing, colormap, value range, colour bar label)
     # Short colour bar labels: a one-method grid has a bar one cell high; the caption says the rest.
