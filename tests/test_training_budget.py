@@ -98,16 +98,39 @@ def test_batches_depend_only_on_the_step():
     assert not (budget.batch_indices(1, 4000, 50, 0, 80) == whole[:80]).all()  # and each seed
 
 
-def test_killed_training_resumes_to_the_same_bytes(cache, monkeypatch):
-    """2 x 15 steps (stopped as by a kill, then resumed in a fresh model) == 30 steps in one go."""
+@pytest.mark.parametrize("stop", ["stop_after", "interrupt"])
+def test_killed_training_resumes_to_the_same_bytes(cache, monkeypatch, stop):
+    """Stopped after 15 steps (or by Ctrl-C / SIGTERM during the first call), resumed in a fresh model, to 30
+    steps == 30 steps in one go, weights and Adam state byte for byte."""
     monkeypatch.setattr(budget, "CHUNK", 8)
     recipe = budget.StepRecipe("cnn", weight_decay=1e-3, steps=30, snapshots=())
     quiet = dict(log=lambda _: None, progress=False, export=False)
-    model, step, _ = budget.train_until("resumed", recipe, 30, stop_after=15, **quiet)
-    assert step == 15
-    del model
+    if stop == "stop_after":
+        budget.train_until("resumed", recipe, 30, stop_after=15, **quiet)
+        first = 15
+    else:
+        real = budget.make_train_fn
+
+        def interrupted_in_the_first_call(*args, **kwargs):
+            fn, calls = real(*args, **kwargs), []
+
+            def call(*a):
+                result = fn(*a)
+                calls.append(1)
+                if len(calls) == 1:  # the signal arrives while the first call runs
+                    raise KeyboardInterrupt
+                return result
+            return call
+
+        monkeypatch.setattr(budget, "make_train_fn", interrupted_in_the_first_call)
+        with pytest.raises(KeyboardInterrupt):
+            budget.train_until("resumed", recipe, 30, **quiet)
+        monkeypatch.setattr(budget, "make_train_fn", real)
+        first = 8
+    assert budget.checkpoint_step(budget.state_dir("resumed", recipe) / "latest.npz") == first
     resumed, step, history = budget.train_until("resumed", recipe, 30, **quiet)
-    assert step == 30 and [(h["from"], h["to"]) for h in history] == [(0, 15), (15, 30)]
+    assert step == 30 and [(h["from"], h["to"]) for h in history] == [(0, first), (first, 30)]
+    assert all(h["seconds"] > 0 for h in history)
     whole, step, _ = budget.train_until("whole", recipe, 30, **quiet)
     assert step == 30
     a = np.load(budget.state_dir("resumed", recipe) / "latest.npz")

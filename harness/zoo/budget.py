@@ -322,6 +322,7 @@ def train_until(base: str, recipe: StepRecipe, until: int, log: Callable[[str], 
     keep_latest = latest.is_file() and resume != latest and checkpoint_step(latest) > until
     segment_start, segment_seconds, last_checkpoint = step, 0.0, time.perf_counter()
     stop_at = until if stop_after is None else min(until, step + stop_after)
+    began = time.perf_counter()
 
     def record(seconds: float) -> list[dict]:
         if step == segment_start:
@@ -330,30 +331,41 @@ def train_until(base: str, recipe: StepRecipe, until: int, log: Callable[[str], 
 
     with tqdm(total=until, initial=step, desc=f"training {base}", unit="step", disable=not progress,
               mininterval=2.0, smoothing=0.05) as bar:
-        while step < stop_at:
-            boundary = min([s for s in pending if s > step] + [stop_at, step + CHUNK])
-            n = boundary - step
-            indices = np.zeros((CHUNK, recipe.batch_size), np.int32)
-            indices[:n] = batch_indices(recipe.seed, len(x_train), recipe.batch_size, step, n)
-            began = time.perf_counter()
-            loss = train(indices, tf.constant(n, tf.int32))
-            loss = float(loss)  # waits for the chunk
-            segment_seconds += time.perf_counter() - began
-            step += n
-            bar.update(n)
-            bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
-            if not np.isfinite(loss):
-                raise HarnessError(f"{base}: loss is {loss} at step {step}")
-            kept = step in pending
-            due = step == stop_at or time.perf_counter() - last_checkpoint > checkpoint_seconds
-            if kept and step in recipe.snapshots:
-                save_checkpoint(folder / f"step-{step}.npz", model, optimizer, step, record(segment_seconds))
-            if (kept or due) and not keep_latest:
+        try:
+            while step < stop_at:
+                boundary = min([s for s in pending if s > step] + [stop_at, step + CHUNK])
+                n = boundary - step
+                indices = np.zeros((CHUNK, recipe.batch_size), np.int32)
+                indices[:n] = batch_indices(recipe.seed, len(x_train), recipe.batch_size, step, n)
+                began = time.perf_counter()
+                loss = train(indices, tf.constant(n, tf.int32))
+                loss = float(loss)  # waits for the chunk
+                segment_seconds += time.perf_counter() - began
+                step += n
+                bar.update(n)
+                bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+                if not np.isfinite(loss):
+                    raise HarnessError(f"{base}: loss is {loss} at step {step}")
+                kept = step in pending
+                due = step == stop_at or time.perf_counter() - last_checkpoint > checkpoint_seconds
+                if kept and step in recipe.snapshots:
+                    save_checkpoint(folder / f"step-{step}.npz", model, optimizer, step, record(segment_seconds))
+                if (kept or due) and not keep_latest:
+                    save_checkpoint(latest, model, optimizer, step, record(segment_seconds))
+                    last_checkpoint = time.perf_counter()
+                if kept and export:
+                    bar.clear()
+                    export_snapshot(base, recipe, step, model, initializers, record(segment_seconds), log)
+        except KeyboardInterrupt:  # Ctrl-C, or SIGTERM through the train command: keep what was done
+            # TensorFlow finishes a running call before Python sees the signal, so the optimizer's
+            # count is the step the weights are at.
+            if int(optimizer.iterations.numpy()) != step:  # the interrupted call had finished
+                segment_seconds += time.perf_counter() - began
+                step = int(optimizer.iterations.numpy())
+            if step > segment_start and not keep_latest:
                 save_checkpoint(latest, model, optimizer, step, record(segment_seconds))
-                last_checkpoint = time.perf_counter()
-            if kept and export:
-                bar.clear()
-                export_snapshot(base, recipe, step, model, initializers, record(segment_seconds), log)
+                log(f"{base}: interrupted; checkpoint at step {step}")
+            raise
     return model, step, record(segment_seconds)
 
 

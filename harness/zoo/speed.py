@@ -115,6 +115,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=160, help="steps per timing (fit: whole epochs of 80)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", action="store_true", help="alternate thread settings in child processes")
+    parser.add_argument("--settings", nargs="+", default=None, help="with --threads: which thread settings")
     parser.add_argument("--intra", type=int, default=None)
     parser.add_argument("--inter", type=int, default=None)
     args = parser.parse_args(argv)
@@ -132,6 +133,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     settings = [("default", []), ("intra2-inter1", ["--intra", "2", "--inter", "1"]),
                 ("intra1-inter2", ["--intra", "1", "--inter", "2"]), ("intra1-inter1", ["--intra", "1", "--inter", "1"])]
+    settings = [s for s in settings if not args.settings or s[0] in args.settings]
     rates = {s: [] for s, _ in settings}
     for _ in range(args.rounds):
         for label, extra in settings:

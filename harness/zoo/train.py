@@ -12,6 +12,7 @@ cache (`$HARNESS_CACHE_DIR`, else ~/.cache/saliency-harness).
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import time
 
@@ -34,6 +35,10 @@ def main(argv: list[str] | None = None) -> None:
     from harness import zoo
     from harness.zoo import budget
 
+    def terminate(signum, frame):  # `kill`: stop as Ctrl-C does, after writing a checkpoint
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, terminate)
     try:
         if args.list or not args.name:
             for name, recipe in sorted(zoo.RECIPES.items()):
@@ -59,6 +64,9 @@ def main(argv: list[str] | None = None) -> None:
     except HarnessError as error:
         print(f"train: error: {error}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:
+        print("train: interrupted; run the same command again to continue", file=sys.stderr)
+        sys.exit(130)
 
 
 if __name__ == "__main__":
