@@ -184,3 +184,37 @@ def test_shared_near_zero_fraction():
     other[:, 1:2] = -0.9     # large and negative: not near zero (magnitudes are compared)
     assert study.shared_near_zero(reference, other).tolist() == pytest.approx([0.1] * 3)
     assert study.near_zero(reference).mean() == pytest.approx(0.2)
+
+
+def test_budget_table_reads_each_snapshots_run(tmp_path):
+    """One run folder per snapshot -> rows (steps, method) with the logits step's |Spearman| and the
+    shared-near-zero fraction of the kept maps; markdown and figure from it."""
+    import pandas as pd
+
+    from harness.results import SUMMARY_COLUMNS, maps_key
+    from harness.zoo import study
+
+    for steps, value in ((5000, 0.4), (1200, 0.1)):
+        run = tmp_path / "runs" / f"run-{steps}"
+        run.mkdir(parents=True)
+        model = f"mnist_cnn_authors@{steps}"
+        (run / "run.json").write_text(json.dumps({"config": {"model": {"source": f"builtin:{model}"}}}))
+        rows = [[model, m, m, "cascading", step, block, "spearman_abs", 3, v, 0.1, 0.05, v - 0.1, v + 0.1, 0]
+                for m in ("gradient", "gradcam") for step, block, v in ((0, "original", 1.0), (1, "logits", value))]
+        rows.append([model, "gradient", "gradient", "cascading", 1, "logits", "ssim", 3, 0.9, 0, 0, 0.9, 0.9, 0])
+        pd.DataFrame(rows, columns=SUMMARY_COLUMNS).to_csv(run / "summary.csv", index=False)
+        trained = np.ones((3, 4, 5, 1))
+        trained[:, 0] = 0.0  # 5 of 20 pixels near zero ...
+        logits = np.ones((3, 4, 5, 1))
+        logits[:, 0, :2] = 0.0  # ... 2 of those shared
+        np.savez(run / "maps.npz", **{maps_key("gradient", 0): trained, maps_key("gradient", 1): logits})
+    table = study.budget_table(tmp_path)
+    assert table[["steps", "method", "spearman_abs"]].values.tolist() == [
+        [1200, "gradient", 0.1], [5000, "gradient", 0.4], [1200, "gradcam", 0.1], [5000, "gradcam", 0.4]]
+    gradient = table[table["method"] == "gradient"]
+    assert gradient["shared_near_zero"].tolist() == pytest.approx([0.1, 0.1])
+    assert gradient["trained_near_zero"].tolist() == pytest.approx([0.25, 0.25])
+    assert table[table["method"] == "gradcam"]["shared_near_zero"].isna().all()  # no maps kept for it
+    markdown = study.budget_markdown(table)
+    assert "| 1,200 |" in markdown and "0.40 [0.30, 0.50] (10%)" in markdown
+    assert study.budget_figure(table, tmp_path / "fig.png").stat().st_size > 1000
