@@ -218,3 +218,34 @@ def test_budget_table_reads_each_snapshots_run(tmp_path):
     markdown = study.budget_markdown(table)
     assert "| 1,200 |" in markdown and "0.40 [0.30, 0.50] (10%)" in markdown
     assert study.budget_figure(table, tmp_path / "fig.png").stat().st_size > 1000
+
+
+def test_a_snapshot_exported_by_a_running_trainer_is_used_at_once(cache, monkeypatch):
+    """While another process holds the trainer lock (a long training), asking for a snapshot waits
+    only until that snapshot appears, not until the lock is free, and trains nothing itself."""
+    import fcntl
+    import threading
+    import time
+
+    monkeypatch.setattr(budget, "POLL_SECONDS", 0.05)
+    monkeypatch.setattr(budget, "train_until", lambda *a, **k: pytest.fail("must not train"))
+    recipe = zoo.RECIPES["mnist_cnn_authors"]
+    path = budget.snapshot_path("mnist_cnn_authors", recipe, 1200)
+    (cache / "zoo").mkdir(parents=True)
+    with open(cache / "zoo" / ".mnist_cnn_authors.lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # the running trainer
+
+        def export():
+            path.mkdir(parents=True)
+            (path / "saved_model.pb").write_bytes(b"")
+
+        timers = [threading.Timer(0.3, export),
+                  threading.Timer(5.0, lambda: fcntl.flock(held, fcntl.LOCK_UN))]  # the trainer ends
+        for timer in timers:
+            timer.start()
+        began = time.monotonic()
+        try:
+            assert zoo.model_path("mnist_cnn_authors@1200", log=lambda _: None) == path
+            assert time.monotonic() - began < 4.0  # before the trainer let go of the lock
+        finally:
+            timers[1].cancel()

@@ -96,18 +96,37 @@ def available_snapshots(base: str, recipe: StepRecipe) -> list[int]:
     return sorted(found)
 
 
+POLL_SECONDS = 10.0
+
+
 @contextmanager
-def trainer_lock(base: str, log: Callable[[str], None]):
-    """One trainer per trajectory; a second process waits for the first (as `zoo.model_path`)."""
+def trainer_lock(base: str, log: Callable[[str], None], ready: Callable[[], bool] | None = None):
+    """One trainer per trajectory; a second process waits for the first (as `zoo.model_path`).
+
+    Yields True once the lock is held. With `ready`, the wait also ends (yielding False, the lock
+    not taken) as soon as `ready()` is true: a snapshot that the running trainer exports on its way
+    is used at once, not after the whole budget.
+    """
     folder = cache_dir() / "zoo"
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / f".{base}.lock", "w") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            log(f"waiting for another process training {base} ...")
-            fcntl.flock(lock, fcntl.LOCK_EX)
-        yield
+        announced = False
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if ready is not None and ready():
+                    yield False
+                    return
+                if not announced:
+                    log(f"waiting for another process training {base} ...")
+                    announced = True
+                if ready is None:
+                    fcntl.flock(lock, fcntl.LOCK_EX)
+                    break
+                time.sleep(POLL_SECONDS)
+        yield True
 
 
 def model_path(name: str, recipes: dict, log: Callable[[str], None] = print) -> Path:
@@ -123,8 +142,8 @@ def model_path(name: str, recipes: dict, log: Callable[[str], None] = print) -> 
             raise HarnessError(f"{base}@{steps} is not trained yet (HARNESS_ZOO_TRAIN=0); trained snapshots: "
                                f"{available_snapshots(base, recipe) or 'none'}; train with "
                                f"`python -m harness.zoo.train {base} --until {steps}`")
-        with trainer_lock(base, log):
-            if not (path / "saved_model.pb").is_file():
+        with trainer_lock(base, log, ready=lambda: (path / "saved_model.pb").is_file()) as free:
+            if free and not (path / "saved_model.pb").is_file():
                 train_until(base, recipe, steps, log=log, progress=True)
     return path
 
