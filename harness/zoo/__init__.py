@@ -13,8 +13,6 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
-import shutil
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -101,28 +99,13 @@ def model_path(name: str, log: Callable[[str], None] = print) -> Path:
 
 
 def _train_and_export(name: str, recipe: Recipe, path: Path, log: Callable[[str], None]) -> None:
-    from harness.models.export import export_hub_style
-
     log(f"training built-in model {name} (once; cached in {path.parent}) ...")
     model, initializers, metrics = train(recipe)
     log(
         f"  {name}: train accuracy {metrics['train_accuracy']:.4f}, held-out accuracy "
         f"{metrics['test_accuracy']:.4f}, {metrics['epochs']} epochs, {metrics['train_seconds']:.1f} s"
     )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Export next to the final place and rename: a killed run never leaves a half-written model.
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=path.parent))
-    try:
-        export_hub_style(model, tmp / "model", {
-            "name": name,
-            "input": {"size": list(mnist.IMAGE_SHAPE[:2]), "channels": 1, "value_range": [0.0, 1.0]},
-            "initializers": initializers,
-            "recipe": asdict(recipe),
-            "metrics": metrics,
-        })
-        (tmp / "model").rename(path)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    mnist.export_model(model, path, name, initializers, asdict(recipe), metrics)
 
 
 def train(recipe: Recipe):

