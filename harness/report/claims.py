@@ -63,40 +63,44 @@ def _verdict(ok: bool, *values: float) -> str:
     return "**confirmed**" if ok else "**not confirmed**"
 
 
-def _none(what: str) -> list[str]:
-    return [f"not measured in this folder (needs {what})"]
+def _claim(statement: str, rule: str, findings: list[str], needs: str) -> Claim:
+    return Claim(statement, rule, findings or [f"not measured in this folder (needs {needs})"])
 
 
 def _depends(summary: pd.DataFrame) -> Claim:
-    findings = []
-    for keys, rows in _series(summary, ("gradient", "gradcam"), FINAL_SCHEDULES):
-        first, last = rows.iloc[0], rows.iloc[-1]
-        findings.append(f"{_where(keys)}: |Spearman| {number(first['mean'])} at {block_label(first['block'])} -> "
-                        f"{mean_ci(last)}{_paper(keys, last)} at {block_label(last['block'])}: depends on "
-                        f"{FINAL_SCHEDULES[keys[2]]}: "
-                        f"{_verdict(last['mean'] < DEPENDS_BELOW, last['mean'])}")
-    return Claim("Gradient and Grad-CAM depend on the weights (and on the training labels).",
-                 f"confirmed when the mean |Spearman| at the last step (all blocks randomized, or random labels) "
-                 f"is below {DEPENDS_BELOW}.",
-                 findings or _none("a cascading or data randomization run of Gradient or Grad-CAM"))
+    return _claim("Gradient and Grad-CAM depend on the weights (and on the training labels).",
+                  f"confirmed when the mean |Spearman| at the last step (all blocks randomized, or random labels) "
+                  f"is below {DEPENDS_BELOW}.",
+                  [_depends_finding(keys, rows)
+                   for keys, rows in _series(summary, ("gradient", "gradcam"), FINAL_SCHEDULES)],
+                  needs="a cascading or data randomization run of Gradient or Grad-CAM")
+
+
+def _depends_finding(keys, rows: pd.DataFrame) -> str:
+    first, last = rows.iloc[0], rows.iloc[-1]
+    return (f"{_where(keys)}: |Spearman| {number(first['mean'])} at {block_label(first['block'])} -> "
+            f"{mean_ci(last)}{_paper(keys, last)} at {block_label(last['block'])}: depends on "
+            f"{FINAL_SCHEDULES[keys[2]]}: {_verdict(last['mean'] < DEPENDS_BELOW, last['mean'])}")
 
 
 def _stays_similar(summary: pd.DataFrame) -> Claim:
-    findings = []
-    for keys, rows in _series(summary, ("guided_backprop", "guided_gradcam"), ("cascading",)):
-        randomized = rows[rows["block"] != ORIGINAL]
-        top = randomized.iloc[0]
-        similar = randomized["mean"].ge(STAYS_SIMILAR_FROM).cummin()  # True while every step so far stays similar
-        reach = (f"stays >= {STAYS_SIMILAR_FROM} through {block_label(randomized[similar].iloc[-1]['block'])}"
-                 if similar.any() else f"below {STAYS_SIMILAR_FROM} from the start")
-        findings.append(f"{_where(keys)}: |Spearman| {mean_ci(top)}{_paper(keys, top)} after "
-                        f"{block_label(top['block'])} is randomized, {reach}, {number(randomized.iloc[-1]['mean'])} "
-                        f"when all are: "
-                        f"{_verdict(top['mean'] >= STAYS_SIMILAR_FROM, top['mean'])}")
-    return Claim("Guided Backprop and Guided Grad-CAM stay similar until the lowest layers are randomized.",
-                 f"confirmed when the mean |Spearman| after randomizing the top block alone is at least "
-                 f"{STAYS_SIMILAR_FROM}; how far down it stays there is shown too.",
-                 findings or _none("a cascading run of Guided Backprop or Guided Grad-CAM"))
+    return _claim("Guided Backprop and Guided Grad-CAM stay similar until the lowest layers are randomized.",
+                  f"confirmed when the mean |Spearman| after randomizing the top block alone is at least "
+                  f"{STAYS_SIMILAR_FROM}; how far down it stays there is shown too.",
+                  [_stays_similar_finding(keys, rows)
+                   for keys, rows in _series(summary, ("guided_backprop", "guided_gradcam"), ("cascading",))],
+                  needs="a cascading run of Guided Backprop or Guided Grad-CAM")
+
+
+def _stays_similar_finding(keys, rows: pd.DataFrame) -> str:
+    randomized = rows[rows["block"] != ORIGINAL]
+    top = randomized.iloc[0]
+    similar = randomized["mean"].ge(STAYS_SIMILAR_FROM).cummin()  # True while every step so far stays similar
+    reach = (f"stays >= {STAYS_SIMILAR_FROM} through {block_label(randomized[similar].iloc[-1]['block'])}"
+             if similar.any() else f"below {STAYS_SIMILAR_FROM} from the start")
+    return (f"{_where(keys)}: |Spearman| {mean_ci(top)}{_paper(keys, top)} after {block_label(top['block'])} is "
+            f"randomized, {reach}, {number(randomized.iloc[-1]['mean'])} when all are: "
+            f"{_verdict(top['mean'] >= STAYS_SIMILAR_FROM, top['mean'])}")
 
 
 def _input_dominated(summary: pd.DataFrame) -> Claim:
@@ -113,8 +117,8 @@ def _input_dominated(summary: pd.DataFrame) -> Claim:
         else:
             text += " (signed Spearman not measured)"
         findings.append(f"{text}: {_verdict(ok, *values)}")
-    return Claim("Gradient ⊙ Input and Integrated Gradients stay input-dominated (high |Spearman|, signed "
-                 "Spearman near 0).",
-                 f"confirmed when, at the last step, the mean |Spearman| is at least {INPUT_DOMINATED_ABS} and the "
-                 f"mean signed Spearman is within +-{INPUT_DOMINATED_SIGNED}.",
-                 findings or _none("a cascading or data randomization run of Gradient ⊙ Input or IG"))
+    return _claim("Gradient ⊙ Input and Integrated Gradients stay input-dominated (high |Spearman|, signed "
+                  "Spearman near 0).",
+                  f"confirmed when, at the last step, the mean |Spearman| is at least {INPUT_DOMINATED_ABS} and the "
+                  f"mean signed Spearman is within +-{INPUT_DOMINATED_SIGNED}.",
+                  findings, needs="a cascading or data randomization run of Gradient ⊙ Input or IG")
