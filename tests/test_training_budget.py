@@ -249,3 +249,51 @@ def test_a_snapshot_exported_by_a_running_trainer_is_used_at_once(cache, monkeyp
             assert time.monotonic() - began < 4.0  # before the trainer let go of the lock
         finally:
             timers[1].cancel()
+
+
+def _cascade_run(folder, model: str, curves: dict[str, list[float]]) -> None:
+    """A fabricated run folder: `model`'s cascading |Spearman| means per method (steps 1, 2, ...)."""
+    import pandas as pd
+
+    from harness.results import SUMMARY_COLUMNS
+
+    run = folder / "runs" / model.replace("@", "-")
+    run.mkdir(parents=True)
+    (run / "run.json").write_text(json.dumps({"config": {"model": {"source": f"builtin:{model}"}}}))
+    rows = [[model, m, m, "cascading", step, f"block{step}", "spearman_abs", 3, v, 0.1, 0.05, v - 0.1, v + 0.1, 0]
+            for m, values in curves.items() for step, v in enumerate([1.0, *values])]
+    pd.DataFrame(rows, columns=SUMMARY_COLUMNS).to_csv(run / "summary.csv", index=False)
+
+
+def test_budget_table_keeps_recipes_apart(tmp_path):
+    """Two recipes with snapshots at the same step count are two rows each, labelled by recipe (a
+    table keyed by steps alone would merge them)."""
+    from harness.zoo import study
+
+    _cascade_run(tmp_path, "mnist_cnn_authors@1200", {"gradient": [0.1]})
+    _cascade_run(tmp_path, "mnist_cnn_fast@1200", {"gradient": [0.5]})
+    table = study.budget_table(tmp_path)
+    assert sorted(zip(table["recipe"], table["steps"], table["spearman_abs"])) == [
+        ("mnist_cnn_authors", 1200, 0.1), ("mnist_cnn_fast", 1200, 0.5)]
+    markdown = study.budget_markdown(table)
+    assert "| mnist_cnn_authors | 1,200 |" in markdown and "| mnist_cnn_fast | 1,200 |" in markdown
+
+
+def test_recipe_agreement_compares_whole_curves_with_the_seed_spread(tmp_path):
+    """Distance and spread are the largest gap over every cascade step (not the logits step only):
+    the candidate agrees at the logits step but is 0.3 off at the last step, beyond the seeds' 0.1."""
+    from harness.zoo import study
+
+    _cascade_run(tmp_path, "ref@55000", {"gradient": [0.6, 0.4, 0.1], "gradcam": [0.5, 0.3, 0.3]})
+    _cascade_run(tmp_path, "ref_seed1@55000", {"gradient": [0.55, 0.35, 0.2], "gradcam": [0.45, 0.3, 0.25]})
+    _cascade_run(tmp_path, "cheap@5500", {"gradient": [0.6, 0.4, 0.4], "gradcam": [0.52, 0.27, 0.3]})
+    curves = study.cascade_curves(tmp_path)
+    agreement = study.recipe_agreement(curves, "ref@55000", "ref_seed1@55000", ["cheap@5500"])
+    cheap = agreement[agreement["candidate"] == "cheap@5500"].set_index("method")
+    assert cheap.loc["gradient", "distance"] == pytest.approx(0.3)
+    assert cheap.loc["gradient", "spread"] == pytest.approx(0.1)
+    assert not cheap.loc["gradient", "within"]
+    assert cheap.loc["gradcam", "distance"] == pytest.approx(0.03)
+    assert cheap.loc["gradcam", "within"]
+    with pytest.raises(ValueError, match="no cascading runs of 'missing@1'"):
+        study.recipe_agreement(curves, "ref@55000", "missing@1", [])

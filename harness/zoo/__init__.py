@@ -64,6 +64,12 @@ RECIPES: dict[str, Recipe | StepRecipe] = {
     # the CNN's conv1, conv2 and fc1 kernels, none on the MLP. `NAME@STEPS` is the model after STEPS.
     "mnist_cnn_authors": StepRecipe("cnn", weight_decay=1e-3),
     "mnist_cnn_authors_seed1": StepRecipe("cnn", weight_decay=1e-3, seed=1),
+    # A cheaper candidate for the default, judged against the authors' recipe at its full budget
+    # (experiments/training_budget.yaml): their recipe with a 10x learning rate for 10x fewer steps.
+    "mnist_cnn_fast": StepRecipe("cnn", learning_rate=1e-3, weight_decay=1e-3, steps=5_500,
+                                 snapshots=(1_200, 2_500, 5_500)),
+    "mnist_cnn_fast_seed1": StepRecipe("cnn", learning_rate=1e-3, weight_decay=1e-3, steps=5_500,
+                                       snapshots=(1_200, 2_500, 5_500), seed=1),
     "mnist_mlp_authors": StepRecipe("mlp"),
     "mnist_mlp_authors_seed1": StepRecipe("mlp", seed=1),
 }

@@ -42,9 +42,10 @@ def shared_near_zero(reference: np.ndarray, other: np.ndarray, threshold: float 
     return both.reshape(len(both), -1).mean(axis=1)
 
 
-def _steps(model: str) -> int | None:
-    match = re.search(r"@(\d+)$", model)
-    return int(match.group(1)) if match else None
+def _recipe_and_steps(model: str) -> tuple[str, int | None]:
+    """`mnist_cnn_authors@5000` -> ("mnist_cnn_authors", 5000); a name without `@` -> (name, None)."""
+    match = re.fullmatch(r"(.+)@(\d+)", model)
+    return (match.group(1), int(match.group(2))) if match else (model, None)
 
 
 def budget_table(folder: Path, step: int = 1, threshold: float = NEAR_ZERO) -> pd.DataFrame:
@@ -60,7 +61,8 @@ def budget_table(folder: Path, step: int = 1, threshold: float = NEAR_ZERO) -> p
         accuracy = _held_out_accuracy(record)
         for _, row in picked.iterrows():
             model = str(row["model"])
-            entry = {"model": model, "steps": _steps(model), "method": row["variant"], "block": row["block"],
+            recipe, steps = _recipe_and_steps(model)
+            entry = {"model": model, "recipe": recipe, "steps": steps, "method": row["variant"], "block": row["block"],
                      "spearman_abs": row["mean"], "ci_low": row["ci_low"], "ci_high": row["ci_high"],
                      "n": row["n"], "held_out_accuracy": accuracy}
             if maps is not None and maps_key(row["variant"], 0) in maps.files and maps_key(row["variant"], step) in maps.files:
@@ -72,8 +74,13 @@ def budget_table(folder: Path, step: int = 1, threshold: float = NEAR_ZERO) -> p
     if not rows:
         return pd.DataFrame()
     table = pd.DataFrame(rows)
-    order = {m: i for i, m in enumerate(dict.fromkeys(table["method"]))}  # the experiment's method order
-    return table.sort_values(["method", "steps"], key=lambda c: c.map(order) if c.name == "method" else c,
+    return _sorted(table)
+
+
+def _sorted(table: pd.DataFrame) -> pd.DataFrame:
+    """Recipes and methods in the order the experiment lists them, steps ascending."""
+    order = {c: {v: i for i, v in enumerate(dict.fromkeys(table[c]))} for c in ("recipe", "method")}
+    return table.sort_values(["recipe", "method", "steps"], key=lambda c: c.map(order[c.name]) if c.name in order else c,
                              ignore_index=True)
 
 
@@ -94,48 +101,95 @@ def _held_out_accuracy(record: dict) -> float | None:
 
 
 def budget_markdown(table: pd.DataFrame) -> str:
-    """Steps down, methods across: |Spearman| after the logits step [95 % CI] (shared near-zero)."""
+    """Recipe and steps down, methods across: |Spearman| after the logits step [95 % CI] (shared near-zero)."""
     if table.empty:
         return "_no training-budget runs_"
     methods = list(dict.fromkeys(table["method"]))
-    lines = ["| steps | held-out acc. | " + " | ".join(methods) + " |", "|---" * (len(methods) + 2) + "|"]
-    for steps, group in table.groupby("steps", sort=True):
-        cells = []
-        for method in methods:
-            r = group[group["method"] == method]
-            if r.empty:
-                cells.append("")
-                continue
-            r = r.iloc[0]
-            shared = f" ({r['shared_near_zero']:.0%})" if "shared_near_zero" in r and pd.notna(r.get("shared_near_zero")) else ""
-            cells.append(f"{r['spearman_abs']:.2f} [{r['ci_low']:.2f}, {r['ci_high']:.2f}]{shared}")
+    lines = ["| recipe | steps | held-out acc. | " + " | ".join(methods) + " |", "|---" * (len(methods) + 3) + "|"]
+    for (recipe, steps), group in table.groupby(["recipe", "steps"], sort=False):
+        cells = [_cell(group[group["method"] == method]) for method in methods]
         accuracy = group["held_out_accuracy"].iloc[0]
         acc = f"{accuracy:.1%}" if pd.notna(accuracy) else ""
-        lines.append(f"| {steps:,} | {acc} | " + " | ".join(cells) + " |")
+        lines.append(f"| {recipe} | {steps:,} | {acc} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
+def _cell(rows: pd.DataFrame) -> str:
+    if rows.empty:
+        return ""
+    r = rows.iloc[0]
+    shared = f" ({r['shared_near_zero']:.0%})" if pd.notna(r.get("shared_near_zero")) else ""
+    return f"{r['spearman_abs']:.2f} [{r['ci_low']:.2f}, {r['ci_high']:.2f}]{shared}"
+
+
 def budget_figure(table: pd.DataFrame, path: Path) -> Path:
-    """|Spearman| after the logits step vs training steps (log scale), one line per method, with CIs."""
+    """|Spearman| after the logits step vs training steps (log scale): one colour per method, one line
+    style per recipe, with 95 % CIs."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for method, group in table.groupby("method", sort=False):
+    colours = {m: f"C{i}" for i, m in enumerate(dict.fromkeys(table["method"]))}
+    styles = dict(zip(dict.fromkeys(table["recipe"]), ("-", "--", ":", "-.") * 4))
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for (recipe, method), group in table.groupby(["recipe", "method"], sort=False):
         group = group.sort_values("steps")
         ax.errorbar(group["steps"], group["spearman_abs"],
                     yerr=[group["spearman_abs"] - group["ci_low"], group["ci_high"] - group["spearman_abs"]],
-                    marker="o", capsize=3, label=method)
+                    marker="o", capsize=3, color=colours[method], linestyle=styles[recipe],
+                    label=f"{method} ({recipe})")
     ax.set_xscale("log")
-    ax.set_xlabel("training steps (authors' CNN recipe)")
+    ax.set_xlabel("training steps")
     ax.set_ylabel("|Spearman| after randomizing the logits")
     ax.set_ylim(0, 1)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=6, ncol=2)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+# -- choosing a cheaper recipe -------------------------------------------------------------------------
+def cascade_curves(folder: Path) -> pd.DataFrame:
+    """Every snapshot's whole cascading curve: one row per (model, method, step) with |Spearman|'s
+    mean and CI, the randomized block and the recipe/steps the model name encodes."""
+    frames = []
+    for summary_path in sorted(Path(folder).glob(f"runs/*/{SUMMARY}")):
+        summary = read_table(summary_path)
+        frames.append(summary[(summary["schedule"] == "cascading") & (summary["metric"] == METRIC)
+                              & (summary["step"] > 0)])
+    if not frames:
+        return pd.DataFrame()
+    curves = pd.concat(frames, ignore_index=True)
+    parsed = curves["model"].map(_recipe_and_steps)
+    return curves.assign(recipe=parsed.str[0], steps=parsed.str[1], method=curves["variant"])[
+        ["model", "recipe", "steps", "method", "step", "block", "mean", "ci_low", "ci_high", "n"]]
+
+
+def recipe_agreement(curves: pd.DataFrame, reference: str, replicate: str, candidates: list[str]) -> pd.DataFrame:
+    """How far each candidate model's cascading curves are from the reference model's, against the
+    run-to-run spread: the same recipe trained from another seed (`replicate`).
+
+    Per method: `spread` = the largest |replicate - reference| over the cascade's steps; `distance`
+    = the largest |candidate - reference|; `within` = distance <= spread. One row per (candidate,
+    method), plus the replicate itself (distance = spread) for reference.
+    """
+    def curve(model: str) -> pd.DataFrame:
+        picked = curves[curves["model"] == model].set_index(["method", "step"])["mean"]
+        if picked.empty:
+            raise ValueError(f"no cascading runs of {model!r}; models with runs: {sorted(set(curves['model']))}")
+        return picked
+
+    base = curve(reference)
+    spread = (curve(replicate) - base).abs().groupby("method").max()
+    rows = []
+    for candidate in [replicate, *candidates]:
+        distance = (curve(candidate) - base).abs().groupby("method").max()
+        for method in base.index.get_level_values("method").unique():
+            rows.append({"candidate": candidate, "method": method, "distance": distance.get(method, np.nan),
+                         "spread": spread.get(method, np.nan),
+                         "within": bool(distance.get(method, np.inf) <= spread.get(method, -np.inf))})
+    return pd.DataFrame(rows)
