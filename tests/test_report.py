@@ -168,13 +168,16 @@ def test_report_starts_with_skipped_experiments_and_their_reason(built):
 def test_paper_vs_run_table_has_paper_values_and_our_means(built):
     root, _ = built
     markdown = (root / "report.md").read_text()
-    assert "| Guided Backprop | logits | 0.89 | 0.720 | [0.700, 0.740] | -0.170 | cascading_cnn |" in markdown
-    assert "| Gradient | conv1 | 0.08 | 0.090 |" in markdown
-    assert "| Integrated Gradients | conv1 | 0.992 | — |" in markdown  # not run here: shown, not invented
-    assert "| Grad-CAM | conv1 | 0.30 | undefined (3 of 3 degenerate) |" in markdown
-    # Data randomization: random-label model names match their true-label model; a range is a range.
-    assert "| Gradient | random labels | 0.60 | 0.610 |" in markdown
-    assert "| Gradient | random labels | 0.00-0.12 | 0.090 |" in markdown and "| +0.000 |" in markdown
+    assert ("| Guided Backprop | logits | 0.89 ± 0.031 | 0.720 [0.700, 0.740] | 3 | **-5.48 SD** | **> 2 SD** "
+            "| cascading_cnn |") in markdown
+    assert "| Gradient | conv1 | 0.08 ± 0.030 | 0.090 [0.070, 0.110] | 3 | +0.33 SD | within 2 SD |" in markdown
+    assert "| Integrated Gradients | conv1 | 0.992 ± 0.0050 | — |" in markdown  # not run here: shown, not invented
+    assert "| Grad-CAM | conv1 | 0.30 ± 0.13 | undefined (3 of 3 degenerate) | 0 | — | — |" in markdown
+    # Data randomization: random-label model names match their true-label model; a range is a range;
+    # values read off a figure have no SD and their difference is absolute.
+    assert "| Gradient | random labels | 0.60 (value, no SD) | 0.610 [0.590, 0.630] | 3 | +0.010 absolute |" in markdown
+    assert ("| Gradient | random labels | 0.00-0.12 (range, no SD) | 0.090 [0.070, 0.110] | 3 | +0.000 absolute "
+            "| within ±0.03 (no SD) |") in markdown
     assert "never used to tune anything" in markdown
 
 
@@ -244,7 +247,7 @@ def test_single_run_folder_keeps_the_runners_summary(tmp_path):
     page = build_report(run)
     assert page == run / "report" / "report.html"
     assert (run / "summary.csv").read_bytes() == runner_summary
-    assert "| Gradient | hidden3 | 0.10 | 0.100 |" in (run / "report" / "report.md").read_text()
+    assert "| Gradient | hidden3 | 0.10 ± 0.062 | 0.100 [" in (run / "report" / "report.md").read_text()
 
 
 def test_report_never_imports_tensorflow(tmp_path):

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harness.report.gallery import FIGURES, experiment_figures
+from harness.report.budget import EXPERIMENT as BUDGET_EXPERIMENT
+from harness.report.budget import budget_section
+from harness.report.gallery import FIGURES, map_figures, score_figures
 from harness.report.load import RUN_RECORD, Experiment, load_folder
 from harness.report.page import Heading, Paragraph, to_html, to_markdown
-from harness.report.sections import (TITLE, claims_section, paper_section, results_section, skipped_section,
+from harness.report.paper import paper_section
+from harness.report.sections import (TITLE, claims_section, headline_section, results_section, skipped_section,
                                      what_ran_section)
 from harness.report.tables import merged_summary
 from harness.results import atomic_write, write_csv
@@ -25,11 +28,18 @@ def build_report(folder: Path) -> Path:
     out = folder / "report" if (folder / RUN_RECORD).is_file() else folder
     summary = merged_summary(experiments)
     write_csv(out / "summary.csv", summary)
-    figures = {e.name: experiment_figures(e, out) for e in experiments if e.runs}
-    _remove_stale(out / FIGURES, {out / image.path for images in figures.values() for image in images})
+    ran = [e for e in experiments if e.runs]
+    # The budget study's snapshots have their own section; their curves stay with the experiment's results.
+    headline = {e.name: score_figures(e, out) for e in ran if e.name != BUDGET_EXPERIMENT}
+    maps = {e.name: ([] if e.name in headline else score_figures(e, out)) + map_figures(e, out) for e in ran}
+    budget, budget_figures = budget_section(experiments, out)
+    written = [*budget_figures, *(image for images in (*headline.values(), *maps.values()) for image in images)]
+    _remove_stale(out / FIGURES, {out / image.path for image in written})
+    # What a reader came for first (verdicts, curves), the details and settings last.
     blocks = [Heading(1, TITLE), Paragraph(_intro(experiments)), *skipped_section(experiments),
-              *what_ran_section(experiments), *claims_section(summary), *paper_section(summary),
-              *results_section(experiments, summary, figures)]
+              *claims_section(summary), *headline_section(experiments, headline), *budget,
+              *paper_section(summary, experiments), *results_section(experiments, summary, maps),
+              *what_ran_section(experiments)]
     atomic_write(out / "report.md", lambda tmp: tmp.write_text(to_markdown(blocks), encoding="utf-8"))
     page = to_html(blocks, out, TITLE)
     return atomic_write(out / "report.html", lambda tmp: tmp.write_text(page, encoding="utf-8"))

@@ -1,7 +1,8 @@
 """Which figures an experiment gets, where their files go, and the captions that explain them.
 
-Per experiment: similarity curves for a cascade (per model and schedule), box plots for independent
-randomization, grouped bars for data randomization, then the map grids of a few example images.
+Per experiment, its score figures (`score_figures`, the report's headline figures): similarity curves
+for a cascade (per model and schedule), box plots for independent randomization, grouped bars for
+data randomization; and the map grids of a few example images (`map_figures`).
 Files: `figures/<experiment>-<model>-<schedule>-<kind>.png`.
 """
 from __future__ import annotations
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness.report import figures as score_figures
+from harness.report import figures as plots
 from harness.report import grids
 from harness.report.labels import CONTROL_SCHEDULE, model_label
 from harness.report.load import Experiment, Run
@@ -27,32 +28,34 @@ SCHEDULE_WORDS = {
 }
 
 
-def experiment_figures(experiment: Experiment, out: Path) -> list[Image]:
-    images = _score_figures(experiment, out)
+def map_figures(experiment: Experiment, out: Path) -> list[Image]:
+    """The saliency maps of a few example images, per model and schedule."""
+    images = []
     for (model, schedule), runs in _run_groups(experiment.runs).items():
         images += _map_grids(experiment.name, model, schedule, runs, out)
     return images
 
 
-def _score_figures(experiment: Experiment, out: Path) -> list[Image]:
+def score_figures(experiment: Experiment, out: Path) -> list[Image]:
+    """The experiment's main figures: similarity curves, box plots or bars of the scores."""
     name, summary, scores = experiment.name, experiment.summary, experiment.scores
     images = []
     for model in dict.fromkeys(summary["model"]):
         rows = summary[summary["model"] == model]
         for schedule in (s for s in dict.fromkeys(rows["schedule"]) if s in CURVE_SCHEDULES):
             title = f"{model_label(model)}: {schedule} randomization ({name})"
-            path = score_figures.similarity_curves(rows, schedule, title, _path(out, name, model, schedule, "curves"))
-            images.append(_image(path, out, title, _curves_caption(model, schedule, rows)))
+            path = plots.similarity_curves(rows, schedule, title, figure_path(out, name, model, schedule, "curves"))
+            images.append(as_image(path, out, title, _curves_caption(model, schedule, rows)))
         if "independent" in set(rows["schedule"]):
             title = f"{model_label(model)}: independent randomization ({name})"
-            path = score_figures.independent_boxes(scores[scores["model"] == model], title,
-                                                   _path(out, name, model, "independent", "boxes"))
-            images.append(_image(path, out, title, _boxes_caption(model)))
+            path = plots.independent_boxes(scores[scores["model"] == model], title,
+                                          figure_path(out, name, model, "independent", "boxes"))
+            images.append(as_image(path, out, title, _boxes_caption(model)))
     if "data_randomization" in set(summary["schedule"]):
         title = f"Data randomization: true-label vs random-label model ({name})"
-        path = _path(out, name, "all", "data_randomization", "bars")
-        score_figures.data_randomization_bars(summary, title, path)
-        images.append(_image(path, out, title, _bars_caption()))
+        path = figure_path(out, name, "all", "data_randomization", "bars")
+        plots.data_randomization_bars(summary, title, path)
+        images.append(as_image(path, out, title, _bars_caption()))
     return images
 
 
@@ -72,17 +75,18 @@ def _map_grids(name: str, model: str, schedule: str, runs: list[Run], out: Path)
     for i, image_id in enumerate(maps.image_ids if maps else []):
         for kind in grids.KINDS:
             title = f"{model_label(model)}, {schedule}: {kind} maps, image {image_id}"
-            path = grids.cascade_grid(maps, i, kind, title, _path(out, name, model, schedule, "maps", kind, str(i)))
-            images.append(_image(path, out, title, _grid_caption(model, schedule, kind, image_id)))
+            path = grids.cascade_grid(maps, i, kind, title, figure_path(out, name, model, schedule, "maps", kind, str(i)))
+            images.append(as_image(path, out, title, _grid_caption(model, schedule, kind, image_id)))
     return images
 
 
-def _path(out: Path, *parts: str) -> Path:
+def figure_path(out: Path, *parts: str) -> Path:
+    """`out/figures/<parts joined by '-'>.png`, with characters outside [A-Za-z0-9_.] replaced."""
     name = "-".join(re.sub(r"[^A-Za-z0-9_.]+", "_", p) for p in parts)
     return out / FIGURES / f"{name}.png"
 
 
-def _image(path: Path, out: Path, title: str, caption: str) -> Image:
+def as_image(path: Path, out: Path, title: str, caption: str) -> Image:
     return Image(path.relative_to(out).as_posix(), title, caption)
 
 

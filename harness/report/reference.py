@@ -1,8 +1,25 @@
-"""The paper's reference values (docs/protocol.md §7), for the report's "paper" column only.
+"""The paper's reference values (docs/protocol.md §7), for the report's "paper vs this run" table only.
 
 They are shown next to this run's numbers and never used to tune anything. Each table is kept as
-text laid out like the paper's, so it can be checked against the source by eye. A cell is a value
-("0.60"), an approximate value ("~0.99") or a range ("0.00-0.12", read off a figure).
+text laid out like the paper's, so it can be checked against the source by eye. A cell is
+
+- "0.60+-0.084": a mean and its spread, the standard deviation over the authors' test images;
+- "0.17": a single value with no spread (read off a figure; the reading tolerance is not an SD);
+- "0.00-0.12": a range (read off a figure).
+
+Sources. The cascading tables are the outputs of the authors' notebooks in their public repository
+adebayoj/sanity_checks_saliency: `notebooks/cnn_mnist_cascading_randomization.ipynb` (CNN) and
+`notebooks/mlp_mnist_cascading_randomization.ipynb` (MLP), the dataframes `test_df` (mean) and
+`test_df2` (standard deviation, numpy's `np.std`, i.e. ddof=0) of the absolute rank correlation, over
+the notebooks' 10 test images. Means are given as the paper's appendix prints them (2-3 decimals);
+SDs to 2 significant digits. The notebooks' columns softmax_linear, fc1, hidden2, hidden1 (CNN) are
+this harness's blocks logits, fc1, conv2, conv1. The data randomization values are read off the
+paper's figure ("Sanity Checks for Saliency Maps", Adebayo et al., NeurIPS 2018), within about
+0.03; no notebook of that test is in the authors' repository, so those cells have no SD.
+
+The authors' training and sample sizes, for the report's notes on why a run differs: their
+`src/train_cnn_models.py` trains for 50 epochs (`--nepochs` default) at batch 50 on MNIST's 55,000
+training digits, i.e. about 55,000 optimizer steps; their notebooks average over 10 test images.
 """
 from __future__ import annotations
 
@@ -10,6 +27,14 @@ import math
 from dataclasses import dataclass
 
 from harness.report.labels import RANDOM_LABELS
+
+AUTHORS_IMAGES = 10             # test images per cell in the authors' notebooks (`demobatch`)
+AUTHORS_TRAIN_DIGITS = 55_000   # MNIST training digits (5,000 of the 60,000 held for validation)
+AUTHORS_EPOCHS = 50
+AUTHORS_BATCH = 50
+AUTHORS_STEPS = AUTHORS_TRAIN_DIGITS // AUTHORS_BATCH * AUTHORS_EPOCHS
+FIGURE_TOLERANCE = 0.03         # how precisely a value can be read off the paper's figure (not an SD)
+SD_LIMIT = 2.0                  # a cell more than this many of the authors' SDs away is marked
 
 
 @dataclass(frozen=True)
@@ -22,7 +47,12 @@ class Reference:
     block: str
     low: float
     high: float
-    text: str  # the value as the paper prints it
+    text: str          # the value as the paper prints it, without its spread
+    sd_text: str       # its SD over the authors' images as written ("0.084"); "" where the source gives none
+
+    @property
+    def sd(self) -> float | None:
+        return float(self.sd_text) if self.sd_text else None
 
     def difference(self, mean: float) -> float:
         """Our mean minus the paper's value; for a range, the distance outside it (0 inside); NaN stays NaN."""
@@ -33,6 +63,10 @@ class Reference:
         if mean > self.high:
             return mean - self.high
         return 0.0
+
+    def sd_units(self, mean: float) -> float | None:
+        """(our mean - the authors' mean) / the authors' SD; None without an SD (never one invented)."""
+        return None if self.sd is None else (mean - self.low) / self.sd
 
 
 @dataclass(frozen=True)
@@ -51,35 +85,37 @@ class ReferenceTable:
 
 
 def _reference(table: ReferenceTable, method: str, block: str, cell: str) -> Reference:
-    low, _, high = cell.lstrip("~").partition("-")
+    value, _, sd = cell.partition("+-")
+    low, _, high = value.partition("-")
     return Reference(table.title, table.model, table.schedule, table.metric, method, block,
-                     float(low), float(high or low), cell)
+                     float(low), float(high or low), value, sd)
 
 
-_NOTEBOOK = "authors' notebook, mean of 10 test images"
-_FIGURE = "read off the paper's figure, +-0.03"
+_NOTEBOOK = "authors' notebook, mean ± SD over its 10 test images"
+_FIGURE = "read off the paper's figure, +-0.03 (a reading tolerance, not an SD)"
 
 TABLES = (
     ReferenceTable("MNIST CNN, cascading randomization, |Spearman|", _NOTEBOOK, "mnist_cnn", "cascading",
                    "spearman_abs", """
-        method                 logits  fc1    conv2  conv1
-        gradient               0.60    0.40   0.11   0.08
-        smoothgrad             0.54    0.33   0.18   0.21
-        guided_backprop        0.89    0.77   0.63   0.44
-        gradcam                0.56    0.34   0.29   0.30
-        guided_gradcam         0.56    0.36   0.33   0.28
-        integrated_gradients   0.994   0.993  0.993  0.992
-        gradient_x_input       0.993   0.993  0.993  0.992
-        ig_smoothgrad          0.58    0.43   0.38   0.36
+        method                 logits         fc1            conv2          conv1
+        gradient               0.60+-0.084    0.40+-0.13     0.11+-0.052    0.08+-0.030
+        smoothgrad             0.54+-0.060    0.33+-0.032    0.18+-0.054    0.21+-0.024
+        guided_backprop        0.89+-0.031    0.77+-0.035    0.63+-0.073    0.44+-0.053
+        gradcam                0.56+-0.23     0.34+-0.18     0.29+-0.17     0.30+-0.13
+        guided_gradcam         0.56+-0.22     0.36+-0.18     0.33+-0.18     0.28+-0.11
+        integrated_gradients   0.994+-0.0035  0.993+-0.0039  0.993+-0.0048  0.992+-0.0050
+        gradient_x_input       0.993+-0.0046  0.993+-0.0044  0.993+-0.0043  0.992+-0.0055
+        ig_smoothgrad          0.58+-0.079    0.43+-0.099    0.38+-0.088    0.36+-0.078
     """),
     ReferenceTable("MNIST MLP, cascading randomization, |Spearman|", _NOTEBOOK, "mnist_mlp", "cascading",
                    "spearman_abs", """
-        method                 logits  hidden3  hidden2  hidden1
-        gradient               0.23    0.10     0.015    0.02
-        smoothgrad             0.25    0.12     0.007    0.025
-        guided_backprop        0.90    0.82     0.44     0.04
-        integrated_gradients   ~0.99   ~0.99    ~0.99    ~0.99
-        gradient_x_input       ~0.99   ~0.99    ~0.99    ~0.99
+        method                 logits         hidden3        hidden2        hidden1
+        gradient               0.23+-0.19     0.10+-0.062    0.015+-0.038   0.02+-0.036
+        smoothgrad             0.25+-0.17     0.12+-0.059    0.007+-0.049   0.025+-0.037
+        guided_backprop        0.90+-0.054    0.82+-0.085    0.44+-0.051    0.04+-0.025
+        integrated_gradients   0.994+-0.0039  0.993+-0.0047  0.992+-0.0051  0.993+-0.0044
+        gradient_x_input       0.994+-0.0041  0.993+-0.0047  0.992+-0.0052  0.993+-0.0044
+        ig_smoothgrad          0.41+-0.12     0.37+-0.10     0.33+-0.087    0.35+-0.11
     """),
     ReferenceTable("MNIST CNN, data randomization, |Spearman|", _FIGURE, "mnist_cnn", "data_randomization",
                    "spearman_abs", f"""

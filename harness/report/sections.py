@@ -1,5 +1,6 @@
-"""The report's content, as page blocks: skipped experiments, what ran, claims, paper vs this run,
-and per experiment its figures and summary tables. Everything is read from run.json / summaries.
+"""The report's content, as page blocks: skipped experiments, claims, headline figures, per experiment
+its map figures and summary tables, and what ran (the paper comparison: paper.py; the training-budget
+study: budget.py). Everything is read from run.json / summaries.
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from harness.report import claims as claim_checks
 from harness.report.labels import method_label, model_label
 from harness.report.load import Experiment, Run
 from harness.report.page import Block, Bullets, Heading, Image, Paragraph, Table
-from harness.report.tables import MISSING, compact_tables, paper_comparison
+from harness.report.tables import MISSING, compact_tables, percent
 from harness.results import RunRecord
 
 TITLE = "Sanity checks for saliency maps: report"
@@ -85,12 +86,8 @@ def _model_row(model: dict) -> dict[str, str]:
             "input": f"{spec.get('size', MISSING)} x {spec.get('channels', MISSING)}, "
                      f"range {spec.get('value_range', MISSING)}",
             "classes": str(model.get("num_classes", MISSING)),
-            "train accuracy": _percent(metrics.get("train_accuracy")),
-            "test accuracy": _percent(metrics.get("test_accuracy"))}
-
-
-def _percent(value) -> str:
-    return MISSING if value is None else f"{100 * float(value):.1f} %"
+            "train accuracy": percent(metrics.get("train_accuracy")),
+            "test accuracy": percent(metrics.get("test_accuracy"))}
 
 
 def _method_rows(runs: list[Run]) -> Iterable[dict[str, str]]:
@@ -125,7 +122,7 @@ def _unique(rows: Iterable[dict[str, str]]) -> list[dict[str, str]]:
     return list({json.dumps(row, sort_keys=True): row for row in rows}.values())
 
 
-# -- claims and paper values -------------------------------------------------------------------------------
+# -- claims --------------------------------------------------------------------------------------------------
 def claims_section(summary: pd.DataFrame) -> list[Block]:
     blocks: list[Block] = [Heading(2, "The paper's claims, checked on this run"), Paragraph(
         "Each claim is judged from this run's means with the simple threshold stated below it; the "
@@ -135,18 +132,21 @@ def claims_section(summary: pd.DataFrame) -> list[Block]:
     return blocks
 
 
-def paper_section(summary: pd.DataFrame) -> list[Block]:
-    blocks: list[Block] = [Heading(2, "Paper vs this run"), Paragraph(
-        "Reference values from the paper and the authors' notebook (docs/protocol.md §7). They are shown "
-        "for comparison only and are never used to tune anything. Difference = our mean minus the paper's "
-        "value (for a range: the distance outside it, 0 inside). The random-label model is matched to its "
-        "true-label model by name (`mnist_cnn_randlabels` -> `mnist_cnn`).")]
-    return blocks + [Table(t.title, t.frame, t.note) for t in paper_comparison(summary)]
+# -- headline figures and results per experiment ----------------------------------------------------------
+def headline_section(experiments: list[Experiment], figures: dict[str, list[Image]]) -> list[Block]:
+    """Each experiment's score figures (curves, boxes, bars): what the claims above are read from."""
+    shown = [e for e in experiments if figures.get(e.name)]
+    if not shown:
+        return []
+    blocks: list[Block] = [Heading(2, "Headline figures")]
+    for experiment in shown:
+        blocks += [Heading(3, f"`{experiment.name}`"), *figures[experiment.name]]
+    return blocks
 
 
-# -- results per experiment ------------------------------------------------------------------------------
 def results_section(experiments: list[Experiment], summary: pd.DataFrame,
                     figures: dict[str, list[Image]]) -> list[Block]:
+    """Per experiment: its map figures (example images) and its summary tables."""
     blocks: list[Block] = [Heading(2, "Results per experiment")]
     tables = compact_tables(summary)
     for experiment in (e for e in experiments if e.runs):

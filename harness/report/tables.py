@@ -13,7 +13,7 @@ import pandas as pd
 from harness.report.labels import (CONTROL_LABELS, CONTROL_SCHEDULE, base_model, block_label, method_label,
                                    metric_short, model_label, order_methods, order_metrics)
 from harness.report.load import Experiment
-from harness.report.reference import TABLES, Reference, ReferenceTable
+from harness.report.reference import FIGURE_TOLERANCE, SD_LIMIT, TABLES, Reference, ReferenceTable
 from harness.results import SUMMARY_COLUMNS
 
 MERGED_COLUMNS = ["experiment"] + SUMMARY_COLUMNS
@@ -36,6 +36,11 @@ def merged_summary(experiments: list[Experiment]) -> pd.DataFrame:
 # -- formatting ---------------------------------------------------------------------------------------
 def number(value: float, digits: int = 2) -> str:
     return MISSING if value is None or math.isnan(value) else f"{value:.{digits}f}"
+
+
+def percent(value) -> str:
+    """"98.1 %"; MISSING for None or NaN."""
+    return MISSING if value is None or math.isnan(float(value)) else f"{100 * float(value):.1f} %"
 
 
 def _total(row: pd.Series) -> int:
@@ -117,36 +122,98 @@ def _grid(rows: pd.DataFrame) -> pd.DataFrame:
 
 def _sample_note(rows: pd.DataFrame) -> str:
     """n = the images whose score entered the mean (summary column n); degenerate ones are left out."""
-    note = f"mean [95% bootstrap CI] over n = {_span(rows['n'])} images per cell"
+    note = f"mean [95% bootstrap CI] over n = {span(rows['n'])} images per cell"
     if rows["n_degenerate"].any():
-        note += (f" (of {_span(rows['n'] + rows['n_degenerate'])}: degenerate scores, from constant or "
+        note += (f" (of {span(rows['n'] + rows['n_degenerate'])}: degenerate scores, from constant or "
                  f"non-finite maps, are left out of mean and CI and counted in their cell as 'k of N degenerate')")
     return note
 
 
-def _span(counts: pd.Series) -> str:
+def span(counts: pd.Series) -> str:
     counts = counts.astype(int)
     return f"{counts.min()}" if counts.min() == counts.max() else f"{counts.min()}-{counts.max()}"
 
 
 # -- paper vs this run -----------------------------------------------------------------------------------
-def paper_comparison(summary: pd.DataFrame) -> list[TextTable]:
+@dataclass(frozen=True)
+class PaperTable:
+    """One reference table next to this run: the page table, the cells that remain apart, our rows."""
+    table: TextTable
+    gaps: list[str]       # "Guided Backprop at logits (-5.5 SD)", for each cell outside
+    ours: pd.DataFrame    # this run's summary rows matched to the table's cells
+    has_sd: bool          # the authors give an SD for (some of) its cells
+
+
+def paper_comparison(summary: pd.DataFrame) -> list[PaperTable]:
     return [_comparison(table, summary) for table in TABLES]
 
 
-def _comparison(table: ReferenceTable, summary: pd.DataFrame) -> TextTable:
+def _comparison(table: ReferenceTable, summary: pd.DataFrame) -> PaperTable:
     ours = summary[(summary["model"].map(base_model) == table.model) & (summary["schedule"] == table.schedule)
                    & (summary["metric"] == table.metric)]
-    records = []
+    records, gaps, matched = [], [], []
     for ref in table.references():
         match = ours[(ours["method"] == ref.method) & (ours["block"] == ref.block)]
-        records.append(_comparison_row(ref, match.iloc[0] if len(match) else None))  # first experiment in order
-    return TextTable(table.title, pd.DataFrame.from_records(records), f"paper: {table.source}")
+        row = match.iloc[0] if len(match) else None  # first experiment in order
+        records.append(_comparison_row(ref, row))
+        if row is not None:
+            matched.append(row)
+            if outside(ref, row["mean"]):
+                gaps.append(f"{method_label(ref.method)} at {block_label(ref.block)} ({_difference(ref, row['mean'])})")
+    has_sd = any(ref.sd is not None for ref in table.references())
+    note = f"authors: {table.source}. {_comparison_note(has_sd)}"
+    return PaperTable(TextTable(table.title, pd.DataFrame.from_records(records), note), gaps,
+                      pd.DataFrame(matched) if matched else summary.iloc[:0], has_sd)
+
+
+def outside(ref: Reference, mean: float) -> bool:
+    """More than SD_LIMIT of the authors' SDs away; without an SD, further than the figure's reading
+    tolerance (from the value, or outside the range). An undefined mean is never a gap."""
+    if math.isnan(mean):
+        return False
+    units = ref.sd_units(mean)
+    if units is not None:
+        return abs(round(units, 9)) > SD_LIMIT
+    return abs(round(ref.difference(mean), 9)) > FIGURE_TOLERANCE
+
+
+def _authors(ref: Reference) -> str:
+    if ref.sd is not None:
+        return f"{ref.text} ± {ref.sd_text}"
+    return f"{ref.text} ({'range' if ref.high > ref.low else 'value'}, no SD)"
+
+
+def _difference(ref: Reference, mean: float) -> str:
+    """In the authors' SDs where they give one; else in absolute units, said so."""
+    units = ref.sd_units(mean)
+    return f"{units:+.2f} SD" if units is not None else f"{signed(ref.difference(mean))} absolute"
+
+
+def _flag(ref: Reference, mean: float) -> str:
+    if ref.sd is not None:
+        return f"**> {SD_LIMIT:g} SD**" if outside(ref, mean) else f"within {SD_LIMIT:g} SD"
+    return (f"**beyond ±{FIGURE_TOLERANCE:g}** (no SD)" if outside(ref, mean)
+            else f"within ±{FIGURE_TOLERANCE:g} (no SD)")
 
 
 def _comparison_row(ref: Reference, row: pd.Series | None) -> dict[str, str]:
-    paper = {"method": method_label(ref.method), "block": block_label(ref.block), "paper": ref.text}
-    if row is None:  # not run here: the paper's value is shown, ours is not invented
-        return paper | {"this run (mean)": MISSING, "95% CI": MISSING, "difference": MISSING, "experiment": MISSING}
-    return paper | {"this run (mean)": mean(row, 3), "95% CI": ci(row),
-                    "difference": signed(ref.difference(row["mean"])), "experiment": str(row["experiment"])}
+    paper = {"method": method_label(ref.method), "block": block_label(ref.block),
+             "authors (mean ± SD)": _authors(ref)}
+    if row is None or math.isnan(row["mean"]):  # not run here, or undefined: ours is not invented
+        ours = MISSING if row is None else mean(row, 3)
+        n = MISSING if row is None else str(int(row["n"]))
+        return paper | {"this run: mean [95% CI]": ours, "n": n, "difference": MISSING, "flag": MISSING,
+                        "experiment": MISSING if row is None else str(row["experiment"])}
+    difference = _difference(ref, row["mean"])
+    return paper | {"this run: mean [95% CI]": mean_ci(row, 3), "n": str(int(row["n"])),
+                    "difference": f"**{difference}**" if outside(ref, row["mean"]) else difference,
+                    "flag": _flag(ref, row["mean"]), "experiment": str(row["experiment"])}
+
+
+def _comparison_note(has_sd: bool) -> str:
+    if has_sd:
+        return (f"difference = (our mean - the authors' mean) / the authors' SD over their images; cells more "
+                f"than {SD_LIMIT:g} SD away are in bold")
+    return (f"no SD is known for these values: difference = our mean minus the authors' value (for a range: "
+            f"the distance outside it, 0 inside), in absolute units; the ±{FIGURE_TOLERANCE:g} is how precisely "
+            f"a value can be read off the figure, not a spread; cells further than that are in bold")
