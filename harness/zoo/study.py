@@ -1,15 +1,16 @@
 """The training-budget study's table and figure, from `python -m harness.reproduce training_budget`'s runs.
 
-For each snapshot of the authors' CNN recipe (`mnist_cnn_authors@STEPS`): |Spearman| between the
+For each snapshot of a step-budget CNN recipe (`mnist_cnn_authors@STEPS`, `mnist_cnn_fast@STEPS`): |Spearman| between the
 trained model's map and the map after the first cascading step (the logits randomized), per method,
 with its 95 % CI; the snapshot's held-out accuracy; and the maps' shared-near-zero fraction: the share
 of pixels that are near zero in both maps (a shared flat region adds tied ranks to both maps and
 raises their rank correlation whatever the rest of the map does).
 
-    from harness.zoo import study
-    table = study.budget_table(Path("results/reproduce/training_budget"))
-    study.budget_figure(table, Path("budget.png"))
-    print(study.budget_markdown(table))
+    python -m harness.zoo.study results/reproduce/training_budget   # table, figure, recipe comparison
+
+A cheaper recipe is compared with the authors' recipe at its full budget over whole cascading curves:
+its largest gap to the seed-0 curve against the largest gap between seed 0 and seed 1 of the
+authors' recipe (`recipe_agreement`).
 
 The near-zero fraction needs every image's maps: the experiment keeps them (`maps_to_keep: 100` in
 conf/experiment/training_budget.yaml); with fewer kept maps it is over the kept images only (`n_maps`).
@@ -193,3 +194,41 @@ def recipe_agreement(curves: pd.DataFrame, reference: str, replicate: str, candi
                          "spread": spread.get(method, np.nan),
                          "within": bool(distance.get(method, np.inf) <= spread.get(method, -np.inf))})
     return pd.DataFrame(rows)
+
+
+# The study's reference: the authors' recipe at its full budget, and the same from a second seed.
+REFERENCE, REPLICATE = "mnist_cnn_authors@55000", "mnist_cnn_authors_seed1@55000"
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m harness.zoo.study", description=(
+        "Print the training-budget table and each candidate recipe's distance to the authors' recipe "
+        "(whole cascading curves, against the seed-to-seed spread); write the figure."))
+    parser.add_argument("folder", type=Path, help="the experiment's folder, e.g. results/reproduce/training_budget")
+    parser.add_argument("--figure", type=Path, help="where to write the figure (default: FOLDER/budget.png)")
+    parser.add_argument("--candidates", nargs="*", default=None,
+                        help=f"models to compare with {REFERENCE} (default: every other model in FOLDER)")
+    args = parser.parse_args(argv)
+    table = budget_table(args.folder)
+    print(budget_markdown(table))
+    if table.empty:
+        return
+    print(f"figure: {budget_figure(table, args.figure or args.folder / 'budget.png')}")
+    curves = cascade_curves(args.folder)
+    models = set(curves["model"])
+    if not {REFERENCE, REPLICATE} <= models:
+        print(f"(no comparison: needs runs of {REFERENCE} and {REPLICATE})")
+        return
+    candidates = args.candidates if args.candidates is not None else sorted(models - {REFERENCE, REPLICATE})
+    agreement = recipe_agreement(curves, REFERENCE, REPLICATE, candidates)
+    print(agreement.pivot(index="candidate", columns="method", values="distance").round(3).to_string())
+    print("spread (seed 0 vs seed 1, largest gap over the cascade):",
+          agreement.groupby("method", sort=False)["spread"].first().round(3).to_dict())
+    within = agreement.groupby("candidate")["within"].all()
+    print("within the spread for every method:", within.to_dict())
+
+
+if __name__ == "__main__":
+    main()
