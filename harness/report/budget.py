@@ -42,7 +42,7 @@ def budget_section(experiments: list[Experiment], out: Path) -> tuple[list[Block
 
 
 def _frame(table: pd.DataFrame) -> pd.DataFrame:
-    """One row per model (snapshot), methods across, as strings for the page."""
+    """One row per model (snapshot; its name says the recipe), methods across, as strings for the page."""
     methods = list(dict.fromkeys(table["method"]))
     models = table.drop_duplicates("model").assign(base=lambda t: t["model"].str.split("@").str[0])
     records = []
@@ -50,8 +50,6 @@ def _frame(table: pd.DataFrame) -> pd.DataFrame:
         rows = table[table["model"] == first["model"]]
         record = {"model": f"`{first['model']}`", "steps": _steps(first["steps"]),
                   "held-out accuracy": percent(first.get("held_out_accuracy"))}
-        if "recipe" in table.columns:
-            record["recipe"] = str(first["recipe"]) if pd.notna(first["recipe"]) else MISSING
         for method in methods:
             cell = rows[rows["method"] == method]
             record[method_label(method)] = _cell(cell.iloc[0]) if len(cell) else MISSING
