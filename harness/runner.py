@@ -441,6 +441,8 @@ def _model_record(model) -> dict[str, Any]:
             "input": {"size": model.input_spec.size, "channels": model.input_spec.channels,
                       "value_range": model.input_spec.value_range},
             "num_classes": model.num_classes, "metrics": model.metadata.get("metrics", {}),
+            # How a built-in model was trained (the report's paper comparison explains gaps with it).
+            **({"recipe": model.metadata["recipe"]} if model.metadata.get("recipe") else {}),
             "blocks": [{"name": b.name, "parameters": b.parameter_count} for b in model.blocks]}
 
 

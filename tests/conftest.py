@@ -47,7 +47,7 @@ def tiny_saved_model(tmp_path):
     initializers |= {f"{layer}/bias": {"kind": "constant", "value": 0.1} for layer in ("conv1", "conv2", "fc1", "logits")}
     path = export_hub_style(model, tmp_path / "tiny", {
         "name": "tiny", "input": {"size": [8, 8], "channels": 1, "value_range": [0.0, 1.0]},
-        "initializers": initializers})
+        "initializers": initializers, "recipe": {"architecture": "tiny", "learning_rate": 1e-3}})
     return path, model
 
 

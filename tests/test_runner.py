@@ -63,6 +63,7 @@ def test_controls_and_summary(tmp_path, tiny_saved_model, image_folder):
     assert row["n"] == 6 and np.isclose(row["mean"], values.mean()) and row["ci_low"] <= row["mean"] <= row["ci_high"]
     record = json.loads((run_dir / "run.json").read_text())
     assert record["model"]["name"] == "tiny" and record["trace_counts"]["gradient/logit"] == 1
+    assert record["model"]["recipe"] == {"architecture": "tiny", "learning_rate": 1e-3}  # how it was trained
     assert record["versions"]["tensorflow"].startswith("2.21")
     with np.load(run_dir / "maps.npz") as maps:
         assert maps["gradient/004"].shape == (6, 8, 8, 1) and list(maps["blocks"])[1] == "logits"
