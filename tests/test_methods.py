@@ -120,8 +120,11 @@ def test_registrations_count_the_work_of_each_method():
     assert rows("xrai", steps=5) == (10, 0)
     assert rows("occlusion", size=15, stride=1) == (0, 14 * 14 + 1)
     assert rows("guided_gradcam") == (2, 0) and rows("gradient") == (1, 0) and rows("cam") == (0, 1)
-    assert {m for m in ALL if methods.spec(m).reference is None} == {"guided_backprop", "guided_gradcam", "cam"}
-    assert {m for m in ALL if methods.spec(m).stochastic} == {"smoothgrad", "vargrad", "ig_smoothgrad"}
+    assert rows("edge_detector") == (0, 0) and rows("random_attribution") == (0, 0)  # no model involved
+    assert {m for m in ALL if methods.spec(m).reference is None} == {"guided_backprop", "guided_gradcam", "cam",
+                                                                     "edge_detector", "random_attribution"}
+    assert {m for m in ALL if methods.spec(m).stochastic} == {"smoothgrad", "vargrad", "ig_smoothgrad",
+                                                              "random_attribution"}
 
 
 @pytest.mark.parametrize("name", sorted(m for m in ALL if methods.spec(m).reference and not methods.spec(m).stochastic))
