@@ -9,6 +9,7 @@ Checks for Saliency Maps"). Pure numpy / scipy / scikit-image: this package must
 - `settings`: `MetricSettings`, one preset per file in conf/metrics/.
 - `scoring`: `compare` / `compare_batch`, which know no metric by name.
 - `masks`: random maps for the calibration control.
+- `entropy`: eMPRT (`emprt`), the rise in a map's histogram entropy, a metric of its own form.
 
 A new metric is one function in `metrics` (or anywhere imported before use) under `@metric(name,
 forms)`; a new form (e.g. a histogram) one function under `@form(name, inputs)`.
@@ -29,6 +30,7 @@ from harness.metrics.forms import (
 )
 from harness.metrics.masks import MASK_KINDS, random_mask
 from harness.metrics.metrics import METRICS, FormView, Metric, Score, metric, metric_names
+from harness.metrics.entropy import BIN_RULES, histogram_entropy
 from harness.metrics.scoring import compare, compare_batch, prepare
 from harness.metrics.settings import HOG_CORRELATIONS, SSIM_HOG_MAPS, MetricSettings
 
@@ -62,4 +64,6 @@ __all__ = [
     "FormView",
     "metric",
     "metric_names",
+    "BIN_RULES",
+    "histogram_entropy",
 ]

@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from harness.errors import HarnessError
+from harness.metrics.entropy import BIN_RULES
 from harness.metrics.metrics import metric_names
 
 #: Correlations usable on the two HOG feature vectors (paper: Pearson, notebook: Spearman).
@@ -41,6 +42,9 @@ class MetricSettings:
     # e.g. a tiny image with large cells; 28 px MNIST with the scaled 2 px cells keeps 3x3.
     hog_cells_per_block: int = 3
     hog_correlation: str = "pearson"  # paper: Pearson; notebook: Spearman
+    # eMPRT (harness.metrics.entropy): the histogram's bins, a count over the map's own range
+    # (Hedström et al.: 100) or one of numpy's bin rules by name (BIN_RULES).
+    emprt_bins: int | str = 100
     preset: str = "paper"  # recorded in outputs
 
     def __post_init__(self) -> None:
@@ -74,6 +78,9 @@ class MetricSettings:
             raise HarnessError(f"unknown ssim_hog_map {self.ssim_hog_map!r}; valid names: {', '.join(SSIM_HOG_MAPS)}")
         if self.hog_cell_px is not None and int(self.hog_cell_px) < 1:
             raise HarnessError(f"hog_cell_px must be >= 1 or null, got {self.hog_cell_px!r}")
+        bins = self.emprt_bins
+        if not (bins in BIN_RULES or (isinstance(bins, int) and not isinstance(bins, bool) and bins >= 1)):
+            raise HarnessError(f"emprt_bins must be an integer >= 1 or one of {', '.join(BIN_RULES)}, got {bins!r}")
         if int(self.hog_orientations) < 1 or int(self.hog_cells_per_block) < 1:
             raise HarnessError("hog_orientations and hog_cells_per_block must be >= 1")
 
@@ -100,6 +107,8 @@ class MetricSettings:
                 values[key] = float(values[key])
         if values.get("hog_cell_px") is not None:
             values["hog_cell_px"] = int(values["hog_cell_px"])
+        if isinstance(values.get("emprt_bins"), str) and values["emprt_bins"].isdigit():  # a command-line count
+            values["emprt_bins"] = int(values["emprt_bins"])
         for key in ("ssim_gaussian", "ssim_sample_covariance"):
             if key in values:
                 values[key] = bool(values[key])

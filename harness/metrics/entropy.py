@@ -1,0 +1,53 @@
+"""eMPRT (Hedström et al. 2024, "A Fresh Look at Sanity Checks for Saliency Maps"): the relative rise
+in an explanation's entropy when the model is randomized, registered as the metric `emprt`.
+
+    q = (H(e_randomized) - H(e_original)) / H(e_original)
+
+H is the discrete entropy (natural log, `scipy.stats.entropy`) of a histogram of the map's values,
+all channels, with `np.histogram`'s bins over the map's own min..max: `emprt_bins` of them (100 by
+default) or one of numpy's bin rules by name. The runner scores it at every step like the
+similarities; Hedström et al.'s value is the row of the fully randomized model, bottom-up (the last
+step of `schedule=bottom_up`). Unlike the similarities, higher is better: a map that keeps its low
+entropy on a random model did not depend on the weights.
+
+A constant original map has entropy 0 and q is undefined (NaN, with the reason); a constant
+randomized map gives q = -1, kept and flagged, as SSIM of a constant map is (docs/protocol.md §5.1).
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+from scipy import stats
+
+from harness.metrics.forms import RAW, form
+from harness.metrics.metrics import NAN, FormView, Result, constant_reason, metric
+
+if TYPE_CHECKING:
+    from harness.metrics.settings import MetricSettings
+
+#: Bin rules np.histogram takes by name (emprt_bins may also be a count).
+BIN_RULES: tuple[str, ...] = ("auto", "fd", "doane", "scott", "stone", "rice", "sturges", "sqrt")
+
+
+def histogram_entropy(values: np.ndarray, bins: int | str) -> float:
+    """Entropy (nats) of the histogram of `values` with `bins` over their own min..max."""
+    counts, _ = np.histogram(np.ravel(values), bins=bins)
+    return float(stats.entropy(counts))
+
+
+@form("entropy", (RAW,), about="entropy of a histogram of the map's values (emprt_bins)")
+def _entropy(raw: np.ndarray, settings: MetricSettings) -> float:
+    return histogram_entropy(raw, settings.emprt_bins)
+
+
+@metric("emprt", ("entropy",))
+def emprt(ref: FormView, cmp: FormView, settings: MetricSettings) -> list[Result]:
+    """(H(compared) - H(reference)) / H(reference), reference = the original map."""
+    results = []
+    for h_ref, h_cmp, a, b in zip(ref["entropy"], cmp["entropy"], ref[RAW], cmp[RAW]):
+        if h_ref == 0:
+            results.append((NAN, "zero entropy: constant map (reference)"))
+        else:
+            results.append(((h_cmp - h_ref) / h_ref, constant_reason(a, b)))
+    return results
