@@ -3,7 +3,8 @@
 
 A control is one registered function: given the runner (trained model in place) and the method
 entries still to do, it returns each entry's maps, the classes they explain and its seconds. Every
-control explains the classes the run's target rule picks for its model states.
+control explains the classes the run's target rule picks for its model states, but `random_logit`,
+whose point is another class.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
+from harness.errors import HarnessError
 from harness.schedules import Randomizer, Step, stable_hash
 from harness.results import CONTROL_STEP, NO_CLASS
 from harness.metrics import random_mask
@@ -93,4 +95,32 @@ def random_mask_control(run: Runner, methods: list[MethodSpec]) -> dict[str, Con
         maps = np.stack([random_mask(m.shape, rng) for m in run.original_maps[method.label]])
         no_class = np.full(len(maps), NO_CLASS, np.int32)  # noise explains no class
         out[method.label] = ControlMaps(maps, no_class, time.perf_counter() - began)
+    return out
+
+
+def random_other_classes(explained: np.ndarray, image_ids, num_classes: int, seed: int) -> np.ndarray:
+    """For each image, a class drawn uniformly from the `num_classes - 1` classes other than the one
+    explained, from a generator seeded by the run's seed and the image's id (the same image gets the
+    same class in any image set)."""
+    if num_classes < 2:
+        raise HarnessError(f"control random_logit needs a model with at least 2 classes; this one has {num_classes}")
+    out = np.empty(len(explained), np.int32)
+    for i, (cls, image_id) in enumerate(zip(explained, image_ids)):
+        draw = int(np.random.default_rng([seed, stable_hash("random_logit"), stable_hash(str(image_id))])
+                   .integers(num_classes - 1))
+        out[i] = draw + (draw >= cls)  # skip the explained class
+    return out
+
+
+@control("random_logit")
+def random_logit(run: Runner, methods: list[MethodSpec]) -> dict[str, ControlMaps]:
+    """Sixt et al.: each map of the trained model for a random other class against its map for the
+    explained class; a method whose map hardly changes with the class does not explain the class."""
+    num_classes = run.model.num_classes or int(run.model.predict(run.x[:1]).shape[1])
+    others = random_other_classes(run.reference_targets, run.images.ids, num_classes, run.plan.seed)
+    out = {}
+    for method in methods:
+        began = time.perf_counter()
+        maps = run.maps(method, Step(CONTROL_STEP, "random_logit", ()), others)
+        out[method.label] = ControlMaps(maps, others, time.perf_counter() - began)
     return out
