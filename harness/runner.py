@@ -30,7 +30,7 @@ from harness import methods as method_registry
 from harness.data import ImageSet, load_images, parse_count
 from harness.errors import HarnessError
 from harness.controls import CONTROLS
-from harness.schedules import SCHEDULES, Randomizer, Reinit, Step, schedule_steps, stable_hash
+from harness.schedules import SCHEDULES, Randomizer, Reinit, Smoothing, Step, schedule_steps, stable_hash
 from harness.results import (CONTROL_SCHEDULE, CONTROL_STEP, FORMAT_VERSION, MAPS, PARTS, RECORD,
                              SCORE_COLUMNS, SCORES, SUMMARY, RunRecord, maps_key, read_table, write_csv,
                              write_json, write_npz)
@@ -99,6 +99,7 @@ class Plan:
     maps_to_keep: int
     results_dir: Path
     controls: tuple[str, ...] = ()
+    smoothing: Smoothing | None = None  # sMPRT: every map averaged over noisy copies of its image
     donor: dict[str, Any] | None = None  # the model scheme `donor` copies its weights from (run.json)
     # Digests of what the config only names: the model's weights, the images' ids and pixels, the
     # donor's weights. Part of the key, so a changed model file or image folder is a new run folder.
@@ -124,6 +125,7 @@ class Plan:
             metrics=MetricSettings.from_config(config["metrics"]), seed=int(config["seed"]),
             target=config["target"], maps_to_keep=int(config.get("maps_to_keep", 8)),
             results_dir=Path(config.get("results_dir", "results")), controls=controls,
+            smoothing=Smoothing.from_config(config["schedule"]),
         )
 
     def with_contents(self, model, images: ImageSet, log) -> "Plan":
@@ -251,8 +253,14 @@ class Runner:
         rng = np.random.default_rng([self.plan.seed, stable_hash(method.label), stable_hash(step.block),
                                      step.index % 2**32])
         params = dict(method.params) | {"gradcam_endpoint": self.plan.config["model"].get("gradcam_endpoint")}
-        maps = method_registry.get(method.name)(self.model, self.x, targets, rng, params)
-        return np.asarray(maps, np.float32)
+        explain = method_registry.get(method.name)
+        if self.plan.smoothing:
+            from harness.methods.smoothgrad import denoised
+
+            noise_rng = np.random.default_rng([self.plan.seed, stable_hash(method.label), stable_hash(step.block),
+                                               step.index % 2**32, stable_hash("smoothing")])
+            explain = denoised(explain, self.plan.smoothing.samples, self.plan.smoothing.spread, noise_rng)
+        return np.asarray(explain(self.model, self.x, targets, rng, params), np.float32)
 
     def _score(self, step: Step, method: MethodSpec, targets: np.ndarray, maps: np.ndarray,
                reference: np.ndarray | None = None, reference_targets: np.ndarray | None = None) -> pd.DataFrame:

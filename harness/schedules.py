@@ -41,11 +41,15 @@ class Step:
 # name -> steps over block names given in execution order (input -> output); a new schedule is one
 # registered function plus conf/schedule/<name>.yaml.
 SCHEDULES: dict[str, Callable[[list[str]], list[Step]]] = {}
+# Schedules whose every map is averaged over noisy copies of the input (`Smoothing`).
+SMOOTHED: set[str] = set()
 
 
-def schedule(name: str):
+def schedule(name: str, smoothed: bool = False):
     def register(steps: Callable[[list[str]], list[Step]]):
         SCHEDULES[name] = steps
+        if smoothed:
+            SMOOTHED.add(name)
         return steps
     return register
 
@@ -70,6 +74,12 @@ def _bottom_up(names: list[str]) -> list[Step]:
     return [Step(i, block, tuple(names[:i])) for i, block in enumerate(names, start=1)]
 
 
+@schedule("smprt", smoothed=True)
+def _smprt(names: list[str]) -> list[Step]:
+    """sMPRT (Hedström et al. 2024): the bottom-up cascade, every map denoised (see `Smoothing`)."""
+    return _bottom_up(names)
+
+
 @schedule("independent")
 def _independent(names: list[str]) -> list[Step]:
     """One block at a time, top-down, all others trained."""
@@ -84,6 +94,33 @@ def _data_randomization(names: list[str]) -> list[Step]:
 
 
 # -- settings ----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Smoothing:
+    """sMPRT's denoising (Hedström et al. 2024): every map of a smoothed schedule, at every step and in
+    every control, is the mean of the method's maps over `samples` copies of each image with Gaussian
+    noise of sigma = spread x (max - min of the image), the last copy noise-free (so one sample is
+    the method's own map, exactly); `harness.methods.smoothgrad.denoised` computes it."""
+    samples: int = 50
+    spread: float = 0.1
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any]) -> "Smoothing | None":
+        """The schedule config's smoothing, None for a schedule without; its settings on any other
+        schedule are an error (they would be silently ignored)."""
+        given = [k for k in ("samples", "spread") if cfg.get(k) is not None]
+        if cfg["name"] not in SMOOTHED:
+            if given:
+                raise HarnessError(f"schedule.{given[0]} belongs to a smoothed schedule ({', '.join(sorted(SMOOTHED))}); "
+                                   f"schedule {cfg['name']!r} has no such setting")
+            return None
+        samples, spread = cfg.get("samples", cls.samples), cfg.get("spread", cls.spread)
+        if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
+            raise HarnessError(f"schedule.samples must be an integer >= 1, got {samples!r}")
+        if isinstance(spread, bool) or not isinstance(spread, (int, float)) or not spread >= 0:
+            raise HarnessError(f"schedule.spread must be a number >= 0, got {spread!r}")
+        return cls(int(samples), float(spread))
+
+
 @dataclass(frozen=True)
 class Reinit:
     """How a block is re-initialized."""

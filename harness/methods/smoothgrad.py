@@ -17,7 +17,7 @@ from collections.abc import Callable
 import numpy as np
 
 from harness.errors import HarnessError
-from harness.methods import integrated, register
+from harness.methods import integrated, register, rows_per_call
 from harness.methods.kernels import input_gradients
 
 # Reductions over the samples axis (axis 1), in float64.
@@ -46,9 +46,11 @@ def draw_noise(rng: np.random.Generator, x: np.ndarray, samples: int, spread: fl
 
 
 def over_noise(x: np.ndarray, targets: np.ndarray, rng: np.random.Generator, s: dict,
-               base: Callable[[np.ndarray, np.ndarray], np.ndarray], reduce: Callable) -> np.ndarray:
+               base: Callable[[np.ndarray, np.ndarray], np.ndarray], reduce: Callable,
+               clean_last: bool = False) -> np.ndarray:
     """reduce_s base(x_i + noise_is) per image. Images are taken a group at a time so that a
-    group's noisy copies fill about `max_batch` rows (the base map chunks its own rows)."""
+    group's noisy copies fill about `max_batch` rows (the base map chunks its own rows).
+    `clean_last`: the last copy of each image is the image itself (noise drawn for the others only)."""
     samples = int(s["samples"])
     if samples < 1:
         raise HarnessError(f"samples must be >= 1, got {samples}")
@@ -56,10 +58,30 @@ def over_noise(x: np.ndarray, targets: np.ndarray, rng: np.random.Generator, s: 
     maps = []
     for start in range(0, len(x), group):
         xs = x[start:start + group]
-        noisy = (xs[:, None] + draw_noise(rng, xs, samples, float(s["spread"]))).reshape(-1, *x.shape[1:])
+        noise = draw_noise(rng, xs, samples - clean_last, float(s["spread"]))
+        if clean_last:
+            noise = np.concatenate([noise, np.zeros_like(xs)[:, None]], axis=1)
+        noisy = (xs[:, None] + noise).reshape(-1, *x.shape[1:])
         noisy_maps = base(noisy, np.repeat(targets[start:start + group], samples))
         maps.append(reduce(noisy_maps.reshape(len(xs), samples, *x.shape[1:])))
     return np.concatenate(maps).astype(np.float32)
+
+
+def denoised(method: Callable, samples: int, spread: float, noise_rng: np.random.Generator) -> Callable:
+    """`method` as sMPRT explains (Hedström et al. 2024): its maps averaged over `samples` copies of
+    each image, noise sigma = spread x (max - min) per image, the last copy noise-free, so one sample
+    is `method` itself, bit for bit. The copies of a group of images go to `method` in one call (its
+    batched kernel chunks them), never one call per copy. The noise comes from `noise_rng`, so a
+    stochastic method draws from its own `rng` what it draws unwrapped."""
+    def smoothed(model, images, targets, rng, params) -> np.ndarray:
+        x = np.asarray(images, np.float32)
+        s = {"samples": samples, "spread": spread,
+             "max_batch": rows_per_call((params or {}).get("max_batch", "auto"), x.shape[1:])}
+
+        def base(rows, row_targets):
+            return method(model, rows, row_targets, rng, params)
+        return over_noise(x, np.asarray(targets, np.int32), noise_rng, s, base, mean, clean_last=True)
+    return smoothed
 
 
 def _gradient_base(model, s: dict) -> Callable:
