@@ -33,8 +33,9 @@ REPORT_OUTPUTS = ("figures", "report")
 # Config keys that say where or how a run was started, not what it computed.
 NOT_SETTINGS = ("results_dir", "progress", "command", "experiment_name", "experiment")
 # What may differ between the runs of one experiment (data randomization: one run per model, each with
-# its donor); any other setting must agree, methods by their resolved settings where both runs have one.
-PER_RUN = ("model.", "schedule.")
+# its donor; the repairs: a control in one run of several); any other setting must agree, methods by
+# their resolved settings where both runs have one.
+PER_RUN = ("model.", "schedule.", "controls")
 QUICK_HINT = ("keep one of them: move the other out of this folder (`python -m harness.reproduce --quick` "
               "writes to results/reproduce-quick; give a full run its own --out)")
 
