@@ -120,17 +120,19 @@ def measure(subject: Subject, method: str, repeats: int) -> dict:
     rows, forward_rows = (len(x) * n for n in methods.spec(method).rows(s, x.shape[1:]))
     per_call = limit_rows_per_call(method, s, x)
     cold = COLD.get(method, lambda: None)
+    model_free = rows == forward_rows == 0  # a pseudo-method (harness.methods.baselines): no limit to reach
     timed = _rounds({
         "harness": lambda: cold() or fn(model, x, t, np.random.default_rng(0), params),
         "reference": lambda: _stack([pair_map(method, s, cmf, xi, ti) for xi, ti in zip(x, t)]),
-        "limit": lambda: raw_tf_limit(subject.reference, x, rows, forward_rows, per_call),
+        **({} if model_free else {"limit": lambda: raw_tf_limit(subject.reference, x, rows, forward_rows, per_call)}),
     }, repeats)
-    harness, reference, limit = timed["harness"], timed["reference"], timed["limit"]
+    harness, reference, limit = timed["harness"], timed["reference"], timed.get("limit")
     note = (EXPLAIN[method](subject, params, harness.best, limit.best, repeats, reference.value)
-            if method in EXPLAIN else "")
+            if method in EXPLAIN else "no model rows: no raw-TF limit" if model_free else "")
     in_pair = reference.value is not None
-    return _row(subject, method, params, harness.best, reference.best if in_pair else None, limit.best,
-                ratio(reference, harness) if in_pair else None, ratio(harness, limit), rows, forward_rows,
+    return _row(subject, method, params, harness.best, reference.best if in_pair else None,
+                limit.best if limit else None, ratio(reference, harness) if in_pair else None,
+                ratio(harness, limit) if limit else None, rows, forward_rows,
                 _agreement(method, harness.value, reference.value), note,
                 {side: timing.seconds for side, timing in timed.items() if side != "reference" or in_pair})
 
