@@ -257,8 +257,9 @@ class Runner:
         if self.plan.smoothing:
             from harness.methods.smoothgrad import denoised
 
-            noise_rng = np.random.default_rng([self.plan.seed, stable_hash(method.label), stable_hash(step.block),
-                                               step.index % 2**32, stable_hash("smoothing")])
+            # The same noisy copies at every step and in every control: two maps differ by the model,
+            # not by the draw (a model-free map stays identical, as in the plain schedules).
+            noise_rng = np.random.default_rng([self.plan.seed, stable_hash(method.label), stable_hash("smoothing")])
             explain = denoised(explain, self.plan.smoothing.samples, self.plan.smoothing.spread, noise_rng)
         return np.asarray(explain(self.model, self.x, targets, rng, params), np.float32)
 

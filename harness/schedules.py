@@ -99,7 +99,8 @@ class Smoothing:
     """sMPRT's denoising (Hedström et al. 2024): every map of a smoothed schedule, at every step and in
     every control, is the mean of the method's maps over `samples` copies of each image with Gaussian
     noise of sigma = spread x (max - min of the image), the last copy noise-free (so one sample is
-    the method's own map, exactly); `harness.methods.smoothgrad.denoised` computes it."""
+    the method's own map, exactly); `harness.methods.smoothgrad.denoised` computes it. The runner draws
+    the same copies for every model state, so maps differ by the model, not by the noise."""
     samples: int = 50
     spread: float = 0.1
 

@@ -67,9 +67,23 @@ def test_smprt_with_one_sample_equals_bottom_up_mprt_exactly(tmp_path, tiny_save
         assert set(left.files) == set(right.files)
         for key in left.files:
             np.testing.assert_array_equal(left[key], right[key])
-    denoised_run = runner.run(config(*common, "schedule=smprt", "schedule.samples=4"), log=lambda _: None)
-    with np.load(mprt / "maps.npz") as left, np.load(denoised_run / "maps.npz") as right:
+
+
+
+def test_smprt_draws_the_same_noisy_copies_for_every_model_state(tmp_path, tiny_saved_model, image_folder):  # noqa: F811
+    path, _ = tiny_saved_model
+    common = [*tiny_overrides(path, image_folder, tmp_path / "r"), "methods=[gradient,edge_detector]",
+              "controls=[ceiling]"]
+    plain = runner.run(config(*common, "schedule=bottom_up"), log=lambda _: None)
+    smoothed = runner.run(config(*common, "schedule=smprt", "schedule.samples=4"), log=lambda _: None)
+    with np.load(plain / "maps.npz") as left, np.load(smoothed / "maps.npz") as right:
         assert not np.allclose(left["gradient/002"], right["gradient/002"])
+        assert not np.allclose(left["edge_detector/000"], right["edge_detector/000"])  # denoised, not plain
+        for step in range(1, 5):  # a model-free map stays put: the copies differ by nothing but the model
+            np.testing.assert_array_equal(right[f"edge_detector/{step:03d}"], right["edge_detector/000"])
+    scores = pd.read_csv(smoothed / "scores.csv")
+    ceiling = scores[(scores["block"] == "ceiling") & (scores["metric"] == "spearman_abs")]
+    assert np.allclose(ceiling["value"], 1.0)  # a deterministic method under the same copies: its ceiling is 1
 
 
 @pytest.mark.parametrize("overrides, message", [
