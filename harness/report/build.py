@@ -15,6 +15,7 @@ from harness.report.gallery import FIGURES, map_figures, score_figures
 from harness.report.load import RUN_RECORD, Experiment, load_folder
 from harness.report.page import Heading, Paragraph, to_html, to_markdown
 from harness.report.paper import paper_section
+from harness.report.repairs import repairs_section
 from harness.report.sections import (TITLE, claims_section, headline_section, results_section, skipped_section,
                                      what_ran_section)
 from harness.report.tables import merged_summary
@@ -38,6 +39,7 @@ def build_report(folder: Path) -> Path:
     # What a reader came for first (verdicts, curves), the details and settings last.
     blocks = [Heading(1, TITLE), Paragraph(_intro(experiments)), *skipped_section(experiments),
               *claims_section(summary), *headline_section(experiments, headline), *budget,
+              *repairs_section(experiments),
               *paper_section(summary, experiments), *results_section(experiments, summary, maps),
               *what_ran_section(experiments)]
     atomic_write(out / "report.md", lambda tmp: tmp.write_text(to_markdown(blocks), encoding="utf-8"))
