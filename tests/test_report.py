@@ -348,3 +348,14 @@ def test_runs_sharing_a_method_are_refused_runs_splitting_methods_are_kept(tmp_p
     record["methods"] = [m for m in record["methods"] if m["name"] == "smoothgrad"]
     write_json(smoothgrad / "run.json", record)
     build_report(split)  # one experiment, its methods split over two runs: one report
+
+
+def test_every_registered_method_metric_and_control_has_a_display_name():
+    """The report speaks the paper's language: a newly registered method, metric or control without
+    an entry in harness/report/labels.py would show up as its raw key."""
+    from harness import controls, methods, metrics
+    from harness.report import labels
+
+    assert set(methods.names()) <= set(labels.METHOD_LABELS)
+    assert set(metrics.METRIC_NAMES) <= set(labels.METRIC_LABELS) <= set(labels.METRIC_SHORT)
+    assert set(controls.CONTROLS) <= set(labels.CONTROL_LABELS)

@@ -9,7 +9,8 @@ from collections.abc import Iterable
 
 from harness.results import CONTROL_SCHEDULE, ORIGINAL, RANDOM_LABELS  # noqa: F401 - the report's vocabulary
 
-# In the paper's order (Figure 2, then the appendix's VarGrad); unknown methods follow alphabetically.
+# In the paper's order (Figure 2, then the appendix's VarGrad), then the later methods and the
+# pseudo-methods; unknown methods follow alphabetically.
 METHOD_LABELS = {
     "gradient": "Gradient",
     "smoothgrad": "SmoothGrad",
@@ -20,6 +21,14 @@ METHOD_LABELS = {
     "gradient_x_input": "Gradient ⊙ Input",
     "ig_smoothgrad": "IG-SmoothGrad",
     "vargrad": "VarGrad",
+    "guided_ig": "Guided IG",
+    "blur_ig": "Blur IG",
+    "xrai": "XRAI",
+    "occlusion": "Occlusion",
+    "cam": "CAM",
+    # Pseudo-methods that use no model: where a method stands next to "no model at all".
+    "edge_detector": "Edge detector (Sobel)",
+    "random_attribution": "Random attribution",
 }
 
 METRIC_LABELS = {
@@ -28,9 +37,10 @@ METRIC_LABELS = {
     "ssim": "SSIM",
     "hog": "HOG similarity",
     "spearman_abs_fg": "Spearman (absolute, foreground only)",
+    "emprt": "eMPRT (relative rise in the map's entropy)",
 }
 METRIC_SHORT = {"spearman_abs": "|Spearman|", "spearman_signed": "signed Spearman", "ssim": "SSIM",
-                "hog": "HOG", "spearman_abs_fg": "|Spearman| foreground"}
+                "hog": "HOG", "spearman_abs_fg": "|Spearman| foreground", "emprt": "eMPRT"}
 
 MODEL_LABELS = {"mnist_cnn": "MNIST CNN", "mnist_mlp": "MNIST MLP",
                 "mnist_cnn_randlabels": "MNIST CNN (random labels)",
@@ -38,7 +48,7 @@ MODEL_LABELS = {"mnist_cnn": "MNIST CNN", "mnist_mlp": "MNIST MLP",
 
 # Control rows: a method's reference levels, drawn next to its curve (see tables.SUMMARY_COLUMNS).
 CONTROL_LABELS = {"ceiling": "ceiling (second noise draw)", "random_model": "fully random model",
-                  "random_mask": "random mask"}
+                  "random_mask": "random mask", "random_logit": "map of a random other class"}
 BLOCK_LABELS = {ORIGINAL: "original", RANDOM_LABELS: "random labels"}
 
 # The paper's experiments, in the order the report presents them.
