@@ -124,27 +124,32 @@ def _cell(rows: pd.DataFrame) -> str:
 
 
 def budget_figure(table: pd.DataFrame, path: Path) -> Path:
-    """|Spearman| after the logits step vs training steps (log scale): one colour per method, one line
-    style per recipe, with 95 % CIs."""
+    """|Spearman| after the logits step vs training steps (log scale), with 95 % CIs: one colour per
+    method, one line style and marker per recipe (a recipe with one snapshot is a lone marker)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
 
     colours = {m: f"C{i}" for i, m in enumerate(dict.fromkeys(table["method"]))}
-    styles = dict(zip(dict.fromkeys(table["recipe"]), ("-", "--", ":", "-.") * 4))
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    styles = dict(zip(dict.fromkeys(table["recipe"]), (("-", "o"), ("--", "s"), (":", "^"), ("-.", "D")) * 4))
+    fig, ax = plt.subplots(figsize=(8, 4.5))
     for (recipe, method), group in table.groupby(["recipe", "method"], sort=False):
         group = group.sort_values("steps")
+        line, marker = styles[recipe]
         ax.errorbar(group["steps"], group["spearman_abs"],
                     yerr=[group["spearman_abs"] - group["ci_low"], group["ci_high"] - group["spearman_abs"]],
-                    marker="o", capsize=3, color=colours[method], linestyle=styles[recipe],
-                    label=f"{method} ({recipe})")
+                    marker=marker, capsize=3, color=colours[method], linestyle=line)
+    # One legend entry per method and per recipe, not per pair: the pairs are read off colour x style.
+    handles = [Line2D([], [], color=c, marker="o", label=m) for m, c in colours.items()]
+    handles += [Line2D([], [], color="black", linestyle=line, marker=marker, label=r)
+                for r, (line, marker) in styles.items()]
+    ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.set_xscale("log")
     ax.set_xlabel("training steps")
     ax.set_ylabel("|Spearman| after randomizing the logits")
     ax.set_ylim(0, 1)
-    ax.legend(fontsize=6, ncol=2)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
