@@ -107,7 +107,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="few images and samples: a smoke test of every experiment")
     parser.add_argument("--out", type=Path, default=None,
                         help=f"output folder (default: {OUT}, with --quick {QUICK_OUT})")
-    args = parser.parse_args(argv)
+    # Intermixed: options may follow the experiment names and overrides (`cascading_cnn --out X a=b`).
+    args = parser.parse_intermixed_args(argv)
     args.out = args.out or (QUICK_OUT if args.quick else OUT)
     from harness.tf_logging import import_tensorflow_quietly
 

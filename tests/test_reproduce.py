@@ -102,6 +102,8 @@ def test_quick_runs_default_to_their_own_folder(tmp_path, monkeypatch):
     reproduce.main(["--quick", "cascading_mlp"])
     reproduce.main(["cascading_mlp"])
     reproduce.main(["--quick", "--out", "elsewhere", "cascading_mlp"])
+    reproduce.main(["cascading_mlp", "--out", "after", "data.count=3"])  # options after names and overrides
     assert outs == [(Path("results/reproduce-quick"), True), ("report", Path("results/reproduce-quick")),
                     (Path("results/reproduce"), False), ("report", Path("results/reproduce")),
-                    (Path("elsewhere"), True), ("report", Path("elsewhere"))]
+                    (Path("elsewhere"), True), ("report", Path("elsewhere")),
+                    (Path("after"), False), ("report", Path("after"))]
