@@ -359,3 +359,15 @@ def test_every_registered_method_metric_and_control_has_a_display_name():
     assert set(methods.names()) <= set(labels.METHOD_LABELS)
     assert set(metrics.METRIC_NAMES) <= set(labels.METRIC_LABELS) <= set(labels.METRIC_SHORT)
     assert set(controls.CONTROLS) <= set(labels.CONTROL_LABELS)
+
+
+@pytest.mark.parametrize("model, paper_model", [
+    ("mnist_cnn", "mnist_cnn"), ("mnist_cnn_randlabels", "mnist_cnn"), ("mnist_mlp_randlabels", "mnist_mlp"),
+    ("mnist_cnn_authors", "mnist_cnn"), ("mnist_cnn_authors_seed1", "mnist_cnn"), ("mnist_mlp_authors", "mnist_mlp"),
+    ("mnist_cnn_authors@5000", "mnist_cnn_authors@5000"), ("mnist_cnn_fast", "mnist_cnn_fast")])
+def test_the_authors_recipe_at_full_budget_is_compared_with_the_paper_and_its_snapshots_are_not(model, paper_model):
+    """A run of the authors' recipe finds the paper's values; a less trained snapshot must not be
+    judged against them, nor a different recipe."""
+    from harness.report.labels import base_model
+
+    assert base_model(model) == paper_model

@@ -5,6 +5,7 @@ mapping in one place makes a figure legend and a table row say the same thing.
 """
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 
 from harness.results import CONTROL_SCHEDULE, ORIGINAL, RANDOM_LABELS  # noqa: F401 - the report's vocabulary
@@ -80,8 +81,11 @@ def block_label(block: str) -> str:
 
 
 def base_model(model: str) -> str:
-    """The true-label model a random-label model is compared with (`mnist_cnn_randlabels` -> `mnist_cnn`)."""
-    return model.removesuffix("_randlabels")
+    """The paper's model a built-in model stands for: a random-label model's true-label model
+    (`mnist_cnn_randlabels` -> `mnist_cnn`), and the authors' recipe at its full budget, any seed
+    (`mnist_cnn_authors_seed1` -> `mnist_cnn`). A snapshot on the way (`mnist_cnn_authors@5000`)
+    stands for none: it is less trained than the paper's model."""
+    return re.sub(r"_authors(_seed\d+)?$", "", model.removesuffix("_randlabels"))
 
 
 def _ranked(names: Iterable[str], known: Iterable[str]) -> list[str]:
