@@ -3,6 +3,7 @@
     harness model=mnist_cnn method=gradient schedule=cascading     # one run
     harness -m method=gradient,guided_backprop schedule=independent # a sweep
     harness layers model=mnist_cnn                                  # the model's blocks
+    harness cache [clear]                                           # the map cache: where, or empty it
     harness --help / harness --cfg job                              # options / resolved config
 
 `--help` is the harness's own page (Hydra's names the program after this module and lists the
@@ -64,10 +65,21 @@ def main() -> None:
     if "--help" in argv or "-h" in argv:
         print(help_text([a for a in argv if not a.startswith("-") and "=" in a]), end="")
         return
+    if argv[:1] == ["cache"]:  # the map cache's place and size, or `harness cache clear`: no Hydra
+        from harness import cache
+
+        sys.exit(cache.main(argv[1:]))
     sys.argv = [sys.argv[0], *argv]
-    # ${pid:} in the sweep folder's name: two sweeps started in the same second never share it.
-    OmegaConf.register_new_resolver("pid", os.getpid, replace=True)
-    _hydra_main()
+    # ${pid:} in the sweep folder's name: two sweeps started in the same second never share it. Cached
+    # like Hydra's ${now:}: the value travels with the config to joblib / submitit workers (Hydra
+    # copies the resolver cache into each job's config), so every job names the launcher's folder.
+    OmegaConf.register_new_resolver("pid", os.getpid, replace=True, use_cache=True)
+    from harness import sweeps
+
+    try:
+        _hydra_main()
+    finally:
+        sweeps.finish_pending()  # a launcher that raised (a killed worker) skipped the sweep's merge
 
 
 def fail(error: BaseException) -> None:
@@ -91,18 +103,45 @@ def check_group_choices(argv: list[str]) -> None:
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="config")
 def _hydra_main(cfg: DictConfig) -> None:
-    import_tensorflow_quietly()  # after Hydra: `--help` and bad choices answer without TensorFlow
-    try:
-        if cfg.command == "layers":
-            print_layers(cfg)
-            return
-        from harness import runner, sweeps
+    from harness import sweeps
 
-        run_dir = runner.run(cfg)
-        sweeps.record_job(run_dir)
-        print(f"results: {run_dir}")
+    import_tensorflow_quietly()  # after Hydra: `--help` and bad choices answer without TensorFlow
+    if sweeps.in_multirun():  # a failed job is recorded for the sweep's merge; the others go on
+        sweeps.run_job(lambda: command(cfg))
+        return
+    try:
+        command(cfg)
     except HarnessError as error:
         fail(error)
+
+
+def command(cfg: DictConfig):
+    """The command of one run or sweep job; returns the run folder it wrote (None for `layers`)."""
+    from harness import sweeps
+
+    set_threads(sweeps.tf_threads(cfg.threads))
+    if cfg.command == "layers":
+        print_layers(cfg)
+        return None
+    from harness import runner
+
+    run_dir = runner.run(cfg)
+    print(f"results: {run_dir}")
+    return run_dir
+
+
+def set_threads(threads: int | None) -> None:
+    """TensorFlow's intra-op pool size, before its first op. A joblib worker runs its jobs one after
+    another in one process: from the second job on TensorFlow is running and keeps the pool it has,
+    which the same sweep sized the same way."""
+    if threads is None:
+        return
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+    except RuntimeError:  # "cannot be modified after initialization"
+        pass
 
 
 def print_layers(cfg: DictConfig) -> None:

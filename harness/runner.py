@@ -38,6 +38,11 @@ from harness.metrics import MetricSettings, PreparedMap, compare_batch
 from harness.summary import summarize
 
 TARGETS = ("predicted", "original", "label")
+# Settings that say how a run is executed, never what it computes: taken out of the run's config, so
+# they are in neither its key nor run.json (a run resumed with other values is the same run).
+# `map_cache`: read / write the trained model's maps in the shared cache (harness.cache);
+# `threads`: TensorFlow's intra-op threads (harness.sweeps.tf_threads, applied by the CLI).
+EXECUTION = ("map_cache", "threads")
 LABEL_PATTERN = re.compile(r"[A-Za-z0-9_.=,\[\]-]+")  # labels name files in parts/
 
 
@@ -100,6 +105,7 @@ class Plan:
     results_dir: Path
     controls: tuple[str, ...] = ()
     smoothing: Smoothing | None = None  # sMPRT: every map averaged over noisy copies of its image
+    map_cache: bool = True  # the trained model's maps through the on-disk cache (harness.cache)
     donor: dict[str, Any] | None = None  # the model scheme `donor` copies its weights from (run.json)
     # Digests of what the config only names: the model's weights, the images' ids and pixels, the
     # donor's weights. Part of the key, so a changed model file or image folder is a new run folder.
@@ -108,6 +114,7 @@ class Plan:
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> "Plan":
         config = _plain(cfg)
+        execution = {k: config.pop(k) for k in EXECUTION if k in config}
         schedule = config["schedule"]["name"]
         if schedule not in SCHEDULES:
             raise HarnessError(f"unknown schedule {schedule!r}; valid: {', '.join(SCHEDULES)}")
@@ -126,6 +133,7 @@ class Plan:
             target=config["target"], maps_to_keep=int(config.get("maps_to_keep", 8)),
             results_dir=Path(config.get("results_dir", "results")), controls=controls,
             smoothing=Smoothing.from_config(config["schedule"]),
+            map_cache=bool(execution.get("map_cache", True)),
         )
 
     def with_contents(self, model, images: ImageSet, log) -> "Plan":
@@ -196,7 +204,7 @@ class Runner:
         self.original_maps, self.original_seconds = {}, {}
         for method in self.plan.methods:
             began = time.perf_counter()
-            self.original_maps[method.label] = self.maps(method, step0, self.reference_targets)
+            self.original_maps[method.label] = self._original_maps(method, step0)
             self.original_seconds[method.label] = time.perf_counter() - began
         with self._progress() as bar:
             for step in self.steps:
@@ -248,11 +256,38 @@ class Runner:
             rows = self._score(step, method, c.targets, c.maps, c.reference, c.reference_targets)
             self._commit(_stem(step, method), rows, c.maps, c.seconds)
 
+    def _original_maps(self, method: MethodSpec, step0: Step) -> np.ndarray:
+        """The trained model's maps of a method entry, from the map cache when a run with the same
+        model weights, inputs, method settings, target classes and seed computed them (harness.cache)."""
+        from harness import cache
+
+        if not self.plan.map_cache:
+            return self.maps(method, step0, self.reference_targets)
+        key = cache.map_key({
+            "model": self.plan.contents["model"], "source_kind": self.model.source_kind,
+            "image_ids": list(self.images.ids), "inputs": cache.array_digest(self.x),
+            "method": method.name, "label": method.label, "params": self._params(method),
+            "target_rule": self.plan.target, "targets": self.reference_targets.tolist(),
+            "rng": self._rng_seed(method, step0), "smoothing": vars(self.plan.smoothing) if self.plan.smoothing else None,
+        })
+        maps = cache.load_maps(key)
+        if maps is None:
+            maps = self.maps(method, step0, self.reference_targets)
+            cache.store_maps(key, maps)
+        else:
+            self.session.record.setdefault("cached_original_maps", []).append(method.label)
+        return maps
+
+    def _rng_seed(self, method: MethodSpec, step: Step) -> list[int]:
+        return [self.plan.seed, stable_hash(method.label), stable_hash(step.block), step.index % 2**32]
+
+    def _params(self, method: MethodSpec) -> dict[str, Any]:
+        return dict(method.params) | {"gradcam_endpoint": self.plan.config["model"].get("gradcam_endpoint")}
+
     def maps(self, method: MethodSpec, step: Step, targets: np.ndarray) -> np.ndarray:
         """The maps of a method entry for the model as it is now, seeded by entry and step."""
-        rng = np.random.default_rng([self.plan.seed, stable_hash(method.label), stable_hash(step.block),
-                                     step.index % 2**32])
-        params = dict(method.params) | {"gradcam_endpoint": self.plan.config["model"].get("gradcam_endpoint")}
+        rng = np.random.default_rng(self._rng_seed(method, step))
+        params = self._params(method)
         explain = method_registry.get(method.name)
         if self.plan.smoothing:
             from harness.methods.smoothgrad import denoised

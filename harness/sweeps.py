@@ -1,44 +1,228 @@
-"""Multirun support: each job leaves a pointer to its run folder; at the end of the sweep a Hydra
-callback merges the jobs' `scores.csv` and `summary.csv` into one table in the sweep folder."""
+"""Sweeps (Hydra multirun): one job per combination of the swept values, each an ordinary run with its
+own run folder, started by whichever Hydra launcher is chosen (basic: one after another in this
+process; joblib: local worker processes; submitit_local and submitit_slurm: a process or a Slurm job
+each; docs/sweeps.md). Jobs and merge talk through files only, so the merge works the same whatever
+ran the jobs and wherever:
+
+- at the sweep's start, in the launching process: `jobs.json`, every job's number and overrides;
+- in each job, in its job folder `<sweep>/<num>/`: `run_dir.txt` (the run folder it finished) or
+  `failure.json` (the error that stopped it); a job killed from outside (out of memory, a timeout,
+  scancel) leaves neither;
+- at the sweep's end, in the launching process, after the launcher returned: the finished jobs'
+  `scores.csv` and `summary.csv` concatenated, `failures.csv` (job, overrides, error) for the others,
+  and a non-zero exit naming them.
+
+A job never raises into the launcher: Hydra's sweeper stops the whole sweep at the first job whose
+return value holds an exception, and the basic launcher lets a SystemExit through; recorded in the
+job folder instead, one job's failure leaves the others running.
+"""
 from __future__ import annotations
 
+import os
+import sys
+import traceback
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import pandas as pd
 from hydra.experimental.callback import Callback
 
-from harness.results import SCORES, SUMMARY, read_table, write_csv
+from harness.errors import HarnessError
+from harness.results import RECORD, SCORES, SUMMARY, read_table, write_csv, write_json
 
 POINTER = "run_dir.txt"
+FAILURE = "failure.json"
+JOBS = "jobs.json"
+FAILURES = "failures.csv"
+FAILURE_COLUMNS = ["job", "overrides", "error"]
+NO_RESULT = ("no result: the job was killed (out of memory, a timeout, scancel) or never started; "
+             "see its log (submitit: <sweep>/.submitit/)")
+SHOWN_FAILURES = 3  # jobs named on the error line; failures.csv has them all
+
+# Sweeps started in this process whose merge has not run yet: the CLI merges them on its way out when
+# a launcher raised instead of returning (a killed joblib worker, a Slurm job that vanished).
+_PENDING: list[Path] = []
 
 
-def record_job(run_dir: Path) -> None:
-    """Inside a multirun job: note which run folder this job wrote (for the merge)."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
+# -- the launching process -----------------------------------------------------------------------------
+def sweep_jobs(config: Any) -> list[list[str]]:
+    """Every job of the sweep `config` describes, in job-number order: the overrides of the command
+    line (and `hydra.sweeper.params`) expanded as Hydra's basic sweeper expands them."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    hydra = HydraConfig.get()
-    if hydra.mode == RunMode.MULTIRUN:
-        output = Path(hydra.runtime.output_dir)
-        output.mkdir(parents=True, exist_ok=True)
-        (output / POINTER).write_text(str(Path(run_dir).resolve()))
-
-
-def merge(sweep_dir: Path) -> list[Path]:
-    """Concatenate every job's tables into `sweep_dir`; returns the files written."""
-    run_dirs = [Path(p.read_text().strip()) for p in sorted(sweep_dir.glob(f"*/{POINTER}"),
-                                                           key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0)]
-    written = []
-    for name in (SCORES, SUMMARY):
-        tables = [read_table(d / name) for d in run_dirs if (d / name).is_file()]
-        if tables:
-            written.append(write_csv(sweep_dir / name, pd.concat(tables, ignore_index=True)))
-    return written
+    params = config.hydra.sweeper.get("params") or {}
+    arguments = [f"{k}={v}" for k, v in params.items()] + list(config.hydra.overrides.task)
+    overrides = OverridesParser.create().parse_overrides(arguments)
+    return [list(job) for batch in BasicSweeper.split_arguments(overrides, None) for job in batch]
 
 
 class MergeSweep(Callback):
-    def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
+    def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
-        if merge(sweep_dir):
-            print(f"sweep results: {sweep_dir}")
+        jobs = [{"job": num, "overrides": overrides} for num, overrides in enumerate(sweep_jobs(config))]
+        write_json(sweep_dir / JOBS, {"jobs": jobs})
+        _PENDING.append(sweep_dir)
+
+    def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
+        finish(Path(config.hydra.sweep.dir))
+
+
+def finish_pending() -> None:
+    """Merge the sweeps whose launcher raised before the sweep's end (their callback never ran)."""
+    while _PENDING:
+        finish(_PENDING[-1])
+
+
+def finish(sweep_dir: Path) -> None:
+    """Merge the sweep and report: the folder on stdout; failed jobs on stderr, then exit status 1."""
+    if sweep_dir in _PENDING:
+        _PENDING.remove(sweep_dir)
+    outcome = merge(sweep_dir)
+    if outcome.written:
+        print(f"sweep results: {sweep_dir}", flush=True)
+    if len(outcome.failures):
+        failed = outcome.failures
+        named = "; ".join(f"job {r.job} ({r.overrides}): {r.error}" for r in failed.head(SHOWN_FAILURES).itertuples())
+        more = f"; and {len(failed) - SHOWN_FAILURES} more" if len(failed) > SHOWN_FAILURES else ""
+        print(f"harness: error: {len(failed)} of {outcome.jobs} jobs failed: {named}{more} "
+              f"(all in {sweep_dir / FAILURES})", file=sys.stderr, flush=True)
+        sys.exit(1)
+
+
+@dataclass
+class Outcome:
+    jobs: int
+    written: list[Path]
+    failures: pd.DataFrame  # FAILURE_COLUMNS, one row per job that did not finish
+
+
+def merge(sweep_dir: Path) -> Outcome:
+    """Concatenate the finished jobs' tables (in job order) into `sweep_dir` and list the others in
+    `failures.csv`. Reads only what finished jobs wrote: a run folder is read once its job has written
+    the pointer, which it does after the run's last file."""
+    jobs = _jobs(sweep_dir)
+    finished, failures = [], []
+    for job in jobs:
+        folder = sweep_dir / str(job["job"])
+        run_dir = _finished_run(folder)
+        if run_dir is not None:
+            finished.append(run_dir)
+        else:
+            failures.append({"job": job["job"], "overrides": " ".join(job["overrides"]), "error": _failure(folder)})
+    written = []
+    for name in (SCORES, SUMMARY):
+        tables = [read_table(d / name) for d in finished]
+        if tables:
+            written.append(write_csv(sweep_dir / name, pd.concat(tables, ignore_index=True)))
+    failed = pd.DataFrame.from_records(failures, columns=FAILURE_COLUMNS)
+    if len(failed):
+        written.append(write_csv(sweep_dir / FAILURES, failed))
+    else:
+        (sweep_dir / FAILURES).unlink(missing_ok=True)
+    return Outcome(len(jobs), written, failed)
+
+
+def _jobs(sweep_dir: Path) -> list[dict[str, Any]]:
+    """jobs.json; for a sweep folder written before it existed, the job folders that are there."""
+    import json
+
+    listed = sweep_dir / JOBS
+    if listed.is_file():
+        return json.loads(listed.read_text())["jobs"]
+    nums = sorted(int(p.name) for p in sweep_dir.iterdir() if p.is_dir() and p.name.isdigit())
+    return [{"job": num, "overrides": []} for num in nums]
+
+
+def _finished_run(folder: Path) -> Path | None:
+    pointer = folder / POINTER
+    if not pointer.is_file():
+        return None
+    run_dir = Path(pointer.read_text().strip())
+    return run_dir if (run_dir / RECORD).is_file() and (run_dir / SCORES).is_file() else None
+
+
+def _failure(folder: Path) -> str:
+    import json
+
+    try:
+        return str(json.loads((folder / FAILURE).read_text())["error"])
+    except (OSError, ValueError, KeyError):
+        return NO_RESULT
+
+
+# -- inside a job --------------------------------------------------------------------------------------
+def in_multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def run_job(work: Callable[[], Path]) -> None:
+    """Run one sweep job and leave its outcome in the job folder: the run folder, or the error line
+    (the traceback too, on stderr, for an error that is no user mistake)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    hydra = HydraConfig.get()
+    folder = Path(hydra.runtime.output_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    for stale in (POINTER, FAILURE):  # a sweep folder given twice (hydra.sweep.dir=...): this try counts
+        (folder / stale).unlink(missing_ok=True)
+    try:
+        run_dir = work()
+    except Exception as error:  # noqa: BLE001 - every failure is recorded; the other jobs go on
+        line = error_line(error)
+        if not isinstance(error, HarnessError):
+            traceback.print_exc()
+        print(f"harness: error: job {hydra.job.num}: {line}", file=sys.stderr, flush=True)
+        write_json(folder / FAILURE, {"job": hydra.job.num, "overrides": list(hydra.overrides.task), "error": line})
+        return
+    if run_dir is not None:  # `harness -m layers ...` writes no run folder
+        _write_text(folder / POINTER, str(Path(run_dir).resolve()))
+
+
+def _write_text(path: Path, text: str) -> None:
+    from harness.results import atomic_write
+
+    atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
+def error_line(error: BaseException) -> str:
+    """One line: a user mistake's message as is, anything else with its type."""
+    text = " ".join(str(error).split()) or repr(error)
+    return text if isinstance(error, HarnessError) else f"{type(error).__name__}: {text[:500]}"
+
+
+# -- TensorFlow threads -----------------------------------------------------------------------------------
+def tf_threads(setting: Any) -> int | None:
+    """The intra-op threads for this process's TensorFlow: `threads` as a number, or for `auto` None
+    (TensorFlow's default: every core) in a single run, and in a sweep job the cores this process may
+    use divided by the jobs running at once (`concurrent_jobs`), at least 1: jobs x threads <= cores,
+    so parallel jobs do not oversubscribe the cores (each would otherwise start a pool of every core)."""
+    if setting != "auto":
+        if isinstance(setting, bool) or not isinstance(setting, int) or setting < 1:
+            raise HarnessError(f"threads must be auto or a whole number >= 1; got {setting!r}")
+        return setting
+    if not in_multirun():
+        return None
+    from hydra.core.hydra_config import HydraConfig
+
+    hydra = HydraConfig.get()
+    cores = len(os.sched_getaffinity(0))  # under Slurm: the job's allocation (cpus_per_task)
+    jobs = _jobs(Path(hydra.sweep.dir)) if (Path(hydra.sweep.dir) / JOBS).is_file() else None
+    at_once = concurrent_jobs(hydra.launcher, len(jobs) if jobs else cores)
+    return max(1, cores // at_once)
+
+
+def concurrent_jobs(launcher: Any, total: int) -> int:
+    """How many of a sweep's `total` jobs its launcher runs at once on one machine."""
+    target = str(launcher.get("_target_", ""))
+    if target.endswith("JoblibLauncher"):
+        n_jobs = int(launcher.get("n_jobs", -1))
+        workers = n_jobs if n_jobs > 0 else (os.cpu_count() or 1) + 1 + n_jobs  # joblib: -1 all cores, -2 all but one
+        return max(1, min(workers, total))
+    if target.endswith("submitit_launcher.LocalLauncher"):
+        return max(1, total)  # submitit's local executor starts every job at once
+    return 1  # basic: one after another; submitit_slurm: each job alone in its own allocation

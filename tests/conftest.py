@@ -31,6 +31,15 @@ def wrap_keras(model, **cfg):
     return _from_keras(model, cfg, kind="keras_file", identity="test")
 
 
+@pytest.fixture(autouse=True)
+def own_map_cache(tmp_path_factory, monkeypatch):
+    """Every test its own map cache (harness.cache), in-process and in the commands it starts: no
+    test reads maps another test computed, and the user's cache is never touched."""
+    folder = tmp_path_factory.mktemp("map-cache")
+    monkeypatch.setenv("HARNESS_MAP_CACHE_DIR", str(folder))
+    return folder
+
+
 @pytest.fixture
 def tiny_model():
     return wrap_keras(tiny_cnn())
