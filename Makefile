@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 LINT_STAMP := $(VENV)/.lint-stamp
 
-.PHONY: help install test test-all lint package reproduce bench clean
+.PHONY: help install test test-all lint package reproduce bench bench-sweep clean
 .DEFAULT_GOAL := help
 
 help:  ## this list
@@ -40,6 +40,9 @@ reproduce: $(STAMP)  ## the paper's experiments on the built-in models, then the
 
 bench: $(STAMP)  ## harness vs. PAIR saliency vs. raw TensorFlow
 	$(BIN)/python -m harness.bench
+
+bench-sweep: $(STAMP)  ## one 8-job sweep through the basic and the joblib launcher: wall time, speedup
+	$(BIN)/python -m harness.bench_sweep
 
 clean:  ## remove generated results and build output (keeps .venv and the model cache)
 	rm -rf results/runs results/sweeps results/reproduce results/reproduce-quick results/bench .pytest_cache build dist
