@@ -405,8 +405,12 @@ class Session:
         began = datetime.now(timezone.utc)
         # Unique even for two invocations of one process within a second (a resume right after a kill).
         session_id = f"{began:%Y%m%dT%H%M%S}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        import tensorflow as tf
+
         record = {"session": session_id, "started": began.isoformat(timespec="microseconds"),
-                  "versions": _versions(), "seconds": None, "trace_counts": None, "_began": time.perf_counter()}
+                  "versions": _versions(), "seconds": None, "trace_counts": None, "_began": time.perf_counter(),
+                  # the CLI's `threads` setting as TensorFlow took it (0: TensorFlow's default)
+                  "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads()}
         session = cls(session_id, parts / f"session-{session_id}.json", record)
         session._write()
         return session

@@ -30,20 +30,20 @@ def sorted_bytes(path: Path) -> list[bytes]:
     return sorted(path.read_bytes().splitlines())
 
 
-def job_pids(sweep_dir: Path) -> set[int]:
-    """The processes that computed the sweep's runs (a session's id carries its pid)."""
-    pids = set()
-    for pointer in sweep_dir.glob(f"*/{sweeps.POINTER}"):
-        record = json.loads((Path(pointer.read_text()) / "run.json").read_text())
-        pids |= {int(c["session"].split("-")[1]) for c in record["computations"]}
-    return pids
+def computations(sweep_dir: Path) -> list[dict]:
+    """The sessions that computed the sweep's runs (run.json's `computations`)."""
+    return [c for pointer in sorted(sweep_dir.glob(f"*/{sweeps.POINTER}"))
+            for c in json.loads((Path(pointer.read_text()) / "run.json").read_text())["computations"]]
 
 
 def test_joblib_and_submitit_local_merge_as_the_basic_launcher(tmp_path, tiny_saved_model, image_folder):
     """The same 2-job sweep through three launchers: the merged scores.csv are the same bytes once
-    sorted, and joblib / submitit ran the jobs outside the launching process."""
+    sorted; joblib / submitit ran the jobs outside the launching process, with TensorFlow's threads
+    cut to the cores each job has when both run at once."""
+    import os
+
     path, _ = tiny_saved_model
-    merged, pids = {}, {}
+    merged, pids, threads = {}, {}, {}
     for launcher in ("basic", "joblib", "submitit_local"):
         done, sweep_dir = sweep("schedule=cascading,independent", "controls=[]", "map_cache=false",
                                 f"hydra/launcher={launcher}", *tiny_overrides(path, image_folder, tmp_path / launcher),
@@ -51,7 +51,9 @@ def test_joblib_and_submitit_local_merge_as_the_basic_launcher(tmp_path, tiny_sa
         assert done.returncode == 0, done.stderr[-3000:]
         assert not (sweep_dir / sweeps.FAILURES).exists()
         merged[launcher] = sorted_bytes(sweep_dir / "scores.csv")
-        pids[launcher] = (int(sweep_dir.name.rsplit("-", 1)[1]), job_pids(sweep_dir))
+        sessions = computations(sweep_dir)  # a session's id carries its process id
+        pids[launcher] = (int(sweep_dir.name.rsplit("-", 1)[1]), {int(c["session"].split("-")[1]) for c in sessions})
+        threads[launcher] = {c["intra_op_threads"] for c in sessions}
     assert len(merged["basic"]) == 1 + 2 * 5 * 6 * 4  # header + schedules x steps x images x metrics
     assert merged["joblib"] == merged["basic"]
     assert merged["submitit_local"] == merged["basic"]
@@ -61,6 +63,10 @@ def test_joblib_and_submitit_local_merge_as_the_basic_launcher(tmp_path, tiny_sa
         launching, computed = pids[launcher]
         assert computed and launching not in computed, launcher
     assert len(pids["submitit_local"][1]) == 2  # one process per job
+    cores = len(os.sched_getaffinity(0))
+    assert threads["basic"] == {cores}
+    assert threads["joblib"] == {max(1, cores // min(2, os.cpu_count()))}  # n_jobs=-1: a worker per core
+    assert threads["submitit_local"] == {max(1, cores // 2)}  # both jobs at once
 
 
 def test_failed_job_keeps_the_others_and_a_rerun_resumes(tmp_path, tiny_saved_model, image_folder):
