@@ -35,8 +35,10 @@ harness: sanity checks for saliency maps (Adebayo et al. 2018) on a TensorFlow i
   harness layers model=vgg16                  a model's blocks: what each randomization step re-initializes
   harness experiment=cascading_cnn            one of the paper's experiments (all of them: make reproduce)
 
-More: harness -m method=gradient,smoothgrad (a sweep: one run per combination), harness --cfg job ...
-(the resolved config), harness-report <folder> (tables and figures), harness --hydra-help (Hydra's options).
+More: harness -m method=gradient,smoothgrad (a sweep: one run per combination; hydra/launcher=joblib runs
+jobs in parallel, hydra/launcher=submitit_slurm on a cluster: docs/sweeps.md), harness --cfg job ...
+(the resolved config), harness-report <folder> (tables and figures), harness cache [clear] (the shared
+cache of original maps), harness --hydra-help (Hydra's options).
 
 == Options: choose one per group (group=option); files under conf/<group>/ ==
 {groups}
@@ -93,12 +95,21 @@ def check_group_choices(argv: list[str]) -> None:
         if arg.startswith("-") or "=" not in arg:
             continue
         key, _, value = arg.lstrip("+~").partition("=")
-        if key not in GROUPS or value in ("", "null"):
+        if key not in (*GROUPS, "hydra/launcher") or value in ("", "null"):
             continue
-        valid = group_options(key)
+        valid = launchers() if key == "hydra/launcher" else group_options(key)
         for choice in value.split(","):
             if choice not in valid:
                 raise HarnessError(f"unknown {key} {choice!r}; valid: {', '.join(valid)}")
+
+
+def launchers() -> list[str]:
+    """Hydra's launchers installed here: its own `basic` and the plugins' (joblib, submitit_*)."""
+    from hydra.core.config_store import ConfigStore
+    from hydra.core.plugins import Plugins
+
+    Plugins.instance()  # discovers the plugins, which register their launcher configs
+    return sorted(name.removesuffix(".yaml") for name in ConfigStore.instance().list("hydra/launcher"))
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="config")

@@ -118,6 +118,14 @@ def test_merge_lists_a_job_that_left_nothing(tmp_path):
     assert (sweep_dir / "scores.csv").read_bytes() == (run_dir / "scores.csv").read_bytes()
 
 
+def test_unknown_launcher_is_one_line(tmp_path):
+    done = subprocess.run([*HARNESS, "-m", "seed=0,1", "hydra/launcher=jobib"], capture_output=True, text=True,
+                          timeout=120, cwd=tmp_path)
+    assert done.returncode == 2 and done.stderr.strip().splitlines() == [
+        "harness: error: unknown hydra/launcher 'jobib'; valid: basic, joblib, submitit_local, submitit_slurm"]
+    assert not list(tmp_path.iterdir())
+
+
 @pytest.mark.parametrize("launcher, total, expected", [
     ({"_target_": "hydra._internal.core_plugins.basic_launcher.BasicLauncher"}, 8, 1),
     ({"_target_": "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher", "n_jobs": 3}, 8, 3),
