@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 LINT_STAMP := $(VENV)/.lint-stamp
 
-.PHONY: help install test test-all lint package reproduce bench bench-sweep clean
+.PHONY: help install test test-all test-slurm lint package reproduce bench bench-sweep clean
 .DEFAULT_GOAL := help
 
 help:  ## this list
@@ -28,6 +28,12 @@ test: $(STAMP)  ## the fast suite (what CI runs)
 
 test-all: $(STAMP)  ## including the slow tests (Inception-scale models, the wheel in a fresh venv)
 	$(BIN)/python -m pytest -q
+
+SLURM_STATE ?= /tmp/harness-slurm
+test-slurm: $(STAMP)  ## opt-in: a 4-job sweep through submitit_slurm on a one-node Slurm started here (root; apt-get install slurmctld slurmd slurm-client munge)
+	tests/slurm/cluster.sh start $(SLURM_STATE)
+	SLURM_CONF=$(SLURM_STATE)/slurm.conf HARNESS_TEST_SLURM=1 $(BIN)/python -m pytest -q -m slurm tests/test_slurm.py; \
+	  status=$$?; tests/slurm/cluster.sh stop $(SLURM_STATE); exit $$status
 
 lint: $(LINT_STAMP)  ## ruff, with the settings in pyproject.toml (CI runs it too)
 	$(BIN)/ruff check .
