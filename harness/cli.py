@@ -130,7 +130,7 @@ def command(cfg: DictConfig):
     """The command of one run or sweep job; returns the run folder it wrote (None for `layers`)."""
     from harness import sweeps
 
-    set_threads(sweeps.tf_threads(cfg.threads))
+    configure_tensorflow(sweeps.tf_threads(cfg.threads), share_gpus=sweeps.jobs_at_once() > 1)
     if cfg.command == "layers":
         print_layers(cfg)
         return None
@@ -141,17 +141,21 @@ def command(cfg: DictConfig):
     return run_dir
 
 
-def set_threads(threads: int | None) -> None:
-    """TensorFlow's intra-op pool size, before its first op. A joblib worker runs its jobs one after
-    another in one process: from the second job on TensorFlow is running and keeps the pool it has,
-    which the same sweep sized the same way."""
-    if threads is None:
-        return
+def configure_tensorflow(threads: int | None, share_gpus: bool) -> None:
+    """Before TensorFlow's first op: its intra-op pool size, and, when several jobs run at once on
+    this machine, GPU memory taken as needed (memory growth) rather than TensorFlow's default of
+    nearly all of every visible GPU in the first process, which leaves the other jobs none. A joblib
+    worker runs its jobs one after another in one process: from its second job on TensorFlow is
+    running and keeps what the first job set, which the same sweep sized the same way."""
     import tensorflow as tf
 
     try:
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
-    except RuntimeError:  # "cannot be modified after initialization"
+        if threads is not None:
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+        if share_gpus:
+            for gpu in tf.config.list_physical_devices("GPU"):
+                tf.config.experimental.set_memory_growth(gpu, True)
+    except RuntimeError:  # "cannot be modified after initialization" / "... already initialized"
         pass
 
 

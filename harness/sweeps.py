@@ -80,7 +80,7 @@ def finish(sweep_dir: Path) -> None:
     if sweep_dir in _PENDING:
         _PENDING.remove(sweep_dir)
     outcome = merge(sweep_dir)
-    if outcome.written:
+    if any(path.name == SCORES for path in outcome.written):
         print(f"sweep results: {sweep_dir}", flush=True)
     if len(outcome.failures):
         failed = outcome.failures
@@ -199,7 +199,7 @@ def error_line(error: BaseException) -> str:
 def tf_threads(setting: Any) -> int | None:
     """The intra-op threads for this process's TensorFlow: `threads` as a number, or for `auto` None
     (TensorFlow's default: every core) in a single run, and in a sweep job the cores this process may
-    use divided by the jobs running at once (`concurrent_jobs`), at least 1: jobs x threads <= cores,
+    use divided by the jobs running at once (`jobs_at_once`), at least 1: jobs x threads <= cores,
     so parallel jobs do not oversubscribe the cores (each would otherwise start a pool of every core)."""
     if setting != "auto":
         if isinstance(setting, bool) or not isinstance(setting, int) or setting < 1:
@@ -207,13 +207,21 @@ def tf_threads(setting: Any) -> int | None:
         return setting
     if not in_multirun():
         return None
+    cores = len(os.sched_getaffinity(0))  # under Slurm: the job's allocation (cpus_per_task)
+    return max(1, cores // jobs_at_once())
+
+
+def jobs_at_once() -> int:
+    """How many jobs of this process's sweep its launcher runs at once on this machine (1 outside a
+    sweep; the sweep's size from jobs.json, which the launching process wrote before any job)."""
+    if not in_multirun():
+        return 1
     from hydra.core.hydra_config import HydraConfig
 
     hydra = HydraConfig.get()
-    cores = len(os.sched_getaffinity(0))  # under Slurm: the job's allocation (cpus_per_task)
-    jobs = _jobs(Path(hydra.sweep.dir)) if (Path(hydra.sweep.dir) / JOBS).is_file() else None
-    at_once = concurrent_jobs(hydra.launcher, len(jobs) if jobs else cores)
-    return max(1, cores // at_once)
+    listed = Path(hydra.sweep.dir) / JOBS
+    total = len(_jobs(listed.parent)) if listed.is_file() else os.cpu_count() or 1
+    return concurrent_jobs(hydra.launcher, total)
 
 
 def concurrent_jobs(launcher: Any, total: int) -> int:
