@@ -207,8 +207,16 @@ def tf_threads(setting: Any) -> int | None:
         return setting
     if not in_multirun():
         return None
-    cores = len(os.sched_getaffinity(0))  # under Slurm: the job's allocation (cpus_per_task)
-    return max(1, cores // jobs_at_once())
+    return max(1, job_cores() // jobs_at_once())
+
+
+def job_cores() -> int:
+    """The cores this process may use: its CPU affinity, and in a Slurm job at most the CPUs it was
+    given (SLURM_CPUS_PER_TASK; a cluster that does not bind tasks to their CPUs leaves the affinity
+    at the whole node)."""
+    cores = len(os.sched_getaffinity(0))
+    given = os.environ.get("SLURM_CPUS_PER_TASK", "")
+    return min(cores, int(given)) if given.isdigit() and int(given) > 0 else cores
 
 
 def jobs_at_once() -> int:

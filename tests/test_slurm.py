@@ -38,5 +38,6 @@ def test_submitit_slurm_sweep_merges_as_the_basic_launcher(tmp_path, tiny_saved_
     assert len(logs) == 4, logs
     sessions = computations(slurm)
     assert len({c["session"].split("-")[1] for c in sessions}) == 4
+    assert {c["intra_op_threads"] for c in sessions} == {1}  # cpus_per_task=1, whatever the node has
     assert json.loads((slurm / "jobs.json").read_text())["jobs"][3]["overrides"][:2] == ["schedule=independent", "seed=1"]
     assert not (Path(slurm) / "failures.csv").exists()

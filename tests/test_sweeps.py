@@ -144,6 +144,16 @@ def test_joblib_all_cores_means_one_worker_per_core(monkeypatch):
     assert sweeps.concurrent_jobs(OmegaConf.create({"_target_": "x.JoblibLauncher", "n_jobs": -2}), 8) == 5
 
 
+def test_a_slurm_job_uses_the_cpus_it_was_given(monkeypatch):
+    import os
+
+    monkeypatch.setattr(sweeps.os, "sched_getaffinity", lambda pid: set(range(16)))  # an unbound task
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "4")
+    assert sweeps.job_cores() == 4
+    monkeypatch.delenv("SLURM_CPUS_PER_TASK")
+    assert sweeps.job_cores() == 16 and os.sched_getaffinity(0) == set(range(16))
+
+
 @pytest.mark.parametrize("setting", [0, -2, "many", 1.5, True])
 def test_bad_threads_setting(setting):
     with pytest.raises(HarnessError, match=f"threads must be auto or a whole number >= 1; got {setting!r}"):
