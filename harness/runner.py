@@ -269,6 +269,7 @@ class Runner:
             "method": method.name, "label": method.label, "params": self._params(method),
             "target_rule": self.plan.target, "targets": self.reference_targets.tolist(),
             "rng": self._rng_seed(method, step0), "smoothing": vars(self.plan.smoothing) if self.plan.smoothing else None,
+            "hardware": cache.hardware(),
         })
         maps = cache.load_maps(key)
         if maps is None:

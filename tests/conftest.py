@@ -31,10 +31,23 @@ def wrap_keras(model, **cfg):
     return _from_keras(model, cfg, kind="keras_file", identity="test")
 
 
+@pytest.fixture(autouse=True, scope="session")
+def session_map_cache(tmp_path_factory):
+    """The map cache (harness.cache) of module-scoped fixtures that run experiments: set up before
+    them, so the user's cache is never touched."""
+    saved = os.environ.get("HARNESS_MAP_CACHE_DIR")
+    os.environ["HARNESS_MAP_CACHE_DIR"] = str(tmp_path_factory.mktemp("session-map-cache"))
+    yield
+    if saved is None:
+        os.environ.pop("HARNESS_MAP_CACHE_DIR", None)
+    else:
+        os.environ["HARNESS_MAP_CACHE_DIR"] = saved
+
+
 @pytest.fixture(autouse=True)
 def own_map_cache(tmp_path_factory, monkeypatch):
-    """Every test its own map cache (harness.cache), in-process and in the commands it starts: no
-    test reads maps another test computed, and the user's cache is never touched."""
+    """Every test its own map cache, in-process and in the commands it starts: no test reads maps
+    another test computed."""
     folder = tmp_path_factory.mktemp("map-cache")
     monkeypatch.setenv("HARNESS_MAP_CACHE_DIR", str(folder))
     return folder

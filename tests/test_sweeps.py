@@ -186,7 +186,8 @@ class KernelCalls:
 def test_original_maps_are_shared_across_experiments(tmp_path, tiny_saved_model, image_folder, monkeypatch):
     """A cascading run computes the trained model's maps; an independent run (another experiment) on
     the same model, images and method reads them: one kernel call fewer than without the cache, and
-    the same scores.csv bytes. The same image names with other pixels are another key."""
+    the same scores.csv bytes. The same image names with other pixels are another key, and so is
+    another number of TensorFlow threads (the maps' last bits depend on it)."""
     path, _ = tiny_saved_model
     calls = KernelCalls(monkeypatch)
 
@@ -213,6 +214,10 @@ def test_original_maps_are_shared_across_experiments(tmp_path, tiny_saved_model,
     _, by_label = run("d", "schedule=independent", "target=label", labels)
     _, other_pixels = run("e", "schedule=independent", "target=label", labels, images=inverted)
     assert (by_label, other_pixels) == (5, 5)
+    real_hardware = cache.hardware()
+    monkeypatch.setattr(cache, "hardware", lambda: real_hardware | {"intra_op_threads": 99})
+    _, other_threads = run("f", "schedule=independent")  # the same run but for TensorFlow's threads
+    assert other_threads == 5
 
 
 def test_cache_writes_whole_files_and_rereads_them(own_map_cache):
