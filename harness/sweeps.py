@@ -70,9 +70,13 @@ class MergeSweep(Callback):
 
 
 def finish_pending() -> None:
-    """Merge the sweeps whose launcher raised before the sweep's end (their callback never ran)."""
+    """Merge the sweeps whose launcher raised before the sweep's end (their callback never ran), if
+    any job had started; a sweep stopped before its first job (a config Hydra could not compose, a
+    launcher that could not submit) is left to the error Hydra printed."""
     while _PENDING:
-        finish(_PENDING[-1])
+        sweep_dir = _PENDING.pop()
+        if any(p.is_dir() and p.name.isdigit() for p in sweep_dir.iterdir()):
+            finish(sweep_dir)
 
 
 def finish(sweep_dir: Path) -> None:

@@ -126,6 +126,25 @@ def test_unknown_launcher_is_one_line(tmp_path):
     assert not list(tmp_path.iterdir())
 
 
+def test_merge_after_a_launcher_raised_only_once_a_job_started(tmp_path, capsys):
+    """The CLI's way out when the launcher raised: a sweep with a started job is merged and reported,
+    one stopped before its first job (Hydra's own error said why) is left alone."""
+    jobs = json.dumps({"jobs": [{"job": 0, "overrides": ["seed=0"]}]})
+    unstarted, started = tmp_path / "unstarted", tmp_path / "started"
+    for folder in (unstarted, started):
+        folder.mkdir()
+        (folder / sweeps.JOBS).write_text(jobs)
+    (started / "0").mkdir()
+    sweeps._PENDING.append(unstarted)
+    sweeps.finish_pending()
+    assert not (unstarted / sweeps.FAILURES).exists() and not sweeps._PENDING
+    sweeps._PENDING.append(started)
+    with pytest.raises(SystemExit) as exited:
+        sweeps.finish_pending()
+    assert exited.value.code == 1 and (started / sweeps.FAILURES).is_file() and not sweeps._PENDING
+    assert "harness: error: 1 of 1 jobs failed: job 0 (seed=0): no result" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("launcher, total, expected", [
     ({"_target_": "hydra._internal.core_plugins.basic_launcher.BasicLauncher"}, 8, 1),
     ({"_target_": "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher", "n_jobs": 3}, 8, 3),
