@@ -61,8 +61,11 @@ def sweep_jobs(config: Any) -> list[list[str]]:
 class MergeSweep(Callback):
     def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
-        jobs = [{"job": num, "overrides": overrides} for num, overrides in enumerate(sweep_jobs(config))]
-        write_json(sweep_dir / JOBS, {"jobs": jobs})
+        if str(config.hydra.sweeper.get("_target_", "")).endswith("BasicSweeper"):
+            # Another sweeper (a plugin's search) chooses its jobs as it goes: without jobs.json the
+            # merge takes the job folders it finds.
+            jobs = [{"job": num, "overrides": overrides} for num, overrides in enumerate(sweep_jobs(config))]
+            write_json(sweep_dir / JOBS, {"jobs": jobs})
         _PENDING.append(sweep_dir)
 
     def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
