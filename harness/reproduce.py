@@ -33,6 +33,7 @@ from harness.results import write_json
 QUICK_OVERRIDES = ["data.count=2", "maps_to_keep=2"]
 QUICK_METHOD_PARAMS = {"samples": 2, "steps": 3, "n_samples": 2}
 QUICK_CALIBRATION_PAIRS = 2
+QUICK_TRAINING_STEPS = 1_200  # a built-in step-budget model as its snapshot after this many steps
 OUT = Path("results/reproduce")
 QUICK_OUT = Path("results/reproduce-quick")
 
@@ -56,6 +57,8 @@ def compose_run(overrides: list[str], results_dir: Path, quick: bool):
         preset = OmegaConf.to_container(cfg.pop("experiment", None) or OmegaConf.create({}), resolve=True)
     if quick and cfg.get("methods"):
         cfg.methods = [_shrunk(name) for name in cfg.methods]
+    if quick and cfg.get("model"):
+        cfg.model.source = _early_snapshot(str(cfg.model.source))
     return cfg, preset
 
 
@@ -75,6 +78,20 @@ def _shrunk(entry: Any) -> dict[str, Any]:
     given = {"name": entry} if isinstance(entry, str) else OmegaConf.to_container(entry)
     params = group_defaults("method", given["name"]) | given
     return params | {k: min(v, QUICK_METHOD_PARAMS[k]) for k, v in params.items() if k in QUICK_METHOD_PARAMS}
+
+
+def _early_snapshot(source: str) -> str:
+    """A quick run's built-in model: a step-budget model (the defaults train for 55,000 steps, most
+    of an hour on 2 cores) as its snapshot after at most QUICK_TRAINING_STEPS; any other unchanged."""
+    from harness import zoo
+    from harness.zoo.budget import StepRecipe
+
+    if not source.startswith("builtin:"):
+        return source
+    base, _, steps = zoo.canonical(source.removeprefix("builtin:")).partition("@")
+    if not isinstance(zoo.RECIPES.get(base), StepRecipe):
+        return source
+    return f"builtin:{base}@{min(int(steps or QUICK_TRAINING_STEPS), QUICK_TRAINING_STEPS)}"
 
 
 def run_experiment(name: str, definition: dict[str, Any], out: Path, quick: bool, extra: list[str]) -> str:

@@ -7,6 +7,12 @@ import numpy as np
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# The default built-in models train for 55,000 steps (most of an hour on 2 cores): no test may use
+# one, here or in the commands the tests start (harness.zoo.budget). Tests take early snapshots of
+# the same training, CHEAP_CNN and CHEAP_MLP, and nothing in them depends on their exact weights.
+os.environ["HARNESS_ZOO_MAX_STEPS"] = "1200"
+CHEAP_CNN = "builtin:mnist_cnn@1200"
+CHEAP_MLP = "builtin:mnist_mlp@1200"
 
 
 def tiny_cnn(seed: int = 0, batch_norm: bool = False):

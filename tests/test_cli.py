@@ -10,11 +10,15 @@ from hydra import compose, initialize_config_dir
 from harness import runner
 from harness.cli import CONFIG_DIR
 from harness.errors import HarnessError
+from conftest import CHEAP_CNN
 
 HARNESS = [sys.executable, "-c", "from harness.cli import main; main()"]
 
 
 def config(*overrides):
+    """The default config (the built-in CNN as an early snapshot, unless the overrides name a model)."""
+    if not any(o.startswith(("model=", "model.source=")) for o in overrides):
+        overrides = (f"model.source={CHEAP_CNN}", *overrides)
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         return compose(config_name="config", overrides=list(overrides))
 
@@ -111,7 +115,8 @@ def test_cli_bad_data_count_is_one_line_and_no_run_folder(tmp_path, count):
 
 
 def test_cli_prints_the_run_folder_last(tmp_path):
-    done = _cli("data.count=2", f"results_dir={tmp_path / 'results'}", "progress=false", cwd=tmp_path)
+    done = _cli("data.count=2", f"model.source={CHEAP_CNN}", f"results_dir={tmp_path / 'results'}",
+                "progress=false", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     last = done.stdout.strip().splitlines()[-1]
     assert last.startswith("results: ")
@@ -120,7 +125,7 @@ def test_cli_prints_the_run_folder_last(tmp_path):
 
 
 def test_cli_layers_lists_blocks(tmp_path):
-    done = _cli("layers", "model=mnist_cnn", cwd=tmp_path)
+    done = _cli("layers", "model=mnist_cnn", f"model.source={CHEAP_CNN}", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "fc1/kernel" in done.stdout and "[3136, 1024]" in done.stdout and "3,212,288 parameters" in done.stdout
 

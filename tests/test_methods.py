@@ -28,7 +28,7 @@ from harness.oracle import Reference, mnist_keras_twin, pair_core, pair_map
 from harness.methods.smoothgrad import draw_noise, noise_sigma
 from harness.schedules import Randomizer, Reinit, schedule_steps
 
-from conftest import tiny_cnn, wrap_keras
+from conftest import CHEAP_CNN, tiny_cnn, wrap_keras
 from test_cli import config
 
 ALL = set(methods.names())
@@ -79,7 +79,7 @@ def cnn():
     from harness.data import load_images
     from harness.models import load_model
 
-    model = load_model({"source": "builtin:mnist_cnn"}, log=lambda _: None)
+    model = load_model({"source": CHEAP_CNN}, log=lambda _: None)
     x = load_images({"source": "mnist", "count": 3}, (28, 28), 1).images
     twin = mnist_keras_twin(model)
     ref = Reference(model.logits, model.tensor_spec(), endpoint_model(twin, "conv2"))

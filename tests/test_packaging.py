@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import CHEAP_CNN
+
 ROOT = Path(__file__).resolve().parent.parent
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 # What a source checkout needs to build the wheel (tests/, results/ and the rest stay out).
@@ -84,7 +86,7 @@ def test_wheel_in_a_fresh_venv_runs_harness(tmp_path):
     assert where.returncode == 0, where.stderr
     for line in where.stdout.split():
         assert line.startswith(site) and Path(line).is_dir(), where.stdout
-    layers = subprocess.run([venv / "bin" / "harness", "layers", "model=mnist_cnn"], cwd=work, env=env,
+    layers = subprocess.run([venv / "bin" / "harness", "layers", "model=mnist_cnn", f"model.source={CHEAP_CNN}"], cwd=work, env=env,
                             capture_output=True, text=True, timeout=900)
     assert layers.returncode == 0, layers.stderr
     assert "fc1/kernel" in layers.stdout and "3,212,288 parameters" in layers.stdout

@@ -163,7 +163,7 @@ def test_snapshots_are_exported_and_load_as_builtin_models(cache, monkeypatch):
         kernel = model.variables[0]
         assert "conv1" in kernel.name and kernel.variable.numpy().tobytes() == data["w0"].tobytes()
     with pytest.raises(zoo.HarnessError, match="NAME@STEPS"):
-        zoo.model_path("mnist_cnn@5", log=lambda _: None)
+        zoo.model_path("mnist_cnn_randlabels@5", log=lambda _: None)
 
 
 def test_no_training_on_demand_when_told(cache, monkeypatch):

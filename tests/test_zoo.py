@@ -1,17 +1,20 @@
 """The built-in models reach test accuracies close to the paper's (docs/protocol.md §1.7), and load from the cache."""
 import json
+import os
 
 import pytest
 
 from harness import zoo
+from harness.zoo import budget
 from harness.models import load_model
+from conftest import CHEAP_CNN
 
 
 def _metrics(name):
     return json.loads((zoo.model_path(name, log=lambda _: None) / "harness.json").read_text())["metrics"]
 
 
-@pytest.mark.parametrize("name, held_out", [("mnist_cnn", 0.95), ("mnist_mlp", 0.93)])
+@pytest.mark.parametrize("name, held_out", [("mnist_cnn@1200", 0.95), ("mnist_mlp@1200", 0.93)])
 def test_true_label_models_generalize(name, held_out):
     assert _metrics(name)["test_accuracy"] >= held_out
 
@@ -44,7 +47,7 @@ def test_permuted_labels_keep_the_marginal():
 
 
 def test_builtin_loads_through_the_saved_model_path():
-    model = load_model({"source": "builtin:mnist_cnn", "name": "mnist_cnn"})
+    model = load_model({"source": CHEAP_CNN, "name": "mnist_cnn"})
     assert model.source_kind == "builtin" and model.saved_model is not None
     assert [b.name for b in model.blocks] == ["conv1", "conv2", "fc1", "logits"]
     assert model.variables[0].initializer == {"kind": "truncated_normal", "std": 0.1}
@@ -60,20 +63,35 @@ def test_split_is_parsed_once_and_handed_out_as_copies():
     assert mnist._split.cache_info().misses == 1
 
 
-def test_default_recipes_are_unchanged():
-    """The default models' recipes (and so their cache keys) stay as they were: the authors' recipes
-    are separate entries (harness.zoo.budget), not edits of these."""
-    assert {name: zoo.RECIPES[name].key() for name in
-            ("mnist_cnn", "mnist_mlp", "mnist_cnn_randlabels", "mnist_mlp_randlabels")} == {
-        "mnist_cnn": "73d1e8aac3", "mnist_mlp": "6a987546eb",
+def test_default_models_are_the_authors_recipes_and_share_their_training():
+    # Catches: the default built-ins drifting from the authors' recipes (the reproduction's numbers
+    # would change silently), or an alias training a second copy of one trajectory.
+    assert zoo.RECIPES[zoo.canonical("mnist_cnn")] == budget.StepRecipe("cnn", weight_decay=1e-3)
+    assert zoo.RECIPES[zoo.canonical("mnist_mlp")] == budget.StepRecipe("mlp")
+    assert zoo.RECIPES[zoo.canonical("mnist_cnn")].steps == 55_000
+    assert zoo.model_path("mnist_cnn@1200", log=lambda _: None) == zoo.model_path("mnist_cnn_authors@1200",
+                                                                                  log=lambda _: None)
+    # The random-label models keep their recipes (and cache keys).
+    assert {name: zoo.RECIPES[name].key() for name in ("mnist_cnn_randlabels", "mnist_mlp_randlabels")} == {
         "mnist_cnn_randlabels": "f682cdad45", "mnist_mlp_randlabels": "6eb6e9ec1e"}
-    assert zoo.RECIPES["mnist_cnn"].dropout == 0.5  # the default CNN keeps its (non-authors') dropout
+
+
+def test_no_test_can_use_the_full_budget_model(monkeypatch):
+    # Catches: HARNESS_ZOO_MAX_STEPS not applied (a test would start training for most of an hour).
+    assert os.environ["HARNESS_ZOO_MAX_STEPS"] == "1200"  # conftest: for this process and its commands
+    with pytest.raises(zoo.HarnessError, match=r"mnist_cnn_authors@55000: more steps than "
+                                               r"HARNESS_ZOO_MAX_STEPS=1200 allows; use a snapshot such as "
+                                               r"mnist_cnn_authors@1200"):
+        zoo.model_path("mnist_cnn", log=lambda _: None)
+    monkeypatch.setenv("HARNESS_ZOO_MAX_STEPS", "1199")
+    with pytest.raises(zoo.HarnessError, match="HARNESS_ZOO_MAX_STEPS=1199"):
+        zoo.model_path("mnist_mlp@1200", log=lambda _: None)  # cached or not
 
 
 def test_unknown_builtin_names_are_one_clear_error():
     with pytest.raises(zoo.HarnessError, match="unknown built-in model 'nope'"):
         zoo.model_path("nope")
     with pytest.raises(zoo.HarnessError, match="NAME@STEPS"):
-        zoo.model_path("mnist_mlp@100")
+        zoo.model_path("mnist_mlp_randlabels@100")
     with pytest.raises(zoo.HarnessError, match="at least 1"):
         zoo.model_path("mnist_cnn_authors@0")

@@ -94,7 +94,7 @@ def _held_out_accuracy(record: dict) -> float | None:
     from harness.zoo import budget
 
     try:
-        base, recipe, steps = budget.parse_name(name.split(":", 1)[1], zoo.RECIPES)
+        base, recipe, steps = budget.parse_name(zoo.canonical(name.split(":", 1)[1]), zoo.RECIPES)
     except Exception:  # noqa: BLE001 - not a step-budget model: no accuracy column
         return None
     meta = budget.snapshot_path(base, recipe, steps) / "harness.json"

@@ -1,6 +1,6 @@
 """Train (or resume) a step-budget built-in model up to a step count, exporting snapshots on the way.
 
-    python -m harness.zoo.train mnist_cnn_authors                 # the full budget (55,000 steps)
+    python -m harness.zoo.train mnist_cnn                         # the default CNN: 55,000 steps
     python -m harness.zoo.train mnist_cnn_authors --until 15000   # stop at 15,000 (resume later)
     python -m harness.zoo.train --list                            # recipes, snapshots and checkpoints
 
@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> None:
                     print(f"{name}: budget {recipe.steps} steps, checkpoint at {at}, snapshots "
                           f"{budget.available_snapshots(name, recipe) or 'none'}")
             return
-        base, recipe, steps = budget.parse_name(args.name, zoo.RECIPES)
+        base, recipe, steps = budget.parse_name(zoo.canonical(args.name), zoo.RECIPES)
         until = args.until if args.until is not None else steps
         options = {"jit_compile": args.jit}
         if args.checkpoint_seconds is not None:
