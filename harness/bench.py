@@ -361,6 +361,15 @@ def _target_lines(part) -> list[str]:
     if timed.empty:
         return []
     name = timed["model"].iloc[0]
+    repaired = timed[timed["method"].str.startswith(("smprt", "emprt"))]
+    timed = timed.drop(repaired.index)
+    return _method_target_lines(timed, name) + [
+        "Target sMPRT and eMPRT within 1.3x of the raw-TF limit: "
+        + ", ".join(f"{r.method} {_f(r.limit_ratio)}x {'met' if r.limit_ratio <= 1.3 else 'MISSED'}"
+                    for r in repaired.itertuples())] * (not repaired.empty)
+
+
+def _method_target_lines(timed, name: str) -> list[str]:
     if name == "mnist_cnn":
         wanted = timed[timed["method"].isin(CNN_TARGET)]
         return ["Target >= 5x PAIR for SmoothGrad, IG, Occlusion: "
@@ -389,9 +398,10 @@ def _version(package: str) -> str:
 
 # -- command line ------------------------------------------------------------------------------------
 def run(models: Sequence[str], methods: Sequence[str], out: Path, quick: bool = False, repeats: int = 1,
-        log: Callable[[str], None] = print) -> Path:
+        log: Callable[[str], None] = print, repairs: bool = True) -> Path:
     import pandas as pd
 
+    from harness import bench_repairs
     from harness.results import atomic_write, write_csv
 
     rows, notes = [], {}
@@ -399,9 +409,11 @@ def run(models: Sequence[str], methods: Sequence[str], out: Path, quick: bool = 
         subject = SUBJECTS[key](1 if quick else {"cnn": 3, "inception": 2}[key], quick)
         subject.reference.warm_up(subject.images)
         notes[subject.name] = subject.note
-        for method in methods:
-            row = measure(subject, method, repeats)
-            log(f"{row['model']:>12} {method:<21} harness {_f(row['harness_s']):>7} s  "
+        measurements = [lambda m=method: [measure(subject, m, repeats)] for method in methods]
+        if repairs:
+            measurements.append(lambda: bench_repairs.measure_all(subject, repeats, quick))
+        for row in (row for measurement in measurements for row in measurement()):
+            log(f"{row['model']:>12} {row['method']:<21} harness {_f(row['harness_s']):>7} s  "
                 f"PAIR {_f(row['reference_s']):>7} s  limit {_f(row['limit_s']):>7} s  {row['note']}")
             rows.append(row)
     frame = pd.DataFrame(rows, columns=COLUMNS)
@@ -416,6 +428,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--methods", default="all", help="comma list of method names (default: all registered)")
     parser.add_argument("--quick", action="store_true", help="1 image, few samples / steps (smoke run)")
     parser.add_argument("--repeats", type=int, default=1, help="time each side this often, keep the best")
+    parser.add_argument("--no-repairs", dest="repairs", action="store_false",
+                        help="leave out the sMPRT and eMPRT rows (harness.bench_repairs)")
     parser.add_argument("--out", type=Path, default=Path("results/bench"))
     args = parser.parse_args(argv)
     from harness.methods import names
@@ -425,7 +439,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     unknown = [m for m in models if m not in SUBJECTS] + [m for m in methods if m not in names()]
     if unknown:
         parser.error(f"unknown model / method: {', '.join(unknown)}")
-    run(models, methods, args.out, quick=args.quick, repeats=args.repeats, log=lambda line: print(line, flush=True))
+    run(models, methods, args.out, quick=args.quick, repeats=args.repeats, log=lambda line: print(line, flush=True),
+        repairs=args.repairs)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 import numpy as np
 import pandas as pd
 
-from harness import bench
+from harness import bench, bench_repairs
 
 
 def test_quick_bench_writes_the_table(tmp_path):
@@ -13,7 +13,8 @@ def test_quick_bench_writes_the_table(tmp_path):
     for column in ("model", "method", "images", "harness_s", "reference_s", "speedup", "limit_s", "limit_ratio"):
         assert column in table.columns
     rows = table.set_index("method")
-    assert list(rows.index) == ["gradient", "smoothgrad", "occlusion", "guided_backprop", "cam"]
+    assert list(rows.index) == ["gradient", "smoothgrad", "occlusion", "guided_backprop", "cam", "smprt (gradient)",
+                                "emprt (gradient)"]
     assert (rows.loc[["gradient", "smoothgrad", "occlusion"], ["harness_s", "reference_s", "limit_s"]] > 0).all().all()
     rounds = {side: np.array(rows.loc["occlusion", f"{side}_rounds_s"].split(), float)
               for side in ("harness", "reference", "limit")}
@@ -29,6 +30,11 @@ def test_quick_bench_writes_the_table(tmp_path):
     assert rows.loc["cam", "note"].startswith("not run: method cam needs a Keras model")
     markdown = (tmp_path / "bench.md").read_text()
     assert "| method | images | settings | harness s | PAIR s | speedup |" in markdown and "## mnist_cnn" in markdown
+    # The repaired tests: their gradient rows (N noisy copies; two model states) timed against the limit.
+    assert rows.loc["smprt (gradient)", "rows"] == bench_repairs.QUICK_SAMPLES * 1
+    assert rows.loc["emprt (gradient)", "rows"] == 2 * 1
+    assert (rows.loc[["smprt (gradient)", "emprt (gradient)"], ["harness_s", "limit_s", "limit_ratio"]] > 0).all().all()
+    assert "Target sMPRT and eMPRT within 1.3x of the raw-TF limit: smprt (gradient) " in markdown
 
 
 def test_sequential_paths_get_one_limit_row_per_image_and_call():
