@@ -338,6 +338,9 @@ class Runner:
         if not np.all(np.isfinite(logits)):
             raise HarnessError(f"model {self.model.name} produced NaN/inf logits at step {step.index} "
                                f"({step.block}); check the input value range and the re-initialization scheme")
+        background = getattr(self.model, "background", None)  # a segmentation model explains its largest
+        if background is not None:                             # predicted class other than background
+            logits = np.where(np.arange(logits.shape[1]) == background, -np.inf, logits)
         return np.argmax(logits, axis=1).astype(np.int32)
 
     # -- the run's files -------------------------------------------------------------------------------

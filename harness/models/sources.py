@@ -57,7 +57,10 @@ def load_model(cfg: Mapping[str, Any], log=print) -> ModelUnderTest:
     kind = classify(source)
     loader = {"builtin": _load_builtin, "hub": _load_hub, "saved_model": _load_saved_model,
               "keras_file": _load_keras_file, "keras_applications": _load_keras_applications}[kind]
+    from harness import segmentation
+
     model = loader(source, cfg, log)
+    model = segmentation.from_config(model, cfg)  # per-pixel logits -> one reduced score per class
     model.num_classes = check_logit_output(model)
     return model
 
