@@ -57,6 +57,8 @@ def compose_run(overrides: list[str], results_dir: Path, quick: bool):
         preset = OmegaConf.to_container(cfg.pop("experiment", None) or OmegaConf.create({}), resolve=True)
     if quick and cfg.get("methods"):
         cfg.methods = [_shrunk(name) for name in cfg.methods]
+    if quick and "samples" in (cfg.get("schedule") or {}):  # sMPRT's noisy copies
+        cfg.schedule.samples = min(cfg.schedule.samples, QUICK_METHOD_PARAMS["samples"])
     if quick and cfg.get("model"):
         cfg.model.source = _early_snapshot(str(cfg.model.source))
     return cfg, preset

@@ -56,3 +56,17 @@ def test_the_section_states_each_rule_and_appears_only_with_repairs_runs(tmp_pat
     assert "MPRT top-down: `spearman_abs` at the last step of `cascading`; pass = 95% CI below 0.5" in tables[0].note
     assert "eMPRT: `emprt` at the last step of `bottom_up`; pass = 95% CI above 0" in tables[0].note
     assert "random logit: `ssim` at the control `random_logit`" in tables[0].note
+
+
+def test_curves_draw_every_registered_control(tmp_path):
+    # Catches: the curve figure knowing only the paper's controls (a run with the random-logit control
+    # crashed the report of `make reproduce`).
+    from harness import controls
+    from harness.report.figures import similarity_curves
+
+    rows = [_row("gradient", "bottom_up", 0, "original", "ssim", 1.0, 1.0, 1.0),
+            _row("gradient", "bottom_up", 1, "conv1", "ssim", 0.4, 0.3, 0.5)]
+    rows += [_row("gradient", "control", -1, name, "ssim", 0.2, 0.1, 0.3) for name in controls.CONTROLS]
+    path = similarity_curves(pd.DataFrame.from_records(rows, columns=SUMMARY_COLUMNS), "bottom_up", "t",
+                             tmp_path / "curves.png")
+    assert path.is_file() and path.stat().st_size > 0

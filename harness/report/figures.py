@@ -21,7 +21,7 @@ from harness.report.labels import (CONTROL_LABELS, CONTROL_SCHEDULE, base_model,
 from harness.results import atomic_write
 
 DPI = 110
-CONTROL_STYLES = {"ceiling": "--", "random_model": ":", "random_mask": "-."}
+CONTROL_STYLES = {"ceiling": "--", "random_model": ":", "random_mask": "-.", "random_logit": (0, (5, 2, 1, 2, 1, 2))}
 SCHEDULE_AXIS = {
     "cascading": "randomized down to block (cumulative, from the top)",
     "bottom_up": "randomized up to block (cumulative, from the input)",
@@ -58,6 +58,11 @@ def _y_limits(ax, values: pd.Series) -> None:
 
 
 # -- similarity curves ---------------------------------------------------------------------------------
+def _control_style(control: str):
+    """A control's line style; a control registered without one is dashed (never an error)."""
+    return CONTROL_STYLES.get(control, "--")
+
+
 def similarity_curves(summary: pd.DataFrame, schedule: str, title: str, path: Path) -> Path:
     """One panel per metric: mean and 95% CI band per method along the schedule; controls dashed."""
     steps = summary[summary["schedule"] == schedule]
@@ -70,7 +75,7 @@ def similarity_curves(summary: pd.DataFrame, schedule: str, title: str, path: Pa
         ax.set_xlabel(SCHEDULE_AXIS.get(schedule, "step"))
         ax.set_ylabel(metric_short(metric))
         ax.set_title(metric_label(metric))
-    handles = _method_handles(methods) + [Line2D([], [], color="black", linestyle=CONTROL_STYLES[b], label=label)
+    handles = _method_handles(methods) + [Line2D([], [], color="black", linestyle=_control_style(b), label=label)
                                           for b, label in CONTROL_LABELS.items() if b in set(controls["block"])]
     if steps["mean"].isna().any():
         handles.append(Line2D([], [], color="black", linestyle="none", marker="x", label="undefined (constant maps)"))
@@ -95,7 +100,7 @@ def _curve_panel(ax, rows: pd.DataFrame, controls: pd.DataFrame, methods: list[s
                     color=color, clip_on=False, transform=ax.get_xaxis_transform())  # y = the axis line
         for _, control in controls[controls["method"] == method].iterrows():
             ax.axhline(control["mean"], color=color, linewidth=1, alpha=0.8,
-                       linestyle=CONTROL_STYLES.get(control["block"], "--"))
+                       linestyle=_control_style(control["block"]))
     ticks = rows[["step", "block"]].drop_duplicates().sort_values("step")
     crowded = len(ticks) > 6  # Inception's 17 blocks: slanted labels, anchored at their tick
     ax.set_xticks(ticks["step"], [block_label(b) for b in ticks["block"]], rotation=45 if crowded else 0,
