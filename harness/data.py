@@ -15,7 +15,7 @@ import numpy as np
 from harness.errors import HarnessError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
-SOURCES = ("mnist", "folder", "skimage")
+SOURCES = ("mnist", "mnist_scenes", "folder", "skimage")
 SKIMAGE_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry",
                   "retina", "camera", "coins", "moon", "page", "text", "brick", "grass", "gravel")
 
@@ -42,7 +42,8 @@ def load_images(cfg: Mapping[str, Any], size: tuple[int, int] | None, channels: 
     if source not in SOURCES:
         raise HarnessError(f"unknown data source {source!r}; valid: {', '.join(SOURCES)}")
     count = parse_count(cfg.get("count"))
-    ids, labels, read = {"mnist": _mnist, "folder": _folder, "skimage": _skimage}[source](cfg)
+    ids, labels, read = {"mnist": _mnist, "mnist_scenes": _mnist_scenes, "folder": _folder,
+                         "skimage": _skimage}[source](cfg)
     chosen = _select(len(ids), count, cfg.get("sample_seed"))
     images = [_conform_one(read(i), ids[i], size, channels) for i in chosen]
     return ImageSet(np.stack(images), [ids[i] for i in chosen], None if labels is None else labels[chosen])
@@ -74,6 +75,15 @@ def _mnist(cfg):
 
     _, _, x_test, y_test = mnist.load_split()
     return [f"mnist_test_{i:04d}" for i in range(len(x_test))], y_test, x_test.__getitem__
+
+
+def _mnist_scenes(cfg):
+    """Held-out MNIST scenes (harness.zoo.scenes); label: the digit class with the most pixels."""
+    from harness.zoo import scenes
+
+    x, y = scenes.make_scenes(scenes.HELD_OUT_SCENES, "held_out")
+    labels = np.array([np.bincount(m.ravel(), minlength=scenes.CLASSES)[1:].argmax() + 1 for m in y])
+    return [f"mnist_scene_{i:04d}" for i in range(len(x))], labels, x.__getitem__
 
 
 def _folder(cfg):

@@ -7,6 +7,8 @@
 - a folder with `saved_model.pb`      a TF2 SavedModel (callable, as TF-Hub models are)
 - a `.keras` / `.h5` file             a Keras model
 - `keras_applications:NAME`           `keras.applications.NAME` (weights: null or a local file)
+- `deeplabv3plus:BACKBONE`            DeepLab v3+ on a keras.applications ResNet (harness.zoo.deeplab;
+                                      weights: null or a local file; a segmentation model)
 """
 from __future__ import annotations
 
@@ -34,6 +36,8 @@ def classify(source: str) -> str:
         return "builtin"
     if source.startswith("keras_applications:"):
         return "keras_applications"
+    if source.startswith("deeplabv3plus:"):
+        return "deeplabv3plus"
     if source.startswith(("http://", "https://")):
         return "hub"
     path = Path(source).expanduser()
@@ -47,7 +51,7 @@ def classify(source: str) -> str:
         raise HarnessError(f"model source {source!r}: no such Keras file")
     raise HarnessError(
         f"model source {source!r} does not resolve: expected builtin:NAME, an http(s) TF-Hub handle, "
-        "an existing SavedModel folder, a .keras/.h5 file, or keras_applications:NAME"
+        "an existing SavedModel folder, a .keras/.h5 file, keras_applications:NAME or deeplabv3plus:BACKBONE"
     )
 
 
@@ -56,7 +60,8 @@ def load_model(cfg: Mapping[str, Any], log=print) -> ModelUnderTest:
     source = str(cfg.get("source") or "")
     kind = classify(source)
     loader = {"builtin": _load_builtin, "hub": _load_hub, "saved_model": _load_saved_model,
-              "keras_file": _load_keras_file, "keras_applications": _load_keras_applications}[kind]
+              "keras_file": _load_keras_file, "keras_applications": _load_keras_applications,
+              "deeplabv3plus": _load_deeplab}[kind]
     from harness import segmentation
 
     model = loader(source, cfg, log)
@@ -171,6 +176,20 @@ def _load_keras_applications(source: str, cfg, log) -> ModelUnderTest:
         kwargs["input_shape"] = (*cfg["input"]["size"], cfg["input"].get("channels", 3))
     model = builder(**kwargs, classifier_activation=None)
     return _from_keras(model, cfg, kind="keras_applications", identity=f"{source}#{weights or 'random'}", log=log)
+
+
+def _load_deeplab(source: str, cfg, log) -> ModelUnderTest:
+    import keras
+
+    from harness.zoo.deeplab import deeplabv3plus
+
+    names = (cfg.get("segmentation") or {}).get("class_names")
+    if not names:
+        raise HarnessError(f"model source {source!r} needs segmentation.class_names (its number of classes)")
+    size = (cfg.get("input") or {}).get("size") or [256, 256]
+    keras.utils.set_random_seed(0)  # random weights: the same ones on every load
+    model = deeplabv3plus(len(names), (*size, 3), backbone=source.split(":", 1)[1], weights=cfg.get("weights"))
+    return _from_keras(model, cfg, kind="deeplabv3plus", identity=f"{source}#{cfg.get('weights') or 'random'}", log=log)
 
 
 def _from_keras(model, cfg, kind: str, identity: str, log=print) -> ModelUnderTest:

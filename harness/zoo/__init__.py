@@ -22,8 +22,9 @@ import numpy as np
 
 from harness.cache import cache_dir
 from harness.errors import HarnessError
-from harness.zoo import budget, mnist
+from harness.zoo import budget, mnist, segmenter
 from harness.zoo.budget import StepRecipe
+from harness.zoo.segmenter import SegRecipe
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,7 @@ class Recipe:
 # as the target is reached. Measured on 2 cores: the CNN needs 69 epochs with L2 1e-3 and 37 without
 # (174 s at batch 50; 40 epochs, ~150 s at batch 128); the MLP 27 epochs at batch 50 (135 s), 23 at
 # batch 128 (55 s). lr 3e-3 never leaves chance on the CNN.
-RECIPES: dict[str, Recipe | StepRecipe] = {
+RECIPES: dict[str, Recipe | StepRecipe | SegRecipe] = {
     "mnist_cnn_randlabels": Recipe("cnn", "permuted", 1e-3, batch_size=128, max_epochs=100),
     "mnist_mlp_randlabels": Recipe("mlp", "permuted", 1e-3, batch_size=128, max_epochs=100),
     # The authors' training (src/train_cnn_models.py with --reg, src/train_mlp_models.py): no dropout,
@@ -65,6 +66,8 @@ RECIPES: dict[str, Recipe | StepRecipe] = {
                                        snapshots=(1_200, 2_500, 5_500), seed=1),
     "mnist_mlp_authors": StepRecipe("mlp"),
     "mnist_mlp_authors_seed1": StepRecipe("mlp", seed=1),
+    # A segmentation network (harness.zoo.segmenter): a small DeepLab on MNIST scenes.
+    "mnist_seg": SegRecipe(),
 }
 
 # The default built-in models are the authors' recipes at their full budget: no cheaper recipe drew
@@ -96,6 +99,8 @@ def model_path(name: str, log: Callable[[str], None] = print) -> Path:
     if name.split("@", 1)[0] not in RECIPES:
         raise HarnessError(f"unknown built-in model {name!r}; valid: {', '.join(names())}"
                            f" (step-budget models also as NAME@STEPS)")
+    if isinstance(RECIPES.get(name), SegRecipe):
+        return segmenter.model_path(name, RECIPES[name], log=log)
     if isinstance(RECIPES[name.split("@", 1)[0]], StepRecipe) or "@" in name:
         return budget.model_path(name, RECIPES, log=log)
     recipe = RECIPES[name]
