@@ -71,7 +71,8 @@ RECIPES: dict[str, Recipe | StepRecipe | SegRecipe] = {
 }
 
 # The default built-in models are the authors' recipes at their full budget: no cheaper recipe drew
-# cascading curves within the authors' recipe's seed-to-seed spread (README, "Training budget").
+# cascading curves within the authors' recipe's seed-to-seed spread (README, "The authors' training
+# recipe and the training-budget study").
 # An alias names the same trajectory, trained and cached once: `mnist_cnn@1200` is
 # `mnist_cnn_authors@1200`.
 ALIASES = {"mnist_cnn": "mnist_cnn_authors", "mnist_mlp": "mnist_mlp_authors"}
