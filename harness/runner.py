@@ -270,6 +270,8 @@ class Runner:
             "target_rule": self.plan.target, "targets": self.reference_targets.tolist(),
             "rng": self._rng_seed(method, step0), "smoothing": vars(self.plan.smoothing) if self.plan.smoothing else None,
             "hardware": cache.hardware(),
+            # a segmentation model explains its reduction's scalar: same weights, other maps
+            **({"reduction": self.model.reduction.key()} if hasattr(self.model, "reduction") else {}),
         })
         maps = cache.load_maps(key)
         if maps is None:

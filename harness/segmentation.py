@@ -62,6 +62,13 @@ class Reduction:
         return cls(str(cfg.get("scores") or "softmax"), str(cfg.get("pixels") or "all"),
                    None if mask is None else load_mask(mask))
 
+    def key(self) -> dict[str, Any]:
+        """What the explained scalar depends on besides the weights (the map cache's key)."""
+        import hashlib
+
+        mask = None if self.mask is None else hashlib.sha256(self.mask.tobytes()).hexdigest()
+        return {"scores": self.scores, "pixels": self.pixels, "mask": mask}
+
     def to_record(self) -> dict[str, Any]:
         return {"scores": self.scores, "pixels": self.pixels,
                 "mask_pixels": None if self.mask is None else int(np.count_nonzero(self.mask))}

@@ -156,6 +156,15 @@ def test_a_classifier_given_a_reduction_is_one_clear_error():
         segmentation.from_config(classifier, {"output_layout": "pixels"})
 
 
+def test_segmentation_gradcam_of_a_classifier_or_a_wrong_mask_is_one_clear_error():
+    from conftest import tiny_cnn
+
+    with pytest.raises(HarnessError, match="model tiny_cnn is not a segmentation model"):
+        segmentation.gradcam(wrap_keras(tiny_cnn()), images(1), [1], ["conv2"])
+    with pytest.raises(HarnessError, match=r"reduction mask has shape \[4, 4\]; model tiny_segmenter outputs 8x8"):
+        segmentation.wrap(wrap_keras(tiny_segmenter()), Reduction("softmax", "mask", np.ones((4, 4), np.float32)))
+
+
 def test_bad_reduction_settings_name_the_valid_ones():
     with pytest.raises(HarnessError, match=r"reduction scores 'probits' unknown; valid: softmax, logits"):
         Reduction.from_config({"scores": "probits"})
@@ -218,32 +227,49 @@ def test_a_saved_model_through_its_config_equals_the_keras_model(seg_saved_model
         np.testing.assert_allclose(saved, keras, rtol=1e-4, atol=1e-6)
 
 
-def test_cascading_randomization_of_a_segmentation_model(seg_saved_model, tmp_path):
-    """A run's rows for a segmentation model; the explained class is never the background."""
-    import json
-
-    import pandas as pd
+def run_segmentation(saved_model, tmp_path, *overrides):
     from hydra import compose, initialize_config_dir
     from skimage import io
 
     from harness import runner
     from harness.config import CONFIG_DIR
 
-    path, _ = seg_saved_model
     folder = tmp_path / "images"
-    folder.mkdir()
-    for i, image in enumerate(images(4)):
-        io.imsave(folder / f"img{i}.png", (image[..., 0] * 255).astype(np.uint8), check_contrast=False)
-    overrides = ["model=hub", f"model.source={path}", "model.output_layout=segmentation",
-                 "model.gradcam_endpoint=decoder_relu", "model.segmentation={background: 0}",
-                 "model.reduction={pixels: predicted}", "methods=[gradcam,gradient]", "data=folder",
-                 f"data.path={folder}", f"results_dir={tmp_path / 'r'}", "progress=false"]
+    if not folder.is_dir():
+        folder.mkdir()
+        for i, image in enumerate(images(4)):
+            io.imsave(folder / f"img{i}.png", (image[..., 0] * 255).astype(np.uint8), check_contrast=False)
+    base = ["model=hub", f"model.source={saved_model}", "model.output_layout=segmentation",
+            "model.gradcam_endpoint=decoder_relu", "model.segmentation={background: 0}", "data=folder",
+            f"data.path={folder}", f"results_dir={tmp_path / 'r'}", "progress=false"]
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=overrides)
-    run_dir = runner.run(cfg, log=lambda _: None)
+        cfg = compose(config_name="config", overrides=[*base, *overrides])
+    return runner.run(cfg, log=lambda _: None)
+
+
+def test_cascading_randomization_of_a_segmentation_model(seg_saved_model, tmp_path):
+    """A run's rows for a segmentation model; the explained class is never the background."""
+    import json
+
+    import pandas as pd
+
+    path, _ = seg_saved_model
+    run_dir = run_segmentation(path, tmp_path, "model.reduction={pixels: predicted}", "methods=[gradcam,gradient]")
     scores = pd.read_csv(run_dir / "scores.csv")
     assert set(scores["method"]) == {"gradcam", "gradient"}
     assert set(scores["block"]) >= {"classifier", "decoder_relu", "conv2", "conv1", "ceiling"}
     assert (scores["target_class"] != 0).all()
     record = json.loads((run_dir / "run.json").read_text())
     assert record["config"]["model"]["reduction"] == {"pixels": "predicted"} and record["model"]["num_classes"] == 3
+
+
+def test_the_map_cache_tells_reductions_apart(seg_saved_model, tmp_path):
+    """Same weights, images, targets and method, another reduction: other maps, never the cached ones."""
+    path, _ = seg_saved_model
+    maps = []
+    for scores in ("softmax", "logits"):
+        run_dir = run_segmentation(path, tmp_path, f"model.reduction={{scores: {scores}}}", "target=original",
+                                   "schedule=independent", "controls=[]")
+        with np.load(run_dir / "maps.npz") as archive:
+            maps.append(archive["gradient/000"])
+    assert not np.allclose(maps[0], maps[1])
