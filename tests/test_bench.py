@@ -35,6 +35,7 @@ def test_quick_bench_writes_the_table(tmp_path):
     assert rows.loc["emprt (gradient)", "rows"] == 2 * 1
     assert (rows.loc[["smprt (gradient)", "emprt (gradient)"], ["harness_s", "limit_s", "limit_ratio"]] > 0).all().all()
     assert "Target sMPRT and eMPRT within 1.3x of the raw-TF limit: smprt (gradient) " in markdown
+    assert "re-initializing 4 blocks (3,274,634 weights" in rows.loc["emprt (gradient)", "note"]
 
 
 def test_sequential_paths_get_one_limit_row_per_image_and_call():
