@@ -117,7 +117,21 @@ def run_experiment(name: str, definition: dict[str, Any], out: Path, quick: bool
             write_json(folder / "skipped.json", {"experiment": name, "reason": str(error),
                                                  "how_to_provide": described.get("how_to_provide", "")})
             return "skipped"
+    if definition.get("segmentation_figures"):  # figures like MATLAB's gradCAM example, for the report
+        _segmentation_figures(folder, cfg, definition["segmentation_figures"])
     return "done"
+
+
+def _segmentation_figures(folder: Path, cfg, settings: dict[str, Any]) -> None:
+    """`<folder>/segmentation-figures/explained.npz` for the last run's model and images (at most its
+    data.count of them: --quick shrinks it too)."""
+    from omegaconf import OmegaConf
+
+    from harness.segmentation_figures import write
+
+    model, data = (OmegaConf.to_container(cfg[key], resolve=True) for key in ("model", "data"))
+    count = min(int(settings.get("count", 4)), int(data.get("count") or settings.get("count", 4)))
+    write(folder / "segmentation-figures", model, data, count, int(settings.get("classes", 2)))
 
 
 def main(argv: list[str] | None = None) -> None:

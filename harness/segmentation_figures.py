@@ -36,6 +36,20 @@ def explain(model, images01: np.ndarray, ids: list[str], classes_per_image: int 
             "colors": np.array(model.colors, np.float32), "image_ids": np.array(ids)}
 
 
+def write(out: Path, model_cfg: dict, data_cfg: dict, count: int = 4, classes: int = 2) -> Path:
+    """`out/explained.npz` for `count` images of a data config, explained on a segmentation model config."""
+    from harness.data import load_images
+    from harness.models import load_model
+    from harness.results import write_npz
+    from harness.segmentation import SegmentationModel
+
+    model = load_model(model_cfg)
+    if not isinstance(model, SegmentationModel):
+        raise HarnessError(f"model {model.name} is not a segmentation model (output_layout: classes)")
+    images = load_images(dict(data_cfg) | {"count": count}, model.input_spec.size, model.input_spec.channels)
+    return write_npz(Path(out) / "explained.npz", explain(model, images.images, images.ids, classes))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m harness.segmentation_figures", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="mnist_seg", help="a model config of conf/model/ (a segmentation model)")
@@ -48,21 +62,12 @@ def main(argv: list[str] | None = None) -> None:
 
     import_tensorflow_quietly()
     from harness.config import group_defaults
-    from harness.data import load_images
-    from harness.models import load_model
     from harness.report import segmentation as drawing
-    from harness.results import write_npz
-    from harness.segmentation import SegmentationModel
 
     try:
-        model = load_model(group_defaults("model", args.model))
-        if not isinstance(model, SegmentationModel):
-            raise HarnessError(f"model {args.model} is not a segmentation model (output_layout: classes)")
-        images = load_images(group_defaults("data", args.data) | {"count": args.count},
-                             model.input_spec.size, model.input_spec.channels)
-        args.out.mkdir(parents=True, exist_ok=True)
-        write_npz(args.out / "explained.npz", explain(model, images.images, images.ids, args.classes))
-        for path in drawing.figures(args.out / "explained.npz", args.out):
+        explained = write(args.out, group_defaults("model", args.model), group_defaults("data", args.data),
+                          args.count, args.classes)
+        for path in drawing.figures(explained, args.out):
             print(path)
     except HarnessError as error:
         print(f"segmentation_figures: error: {error}", file=sys.stderr)

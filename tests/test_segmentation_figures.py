@@ -58,3 +58,39 @@ def test_a_file_without_the_arrays_is_one_clear_error(tmp_path):
     write_npz(tmp_path / "other.npz", {"images": np.zeros((1, 8, 8, 1))})
     with pytest.raises(HarnessError, match="is no segmentation explanation file: it lacks predicted, maps"):
         drawing.read(tmp_path / "other.npz")
+
+
+def test_the_report_section_draws_every_explained_image(model, tmp_path):
+    from harness.report.load import Experiment
+
+    folder = tmp_path / "segmentation"
+    write_npz(folder / drawing.EXPLAINED, explain(model, images(2), ["s0", "s1"]))
+    blocks, figures = drawing.segmentation_section([Experiment("other", tmp_path / "other"),
+                                                    Experiment("segmentation", folder)], tmp_path / "report")
+    assert blocks[0].text == "Segmentation Grad-CAM" and [f.path for f in figures] == [
+        "figures/segmentation-segmentation_gradcam-s0.png", "figures/segmentation-segmentation_gradcam-s1.png"]
+    assert all((tmp_path / "report" / f.path).is_file() for f in figures) and figures[0] in blocks
+    assert drawing.segmentation_section([Experiment("other", tmp_path / "other")], tmp_path / "report") == ([], [])
+
+
+def test_reproduce_writes_the_explained_images_of_its_last_run(tmp_path):
+    """harness.reproduce's hook: the run's model and data configs, at most data.count images."""
+    from omegaconf import OmegaConf
+    from skimage import io
+
+    from harness import reproduce
+    from harness.models.export import export_hub_style
+
+    path = export_hub_style(tiny_segmenter(), tmp_path / "tiny_seg",
+                            {"name": "tiny_seg", "input": {"size": [8, 8], "channels": 1}})
+    (tmp_path / "images").mkdir()
+    for i, image in enumerate(images(3)):
+        io.imsave(tmp_path / "images" / f"img{i}.png", (image[..., 0] * 255).astype(np.uint8), check_contrast=False)
+    cfg = OmegaConf.create({
+        "model": {"source": str(path), "output_layout": "segmentation", "gradcam_endpoint": "decoder_relu",
+                  "segmentation": {"background": 0, "feature_layers": ["conv2"]}},
+        "data": {"source": "folder", "path": str(tmp_path / "images"), "count": 2}})
+    reproduce._segmentation_figures(tmp_path / "exp", cfg, {"count": 4, "classes": 1})
+    data = drawing.read(tmp_path / "exp" / drawing.EXPLAINED)
+    assert list(data["image_ids"]) == ["img0.png", "img1.png"] and data["maps"].shape == (2, 1, 2, 8, 8)
+    assert list(data["layers"]) == ["decoder_relu", "conv2"]

@@ -16,6 +16,7 @@ from harness.report.load import RUN_RECORD, Experiment, load_folder
 from harness.report.page import Heading, Paragraph, to_html, to_markdown
 from harness.report.paper import paper_section
 from harness.report.repairs import repairs_section
+from harness.report.segmentation import segmentation_section
 from harness.report.sections import (TITLE, claims_section, headline_section, results_section, skipped_section,
                                      what_ran_section)
 from harness.report.tables import merged_summary
@@ -34,12 +35,14 @@ def build_report(folder: Path) -> Path:
     headline = {e.name: score_figures(e, out) for e in ran if e.name != BUDGET_EXPERIMENT}
     maps = {e.name: ([] if e.name in headline else score_figures(e, out)) + map_figures(e, out) for e in ran}
     budget, budget_figures = budget_section(experiments, out)
-    written = [*budget_figures, *(image for images in (*headline.values(), *maps.values()) for image in images)]
+    segmentation, segmentation_figures = segmentation_section(experiments, out)
+    written = [*budget_figures, *segmentation_figures,
+               *(image for images in (*headline.values(), *maps.values()) for image in images)]
     _remove_stale(out / FIGURES, {out / image.path for image in written})
     # What a reader came for first (verdicts, curves), the details and settings last.
     blocks = [Heading(1, TITLE), Paragraph(_intro(experiments)), *skipped_section(experiments),
               *claims_section(summary), *headline_section(experiments, headline), *budget,
-              *repairs_section(experiments),
+              *repairs_section(experiments), *segmentation,
               *paper_section(summary, experiments), *results_section(experiments, summary, maps),
               *what_ran_section(experiments)]
     atomic_write(out / "report.md", lambda tmp: tmp.write_text(to_markdown(blocks), encoding="utf-8"))

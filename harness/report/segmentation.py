@@ -1,9 +1,11 @@
-"""Segmentation Grad-CAM figures, as MATLAB's gradCAM segmentation example draws them.
+"""Segmentation Grad-CAM figures, as MATLAB's gradCAM segmentation example draws them, and the
+report's "Segmentation Grad-CAM" section.
 
 Per image: the image; its predicted segmentation overlaid in the class colour map with a legend of
 the classes present; then a grid of classes x feature layers, each Grad-CAM map overlaid on the image
-(jet, alpha 0.5). Drawn from a file (`explained.npz`, written by `harness.segmentation_figures`), so
-the figures can be rebuilt without TensorFlow, as every report figure.
+(jet, alpha 0.5). Drawn from a file (`explained.npz`, written by `harness.segmentation_figures`; in
+`make reproduce`, `<experiment>/segmentation-figures/explained.npz`), so the figures can be rebuilt
+without TensorFlow, as every report figure.
 """
 from __future__ import annotations
 
@@ -14,7 +16,11 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from harness.report.figures import save
+from harness.report.gallery import as_image, figure_path
+from harness.report.load import Experiment
+from harness.report.page import Block, Heading, Image, Paragraph
 
+EXPLAINED = "segmentation-figures/explained.npz"  # inside an experiment's folder
 # What `explained.npz` holds (harness.segmentation_figures writes it).
 KEYS = ("images", "predicted", "maps", "classes", "layers", "class_names", "colors", "image_ids")
 
@@ -71,3 +77,38 @@ def _gray(image: np.ndarray) -> np.ndarray:
     image = image.mean(axis=-1) if image.ndim == 3 else image
     low, high = image.min(), image.max()
     return (image - low) / (high - low) if high > low else np.zeros_like(image)
+
+
+def segmentation_section(experiments: list[Experiment], out: Path) -> tuple[list[Block], list[Image]]:
+    """The section's blocks and the figures it wrote; nothing when no experiment has explained images."""
+    blocks, images = [], []
+    for experiment in experiments:
+        path = experiment.path / EXPLAINED
+        if not path.is_file():
+            continue
+        data = read(path)
+        for i, image_id in enumerate(data["image_ids"]):
+            title = f"{experiment.name}: segmentation Grad-CAM, image {image_id}"
+            png = save(image_figure(data, i), figure_path(out, experiment.name, "segmentation_gradcam", str(image_id)))
+            images.append(as_image(png, out, title, _caption(data)))
+        blocks += [Paragraph(f"`{experiment.name}`{_iou(experiment)}: {len(data['image_ids'])} images.")]
+        blocks += images[-len(data["image_ids"]):]
+    if not blocks:
+        return [], []
+    intro = Paragraph("Segmentation Grad-CAM (Vinogradova et al. 2020) of the trained model, as MATLAB's gradCAM "
+                      "segmentation example shows it: per image its largest predicted classes (other than "
+                      "background), each at every feature layer the model config declares.")
+    return [Heading(2, "Segmentation Grad-CAM"), intro, *blocks], images
+
+
+def _iou(experiment: Experiment) -> str:
+    metrics = (experiment.runs[0].record.model.get("metrics") or {}) if experiment.runs else {}
+    return f" (model's held-out mean IoU {metrics['mean_iou']:.3f})" if "mean_iou" in metrics else ""
+
+
+def _caption(data: dict[str, np.ndarray]) -> str:
+    return ("Top row: the image; its predicted segmentation in the class colours (legend: the classes present). "
+            "Below, one row per explained class and one column per feature layer "
+            f"({', '.join(str(n) for n in data['layers'])}): the Grad-CAM map of the class's reduced score at that "
+            "layer (weights = spatial mean of its gradients; weighted channel sum; ReLU; upsampled), jet at "
+            "alpha 0.5 over the image, each map on its own colour scale.")
