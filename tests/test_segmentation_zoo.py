@@ -140,3 +140,22 @@ def test_gradcam_at_the_last_feature_layer_is_largest_over_the_class_pixels():
     share = float(np.mean(wins))
     print(f"Grad-CAM (decoder_relu) largest over the class's own pixels in {share:.0%} of 100 held-out scenes")
     assert share >= OWN_PIXELS_SHARE
+
+
+@pytest.mark.slow  # a ResNet50 built twice and its weights written (~100 MB)
+def test_deeplabv3plus_loads_a_local_weights_file(tmp_path):
+    """Weights saved from `deeplab.deeplabv3plus` (model.save_weights) are the ones the config loads."""
+    import keras
+
+    from harness.config import group_defaults
+    from harness.models import load_model
+
+    cfg = group_defaults("model", "deeplabv3plus_resnet50")
+    cfg["input"]["size"] = [64, 64]
+    keras.utils.set_random_seed(7)  # other weights than the config's random ones
+    trained = deeplab.deeplabv3plus(11, (64, 64, 3))
+    trained.save_weights(tmp_path / "deeplab.weights.h5")
+    model = load_model(cfg | {"weights": str(tmp_path / "deeplab.weights.h5")}, log=lambda _: None)
+    x = np.random.default_rng(0).uniform(0, 255, (1, 64, 64, 3)).astype(np.float32)
+    np.testing.assert_allclose(model.pixel_logits(x), trained.predict(x, verbose=0), rtol=1e-4, atol=1e-4)
+    assert model.identity.endswith("deeplab.weights.h5")
