@@ -33,7 +33,7 @@ def test_quick_runs_take_early_snapshots_and_few_noisy_copies(reproduced):
     sources = {r["config"]["model"]["source"] for r in records if r["config"].get("model")}
     assert {"builtin:mnist_cnn_authors@1200", "builtin:mnist_mlp_authors@1200"} <= sources
     assert all("@" in s or s.endswith("_randlabels") for s in sources if s.startswith("builtin:")), sources
-    smprt = [r for r in records if r["config"]["schedule"]["name"] == "smprt"]
+    smprt = [r for r in records if (r["config"].get("schedule") or {}).get("name") == "smprt"]
     assert smprt and all(r["config"]["schedule"]["samples"] == reproduce.QUICK_METHOD_PARAMS["samples"] for r in smprt)
 
 
