@@ -10,6 +10,7 @@ once both write identical bytes and the last rename wins. `harness cache clear` 
 """
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -17,7 +18,7 @@ import shutil
 import sys
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -31,6 +32,19 @@ def cache_dir() -> Path:
         return Path(explicit)
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "saliency-harness"
+
+
+def built_once(path: Path, name: str, build: Callable[[Path], None]) -> Path:
+    """The cached SavedModel folder `path`, built by `build(path)` first if it is missing. One
+    builder per model: a second process waits for the first (an fcntl lock beside the folder) and
+    then uses its result."""
+    if not (path / "saved_model.pb").is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path.parent / f".{name}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not (path / "saved_model.pb").is_file():
+                build(path)
+    return path
 
 
 def map_cache_dir() -> Path:

@@ -10,7 +10,6 @@ load it in about a second.
 """
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import time
@@ -20,7 +19,7 @@ from typing import Callable
 
 import numpy as np
 
-from harness.cache import cache_dir
+from harness.cache import built_once, cache_dir
 from harness.errors import HarnessError
 from harness.zoo import budget, mnist, segmenter
 from harness.zoo.budget import StepRecipe
@@ -105,15 +104,8 @@ def model_path(name: str, log: Callable[[str], None] = print) -> Path:
     if isinstance(RECIPES[name.split("@", 1)[0]], StepRecipe) or "@" in name:
         return budget.model_path(name, RECIPES, log=log)
     recipe = RECIPES[name]
-    path = cache_dir() / "zoo" / f"{name}-{recipe.key()}"
-    if not (path / "saved_model.pb").is_file():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # One trainer per model: a second process waits for the first and then loads its result.
-        with open(path.parent / f".{name}.lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            if not (path / "saved_model.pb").is_file():
-                _train_and_export(name, recipe, path, log)
-    return path
+    return built_once(cache_dir() / "zoo" / f"{name}-{recipe.key()}", name,
+                      lambda path: _train_and_export(name, recipe, path, log))
 
 
 def _train_and_export(name: str, recipe: Recipe, path: Path, log: Callable[[str], None]) -> None:

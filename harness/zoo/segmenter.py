@@ -8,7 +8,6 @@ every run.json of it carries them (`model.metrics`).
 """
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import shutil
@@ -20,7 +19,7 @@ from typing import Callable
 
 import numpy as np
 
-from harness.cache import cache_dir
+from harness.cache import built_once, cache_dir
 
 
 @dataclass(frozen=True)
@@ -44,19 +43,15 @@ class SegRecipe:
 
 def model_path(name: str, recipe: SegRecipe, log: Callable[[str], None] = print) -> Path:
     """The cached SavedModel of `name`, trained first if needed (one trainer at a time)."""
-    path = cache_dir() / "zoo" / f"{name}-{recipe.key()}"
-    if not (path / "saved_model.pb").is_file():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path.parent / f".{name}.lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            if not (path / "saved_model.pb").is_file():
-                log(f"training built-in model {name} (once; {recipe.steps} steps, a few minutes on 2 cores; "
-                    f"cached in {path.parent}) ...")
-                model, metrics = train(recipe)
-                log(f"  {name}: held-out mean IoU {metrics['mean_iou']:.3f}, pixel accuracy "
-                    f"{metrics['pixel_accuracy']:.3f}, {metrics['train_seconds']:.0f} s")
-                export(model, path, name, recipe, metrics)
-    return path
+    def build(path: Path) -> None:
+        log(f"training built-in model {name} (once; {recipe.steps} steps, a few minutes on 2 cores; "
+            f"cached in {path.parent}) ...")
+        model, metrics = train(recipe)
+        log(f"  {name}: held-out mean IoU {metrics['mean_iou']:.3f}, pixel accuracy "
+            f"{metrics['pixel_accuracy']:.3f}, {metrics['train_seconds']:.0f} s")
+        export(model, path, name, recipe, metrics)
+
+    return built_once(cache_dir() / "zoo" / f"{name}-{recipe.key()}", name, build)
 
 
 def train(recipe: SegRecipe):
