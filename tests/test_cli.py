@@ -88,8 +88,8 @@ def _cli(*args, cwd):
 
 
 @pytest.mark.parametrize("arg, message", [
-    ("model=mnist_resnet", "harness: error: unknown model 'mnist_resnet'; valid: hub, inception_v3, inception_v3_hub, "
-                           "keras_file, mnist_cnn"),
+    ("model=mnist_resnet", "harness: error: unknown model 'mnist_resnet'; valid: deeplabv3plus_resnet50, hub, "
+                           "inception_v3, inception_v3_hub, keras_file, mnist_cnn"),
     ("schedule=_base", "harness: error: unknown schedule '_base'; valid: bottom_up, cascading, "),  # a building block
     ("method=gradient,saliency_magic", "harness: error: unknown method 'saliency_magic'; valid: "),
     ("schedule=sideways", "harness: error: unknown schedule 'sideways'; valid: bottom_up, cascading, data_randomization, independent"),
