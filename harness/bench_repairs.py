@@ -1,5 +1,5 @@
 """`make bench` rows for the repaired tests (Hedström et al. 2024, "A Fresh Look at Sanity Checks
-for Saliency Maps"), whose costs are multiples of a method's (and which other tools do not batch):
+for Saliency Maps"), whose costs are multiples of a method's:
 
 - sMPRT: one model state's maps, each the mean over N noisy copies of its image
   (`harness.methods.smoothgrad.denoised`, the runner's sMPRT path): N x the method's rows;
