@@ -409,17 +409,20 @@ def run(models: Sequence[str], methods: Sequence[str], out: Path, quick: bool = 
         subject = SUBJECTS[key](1 if quick else {"cnn": 3, "inception": 2}[key], quick)
         subject.reference.warm_up(subject.images)
         notes[subject.name] = subject.note
-        measurements = [lambda m=method: [measure(subject, m, repeats)] for method in methods]
+        for method in methods:
+            rows.append(_logged(measure(subject, method, repeats), log))
         if repairs:
-            measurements.append(lambda: bench_repairs.measure_all(subject, repeats, quick))
-        for row in (row for measurement in measurements for row in measurement()):
-            log(f"{row['model']:>12} {row['method']:<21} harness {_f(row['harness_s']):>7} s  "
-                f"PAIR {_f(row['reference_s']):>7} s  limit {_f(row['limit_s']):>7} s  {row['note']}")
-            rows.append(row)
+            rows += [_logged(row, log) for row in bench_repairs.measure_all(subject, repeats, quick)]
     frame = pd.DataFrame(rows, columns=COLUMNS)
     write_csv(out / "bench.csv", frame)
     atomic_write(out / "bench.md", lambda tmp: tmp.write_text(markdown(frame, notes, repeats)))
     return out / "bench.csv"
+
+
+def _logged(row: dict, log: Callable[[str], None]) -> dict:
+    log(f"{row['model']:>12} {row['method']:<21} harness {_f(row['harness_s']):>7} s  "
+        f"PAIR {_f(row['reference_s']):>7} s  limit {_f(row['limit_s']):>7} s  {row['note']}")
+    return row
 
 
 def main(argv: Sequence[str] | None = None) -> None:
