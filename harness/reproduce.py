@@ -83,17 +83,13 @@ def _shrunk(entry: Any) -> dict[str, Any]:
 
 
 def _early_snapshot(source: str) -> str:
-    """A quick run's built-in model: a step-budget model (the defaults train for 55,000 steps, most
-    of an hour on 2 cores) as its snapshot after at most QUICK_TRAINING_STEPS; any other unchanged."""
+    """A quick run's built-in model: a cheap snapshot of the same training (the defaults train for
+    55,000 steps, most of an hour on 2 cores; harness.zoo.quick_name); any other model unchanged."""
     from harness import zoo
-    from harness.zoo.budget import StepRecipe
 
     if not source.startswith("builtin:"):
         return source
-    base, _, steps = zoo.canonical(source.removeprefix("builtin:")).partition("@")
-    if not isinstance(zoo.RECIPES.get(base), StepRecipe):
-        return source
-    return f"builtin:{base}@{min(int(steps or QUICK_TRAINING_STEPS), QUICK_TRAINING_STEPS)}"
+    return "builtin:" + zoo.quick_name(source.removeprefix("builtin:"), QUICK_TRAINING_STEPS)
 
 
 def run_experiment(name: str, definition: dict[str, Any], out: Path, quick: bool, extra: list[str]) -> str:

@@ -18,7 +18,8 @@ def reproduced(tmp_path_factory):
 
 
 def test_every_offline_experiment_ran(reproduced):
-    for name in ("cascading_cnn", "cascading_mlp", "independent_cnn", "data_randomization", "calibration", "repairs"):
+    for name in ("cascading_cnn", "cascading_mlp", "independent_cnn", "data_randomization", "calibration", "repairs",
+                 "segmentation"):
         runs = list((reproduced / name).glob("runs/*/scores.csv"))
         assert runs, name
         for scores in runs:
@@ -31,7 +32,7 @@ def test_quick_runs_take_early_snapshots_and_few_noisy_copies(reproduced):
     # running sMPRT's 50 noisy copies per map.
     records = [json.loads(p.read_text()) for p in reproduced.glob("*/runs/*/run.json")]
     sources = {r["config"]["model"]["source"] for r in records if r["config"].get("model")}
-    assert {"builtin:mnist_cnn_authors@1200", "builtin:mnist_mlp_authors@1200"} <= sources
+    assert {"builtin:mnist_cnn_authors@1200", "builtin:mnist_mlp_authors@1200", "builtin:mnist_seg@500"} <= sources
     assert all("@" in s or s.endswith("_randlabels") for s in sources if s.startswith("builtin:")), sources
     smprt = [r for r in records if (r["config"].get("schedule") or {}).get("name") == "smprt"]
     assert smprt and all(r["config"]["schedule"]["samples"] == reproduce.QUICK_METHOD_PARAMS["samples"] for r in smprt)

@@ -89,6 +89,19 @@ def canonical(name: str) -> str:
     return ALIASES.get(base, base) + at + steps
 
 
+def quick_name(name: str, at_most: int) -> str:
+    """`NAME[@STEPS]` as a cheap snapshot of the same training, for tests and quick runs: a
+    step-budget model after at most `at_most` steps, the segmenter at its `quick` snapshot (or
+    earlier); a model without snapshots unchanged."""
+    base, _, steps = canonical(name).partition("@")
+    recipe = RECIPES.get(base)
+    if isinstance(recipe, StepRecipe):
+        return f"{base}@{min(int(steps or at_most), at_most)}"
+    if isinstance(recipe, SegRecipe):
+        return f"{base}@{min(int(steps or recipe.quick), recipe.quick)}"
+    return name
+
+
 def model_path(name: str, log: Callable[[str], None] = print) -> Path:
     """The cached SavedModel folder of built-in model `name`, trained first if needed.
 
@@ -99,8 +112,8 @@ def model_path(name: str, log: Callable[[str], None] = print) -> Path:
     if name.split("@", 1)[0] not in RECIPES:
         raise HarnessError(f"unknown built-in model {name!r}; valid: {', '.join(names())}"
                            f" (step-budget models also as NAME@STEPS)")
-    if isinstance(RECIPES.get(name), SegRecipe):
-        return segmenter.model_path(name, RECIPES[name], log=log)
+    if isinstance(RECIPES[name.split("@", 1)[0]], SegRecipe):
+        return segmenter.model_path(name, RECIPES[name.split("@", 1)[0]], log=log)
     if isinstance(RECIPES[name.split("@", 1)[0]], StepRecipe) or "@" in name:
         return budget.model_path(name, RECIPES, log=log)
     recipe = RECIPES[name]

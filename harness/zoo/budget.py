@@ -135,7 +135,7 @@ def model_path(name: str, recipes: dict, log: Callable[[str], None] = print) -> 
     With `HARNESS_ZOO_MAX_STEPS=N` any snapshot beyond N steps is a HarnessError, cached or not.
     """
     base, recipe, steps = parse_name(name, recipes)
-    _check_step_limit(base, steps)
+    check_step_limit(base, steps)
     path = snapshot_path(base, recipe, steps)
     if not (path / "saved_model.pb").is_file():
         if os.environ.get("HARNESS_ZOO_TRAIN", "1") == "0":
@@ -148,14 +148,14 @@ def model_path(name: str, recipes: dict, log: Callable[[str], None] = print) -> 
     return path
 
 
-def _check_step_limit(base: str, steps: int) -> None:
+def check_step_limit(base: str, steps: int, quick: int = 1200) -> None:
     """`HARNESS_ZOO_MAX_STEPS`: the test suite sets it so that no test can use (or start training) a
     model that takes CI half an hour to train, and so that a test passes on a machine whose cache
     holds the full-budget model only if it passes on a fresh one."""
     limit = os.environ.get("HARNESS_ZOO_MAX_STEPS")
     if limit is not None and steps > int(limit):
         raise HarnessError(f"{base}@{steps}: more steps than HARNESS_ZOO_MAX_STEPS={limit} allows; "
-                           f"use a snapshot such as {base}@{min(int(limit), 1200)}")
+                           f"use a snapshot such as {base}@{min(int(limit), quick)}")
 
 
 # -- checkpoints -------------------------------------------------------------------------------------

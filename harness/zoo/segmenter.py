@@ -5,6 +5,11 @@ split), measured on held-out scenes (digits of the held-out split), exported as 
 SavedModel like the other built-ins and cached under `harness.cache.cache_dir()/zoo`. Its metrics
 (`mean_iou`, per-class IoU, pixel accuracy, training seconds) travel in the model's metadata, so
 every run.json of it carries them (`model.metrics`).
+
+`mnist_seg@STEPS` is the same training stopped after STEPS optimizer steps (an epoch boundary): the
+learning-rate schedule spans the whole recipe, so the snapshot is the full training's state at that
+step, and the full training exports the recipe's `snapshots` on its way. Tests and `--quick` runs
+use the `quick` snapshot (`QUICK_STEPS`): a minute of training instead of most of ten.
 """
 from __future__ import annotations
 
@@ -20,6 +25,7 @@ from typing import Callable
 import numpy as np
 
 from harness.cache import built_once, cache_dir
+from harness.errors import HarnessError
 
 
 @dataclass(frozen=True)
@@ -31,36 +37,89 @@ class SegRecipe:
     batch_size: int = 32
     epochs: int = 12
     seed: int = 0
+    snapshots: tuple[int, ...] = (500,)  # exported on the way (optimizer steps, epoch boundaries)
     version: int = 1            # bump to invalidate caches when training code changes
 
     def key(self) -> str:
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:10]
+        """The trajectory's key: the snapshots exported on the way do not change the training."""
+        fields = {k: v for k, v in asdict(self).items() if k != "snapshots"}
+        return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:10]
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return -(-self.scenes // self.batch_size)
 
     @property
     def steps(self) -> int:
-        return self.epochs * -(-self.scenes // self.batch_size)
+        return self.epochs * self.steps_per_epoch
+
+    @property
+    def quick(self) -> int:
+        """The snapshot tests and `--quick` runs use: the first one declared."""
+        return self.snapshots[0] if self.snapshots else self.steps
+
+
+def parse_steps(name: str, recipe: SegRecipe) -> int:
+    """The optimizer steps of `NAME` (the full recipe) or `NAME@STEPS` (an epoch boundary)."""
+    base, at, given = name.partition("@")
+    if not at:
+        return recipe.steps
+    valid = range(recipe.steps_per_epoch, recipe.steps + 1, recipe.steps_per_epoch)
+    if not given.isdigit() or int(given) not in valid:
+        raise HarnessError(f"{name!r}: a snapshot of {base} is taken at the end of an epoch; valid steps: "
+                           f"multiples of {recipe.steps_per_epoch} up to {recipe.steps}")
+    return int(given)
+
+
+def snapshot_path(base: str, recipe: SegRecipe, steps: int) -> Path:
+    """The full model keeps its historical folder name, so a cache of it stays valid."""
+    at = "" if steps == recipe.steps else f"@{steps}"
+    return cache_dir() / "zoo" / f"{base}{at}-{recipe.key()}"
 
 
 def model_path(name: str, recipe: SegRecipe, log: Callable[[str], None] = print) -> Path:
-    """The cached SavedModel of `name`, trained first if needed (one trainer at a time)."""
+    """The cached SavedModel of `NAME[@STEPS]`, trained first if needed (one trainer at a time).
+    `HARNESS_ZOO_MAX_STEPS` limits the steps as for the step-budget models (harness.zoo.budget)."""
+    from harness.zoo.budget import check_step_limit
+
+    base = name.partition("@")[0]
+    steps = parse_steps(name, recipe)
+    check_step_limit(base, steps, quick=recipe.quick)
+
     def build(path: Path) -> None:
-        log(f"training built-in model {name} (once; {recipe.steps} steps, a few minutes on 2 cores; "
-            f"cached in {path.parent}) ...")
-        model, metrics = train(recipe)
-        log(f"  {name}: held-out mean IoU {metrics['mean_iou']:.3f}, pixel accuracy "
+        log(f"training built-in model {base}@{steps} (once; {steps} of its recipe's {recipe.steps} steps, "
+            f"about {steps * 0.15 / 60:.0f} min on 2 cores; cached in {path.parent}) ...")
+        model, metrics = train(recipe, steps, export_on_the_way=lambda s, m, ms: _export_snapshot(
+            base, recipe, s, m, ms))
+        log(f"  {base}@{steps}: held-out mean IoU {metrics['mean_iou']:.3f}, pixel accuracy "
             f"{metrics['pixel_accuracy']:.3f}, {metrics['train_seconds']:.0f} s")
-        export(model, path, name, recipe, metrics)
+        export(model, path, base if steps == recipe.steps else f"{base}@{steps}", recipe, metrics)
 
-    return built_once(cache_dir() / "zoo" / f"{name}-{recipe.key()}", name, build)
+    return built_once(snapshot_path(base, recipe, steps), f"{base}@{steps}", build)
 
 
-def train(recipe: SegRecipe):
-    """(trained Keras model, metrics) of a recipe."""
+def _export_snapshot(base: str, recipe: SegRecipe, steps: int, model, metrics: dict) -> None:
+    path = snapshot_path(base, recipe, steps)
+    if not (path / "saved_model.pb").is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        export(model, path, f"{base}@{steps}", recipe, metrics)
+
+
+def train(recipe: SegRecipe, steps: int | None = None,
+          export_on_the_way: Callable[[int, object, dict], None] | None = None):
+    """(Keras model, metrics) after `steps` (an epoch boundary; default: the whole recipe).
+
+    The learning rate decays over the whole recipe whatever `steps` is, and the data order of an
+    epoch does not depend on how many follow, so a shorter training is the longer one's beginning
+    (`test_a_snapshot_is_the_full_trainings_state_at_that_step`). The recipe's snapshots reached
+    before `steps` go to `export_on_the_way(steps, model, metrics)`.
+    """
     import keras
     import tensorflow as tf
 
     from harness.zoo import deeplab, scenes
 
+    steps = recipe.steps if steps is None else steps
     keras.utils.set_random_seed(recipe.seed)
     tf.config.experimental.enable_op_determinism()
     x, y = scenes.make_scenes(recipe.scenes, "train")
@@ -69,10 +128,20 @@ def train(recipe: SegRecipe):
     model.compile(optimizer=keras.optimizers.Adam(schedule),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     start = time.perf_counter()
-    model.fit(x, y, batch_size=recipe.batch_size, epochs=recipe.epochs, shuffle=True, verbose=0)
-    seconds = time.perf_counter() - start
-    return model, evaluate(model, recipe.held_out) | {"train_seconds": seconds, "steps": recipe.steps,
-                                                      "train_scenes": recipe.scenes}
+
+    def metrics_now(at: int) -> dict:
+        return evaluate(model, recipe.held_out) | {"train_seconds": time.perf_counter() - start,
+                                                   "steps": at, "train_scenes": recipe.scenes}
+
+    class Snapshots(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            at = (epoch + 1) * recipe.steps_per_epoch
+            if export_on_the_way and at in recipe.snapshots and at < steps:
+                export_on_the_way(at, self.model, metrics_now(at))
+
+    model.fit(x, y, batch_size=recipe.batch_size, epochs=steps // recipe.steps_per_epoch, shuffle=True,
+              verbose=0, callbacks=[Snapshots()])
+    return model, metrics_now(steps)
 
 
 def evaluate(model, count: int) -> dict:
