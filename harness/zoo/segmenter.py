@@ -9,7 +9,7 @@ every run.json of it carries them (`model.metrics`).
 `mnist_seg@STEPS` is the same training stopped after STEPS optimizer steps (an epoch boundary): the
 learning-rate schedule spans the whole recipe, so the snapshot is the full training's state at that
 step, and the full training exports the recipe's `snapshots` on its way. Tests and `--quick` runs
-use the `quick` snapshot (`QUICK_STEPS`): a minute of training instead of most of ten.
+use the recipe's `quick` snapshot: a minute of training instead of most of ten.
 """
 from __future__ import annotations
 
@@ -128,16 +128,20 @@ def train(recipe: SegRecipe, steps: int | None = None,
     model.compile(optimizer=keras.optimizers.Adam(schedule),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     start = time.perf_counter()
+    not_training = [0.0]  # seconds spent measuring and exporting snapshots, not in train_seconds
 
     def metrics_now(at: int) -> dict:
-        return evaluate(model, recipe.held_out) | {"train_seconds": time.perf_counter() - start,
-                                                   "steps": at, "train_scenes": recipe.scenes}
+        seconds = time.perf_counter() - start - not_training[0]
+        return evaluate(model, recipe.held_out) | {"train_seconds": seconds, "steps": at,
+                                                   "train_scenes": recipe.scenes}
 
     class Snapshots(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
             at = (epoch + 1) * recipe.steps_per_epoch
             if export_on_the_way and at in recipe.snapshots and at < steps:
+                paused = time.perf_counter()
                 export_on_the_way(at, self.model, metrics_now(at))
+                not_training[0] += time.perf_counter() - paused
 
     model.fit(x, y, batch_size=recipe.batch_size, epochs=steps // recipe.steps_per_epoch, shuffle=True,
               verbose=0, callbacks=[Snapshots()])
