@@ -19,7 +19,6 @@ kernel at sigma 50, ~0.1 s at 299 x 299 on one core) and the model once per imag
 from __future__ import annotations
 
 import numpy as np
-from scipy.linalg import toeplitz
 
 from harness.errors import HarnessError
 from harness.methods import register
@@ -46,15 +45,33 @@ def gaussian_matrix(sigma: float, size: int) -> np.ndarray:
     """[size, size] float64: scipy's `gaussian_filter1d(mode="constant")` along one axis as a matrix
     (the truncated kernel, normalized over its taps; zeros beyond the border). sigma 0: identity,
     as PAIR skips the blur there."""
-    if sigma == 0:
-        return np.eye(size)
-    r = radius(sigma)
-    taps = np.arange(min(r, size - 1) + 1)
-    column = np.zeros(size)
-    column[taps] = np.exp(-0.5 / (float(sigma) * float(sigma)) * taps ** 2)
+    return gaussian_matrices(np.array([sigma], np.float64), size)[0]
+
+
+def gaussian_matrices(sigmas: np.ndarray, size: int) -> np.ndarray:
+    """[k, size, size] float64: `gaussian_matrix` of every sigma, built at once (a Toeplitz matrix
+    per sigma, from one row of kernel taps per sigma: one exp over [k, size] values, where one
+    scipy `toeplitz` per sigma, 3,000 per call, took 0.07 s of a 0.45 s Blur IG call on the MNIST CNN)."""
+    sigmas = np.asarray(sigmas, np.float64)
+    taps = np.arange(size)
+    blurred = sigmas > 0
+    scale = np.where(blurred, sigmas, 1.0)
+    reach = np.array([radius(s) for s in sigmas])
+    with np.errstate(under="ignore"):
+        rows = np.exp(-0.5 / (scale * scale)[:, None] * taps ** 2)  # the same float64 ops as one sigma's
+    rows[taps > reach[:, None]] = 0.0
     # scipy's normalization runs over all 2r + 1 taps, also those beyond the image.
-    full = np.exp(-0.5 / (float(sigma) * float(sigma)) * np.arange(-r, r + 1) ** 2)
-    return toeplitz(column / full.sum())
+    rows /= np.array([np.exp(-0.5 / (s * s) * np.arange(-r, r + 1) ** 2).sum() if s > 0 else 1.0
+                      for s, r in zip(sigmas.tolist(), reach.tolist())])[:, None]
+    rows[~blurred] = taps == 0  # sigma 0: the identity
+    return rows[:, np.abs(taps[:, None] - taps[None, :])]
+
+
+def axis_filters(sigmas: np.ndarray, grad_step: float, size: int) -> np.ndarray:
+    """[k, 3, size, size] float32: per sigma, the filter A, the filter A' at sigma + grad_step, and
+    D = (A' - A) / grad_step formed in float64, along one axis of `size` pixels."""
+    at, ahead = gaussian_matrices(sigmas, size), gaussian_matrices(np.asarray(sigmas) + grad_step, size)
+    return np.stack([at, ahead, (ahead - at) / grad_step], axis=1).astype(np.float32)
 
 
 class BlurPath:
@@ -74,24 +91,23 @@ class BlurPath:
         # [H * C, W]: the image's rows per channel, for the W pass.
         self.rows = np.ascontiguousarray(np.asarray(image, np.float32).transpose(0, 2, 1)).reshape(-1, self.width)
 
-    @staticmethod
-    def filters(sigma: float, grad_step: float, size: int) -> tuple[np.ndarray, ...]:
-        """float32 (A, A', D) for one axis of `size` pixels."""
-        at, ahead = gaussian_matrix(sigma, size), gaussian_matrix(sigma + grad_step, size)
-        return at.astype(np.float32), ahead.astype(np.float32), ((ahead - at) / grad_step).astype(np.float32)
-
-    def points(self, sigmas: np.ndarray, grad_step: float) -> tuple[np.ndarray, np.ndarray]:
-        """(image blurred by each sigma, d blur / d sigma by PAIR's forward difference), [k, H, W, C]."""
+    def points(self, sigmas: np.ndarray, grad_step: float, filters: tuple[np.ndarray, np.ndarray] | None = None
+               ) -> tuple[np.ndarray, np.ndarray]:
+        """(image blurred by each sigma, d blur / d sigma by PAIR's forward difference), [k, H, W, C].
+        `filters`: (`axis_filters` along W, along H) of these sigmas, if already built."""
         h, w, c, k = self.height, self.width, self.channels, len(sigmas)
-        per_w = [self.filters(s, grad_step, w) for s in sigmas]
-        per_h = per_w if h == w else [self.filters(s, grad_step, h) for s in sigmas]
-        along_w = np.concatenate([m.T for filters in per_w for m in filters], axis=1)
+        if filters is None:
+            along = axis_filters(sigmas, grad_step, w)
+            filters = (along, along if h == w else axis_filters(sigmas, grad_step, h))
+        per_w, per_h = filters
+        # [W, 3 k W]: per sigma, A_W^T, A'_W^T, D_W^T side by side.
+        along_w = per_w.transpose(3, 0, 1, 2).reshape(w, 3 * k * w)
         # [H * C, 3 k W] -> [k, 3, H, C * W]: per sigma, x A_W^T, x A'_W^T, x D_W^T.
         passed = (self.rows @ along_w).reshape(h, c, k, 3, w).transpose(2, 3, 0, 1, 4).reshape(k, 3, h, c * w)
-        at_h, _, d_h = (np.stack(m) for m in zip(*per_h))
         # numpy hands a stack of matrices to BLAS only if each operand is one contiguous block.
-        blurred = at_h @ np.ascontiguousarray(passed[:, 0])
-        derivative = np.concatenate([d_h, at_h], axis=2) @ np.ascontiguousarray(passed[:, 1:]).reshape(k, 2 * h, c * w)
+        blurred = np.ascontiguousarray(per_h[:, 0]) @ np.ascontiguousarray(passed[:, 0])
+        derivative = (np.concatenate([per_h[:, 2], per_h[:, 0]], axis=2)
+                      @ np.ascontiguousarray(passed[:, 1:]).reshape(k, 2 * h, c * w))
         as_images = lambda y: y.reshape(k, h, c, w).transpose(0, 1, 3, 2)  # noqa: E731
         return as_images(blurred), as_images(derivative)
 
@@ -106,11 +122,16 @@ def blur_path_integral(model, x: np.ndarray, targets: np.ndarray, s: dict) -> np
     path, path_image = None, -1
     for start in range(0, rows, max_batch):
         image, step = np.divmod(np.arange(start, min(start + max_batch, rows)), steps)
+        # The filters depend on the sigma only: built once per chunk for all its images.
+        chunk_steps = np.unique(step)
+        along_w = axis_filters(sigma[chunk_steps], grad_step, x.shape[2])
+        along_h = along_w if x.shape[1] == x.shape[2] else axis_filters(sigma[chunk_steps], grad_step, x.shape[1])
         points, derivatives = [], []
         for i in np.unique(image):  # rows are (image, step) in order: one or a few images per chunk
             if i != path_image:
                 path, path_image = BlurPath(x[i]), i
-            blurred, derivative = path.points(sigma[step[image == i]], grad_step)
+            own = np.searchsorted(chunk_steps, step[image == i])
+            blurred, derivative = path.points(sigma[step[image == i]], grad_step, (along_w[own], along_h[own]))
             points.append(blurred)
             derivatives.append(derivative)
         points, derivatives = np.concatenate(points), np.concatenate(derivatives)
