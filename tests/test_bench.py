@@ -69,3 +69,30 @@ def test_ratios_are_medians_of_rounds_run_back_to_back_else_of_best_times():
     limit = bench.Timing([2.0, 2.0, 2.0], None)
     assert bench.ratio(harness, limit) == 1.1  # median of 2.0, 1.0, 1.1
     assert bench.ratio(harness, bench.Timing([3.0, 2.5], None)) == 1.0 / 2.5  # too few shared rounds: bests
+
+
+def test_xrai_cold_limit_holds_pairs_felzenszwalb_calls_for_every_image(monkeypatch):
+    from types import SimpleNamespace
+
+    from saliency.core import xrai as pair_xrai
+    from skimage import segmentation
+
+    rng = np.random.default_rng(0)
+    images = np.stack([rng.uniform(0, 1, (28, 28, 1)), rng.uniform(-1, 1, (28, 28, 1))]).astype(np.float32)
+    real, calls = segmentation.felzenszwalb, []
+
+    def recorded(im, **settings):
+        calls.append((im, settings))
+        return real(im, **settings)
+    monkeypatch.setattr(segmentation, "felzenszwalb", recorded)  # PAIR calls it through this module too
+    bench.felzenszwalb_work(SimpleNamespace(images=images))()
+    ours, calls[:] = list(calls), []
+    for image in images:
+        pair_xrai._get_segments_felzenszwalb(image)
+
+    def key(call):
+        return tuple(sorted(call[1].items())), float(call[0].sum())
+    assert len(ours) == len(calls) == 6 * len(images)
+    for mine, pairs in zip(sorted(ours, key=key), sorted(calls, key=key)):
+        assert mine[1] == pairs[1]
+        np.testing.assert_allclose(mine[0], pairs[0], rtol=0, atol=1e-6)
