@@ -212,6 +212,15 @@ def test_auto_max_batch_bounds_the_input_values_per_call():
     assert methods.rows_per_call(7, (299, 299, 3)) == 7
 
 
+def test_a_compiled_kernel_names_images_of_the_wrong_size(cnn):
+    # Kernels skip the tf.function's argument binding (backends.Kernel), so they check the shape.
+    for kernel in (cnn.model.backend.gradient_kernel(cnn.model, "logit"),
+                   cnn.model.backend.guided_kernel(cnn.model, "logit", "live", "guided_backprop")):
+        with pytest.raises(ValueError, match=r"input of shape \[1, 30, 30, 1\]; it takes \[None, 28, 28, 1\]"):
+            kernel(np.zeros((1, 30, 30, 1), np.float32), np.zeros(1, np.int32))
+        assert kernel(cnn.x[:1], np.zeros(1, np.int32)).shape == (1, 28, 28, 1)
+
+
 def test_models_without_what_a_method_needs_fail_clearly(images8):
     plain = wrap_keras(tiny_cnn())
     targets = np.zeros(len(images8), np.int32)
