@@ -570,8 +570,9 @@ def test_guided_backprop_keras_and_hub_agree_and_leave_the_gradient_alone(cnn, c
     assert rel(hub, run("gradient", cnn)) > 0.1  # the gate matters
     for s, gradient in before:
         np.testing.assert_array_equal(run("gradient", s), gradient)  # bit-identical after the guided pass
-    cams = run("gradcam", cnn)
-    np.testing.assert_allclose(run("guided_gradcam", cnn), hub * cams, rtol=1e-6, atol=1e-9)
+    # Guided Grad-CAM's one kernel (guided and Grad-CAM passes in one call) = the two kernels apart.
+    for s, guided in ((cnn, hub), (cnn_keras, via_keras)):
+        np.testing.assert_allclose(run("guided_gradcam", s), guided * run("gradcam", s), rtol=1e-6, atol=1e-9)
 
 
 def test_frozen_graph_mode_equals_live_and_follows_randomization(cnn):
@@ -589,9 +590,9 @@ def test_frozen_graph_mode_equals_live_and_follows_randomization(cnn):
 
 # -- randomization without retracing -------------------------------------------------------------------
 # One method per kernel family (blur_ig stands for the path methods XRAI, Blur IG and Guided IG, which
-# all use the gradient kernel).
-FAMILIES = ["gradient", "smoothgrad", "integrated_gradients", "guided_backprop", "gradcam", "occlusion",
-            "blur_ig", "cam"]
+# all use the gradient kernel; guided_gradcam has its own kernel, guided and Grad-CAM in one call).
+FAMILIES = ["gradient", "smoothgrad", "integrated_gradients", "guided_backprop", "gradcam", "guided_gradcam",
+            "occlusion", "blur_ig", "cam"]
 
 
 @pytest.mark.parametrize("name, path", [(n, p) for n in FAMILIES for p in ("hub", "keras") if (n, p) != ("cam", "hub")])

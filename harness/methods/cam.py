@@ -22,7 +22,6 @@ from scipy import ndimage
 
 from harness.errors import HarnessError
 from harness.methods import register
-from harness.methods.guided import guided_gradients
 from harness.methods.kernels import compile_counted, run_kernel, to_channels
 
 
@@ -39,9 +38,14 @@ def gradcam_maps(model, x: np.ndarray, targets: np.ndarray, s: dict, method: str
     """[b, H, W] Grad-CAM maps, upsampled to the input size."""
     endpoint, output = endpoint_of(s, method), s["output"]
     fn = model.backend.endpoint_kernel(model, f"gradcam/{endpoint}/{output}", endpoint, output, s["graph_mode"],
-                                       lambda values, grads: weighted_channels(values, grads, endpoint), method)
+                                       channel_weighting(endpoint), method)
     cams = run_kernel(fn, x, targets, s["max_batch"])
     return upsample(cams, x.shape[1:3], normalize=bool(s["normalize"]))
+
+
+def channel_weighting(endpoint: str):
+    """Grad-CAM's reduce(values, gradients) at `endpoint`, for an endpoint kernel."""
+    return lambda values, grads: weighted_channels(values, grads, endpoint)
 
 
 def weighted_channels(values: tf.Tensor, grads: tf.Tensor, endpoint: str) -> tf.Tensor:
@@ -84,9 +88,14 @@ def gradcam(model, x, targets, rng, s) -> np.ndarray:
 
 @register("guided_gradcam", rows=lambda s, shape: (2, 0))  # a guided and a Grad-CAM pass
 def guided_gradcam(model, x, targets, rng, s) -> np.ndarray:
-    """Guided Backprop x Grad-CAM, elementwise (the Grad-CAM map repeated over channels)."""
-    cams = gradcam_maps(model, x, targets, s, "guided_gradcam")
-    return guided_gradients(model, x, targets, s, "guided_gradcam") * cams[..., None]
+    """Guided Backprop x Grad-CAM, elementwise (the Grad-CAM map repeated over channels). Both passes
+    run in one compiled call per chunk (`guided_endpoint_kernel`), as Guided Backprop's and Grad-CAM's
+    kernels would run them apart."""
+    endpoint, output = endpoint_of(s, "guided_gradcam"), s["output"]
+    fn = model.backend.guided_endpoint_kernel(model, f"guided_gradcam/{endpoint}/{output}", endpoint, output,
+                                              s["graph_mode"], channel_weighting(endpoint), "guided_gradcam")
+    guided, cams = run_kernel(fn, x, targets, s["max_batch"])
+    return guided * upsample(cams, x.shape[1:3], normalize=bool(s["normalize"]))[..., None]
 
 
 # -- CAM ---------------------------------------------------------------------------------------------

@@ -32,13 +32,20 @@ def to_channels(maps2d: np.ndarray, channels: int) -> np.ndarray:
     return np.repeat(np.asarray(maps2d, np.float32)[..., None], channels, axis=-1)
 
 
-def run_kernel(fn: Callable, x: np.ndarray, targets: np.ndarray, max_batch: int | str) -> np.ndarray:
-    """Call a compiled (images, targets) kernel on numpy rows, at most `max_batch` rows per call."""
+def run_kernel(fn: Callable, x: np.ndarray, targets: np.ndarray, max_batch: int | str) -> np.ndarray | tuple:
+    """Call a compiled (images, targets) kernel on numpy rows, at most `max_batch` rows per call; a
+    kernel with several outputs gives a tuple of arrays."""
     x, targets = np.asarray(x, np.float32), np.asarray(targets, np.int32)
     max_batch = rows_per_call(max_batch, x.shape[1:])
-    chunks = [fn(tf.constant(x[i:i + max_batch]), tf.constant(targets[i:i + max_batch])).numpy()
+    chunks = [fn(tf.constant(x[i:i + max_batch]), tf.constant(targets[i:i + max_batch]))
               for i in range(0, len(x) or 1, max_batch)]
-    return chunks[0] if len(chunks) == 1 else np.concatenate(chunks)
+    if isinstance(chunks[0], (tuple, list)):
+        return tuple(_joined([chunk[k] for chunk in chunks]) for k in range(len(chunks[0])))
+    return _joined(chunks)
+
+
+def _joined(chunks: list) -> np.ndarray:
+    return chunks[0].numpy() if len(chunks) == 1 else np.concatenate([c.numpy() for c in chunks])
 
 
 def input_gradients(model: ModelUnderTest, x: np.ndarray, targets: np.ndarray, output: str = "logit",

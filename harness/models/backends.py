@@ -6,7 +6,9 @@ kernels; a new kind of model (another framework, a segmentation output) is one s
   harness, its Guided Backprop and the PAIR oracle all use);
 - `forward_kernel`: output[target] (forward passes only);
 - `guided_kernel`: the input gradient with every ReLU / ReLU6 backward pass gated (Guided Backprop);
-- `endpoint_kernel`: `reduce(values, gradients)` at a named intermediate endpoint (Grad-CAM).
+- `endpoint_kernel`: `reduce(values, gradients)` at a named intermediate endpoint (Grad-CAM);
+- `guided_endpoint_kernel`: both of the last two in one call (Guided Grad-CAM: one call instead of
+  two, each paying its own dispatch and its own reading of the weights).
 
 `Backend` itself knows only the forward pass (`model.logits`), so its plain kernels serve every
 model and its guided / endpoint kernels are one clear error. `KerasBackend` swaps the ReLUs while a
@@ -122,6 +124,11 @@ class Backend:
         """reduce(values at `endpoint`, d output[target] / d values) under trace key `key`."""
         raise self.no_layers(model, method)
 
+    def guided_endpoint_kernel(self, model: ModelUnderTest, key: str, endpoint: str, output: str, graph_mode: str,
+                               reduce: Reduce, method: str) -> Callable:
+        """(guided input gradients, the endpoint kernel's reduce) of the same rows, one compiled call."""
+        raise self.no_layers(model, method)
+
     @staticmethod
     def no_layers(model: ModelUnderTest, method: str) -> HarnessError:
         return HarnessError(f"method {method} needs a Keras model or a SavedModel; model {model.name} "
@@ -137,23 +144,33 @@ class KerasBackend(Backend):
         self.keras_model = keras_model
 
     def guided_kernel(self, model, output, graph_mode, method):
+        key = f"guided/{output}"
+        return model.compiled(key, lambda: compile_counted(model, key, self._guided(model, output)))
+
+    def endpoint_kernel(self, model, key, endpoint, output, graph_mode, reduce, method):
+        return model.compiled(key, lambda: compile_counted(model, key, self._endpoint(endpoint, output, reduce)))
+
+    def guided_endpoint_kernel(self, model, key, endpoint, output, graph_mode, reduce, method):
+        def build():
+            # The guided part is traced inside its own `with` block (_guided), the endpoint part after it: plain.
+            guided, at_endpoint = self._guided(model, output), self._endpoint(endpoint, output, reduce)
+            return compile_counted(model, key, lambda x, targets: (guided(x, targets), at_endpoint(x, targets)))
+        return model.compiled(key, build)
+
+    def _guided(self, model, output) -> Callable:
         from harness.models.keras_guided import guided_activations
 
         def body(x, targets):
             # Runs only while tracing: the ReLUs are guided for exactly this trace (see keras_guided).
             with guided_activations(self.keras_model):
                 return target_gradient(model.logits, x, targets, output)
-        key = f"guided/{output}"
-        return model.compiled(key, lambda: compile_counted(model, key, body))
+        return body
 
-    def endpoint_kernel(self, model, key, endpoint, output, graph_mode, reduce, method):
+    def _endpoint(self, endpoint, output, reduce) -> Callable:
         from harness.models.keras_guided import keras_endpoint_model
 
-        def build():
-            two_outputs = keras_endpoint_model(self.keras_model, endpoint)  # shares the model's variables
-            return compile_counted(model, key, lambda x, targets: reduce(
-                *endpoint_gradients(two_outputs, x, targets, output)))
-        return model.compiled(key, build)
+        two_outputs = keras_endpoint_model(self.keras_model, endpoint)  # shares the model's variables
+        return lambda x, targets: reduce(*endpoint_gradients(two_outputs, x, targets, output))
 
 
 class SavedModelBackend(Backend):
@@ -166,16 +183,30 @@ class SavedModelBackend(Backend):
         self.saved_model = saved_model
 
     def guided_kernel(self, model, output, graph_mode, method):
+        return self._graph_kernel(model, f"guided/{output}", graph_mode, method, self._guided(output))
+
+    def endpoint_kernel(self, model, key, endpoint, output, graph_mode, reduce, method):
+        return self._graph_kernel(model, key, graph_mode, method, self._endpoint(endpoint, output, reduce))
+
+    def guided_endpoint_kernel(self, model, key, endpoint, output, graph_mode, reduce, method):
+        # Two imports of the graph: the gradient override of the guided one covers only its own ops.
+        guided, at_endpoint = self._guided(output), self._endpoint(endpoint, output, reduce)
+        return self._graph_kernel(model, key, graph_mode, method, lambda graph, x, targets: (
+            guided(graph, x, targets), at_endpoint(graph, x, targets)))
+
+    @staticmethod
+    def _guided(output: str) -> Callable:
         def body(graph, x, targets):
             logits, _ = graph(x, guided=True)
             return tf.gradients(selected_output(logits, targets, output), x)[0]
-        return self._graph_kernel(model, f"guided/{output}", graph_mode, method, body)
+        return body
 
-    def endpoint_kernel(self, model, key, endpoint, output, graph_mode, reduce, method):
+    @staticmethod
+    def _endpoint(endpoint: str, output: str, reduce: Reduce) -> Callable:
         def body(graph, x, targets):
             logits, (values,) = graph(x, [endpoint])
             return reduce(values, tf.gradients(selected_output(logits, targets, output), values)[0])
-        return self._graph_kernel(model, key, graph_mode, method, body)
+        return body
 
     @staticmethod
     def _graph_kernel(model, key: str, graph_mode: str, method: str, body: Callable) -> Callable:
