@@ -84,6 +84,7 @@ class Kernel:
 
     def __init__(self, function):
         self.function = function
+        self.shape = function.input_signature[0].shape  # of the images
         self._call: Callable | None = None
 
     def __call__(self, x, targets) -> tf.Tensor:
@@ -91,11 +92,17 @@ class Kernel:
             concrete = self.function.get_concrete_function()
             flat, captured = getattr(concrete, "_call_flat", None), concrete.captured_inputs
             self._call = concrete if flat is None else lambda xs, ts: flat([xs, ts], captured)
-        x, targets = tf.convert_to_tensor(x, tf.float32), tf.convert_to_tensor(targets, tf.int32)
-        spec = self.function.input_signature[0]
-        if not spec.shape.is_compatible_with(x.shape):  # what the tf.function call would have checked
-            raise ValueError(f"kernel input of shape {x.shape.as_list()}; it takes {spec.shape.as_list()}")
+        x, targets = _tensor(x, tf.float32), _tensor(targets, tf.int32)
+        if not self.shape.is_compatible_with(x.shape):  # what the tf.function call would have checked
+            raise ValueError(f"kernel input of shape {x.shape.as_list()}; it takes {self.shape.as_list()}")
         return self._call(x, targets)
+
+
+def _tensor(value, dtype: tf.DType) -> tf.Tensor:
+    """`value` as a tensor of `dtype`; a tensor that is one already as it is (run_kernel's are)."""
+    if isinstance(value, tf.Tensor) and value.dtype == dtype:
+        return value
+    return tf.cast(value, dtype) if isinstance(value, tf.Tensor) else tf.convert_to_tensor(value, dtype)
 
 
 # -- backends ------------------------------------------------------------------------------------------
