@@ -6,8 +6,8 @@ path point of step i is the image blurred by sigma_i; the path's derivative is t
 gradient_i). Why not call it: it runs scipy's `gaussian_filter` twice per step and image (a 401-tap
 kernel at sigma 50, ~0.1 s at 299 x 299 on one core) and the model once per image. Here:
 
-- the blur is separable and linear: a few float32 matrix products per step (`BlurPath`, BLAS on
-  all cores), the same linear map as PAIR's `gaussian_filter(mode="constant")`: scipy's truncated
+- the blur is separable and linear: a few float32 matrix products per step (`BlurPath`, in
+  TensorFlow), the same linear map as PAIR's `gaussian_filter(mode="constant")`: scipy's truncated
   kernel (radius int(4 sigma + 0.5), normalized over its taps) and zeros beyond the border;
 - the path derivative is formed from the difference of the two filters, in float64, so it does not
   lose digits by subtracting two blurred float32 images (PAIR does: its derivative carries ~1e-4
@@ -18,7 +18,10 @@ kernel at sigma 50, ~0.1 s at 299 x 299 on one core) and the model once per imag
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
+import tensorflow as tf
 
 from harness.errors import HarnessError
 from harness.methods import register
@@ -78,7 +81,7 @@ class BlurPath:
     """Blurred copies of one [H, W, C] image and their derivatives in sigma, a batch of sigmas at once.
 
     The blur is separable: B(sigma) x = A_H x A_W^T per channel, with A the 1-D filter as a matrix
-    (`gaussian_matrix`), so it is float32 matrix products (BLAS, all cores) instead of two direct
+    (`gaussian_matrix`), so it is float32 matrix products (`separable_blur`) instead of two direct
     401-tap filterings per step. The derivative (B(sigma + h) x - B(sigma) x) / h is expanded as
     D_H (x A'_W^T) + A_H (x D_W^T), with A' the filter at sigma + h and D = (A' - A) / h formed in
     float64, so it does not lose digits by subtracting two float32 images (PAIR does, and carries
@@ -88,28 +91,42 @@ class BlurPath:
 
     def __init__(self, image: np.ndarray):
         self.height, self.width, self.channels = np.shape(image)
-        # [H * C, W]: the image's rows per channel, for the W pass.
-        self.rows = np.ascontiguousarray(np.asarray(image, np.float32).transpose(0, 2, 1)).reshape(-1, self.width)
+        self.image = tf.constant(np.asarray(image, np.float32))
 
     def points(self, sigmas: np.ndarray, grad_step: float, filters: tuple[np.ndarray, np.ndarray] | None = None
                ) -> tuple[np.ndarray, np.ndarray]:
         """(image blurred by each sigma, d blur / d sigma by PAIR's forward difference), [k, H, W, C].
         `filters`: (`axis_filters` along W, along H) of these sigmas, if already built."""
-        h, w, c, k = self.height, self.width, self.channels, len(sigmas)
+        h, w = self.height, self.width
         if filters is None:
             along = axis_filters(sigmas, grad_step, w)
             filters = (along, along if h == w else axis_filters(sigmas, grad_step, h))
-        per_w, per_h = filters
+        blurred, derivative = separable_blur()(self.image, *(tf.constant(f) for f in filters))
+        return blurred.numpy(), derivative.numpy()
+
+
+@functools.cache
+def separable_blur():
+    """(image [H, W, C], W filters [k, 3, W, W], H filters [k, 3, H, H]) -> (blurred, derivative),
+    each [k, H, W, C]: `BlurPath.points`' products, compiled once for any shape.
+
+    In TensorFlow, on its thread pool (the model's), not numpy's BLAS: BLAS threads woken right after
+    a model call fought TensorFlow's threads for the cores, and the same products took ~30 ms instead
+    of 1.5 ms a call (MNIST CNN, 2 cores: Blur IG at 1.33x its raw-TF limit; 1.06x with BLAS on one
+    thread, which the harness cannot choose for a user's process)."""
+    def passes(image, per_w, per_h):
+        h, w, c, k = tf.shape(image)[0], tf.shape(image)[1], tf.shape(image)[2], tf.shape(per_w)[0]
+        rows = tf.reshape(tf.transpose(image, [0, 2, 1]), [h * c, w])  # the image's rows per channel
         # [W, 3 k W]: per sigma, A_W^T, A'_W^T, D_W^T side by side.
-        along_w = per_w.transpose(3, 0, 1, 2).reshape(w, 3 * k * w)
+        along_w = tf.reshape(tf.transpose(per_w, [3, 0, 1, 2]), [w, 3 * k * w])
         # [H * C, 3 k W] -> [k, 3, H, C * W]: per sigma, x A_W^T, x A'_W^T, x D_W^T.
-        passed = (self.rows @ along_w).reshape(h, c, k, 3, w).transpose(2, 3, 0, 1, 4).reshape(k, 3, h, c * w)
-        # numpy hands a stack of matrices to BLAS only if each operand is one contiguous block.
-        blurred = np.ascontiguousarray(per_h[:, 0]) @ np.ascontiguousarray(passed[:, 0])
-        derivative = (np.concatenate([per_h[:, 2], per_h[:, 0]], axis=2)
-                      @ np.ascontiguousarray(passed[:, 1:]).reshape(k, 2 * h, c * w))
-        as_images = lambda y: y.reshape(k, h, c, w).transpose(0, 1, 3, 2)  # noqa: E731
-        return as_images(blurred), as_images(derivative)
+        passed = tf.reshape(tf.transpose(tf.reshape(rows @ along_w, [h, c, k, 3, w]), [2, 3, 0, 1, 4]),
+                            [k, 3, h, c * w])
+        blurred = tf.matmul(per_h[:, 0], passed[:, 0])
+        derivative = tf.matmul(tf.concat([per_h[:, 2], per_h[:, 0]], axis=2), tf.reshape(passed[:, 1:], [k, 2 * h, c * w]))
+        return tuple(tf.transpose(tf.reshape(y, [k, h, c, w]), [0, 1, 3, 2]) for y in (blurred, derivative))
+    any_filters = tf.TensorSpec([None, 3, None, None], tf.float32)
+    return tf.function(passes, input_signature=[tf.TensorSpec([None, None, None], tf.float32), any_filters, any_filters])
 
 
 def blur_path_integral(model, x: np.ndarray, targets: np.ndarray, s: dict) -> np.ndarray:
