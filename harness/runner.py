@@ -43,6 +43,7 @@ TARGETS = ("predicted", "original", "label")
 # `map_cache`: read / write the trained model's maps in the shared cache (harness.cache);
 # `threads`: TensorFlow's intra-op threads (harness.sweeps.tf_threads, applied by the CLI).
 EXECUTION = ("map_cache", "threads")
+KERNEL = "kernel"  # the Clock phase of the method calls: what runner overhead is measured against
 LABEL_PATTERN = re.compile(r"[A-Za-z0-9_.=,\[\]-]+")  # labels name files in parts/
 
 
@@ -162,6 +163,7 @@ def run(cfg: Mapping[str, Any], log=print) -> Path:
 
     plan = Plan.from_config(cfg)
     _check_writable(plan.results_dir)
+    began = time.perf_counter()
     model = load_model(plan.config["model"], log=log)
     images = load_images(plan.config["data"], model.input_spec.size, model.input_spec.channels)
     if plan.target == "label" and images.labels is None:
@@ -170,13 +172,14 @@ def run(cfg: Mapping[str, Any], log=print) -> Path:
     plan = plan.with_contents(model, images, log)
     names = "+".join(m.label for m in plan.methods)
     run_dir = plan.results_dir / "runs" / f"{model.name}-{names}-{plan.schedule}-{plan.key()}"
+    load_seconds = time.perf_counter() - began
     with _exclusive(run_dir):
-        Runner(plan, model, images, run_dir, log).execute()
+        Runner(plan, model, images, run_dir, log, load_seconds).execute()
     return run_dir
 
 
 class Runner:
-    def __init__(self, plan: Plan, model, images: ImageSet, run_dir: Path, log):
+    def __init__(self, plan: Plan, model, images: ImageSet, run_dir: Path, log, load_seconds: float = 0.0):
         import tensorflow as tf
 
         tf.config.experimental.enable_op_determinism()  # same config, same bytes
@@ -187,6 +190,8 @@ class Runner:
         self.prepared: dict[str, list[PreparedMap]] = {}  # original maps, post-processed once per method
         self.finished: set[str] = set()  # stems of the units whose part files are all readable
         self.session: Session | None = None  # this invocation's record, opened with its first unit
+        self.load_seconds = load_seconds  # loading the model and the images, digesting them (run())
+        self.clock = Clock()  # where this invocation's time goes (see _timings)
 
     def execute(self) -> None:
         self.parts.mkdir(parents=True, exist_ok=True)
@@ -196,9 +201,11 @@ class Runner:
                 self._assemble()
             return
         self.session = Session.open(self.parts)
+        self.session.record["load_seconds"] = self.load_seconds
         randomizer = Randomizer(self.model, self.plan.reinit)
         step0 = self.steps[0]
-        self.trained_argmax = self._argmax(self.model.predict(self.x), step0)
+        with self.clock("targets"):
+            self.trained_argmax = self._argmax(self.model.predict(self.x), step0)
         # The reference maps explain the class that every later step's rule picks for step 0.
         self.reference_targets = self.targets(step0)
         self.original_maps, self.original_seconds = {}, {}
@@ -212,15 +219,20 @@ class Runner:
                 bar.update(len(self.images) * (len(self.plan.methods) - len(todo)))
                 if not todo:
                     continue
-                with randomizer.step(step):
-                    targets = self.targets(step)
+                began = time.perf_counter()
+                with randomizer.step(step):  # re-initialize the step's blocks (self-checked); restore after
+                    self.clock.add("randomize", time.perf_counter() - began)
+                    with self.clock("targets"):
+                        targets = self.targets(step)
                     for method in todo:
                         self._unit(step, method, targets)
                         bar.update(len(self.images))
+                    began = time.perf_counter()
+                self.clock.add("randomize", time.perf_counter() - began)
             for control in self.plan.controls:
                 self._control(control)
                 bar.update(len(self.images) * len(self.plan.methods))
-        self.session.close(dict(self.model.trace_counts))
+        self.session.close(dict(self.model.trace_counts), self.clock.seconds)
         self._assemble()
 
     # -- one unit of work: a method at a step --------------------------------------------------------
@@ -235,9 +247,12 @@ class Runner:
 
     def _commit(self, stem: str, rows: pd.DataFrame, maps: np.ndarray, seconds: float) -> None:
         path = self.parts / stem
-        write_npz(path.with_suffix(".npz"), {"maps": maps[: self.plan.maps_to_keep]})
-        write_json(path.with_suffix(".json"), {"seconds": seconds, "session": self.session.id})
-        write_csv(path.with_suffix(".csv"), rows)  # written last: its presence marks the unit done
+        with self.clock("write"):
+            # Not synced one by one: the scores, written last and synced, mark the unit done and
+            # sync the folder; a maps or seconds file a power loss emptied makes the part unreadable.
+            write_npz(path.with_suffix(".npz"), {"maps": maps[: self.plan.maps_to_keep]}, durable=False)
+            write_json(path.with_suffix(".json"), {"seconds": seconds, "session": self.session.id}, durable=False)
+            write_csv(path.with_suffix(".csv"), rows)  # written last: its presence marks the unit done
         self.finished.add(stem)
 
     def _done(self, step: Step, method: MethodSpec) -> bool:
@@ -273,10 +288,12 @@ class Runner:
             # a segmentation model explains its reduction's scalar: same weights, other maps
             **({"reduction": self.model.reduction.key()} if hasattr(self.model, "reduction") else {}),
         })
-        maps = cache.load_maps(key)
+        with self.clock("map_cache"):
+            maps = cache.load_maps(key)
         if maps is None:
             maps = self.maps(method, step0, self.reference_targets)
-            cache.store_maps(key, maps)
+            with self.clock("map_cache"):
+                cache.store_maps(key, maps)
         else:
             self.session.record.setdefault("cached_original_maps", []).append(method.label)
         return maps
@@ -299,27 +316,29 @@ class Runner:
             # not by the draw (a model-free map stays identical, as in the plain schedules).
             noise_rng = np.random.default_rng([self.plan.seed, stable_hash(method.label), stable_hash("smoothing")])
             explain = denoised(explain, self.plan.smoothing.samples, self.plan.smoothing.spread, noise_rng)
-        return np.asarray(explain(self.model, self.x, targets, rng, params), np.float32)
+        with self.clock(KERNEL):
+            return np.asarray(explain(self.model, self.x, targets, rng, params), np.float32)
 
     def _score(self, step: Step, method: MethodSpec, targets: np.ndarray, maps: np.ndarray,
                reference: np.ndarray | None = None, reference_targets: np.ndarray | None = None) -> pd.DataFrame:
         """Rows of one unit: `target_class` is the class `maps` explain, `reference_class` the class
         of the maps they are compared with (the original maps unless `reference` is given)."""
-        reference = self._prepared_original(method) if reference is None else reference
-        reference_targets = self.reference_targets if reference_targets is None else reference_targets
-        schedule = CONTROL_SCHEDULE if step.index == CONTROL_STEP else self.plan.schedule
-        rows = []
-        scores = compare_batch(reference, maps, self.plan.metrics, images=self.x)
-        for i, image_id in enumerate(self.images.ids):
-            for score in scores[i]:
-                rows.append({
-                    "model": self.model.name, "method": method.name, "variant": method.label, "schedule": schedule,
-                    "step": step.index, "block": step.block, "image_id": image_id,
-                    "target_class": int(targets[i]), "reference_class": int(reference_targets[i]),
-                    "metric": score.metric, "value": score.value,
-                    "degenerate": score.degenerate, "reason": score.reason, "seed": self.plan.seed,
-                })
-        return pd.DataFrame.from_records(rows, columns=SCORE_COLUMNS)
+        with self.clock("score"):
+            reference = self._prepared_original(method) if reference is None else reference
+            reference_targets = self.reference_targets if reference_targets is None else reference_targets
+            schedule = CONTROL_SCHEDULE if step.index == CONTROL_STEP else self.plan.schedule
+            rows = []
+            scores = compare_batch(reference, maps, self.plan.metrics, images=self.x)
+            for i, image_id in enumerate(self.images.ids):
+                for score in scores[i]:
+                    rows.append({
+                        "model": self.model.name, "method": method.name, "variant": method.label, "schedule": schedule,
+                        "step": step.index, "block": step.block, "image_id": image_id,
+                        "target_class": int(targets[i]), "reference_class": int(reference_targets[i]),
+                        "metric": score.metric, "value": score.value,
+                        "degenerate": score.degenerate, "reason": score.reason, "seed": self.plan.seed,
+                    })
+            return pd.DataFrame.from_records(rows, columns=SCORE_COLUMNS)
 
     def _prepared_original(self, method: MethodSpec) -> list[PreparedMap]:
         if method.label not in self.prepared:
@@ -352,12 +371,13 @@ class Runner:
 
     def _assemble(self) -> None:
         """The run's files from its parts; run.json last: its presence marks the run complete."""
+        began = time.perf_counter()
         units = self._units()
         scores = pd.concat([read_table(self.parts / f"{_stem(s, m)}.csv") for s, m in units], ignore_index=True)
         write_csv(self.run_dir / SCORES, scores)
         write_csv(self.run_dir / SUMMARY, summarize(scores, self.plan.seed))
         write_npz(self.run_dir / MAPS, self._maps_archive(units))
-        self._record(units).write(self.run_dir)
+        self._record(units, time.perf_counter() - began).write(self.run_dir)
 
     def _maps_archive(self, units) -> dict[str, np.ndarray]:
         k = self.plan.maps_to_keep
@@ -369,7 +389,7 @@ class Runner:
                     arrays[maps_key(m.label, s.index)] = part["maps"]
         return arrays
 
-    def _record(self, units) -> RunRecord:
+    def _record(self, units, assemble_seconds: float) -> RunRecord:
         parts = {_stem(s, m): json.loads((self.parts / f"{_stem(s, m)}.json").read_text()) for s, m in units}
         computations = Session.history(self.parts, parts)
         first = computations[0] if computations else {}
@@ -383,7 +403,7 @@ class Runner:
             metrics=self.plan.metrics.to_record(),
             images={"count": len(self.images), "ids": self.images.ids, "digest": self.plan.contents.get("images")},
             controls=list(self.plan.controls), methods=[vars(m) for m in self.plan.methods], target=self.plan.target,
-            timings=_timings(computations, {stem: part["seconds"] for stem, part in parts.items()}),
+            timings=_timings(computations, {stem: part["seconds"] for stem, part in parts.items()}, assemble_seconds),
             trace_counts=first.get("trace_counts") or {}, computations=computations,
         )
 
@@ -421,8 +441,10 @@ class Session:
         session._write()
         return session
 
-    def close(self, trace_counts: dict[str, int]) -> None:
-        self.record |= {"seconds": time.perf_counter() - self.record["_began"], "trace_counts": trace_counts}
+    def close(self, trace_counts: dict[str, int], phases: dict[str, float]) -> None:
+        """Mark the session finished: its wall time, its traces, and where its time went (Clock)."""
+        self.record |= {"seconds": time.perf_counter() - self.record["_began"], "trace_counts": trace_counts,
+                        "phases": dict(phases)}
         self._write()
 
     def _write(self) -> None:
@@ -443,14 +465,64 @@ class Session:
         return sorted(out, key=lambda r: r.get("started", ""))
 
 
-def _timings(computations: list[dict[str, Any]], unit_seconds: dict[str, float]) -> dict[str, Any]:
-    """Kernel seconds per unit; wall time and the share that is not a kernel, over the sessions that
-    ran to their end (a killed session's wall time is unknown)."""
+def _timings(computations: list[dict[str, Any]], unit_seconds: dict[str, float],
+             assemble_seconds: float) -> dict[str, Any]:
+    """Where a run's time went, over the sessions that ran to their end (a killed session's wall time
+    is unknown) and the assembling of the run's files by the invocation that finished it.
+
+    Runner overhead is everything in a run that is not a method kernel:
+      total_seconds    = the sessions' wall time (from each session's start, after the model and the
+                         images are loaded, to its last unit and control) + assembling scores.csv,
+                         summary.csv and maps.npz (run.json itself, written last, is not timed);
+      kernel_seconds   = time inside the method calls that computed maps (`Runner.maps`: the
+                         registered method on all images of a unit, with its conversion to float32),
+                         in the schedule's steps, the original maps and the controls;
+      overhead_seconds = total_seconds - kernel_seconds; overhead_fraction = overhead / total.
+    `overhead_parts` splits the overhead: scoring (post-processing and metrics), writing the parts,
+    re-initializing and restoring blocks (the schedule's steps; the random_model control's own
+    randomization is in `other`), the forward passes that pick each step's target classes, the map
+    cache, assembling, and `other` (the rest: controls' bookkeeping, noise masks, the progress bar).
+    `load_seconds` (loading the model and the images and digesting them, before a session starts)
+    is reported beside, in neither total. `method_seconds` are the seconds of each unit's maps.
+    """
     whole = [c for c in computations if c.get("seconds") is not None]
-    total = sum(c["seconds"] for c in whole)
-    kernels = sum(unit_seconds[stem] for c in whole for stem in c["units"])
-    return {"total_seconds": total, "method_seconds": unit_seconds,
-            "overhead_share": max(0.0, 1.0 - kernels / total) if total else None}
+    if not whole:
+        return {"total_seconds": None, "method_seconds": unit_seconds, "kernel_seconds": None,
+                "overhead_seconds": None, "overhead_fraction": None, "overhead_parts": {}, "load_seconds": None}
+    total = sum(c["seconds"] for c in whole) + assemble_seconds
+    parts: dict[str, float] = {}
+    kernel = 0.0
+    for c in whole:
+        phases = dict(c.get("phases") or {})
+        # a session recorded before phases were: its units' seconds stand for its kernel time
+        kernel += phases.pop(KERNEL) if KERNEL in phases else sum(unit_seconds[stem] for stem in c["units"])
+        for name, seconds in phases.items():
+            parts[name] = parts.get(name, 0.0) + seconds
+    parts["assemble"] = assemble_seconds
+    overhead = total - kernel
+    parts["other"] = overhead - sum(parts.values())
+    return {"total_seconds": total, "method_seconds": unit_seconds, "kernel_seconds": kernel,
+            "overhead_seconds": overhead, "overhead_fraction": overhead / total if total else None,
+            "overhead_parts": parts, "load_seconds": sum(c.get("load_seconds") or 0.0 for c in whole)}
+
+
+class Clock:
+    """Seconds per phase of one invocation (scoring, writing, randomizing, ... and KERNEL: the method
+    calls), recorded with its session (Session.close) and split into runner overhead by _timings."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+
+    def add(self, phase: str, seconds: float) -> None:
+        self.seconds[phase] = self.seconds.get(phase, 0.0) + seconds
+
+    @contextmanager
+    def __call__(self, phase: str):
+        began = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.add(phase, time.perf_counter() - began)
 
 
 def _readable_part(path: Path) -> bool:

@@ -689,7 +689,7 @@ def test_each_form_is_computed_once_per_map_however_many_metrics_use_it(monkeypa
     batch = [refs[0], refs[1], refs[0]]  # the same prepared reference twice
     compare_batch(batch, [_smooth_map(rng, (16, 16, 1)) for _ in range(3)], settings, images=[image] * 3)
     used = {"abs", "signed", "abs01", "ssim_hog", "hog", "fg", "abs_fg",
-            "rank_abs", "rank_signed", "rank_abs_fg", "rank_hog"}
+            "rank_abs", "rank_signed", "rank_abs_fg", "rank_hog", "unit_rank_abs", "unit_rank_signed", "unit_rank_hog"}
     assert computed == {name: 2 + 3 for name in used}  # 2 references + 3 compared maps
     compare_batch(batch, [_smooth_map(rng, (16, 16, 1)) for _ in range(3)], settings, images=[image] * 3)
     compare(refs[1], _smooth_map(rng, (16, 16, 1)), settings, image=image)

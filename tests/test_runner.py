@@ -352,6 +352,8 @@ def test_killed_at_each_point_resumes_to_identical_files(tmp_path, tiny_saved_mo
     sessions = record["computations"]
     stems = [stem for c in sessions for stem in c["units"]]
     assert sorted(stems) == sorted(record["timings"]["method_seconds"]) and len(stems) == len(set(stems))
+    timings = record["timings"]  # the finished sessions' time and this invocation's assembling
+    assert timings["kernel_seconds"] + timings["overhead_seconds"] == pytest.approx(timings["total_seconds"])
     assert len(sessions) == (1 if where == "assembly" else 2)
     assert sessions[0]["versions"]["tensorflow"].startswith("2.21")
     assert sessions[0]["seconds"] is None if where != "assembly" else sessions[0]["seconds"] > 0
@@ -367,6 +369,43 @@ def test_rerun_of_a_finished_run_keeps_its_record(tmp_path, tiny_saved_model, im
     assert record["trace_counts"]["gradient/logit"] == 1 and record["timings"]["total_seconds"] > 0
     runner.run(config(*overrides), log=lambda _: None)
     assert {name: (run_dir / name).read_bytes() for name in before} == before
+
+
+def test_run_json_splits_the_wall_time_into_kernels_and_runner_overhead(tmp_path, tiny_saved_model, image_folder,
+                                                                        monkeypatch):
+    """run.json's timings: kernel + overhead = total, the kernel is the method calls' time (scoring is
+    overhead), and the overhead's parts add up to it with none negative (no time counted twice).
+    Known delays in the method and in the scoring make the split checkable on a tiny model."""
+    from harness import methods
+
+    kernel_delay, score_delay = 0.05, 0.2
+    real_get, real_compare = methods.get, runner.compare_batch
+
+    def slow_method(name):
+        explain = real_get(name)
+        return lambda *args: (time.sleep(kernel_delay), explain(*args))[1]
+
+    monkeypatch.setattr(methods, "get", slow_method)
+    monkeypatch.setattr(runner, "compare_batch", lambda *a, **k: (time.sleep(score_delay), real_compare(*a, **k))[1])
+    path, _ = tiny_saved_model
+    overrides = [*tiny_overrides(path, image_folder, tmp_path / "r"), "controls=[ceiling]", "map_cache=false"]
+    began = time.perf_counter()
+    run_dir = runner.run(config(*overrides), log=lambda _: None)
+    wall = time.perf_counter() - began
+    t = json.loads((run_dir / "run.json").read_text())["timings"]
+    units = len(t["method_seconds"])  # 5 steps and the ceiling: one method call and one scoring each
+    assert units == 6
+    assert t["kernel_seconds"] + t["overhead_seconds"] == pytest.approx(t["total_seconds"])
+    assert t["overhead_fraction"] == pytest.approx(t["overhead_seconds"] / t["total_seconds"])
+    assert t["total_seconds"] + t["load_seconds"] <= wall
+    # the kernel is what the units' maps took (scoring is not in it) ...
+    assert t["kernel_seconds"] >= units * kernel_delay
+    assert t["kernel_seconds"] == pytest.approx(sum(t["method_seconds"].values()), abs=0.05)
+    # ... and the scoring is overhead, in its own part
+    assert t["overhead_parts"]["score"] >= units * score_delay
+    assert set(t["overhead_parts"]) >= {"score", "write", "randomize", "targets", "assemble", "other"}
+    assert sum(t["overhead_parts"].values()) == pytest.approx(t["overhead_seconds"])
+    assert min(t["overhead_parts"].values()) >= 0
 
 
 def test_an_unreadable_part_is_computed_again(tmp_path, tiny_saved_model, image_folder):

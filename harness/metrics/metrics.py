@@ -37,7 +37,7 @@ import numpy as np
 from scipy import ndimage
 from skimage.metrics import structural_similarity
 
-from harness.metrics.forms import FORMS, RAW, IMAGE, PreparedMap
+from harness.metrics.forms import FORMS, RAW, IMAGE, PreparedMap, stack, unit_rows
 
 if TYPE_CHECKING:
     from harness.metrics.settings import MetricSettings
@@ -74,8 +74,10 @@ class FormView:
         return [m[form] for m in self.maps]
 
     def stack(self, form: str) -> np.ndarray:
-        """The form `form` of each map, stacked: [pairs, ...]."""
-        return np.stack(self[form])
+        """The form `form` of each map, stacked: [pairs, ...] (forms.stack: no copy where it can)."""
+        if form not in self.forms:
+            self[form]  # the error of a form the metric does not declare
+        return stack(self.maps, form)
 
 
 @dataclass(frozen=True)
@@ -126,17 +128,30 @@ def _is_constant(x: np.ndarray) -> bool:
 
 def constant_reason(ref: np.ndarray, cmp: np.ndarray, what: str = "constant map") -> str:
     """'' if neither side is constant, else e.g. 'constant map (reference)'."""
-    sides = [name for name, x in (("reference", ref), ("compared", cmp)) if _is_constant(x)]
+    return _reason(_is_constant(ref), _is_constant(cmp), what)
+
+
+def _reason(ref_constant: bool, cmp_constant: bool, what: str) -> str:
+    sides = [name for name, constant in (("reference", ref_constant), ("compared", cmp_constant)) if constant]
     return f"{what} ({' and '.join(sides)})" if sides else ""
 
 
+def _constant_rows(stack: np.ndarray) -> np.ndarray:
+    """Whether each map of a stack [n, ...] is constant."""
+    flat = stack.reshape(len(stack), -1)
+    return flat.min(axis=1) == flat.max(axis=1) if flat.shape[1] else np.ones(len(flat), bool)
+
+
 def _pearson(x: np.ndarray, y: np.ndarray) -> float:
-    # The textbook formula, as scipy.stats.pearsonr's result (to ~1e-16): pearsonr's input handling
-    # costs ~10 ms a call (scipy 1.16) and np.corrcoef's ~0.2 ms, which dominated scoring small
-    # maps. Callers rule out constants; the clip keeps rounding inside [-1, 1], as both do.
-    xc = x.ravel() - x.mean(dtype=np.float64)
-    yc = y.ravel() - y.mean(dtype=np.float64)
-    return float(np.clip(np.dot(xc, yc) / np.sqrt(np.dot(xc, xc) * np.dot(yc, yc)), -1.0, 1.0))
+    """The textbook formula, as scipy.stats.pearsonr's result (to ~1e-15): pearsonr's input handling
+    costs ~10 ms a call (scipy 1.16), np.corrcoef's ~0.2 ms. NaN for a constant side; callers rule
+    that out. The clip keeps rounding inside [-1, 1], as pearsonr does."""
+    return float(_sum_of_products(unit_rows(np.ravel(x)[None]), unit_rows(np.ravel(y)[None]))[0])
+
+
+def _sum_of_products(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pearson correlations of row pairs already centred and of unit length (forms.unit_rows)."""
+    return np.clip(np.sum(a * b, axis=1), -1.0, 1.0)
 
 
 def correlation(ref: np.ndarray, cmp: np.ndarray, ref_corr: np.ndarray, cmp_corr: np.ndarray,
@@ -149,10 +164,18 @@ def correlation(ref: np.ndarray, cmp: np.ndarray, ref_corr: np.ndarray, cmp_corr
     return _pearson(ref_corr, cmp_corr), ""
 
 
-def correlations(ref: FormView, cmp: FormView, form: str, corr_form: str, what: str = "constant map") -> list[Result]:
-    """`correlation` of each pair: constant check on `form`, Pearson of `corr_form`."""
-    return [correlation(a, b, ra, rb, what)
-            for a, b, ra, rb in zip(ref[form], cmp[form], ref[corr_form], cmp[corr_form])]
+def correlations(ref: FormView, cmp: FormView, form: str, unit_form: str, what: str = "constant map") -> list[Result]:
+    """`correlation` of each pair, of the batch in one expression: constant check on `form`, Pearson
+    of the form `unit_form` is of (a `unit_<name>` form). A constant side has a constant `unit_form`
+    source (its ranks, its HOG features), so only a pair whose correlation is NaN is checked for it."""
+    values = _sum_of_products(ref.stack(unit_form), cmp.stack(unit_form)).tolist()
+    undefined = [k for k, value in enumerate(values) if value != value]
+    reasons = [""] * len(values)
+    if undefined:
+        a, b = ref[form], cmp[form]
+        for k in undefined:
+            reasons[k] = constant_reason(a[k], b[k], what)
+    return [(NAN, reason) if reason else (value, "") for value, reason in zip(values, reasons, strict=True)]
 
 
 def _ssim_batch(ref01: np.ndarray, cmp01: np.ndarray, s: MetricSettings) -> np.ndarray:
@@ -197,16 +220,16 @@ def _ssim_batch(ref01: np.ndarray, cmp01: np.ndarray, s: MetricSettings) -> np.n
 # --------------------------------------------------------------------------------------------
 
 
-@metric("spearman_abs", ("abs", "rank_abs"))
+@metric("spearman_abs", ("abs", "unit_rank_abs"))
 def spearman_abs(ref: FormView, cmp: FormView, settings: MetricSettings) -> list[Result]:
     """Spearman rank correlation of the absolute maps (absolute_map), all pixels."""
-    return correlations(ref, cmp, "abs", "rank_abs")
+    return correlations(ref, cmp, "abs", "unit_rank_abs")
 
 
-@metric("spearman_signed", ("signed", "rank_signed"))
+@metric("spearman_signed", ("signed", "unit_rank_signed"))
 def spearman_signed(ref: FormView, cmp: FormView, settings: MetricSettings) -> list[Result]:
     """Spearman rank correlation of the signed maps (signed_map), all pixels."""
-    return correlations(ref, cmp, "signed", "rank_signed")
+    return correlations(ref, cmp, "signed", "unit_rank_signed")
 
 
 @metric("ssim", ("ssim_hog",))
@@ -214,24 +237,24 @@ def ssim(ref: FormView, cmp: FormView, settings: MetricSettings) -> list[Result]
     """skimage SSIM of the map settings.ssim_hog_map (raw01: the raw map, all channels, per-channel
     SSIM averaged; abs01: the absolute map), min-max scaled; window, weights, covariance and data
     range from the settings. SSIM of a constant map is defined: the value is kept, flagged."""
-    a, b = ref["ssim_hog"], cmp["ssim_hog"]
-    values = _ssim_batch(np.stack(a), np.stack(b), settings).tolist()
-    return [(value, constant_reason(x, y)) for value, x, y in zip(values, a, b)]
+    a, b = ref.stack("ssim_hog"), cmp.stack("ssim_hog")
+    values = _ssim_batch(a, b, settings).tolist()
+    return [(value, _reason(x, y, "constant map"))
+            for value, x, y in zip(values, _constant_rows(a), _constant_rows(b), strict=True)]
 
 
 def _hog_forms(settings: MetricSettings) -> tuple[str, ...]:
-    return ("ssim_hog", "hog") + (("rank_hog",) if settings.hog_correlation == "spearman" else ())
+    return ("ssim_hog", "hog", "unit_hog" if settings.hog_correlation == "pearson" else "unit_rank_hog")
 
 
 @metric("hog", _hog_forms)
 def hog_similarity(ref: FormView, cmp: FormView, settings: MetricSettings) -> list[Result]:
     """Pearson or Spearman (settings.hog_correlation) of the skimage HOG vectors of the map SSIM sees."""
-    corr = "hog" if settings.hog_correlation == "pearson" else "rank_hog"
-    results = []
-    for a, b, fa, fb, ca, cb in zip(ref["ssim_hog"], cmp["ssim_hog"], ref["hog"], cmp["hog"], ref[corr], cmp[corr]):
-        reason = constant_reason(a, b)  # a constant map has all-zero HOG features
-        results.append((NAN, reason) if reason else correlation(fa, fb, ca, cb, "constant HOG features"))
-    return results
+    corr = "unit_hog" if settings.hog_correlation == "pearson" else "unit_rank_hog"
+    features = correlations(ref, cmp, "hog", corr, "constant HOG features")
+    # a constant map has all-zero HOG features (a NaN correlation): the map's own reason first
+    return [(NAN, constant_reason(a, b) or reason) if reason else (value, reason)
+            for (value, reason), a, b in zip(features, ref["ssim_hog"], cmp["ssim_hog"], strict=True)]
 
 
 @metric("spearman_abs_fg", ("fg", "abs_fg", "rank_abs_fg"))
