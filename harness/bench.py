@@ -386,6 +386,8 @@ def markdown(frame, subjects: dict[str, str], repeats: int) -> str:
                   f"{_f(r.speedup, 'x')} | {_f(r.limit_s)} | {_f(r.limit_ratio)} | {_g(r.agreement)} | {r.note} |"
                   for r in part.itertuples()]
         lines += ["", *_target_lines(part), ""]
+    for scenario in _scenarios().values():
+        lines += scenario.section(frame)
     return "\n".join(lines)
 
 
@@ -432,8 +434,18 @@ def _version(package: str) -> str:
 
 
 # -- command line ------------------------------------------------------------------------------------
+def _scenarios() -> dict:
+    """Scenarios beyond the method rows, each a module with `measure_all(quick, ..., log)`, its extra
+    `COLUMNS` and its bench.md `section`: the runner's overhead on the paper's MNIST experiments, the
+    paper's Inception protocol end to end."""
+    from harness import bench_overhead, bench_protocol
+
+    return {"overhead": bench_overhead, "protocol": bench_protocol}
+
+
 def run(models: Sequence[str], methods: Sequence[str], out: Path, quick: bool = False, repeats: int = 1,
-        log: Callable[[str], None] = print, repairs: bool = True) -> Path:
+        log: Callable[[str], None] = print, repairs: bool = True, scenarios: dict[str, dict] | None = None) -> Path:
+    """`scenarios`: name (see _scenarios) -> the keyword arguments of its measure_all."""
     import pandas as pd
 
     from harness import bench_repairs
@@ -448,7 +460,12 @@ def run(models: Sequence[str], methods: Sequence[str], out: Path, quick: bool = 
             rows.append(_logged(measure(subject, method, repeats), log))
         if repairs:
             rows += [_logged(row, log) for row in bench_repairs.measure_all(subject, repeats, quick)]
-    frame = pd.DataFrame(rows, columns=COLUMNS)
+    extra = []
+    for name, options in (scenarios or {}).items():
+        scenario = _scenarios()[name]
+        rows += [_logged(row, log) for row in scenario.measure_all(quick, **options, log=log)]
+        extra += scenario.COLUMNS
+    frame = pd.DataFrame(rows, columns=[*COLUMNS, *extra])
     write_csv(out / "bench.csv", frame)
     atomic_write(out / "bench.md", lambda tmp: tmp.write_text(markdown(frame, notes, repeats)))
     return out / "bench.csv"
@@ -468,6 +485,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=1, help="time each side this often, keep the best")
     parser.add_argument("--no-repairs", dest="repairs", action="store_false",
                         help="leave out the sMPRT and eMPRT rows (harness.bench_repairs)")
+    parser.add_argument("--scenarios", default="overhead,protocol",
+                        help="comma list of: overhead (the runner's, on cascading_mlp / cascading_cnn), protocol "
+                             "(the paper's Inception cascade end to end); 'none' for neither")
+    parser.add_argument("--protocol-images", type=int, default=1, help="protocol: images in the timed run")
+    parser.add_argument("--protocol-steps", default=None,
+                        help="protocol: cascade steps timed, a number or 'all' (default: all on a GPU, 1 on a CPU)")
+    parser.add_argument("--protocol-settings", choices=("paper", "scaled"), default=None,
+                        help="protocol: the methods' samples / steps (default: paper on a GPU, scaled on a CPU)")
     parser.add_argument("--out", type=Path, default=Path("results/bench"))
     args = parser.parse_args(argv)
     from harness.methods import names
@@ -477,8 +502,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     unknown = [m for m in models if m not in SUBJECTS] + [m for m in methods if m not in names()]
     if unknown:
         parser.error(f"unknown model / method: {', '.join(unknown)}")
+    scenarios = {name: {} for name in args.scenarios.split(",") if name and name != "none"}
+    if set(scenarios) - set(_scenarios()):
+        parser.error(f"unknown scenario: {', '.join(sorted(set(scenarios) - set(_scenarios())))}")
+    if "protocol" in scenarios:
+        steps = args.protocol_steps
+        scenarios["protocol"] = {"images": args.protocol_images, "settings": args.protocol_settings,
+                                 "steps": None if steps in (None, "all") else int(steps),
+                                 "every_step": steps == "all"}
     run(models, methods, args.out, quick=args.quick, repeats=args.repeats, log=lambda line: print(line, flush=True),
-        repairs=args.repairs)
+        repairs=args.repairs, scenarios=scenarios)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,119 @@
+"""The bench's scenarios: the runner's overhead rows, and the paper's Inception protocol (its blocks,
+its projection, and one quick run end to end, slow)."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from harness import bench, bench_overhead, bench_protocol
+from harness.config import group_defaults
+
+from conftest import wrap_keras
+
+PAPER_BLOCKS = group_defaults("model", "inception_v3_hub")["blocks"]["names"]
+
+
+def inception_like():
+    """A tiny functional model laid out as keras.applications' InceptionV3: a stem of five conv +
+    batch-norm pairs and two max poolings, eleven modules of branches joined by `mixed0`..`mixed10`
+    (module 9 with an inner `mixed9_0` concatenation, as Keras names it), a Dense `predictions`."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+
+    def conv_bn(x, filters):
+        x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False)(x)
+        return keras.layers.BatchNormalization(scale=False)(x)
+
+    x = inputs = keras.Input((16, 16, 3))
+    for pool_after in (False, False, True, False, True):
+        x = conv_bn(x, 2)
+        if pool_after:
+            x = keras.layers.MaxPooling2D(2)(x)
+    for k in range(11):
+        a, b = conv_bn(x, 2), conv_bn(conv_bn(x, 2), 2)
+        if k == 9:
+            b = keras.layers.Concatenate(name="mixed9_0")([b, conv_bn(x, 2)])
+        x = keras.layers.Concatenate(name=f"mixed{k}")([a, b])
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, keras.layers.Dense(5, name="predictions")(x))
+
+
+def layer_of(variable) -> str:
+    return variable.name.rsplit("/", 1)[0]
+
+
+def test_inception_layers_fall_into_the_papers_17_blocks():
+    model = wrap_keras(inception_like())
+    blocks = bench_protocol.paper_blocks(model)
+    assert [b.name for b in blocks] == PAPER_BLOCKS
+    layers = {b.name: sorted({layer_of(v) for v in b.variables}) for b in blocks}
+    assert layers["Conv2d_1a_3x3"] == ["batch_normalization", "conv2d"]  # a stem conv with its batch norm
+    assert layers["Conv2d_4a_3x3"] == ["batch_normalization_4", "conv2d_4"]
+    assert layers["Mixed_5b"] == ["batch_normalization_5", "batch_normalization_6", "batch_normalization_7",
+                                  "conv2d_5", "conv2d_6", "conv2d_7"]  # the first module: three conv + BN
+    assert len(layers["Mixed_7b"]) == 8  # module 9: four conv + BN, its inner mixed9_0 no boundary
+    assert layers["Logits"] == ["predictions"]
+    assigned = [v.name for b in blocks for v in b.variables]
+    assert sorted(assigned) == sorted(v.name for v in model.variables)  # each variable in one block
+
+
+def measured(**changes) -> bench_protocol.Measured:
+    values = dict(images=2, settings="scaled", states=2, all_states=18, total_s=30.0, overhead_s=4.0,
+                  unit_s={"gradient": [1.0, 3.0], "smoothgrad": [6.0, 6.0]},
+                  rows={"gradient": 1, "smoothgrad": 15}, paper_rows={"gradient": 1, "smoothgrad": 50}, reinit_s=0.5)
+    return bench_protocol.Measured(**values | changes)
+
+
+def test_projection_scales_kernel_seconds_per_row_to_the_papers_rows_and_every_state():
+    per_image, note = bench_protocol.project(measured())
+    kernel_state = 2.0 / 1 * 1 + 6.0 / 15 * 50  # mean seconds of each method's units, per row, x paper rows
+    assert per_image == pytest.approx(18 * (kernel_state + 4.0 / 2 + 0.5) / 2)
+    assert "2 of 18 states" in note and "smoothgrad 15 of 50 rows" in note
+    # every state at the paper's settings: nothing projected but the images
+    per_image, note = bench_protocol.project(measured(settings="paper", states=18, rows={"gradient": 1, "smoothgrad": 50}))
+    assert per_image == 30.0 / 2 and "projected: nothing but x200 images" in note
+
+
+def test_cpu_defaults_to_scaled_settings_and_one_step(monkeypatch):
+    monkeypatch.setattr(bench_protocol, "device", lambda: "CPU (2 cores)")
+    assert bench_protocol.defaults() == ("scaled", 1)
+    monkeypatch.setattr(bench_protocol, "device", lambda: "GPU: NVIDIA H200")
+    assert bench_protocol.defaults() == ("paper", None)
+    called = []
+    monkeypatch.setattr(bench_protocol, "measure", lambda *args: called.append(args[:3]) or {})
+    bench_protocol.measure_all(False, images=3)
+    bench_protocol.measure_all(False, images=3, settings="scaled", steps=2)
+    bench_protocol.measure_all(False, every_step=True, settings="scaled")
+    assert called == [(3, None, "paper"), (3, 2, "scaled"), (1, None, "scaled")]
+
+
+def test_overhead_rows_come_from_run_json_and_have_their_section(tmp_path):
+    csv = bench.run(["cnn"], ["gradient"], tmp_path, quick=True, log=lambda _: None, repairs=False,
+                    scenarios={"overhead": {}})
+    table = pd.read_csv(csv)
+    assert list(table.columns) == [*bench.COLUMNS, *bench_overhead.COLUMNS]
+    rows = table[table["model"] == "runner"].set_index("method")
+    assert list(rows.index) == list(bench_overhead.EXPERIMENTS)
+    np.testing.assert_allclose(rows["overhead_fraction"], 1 - rows["limit_s"] / rows["harness_s"], rtol=1e-9)
+    assert (rows["images"] == bench_overhead.QUICK_IMAGES).all()
+    assert rows["note"].str.contains("score").all()
+    markdown = (tmp_path / "bench.md").read_text()
+    assert "## Runner overhead" in markdown and "Target runner overhead under 10% at the experiments' images: " \
+        "cascading_mlp " in markdown
+
+
+def test_projected_overhead_scales_kernels_and_per_image_parts_only():
+    timings = {"kernel_seconds": 20.0, "overhead_parts": {"score": 2.0, "assemble": 0.5, "targets": 0.1,
+                                                          "randomize": 1.0, "write": 0.4, "other": 0.3}}
+    assert bench_overhead.projected_fraction(timings, 1.0) == pytest.approx(4.3 / 24.3)
+    overhead = 5 * (2.0 + 0.5 + 0.1) + 1.0 + 0.4 + 0.3
+    assert bench_overhead.projected_fraction(timings, 5.0) == pytest.approx(overhead / (overhead + 100.0))
+
+
+@pytest.mark.slow  # a random-weight InceptionV3 built, its 8 methods traced and run on 2 model states
+def test_quick_protocol_runs_through_the_runner_on_the_papers_blocks():
+    (row,) = bench_protocol.measure_all(quick=True, log=lambda _: None)
+    assert row["measured_states"] == 2 and row["device"].startswith(("CPU", "GPU"))
+    assert row["method"] == "cascading: 8 methods x 17 blocks"
+    assert row["projected_200_s"] == pytest.approx(200 * row["harness_s"])
+    assert "1 cascade step(s) (2 of 18 states)" in row["note"]
