@@ -327,18 +327,21 @@ class Runner:
             reference = self._prepared_original(method) if reference is None else reference
             reference_targets = self.reference_targets if reference_targets is None else reference_targets
             schedule = CONTROL_SCHEDULE if step.index == CONTROL_STEP else self.plan.schedule
-            rows = []
             scores = compare_batch(reference, maps, self.plan.metrics, images=self.x)
-            for i, image_id in enumerate(self.images.ids):
-                for score in scores[i]:
-                    rows.append({
-                        "model": self.model.name, "method": method.name, "variant": method.label, "schedule": schedule,
-                        "step": step.index, "block": step.block, "image_id": image_id,
-                        "target_class": int(targets[i]), "reference_class": int(reference_targets[i]),
-                        "metric": score.metric, "value": score.value,
-                        "degenerate": score.degenerate, "reason": score.reason, "seed": self.plan.seed,
-                    })
-            return pd.DataFrame.from_records(rows, columns=SCORE_COLUMNS)
+            flat = [score for image_scores in scores for score in image_scores]
+            per_image = [len(image_scores) for image_scores in scores]
+
+            def each(values) -> list:  # an image's value on each of its rows
+                return [value for value, n in zip(values, per_image) for _ in range(n)]
+
+            # Column by column: a dict per row and DataFrame.from_records cost ~10 ms a unit of 100 images.
+            return pd.DataFrame({
+                "model": self.model.name, "method": method.name, "variant": method.label, "schedule": schedule,
+                "step": step.index, "block": step.block, "image_id": each(self.images.ids),
+                "target_class": each(int(t) for t in targets), "reference_class": each(int(t) for t in reference_targets),
+                "metric": [s.metric for s in flat], "value": [s.value for s in flat],
+                "degenerate": [s.degenerate for s in flat], "reason": [s.reason for s in flat], "seed": self.plan.seed,
+            }, index=pd.RangeIndex(len(flat)), columns=SCORE_COLUMNS)
 
     def _prepared_original(self, method: MethodSpec) -> list[PreparedMap]:
         if method.label not in self.prepared:

@@ -190,7 +190,9 @@ def _truncated_normal(rng, shape, std, mean=0.0) -> np.ndarray:
     while outside.any():
         values[outside] = rng.standard_normal(int(outside.sum()))
         outside = np.abs(values) > 2.0
-    return mean + std * values
+    values *= std  # in place: mean + std * values, without two temporaries of the kernel's size
+    values += mean
+    return values
 
 
 def _from_spec(spec: Mapping[str, Any], shape, rng) -> np.ndarray:
