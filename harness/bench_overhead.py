@@ -39,6 +39,7 @@ def measure(experiment: str, images: int, quick: bool = False) -> dict:
     from harness.reproduce import compose_run
 
     with tempfile.TemporaryDirectory(prefix="bench-overhead-") as folder:
+        experiment_cfg, _ = compose_run([f"experiment={experiment}"], Path(folder), quick)
         cfg, _ = compose_run([f"experiment={experiment}", f"model.source={EXPERIMENTS[experiment]}",
                               f"data.count={images}", "map_cache=false", "progress=false"], Path(folder), quick)
         load_model(cfg.model, log=lambda _: None)  # trained and cached before the timed run, if it is not yet
@@ -47,7 +48,7 @@ def measure(experiment: str, images: int, quick: bool = False) -> dict:
         wall = time.perf_counter() - began
         record = json.loads((run_dir / "run.json").read_text())
     t = record["timings"]
-    full = int(record["config"]["data"]["count"]) if not quick else images
+    full = int(experiment_cfg.data.count)  # the experiment's own image count
     projected = projected_fraction(t, full / images)
     total = t["total_seconds"]
     parts = ", ".join(f"{name} {s / total:.1%}" for name, s in sorted(t["overhead_parts"].items(), key=lambda kv: -kv[1]))
@@ -89,7 +90,7 @@ def section(frame) -> list[str]:
              "| experiment | images | settings | run s | kernels s | overhead | at the experiment's images | note |",
              "|---|---:|---|---:|---:|---:|---:|---|"]
     lines += [f"| {r.method} | {r.images} | {r.settings} | {r.harness_s:.3g} | {r.limit_s:.3g} | "
-              f"{r.overhead_fraction:.1%} | {r.projected_fraction:.1%} ({r.experiment_images}) | {r.note} |"
+              f"{r.overhead_fraction:.1%} | {r.projected_fraction:.1%} ({r.experiment_images:.0f}) | {r.note} |"
               for r in part.itertuples()]
     verdicts = ", ".join(f"{r.method} {r.projected_fraction:.1%}"
                          f"{'' if r.images == r.experiment_images else ' (projected)'} "

@@ -183,7 +183,7 @@ def project(m: Measured) -> tuple[float, str]:
                        if m.rows[name] != m.paper_rows[name])
     return per_image, (
         f"measured: the original maps and {m.states - 1} cascade step(s) ({m.states} of {m.all_states} states), "
-        f"{m.images} image(s), {m.total_s:.4g} s at {m.settings} settings ({scaled or 'the paper'}'s); projected: "
+        f"{m.images} image(s), {m.total_s:.4g} s at {m.settings} settings ({scaled or 'as the paper'}); projected: "
         f"each method's kernel s per model row x the paper's rows ({sum(m.paper_rows.values()):,} per image and "
         f"state) = {kernel_state / m.images:.4g} s per image and state, plus the measured non-kernel s per state "
         f"({m.overhead_s / m.states:.3g} s) and a whole-model re-initialization ({m.reinit_s:.3g} s, an upper "
