@@ -26,7 +26,7 @@ QUICK_IMAGES = 2
 # scores.csv and summary.csv); the rest is per run (randomizing, one part file per unit, controls'
 # bookkeeping). Scaling `assemble` with the images over-states it (its bootstrap is per group).
 PER_IMAGE = ("score", "targets", "assemble")
-TARGET = 0.10  # the issue's: runner overhead under 10 % of a run
+TARGET = 0.10  # runner overhead under 10 % of a run
 
 
 def measure_all(quick: bool, log: Callable[[str], None] = print) -> list[dict]:

@@ -1,6 +1,6 @@
 """`make bench` scenario: the paper's Inception protocol end to end, through the real runner.
 
-The cascading test of Adebayo et al. 2018 (docs/protocol.md; ../shared/paper-protocol.md §1 and §3):
+The cascading test of Adebayo et al. 2018 (docs/protocol.md):
 a random-weight Keras InceptionV3 at 299 x 299 (conf/model/inception_v3.yaml), its variables grouped
 into the paper's 17 blocks (the names of conf/model/inception_v3_hub.yaml, found in the Keras graph:
 each Inception module is the layers up to its `mixedN` concatenation), top-down randomization, the 8
