@@ -106,17 +106,18 @@ def model_path(name: str, log: Callable[[str], None] = print) -> Path:
     """The cached SavedModel folder of built-in model `name`, trained first if needed.
 
     A step-budget recipe also answers to `NAME@STEPS`, its snapshot after STEPS optimizer steps
-    (trained, or resumed from its checkpoints, up to there).
+    (trained, or resumed from its checkpoints, up to there); the segmenter too, at epoch boundaries.
     """
     name = canonical(name)
-    if name.split("@", 1)[0] not in RECIPES:
+    base = name.partition("@")[0]
+    recipe = RECIPES.get(base)
+    if recipe is None:
         raise HarnessError(f"unknown built-in model {name!r}; valid: {', '.join(names())}"
                            f" (step-budget models also as NAME@STEPS)")
-    if isinstance(RECIPES[name.split("@", 1)[0]], SegRecipe):
-        return segmenter.model_path(name, RECIPES[name.split("@", 1)[0]], log=log)
-    if isinstance(RECIPES[name.split("@", 1)[0]], StepRecipe) or "@" in name:
+    if isinstance(recipe, SegRecipe):
+        return segmenter.model_path(name, recipe, log=log)
+    if isinstance(recipe, StepRecipe) or "@" in name:
         return budget.model_path(name, RECIPES, log=log)
-    recipe = RECIPES[name]
     return built_once(cache_dir() / "zoo" / f"{name}-{recipe.key()}", name,
                       lambda path: _train_and_export(name, recipe, path, log))
 
