@@ -471,6 +471,13 @@ def run(models: Sequence[str], methods: Sequence[str], out: Path, quick: bool = 
     return out / "bench.csv"
 
 
+def _protocol_steps(value: str) -> str:
+    """`--protocol-steps`: 'all' or a positive number, checked before anything is measured."""
+    if value != "all" and not (value.isdigit() and int(value) > 0):
+        raise argparse.ArgumentTypeError(f"{value!r}: valid: a positive number of cascade steps, or 'all'")
+    return value
+
+
 def _logged(row: dict, log: Callable[[str], None]) -> dict:
     log(f"{row['model']:>12} {row['method']:<21} harness {_f(row['harness_s']):>7} s  "
         f"PAIR {_f(row['reference_s']):>7} s  limit {_f(row['limit_s']):>7} s  {row['note']}")
@@ -489,7 +496,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                         help="comma list of: overhead (the runner's, on cascading_mlp / cascading_cnn), protocol "
                              "(the paper's Inception cascade end to end); 'none' for neither")
     parser.add_argument("--protocol-images", type=int, default=1, help="protocol: images in the timed run")
-    parser.add_argument("--protocol-steps", default=None,
+    parser.add_argument("--protocol-steps", default=None, type=_protocol_steps,
                         help="protocol: cascade steps timed, a number or 'all' (default: all on a GPU, 1 on a CPU)")
     parser.add_argument("--protocol-settings", choices=("paper", "scaled"), default=None,
                         help="protocol: the methods' samples / steps (default: paper on a GPU, scaled on a CPU)")

@@ -117,3 +117,14 @@ def test_quick_protocol_runs_through_the_runner_on_the_papers_blocks():
     assert row["method"] == "cascading: 8 methods x 17 blocks"
     assert row["projected_200_s"] == pytest.approx(200 * row["harness_s"])
     assert "1 cascade step(s) (2 of 18 states)" in row["note"]
+
+
+@pytest.mark.parametrize("value", ["two", "0", "-1"])
+def test_bad_protocol_steps_are_one_line_before_anything_runs(value, tmp_path, capsys, monkeypatch):
+    """Catches: `int(value)` failing with a traceback after the method rows have run (minutes), or a
+    step count of 0 accepted."""
+    monkeypatch.setattr(bench, "run", lambda *a, **k: pytest.fail("the bench ran"))
+    with pytest.raises(SystemExit) as exit_:
+        bench.main(["--protocol-steps", value, "--out", str(tmp_path)])
+    assert exit_.value.code == 2 and not any(tmp_path.iterdir())
+    assert f"{value!r}: valid: a positive number of cascade steps, or 'all'" in capsys.readouterr().err
