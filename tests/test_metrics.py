@@ -662,6 +662,43 @@ def test_a_registered_metric_is_computed_by_compare_and_compare_batch(restore_re
         compare(refs[0], cmps[0], MetricSettings(metrics=("toy_undeclared",)))
 
 
+def test_a_batch_is_scored_in_chunks_with_the_scores_of_pair_by_pair(monkeypatch):
+    """compare_batch scores a big batch chunk by chunk (harness.metrics.scoring.CHUNK_VALUES: a
+    chunk's forms stay in the caches): every pair gets the scores compare gives it alone, in order,
+    across chunk boundaries, non-finite maps, two map sizes and prepared references listed twice; and
+    no batched form sees more maps at once than a chunk holds (both sides)."""
+    import dataclasses
+
+    from harness.metrics import FORMS, PreparedMap
+    from harness.metrics import scoring
+
+    monkeypatch.setattr(scoring, "CHUNK_VALUES", 3 * 16 * 16)  # 3 pairs of 16 x 16 maps a chunk
+    widest: dict[str, int] = {}
+
+    def watching(name, f):
+        def compute(*args):
+            widest[name] = max(widest.get(name, 0), len(args[0]))
+            return f.compute(*args)
+        return dataclasses.replace(f, compute=compute)
+
+    for name, f in list(FORMS.items()):
+        if f.batched:
+            monkeypatch.setitem(FORMS, name, watching(name, f))
+    settings = MetricSettings(metrics=ALL_METRICS)
+    rng = np.random.default_rng(21)
+    shapes = [(16, 16, 1)] * 5 + [(12, 16, 1)] + [(16, 16, 1)] * 4  # 9 pairs of one size, 1 of another
+    images = [(rng.uniform(size=s) > 0.4).astype(float) for s in shapes]
+    refs = [_smooth_map(rng, s) for s in shapes]
+    cmps = [_smooth_map(rng, s) for s in shapes]
+    cmps[4][2, 2] = np.inf
+    shared = PreparedMap(refs[0], settings, images[0])
+    references = [shared, *refs[1:7], shared, *refs[8:]]
+    images[7], refs[7] = images[0], refs[0]
+    batch = compare_batch(references, cmps, settings, images=images)
+    assert batch == [compare(r, c, settings, image=i) for r, c, i in zip(refs, cmps, images)]
+    assert widest and max(widest.values()) == 2 * 3  # a chunk's 3 references and 3 compared maps
+
+
 def test_each_form_is_computed_once_per_map_however_many_metrics_use_it(monkeypatch):
     """Every form (counted by wrapping each registered one) is computed once per map, though several
     metrics use it ('abs' feeds spearman_abs, the abs01 map of ssim and hog, and spearman_abs_fg) and
