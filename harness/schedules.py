@@ -183,13 +183,17 @@ def _truncated_normal(rng, shape, std, mean=0.0) -> np.ndarray:
     `std` is the standard deviation *before* truncation (keras TruncatedNormal(stddev) semantics):
     the values drawn have standard deviation TRUNCATED_STD * std. Rejection sampling (redraw the
     ~4.6 % outside +-2): 30x faster than scipy's truncnorm.rvs, which costs more than a whole MNIST
-    step on the 3.2 M-weight fc1 kernel.
+    step on the 3.2 M-weight fc1 kernel. Only the values just redrawn are tested again (the others
+    are inside): the same draws, in the same order, as testing the whole array each round, at 2/3
+    of its time.
     """
     values = rng.standard_normal(shape)
-    outside = np.abs(values) > 2.0
-    while outside.any():
-        values[outside] = rng.standard_normal(int(outside.sum()))
-        outside = np.abs(values) > 2.0
+    flat = values.reshape(-1)
+    redraw = np.flatnonzero(np.abs(flat) > 2.0)
+    while redraw.size:
+        drawn = rng.standard_normal(redraw.size)
+        flat[redraw] = drawn
+        redraw = redraw[np.abs(drawn) > 2.0]
     values *= std  # in place: mean + std * values, without two temporaries of the kernel's size
     values += mean
     return values
@@ -317,9 +321,19 @@ class Randomizer:
                 raise RandomizationCheckError(f"self-check failed: nothing in block {name} was re-initialized")
         expected = {v.name for name in randomized for v in self.model.block(name).variables}
         for v, trained in zip(self.model.variables, self.trained, strict=True):
-            same = v.variable.numpy().tobytes() == trained.tobytes()
+            same = _bitwise_equal(v.variable.numpy(), trained)
             if v.name not in expected and not same:
                 raise RandomizationCheckError(
                     f"self-check failed: {v.name} changed but is not in the randomized blocks {list(randomized)}")
             if v.name in expected and same and role(v) == "kernel":
                 raise RandomizationCheckError(f"self-check failed: kernel {v.name} was not re-initialized")
+
+
+def _bitwise_equal(a: np.ndarray, b: np.ndarray) -> bool:
+    """The same bytes (a NaN equals itself, -0.0 differs from 0.0), compared as unsigned integers of
+    the arrays' item size: no copy of either (bytes objects of a whole model cost ~30 ms a check)."""
+    if a.shape != b.shape or a.dtype != b.dtype:
+        return False
+    as_int = np.dtype(f"u{a.dtype.itemsize}") if a.dtype.itemsize in (1, 2, 4, 8) else np.uint8
+    return bool(np.array_equal(np.ascontiguousarray(a).reshape(-1).view(as_int),
+                               np.ascontiguousarray(b).reshape(-1).view(as_int)))

@@ -224,6 +224,54 @@ def test_truncated_normal_std_is_keras_pre_truncation_std():
     _std_within(rz.draw(kernel, rz.Reinit(scheme="own"), np.random.default_rng(1), None), 0.1 * rz.TRUNCATED_STD)
 
 
+def test_truncated_normal_draws_are_whole_array_rejection_sampling():
+    """The truncated normal redraws only the values just redrawn; its values are those of the plain
+    rule (redraw every value outside +-2 until none is, testing the whole array each round), bit for
+    bit: a different order of redraws, or a redrawn value left untested, changes every later weight."""
+    def whole_array_rejection(rng, shape, std, mean):
+        values = rng.standard_normal(shape)
+        while (outside := np.abs(values) > 2.0).any():
+            values[outside] = rng.standard_normal(int(outside.sum()))
+        return values * std + mean
+
+    for seed, shape in ((0, (300, 200)), (1, (7,)), (2, (3, 3, 8, 16))):
+        got = rz._truncated_normal(np.random.default_rng(seed), shape, 0.05, mean=0.5)
+        expected = whole_array_rejection(np.random.default_rng(seed), shape, 0.05, 0.5)
+        assert got.shape == shape and got.tobytes() == expected.tobytes()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16, np.int64, np.bool_, np.complex128])
+def test_bitwise_equal_compares_bytes(dtype):
+    """The self-check's comparison: bytes, not values (NaN is unchanged, -0.0 is a change)."""
+    a = np.arange(12).reshape(3, 4).astype(dtype)
+    assert rz._bitwise_equal(a, a.copy()) and rz._bitwise_equal(a.T, a.T.copy())
+    b = a.copy()
+    b.flat[5] = 1 - b.flat[5] if dtype is np.bool_ else b.flat[5] + 1
+    assert not rz._bitwise_equal(a, b)
+    assert not rz._bitwise_equal(a, a.reshape(4, 3)) and not rz._bitwise_equal(a, a.astype(np.int8))
+    if np.issubdtype(dtype, np.floating):
+        assert rz._bitwise_equal(np.array([np.nan, 1], dtype), np.array([np.nan, 1], dtype))
+        assert not rz._bitwise_equal(np.array([0.0], dtype), np.array([-0.0], dtype))
+        assert rz._bitwise_equal(np.array(2.5, dtype), np.array(2.5, dtype))  # 0-d
+
+
+def test_self_check_catches_a_change_that_compares_equal(monkeypatch):
+    """A randomizer that flips +0.0 to -0.0 elsewhere changed the model, though == says equal."""
+    model = wrap_keras(tiny_cnn())
+    original = rz.randomize_block
+
+    def sign_flipping(block, reinit, step):
+        bias = model.block("conv1").variables[1].variable
+        bias.assign(-bias.numpy())  # conv1's bias is all zeros: -0.0 == 0.0
+        return original(block, reinit, step)
+
+    assert not model.block("conv1").variables[1].variable.numpy().any()
+    monkeypatch.setattr(rz, "randomize_block", sign_flipping)
+    with pytest.raises(rz.RandomizationCheckError, match="conv1/bias changed"):
+        with rz.Randomizer(model, rz.Reinit()).step(rz.Step(1, "logits", ("logits",))):
+            pass
+
+
 # -- frozen models: trainable=False is no reason to leave a weight alone ------------------------------------
 def _cnn_with_state(freeze: str):
     """conv1 -> bn1 -> conv2 -> dropout (a seed generator: state, not a block) -> fc1 -> logits, frozen

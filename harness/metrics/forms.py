@@ -178,9 +178,11 @@ def _hog_features_batch(batch01: np.ndarray, s: MetricSettings) -> np.ndarray:
     blocks = np.ascontiguousarray(sliding_window_view(histograms, (block, block), axis=(1, 2))
                                   .transpose(0, 1, 2, 4, 5, 3)).reshape(n, -1, block * block * orientations)
     eps = 1e-5  # skimage's
-    out = blocks / np.sqrt(np.sum(blocks * blocks, axis=2, keepdims=True) + eps**2)
+    # Each block's sum of squares by einsum: np.sum over the last axis of 81 values took 4x as long
+    # (summed in another order: within one ulp of it, and of skimage's; see tests/test_metrics.py)
+    out = blocks / np.sqrt(np.einsum("nbk,nbk->nb", blocks, blocks)[..., None] + eps**2)
     np.minimum(out, 0.2, out=out)
-    out /= np.sqrt(np.sum(out * out, axis=2, keepdims=True) + eps**2)
+    out /= np.sqrt(np.einsum("nbk,nbk->nb", out, out)[..., None] + eps**2)
     return out.reshape(n, -1)
 
 
