@@ -1,0 +1,45 @@
+"""harness.summary: the bootstrap CI and the per-group statistics of summary.csv."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from harness import summary
+from harness.results import GROUP_COLUMNS
+
+
+def _choice_ci(values, seed, level=0.95):
+    """The CI as the percentile bootstrap defines it: resample with `choice`, take the quantiles."""
+    rng = np.random.default_rng(seed)
+    means = rng.choice(values, size=(summary.BOOTSTRAP_SAMPLES, len(values)), replace=True).mean(axis=1)
+    alpha = (1 - level) / 2
+    return np.quantile(means, alpha), np.quantile(means, 1 - alpha)
+
+
+@pytest.mark.parametrize("seed", [0, 7])
+def test_bootstrap_ci_is_the_seeded_choice_resampling(seed):
+    """Bit for bit what drawing the resamples with choice gives, for each size, and for two groups
+    of one size that share the cached indices (a stale or shifted cache changes the bounds)."""
+    rng = np.random.default_rng(3)
+    for n in (2, 3, 50, 100, 100):
+        values = rng.normal(size=n)
+        assert summary.bootstrap_ci(values, seed) == _choice_ci(values, seed)
+        assert summary.bootstrap_ci(values, seed, level=0.9) == _choice_ci(values, seed, 0.9)
+    with_nan = np.array([0.2, np.nan, 0.5, 0.9])
+    assert summary.bootstrap_ci(with_nan, seed) == _choice_ci(with_nan[~np.isnan(with_nan)], seed)
+    assert all(np.isnan(summary.bootstrap_ci(np.array([0.3, np.nan]), seed)))
+    with pytest.raises(ValueError, match="read-only"):
+        summary._resamples(3, seed)[0, 0] = 1
+
+
+def test_summary_rows_count_and_leave_out_degenerate_scores():
+    rows = []
+    for step, values in ((0, [1.0, 1.0, 1.0]), (1, [0.2, 0.6, np.nan, 0.4])):
+        for k, value in enumerate(values):
+            rows.append(dict.fromkeys(GROUP_COLUMNS, "x") | {"step": step, "value": value, "degenerate": k == 3 or np.isnan(value)})
+    rows[-1]["value"] = 0.99  # a finite but degenerate score (SSIM of a constant map): left out, counted
+    out = summary.summarize(pd.DataFrame(rows)).set_index("step")
+    assert out.loc[1, "n"] == 2 and out.loc[1, "n_degenerate"] == 2
+    assert out.loc[1, "mean"] == pytest.approx(0.4) and out.loc[1, "sd"] == pytest.approx(np.std([0.2, 0.6], ddof=1))
+    assert out.loc[1, "se"] == pytest.approx(out.loc[1, "sd"] / np.sqrt(2))
+    assert (out.loc[1, "ci_low"], out.loc[1, "ci_high"]) == _choice_ci(np.array([0.2, 0.6]), 0)
+    assert out.loc[0, "n"] == 3 and out.loc[0, "mean"] == 1.0 and out.loc[0, "ci_low"] == out.loc[0, "ci_high"] == 1.0
