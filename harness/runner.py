@@ -325,10 +325,14 @@ class Runner:
         """Rows of one unit: `target_class` is the class `maps` explain, `reference_class` the class
         of the maps they are compared with (the original maps unless `reference` is given)."""
         with self.clock("score"):
-            reference = self._prepared_original(method) if reference is None else reference
+            compared = maps
+            if reference is None:
+                reference = self._prepared_original(method)
+                if maps is self.original_maps[method.label]:  # step 0: its prepared forms serve both sides
+                    compared = reference
             reference_targets = self.reference_targets if reference_targets is None else reference_targets
             schedule = CONTROL_SCHEDULE if step.index == CONTROL_STEP else self.plan.schedule
-            scores = compare_batch(reference, maps, self.plan.metrics, images=self.x)
+            scores = compare_batch(reference, compared, self.plan.metrics, images=self.x)
             flat = [score for image_scores in scores for score in image_scores]
             per_image = [len(image_scores) for image_scores in scores]
 
