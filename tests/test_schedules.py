@@ -234,7 +234,7 @@ def test_truncated_normal_draws_are_whole_array_rejection_sampling():
             values[outside] = rng.standard_normal(int(outside.sum()))
         return values * std + mean
 
-    for seed, shape in ((0, (300, 200)), (1, (7,)), (2, (3, 3, 8, 16))):
+    for seed, shape in ((0, (300, 200)), (1, (7,)), (2, (3, 3, 8, 16)), (3, ())):
         got = rz._truncated_normal(np.random.default_rng(seed), shape, 0.05, mean=0.5)
         expected = whole_array_rejection(np.random.default_rng(seed), shape, 0.05, 0.5)
         assert got.shape == shape and got.tobytes() == expected.tobytes()

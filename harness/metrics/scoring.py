@@ -20,7 +20,7 @@ from harness.metrics.settings import MetricSettings
 # Pairs scored together: about this many raw-map values a side (20 MNIST maps, one InceptionV3 map).
 # A map's forms expand it (a 28 x 28 map's HOG vector has 11,664 values), so 100 MNIST maps at once
 # made ~9 MB temporaries that fell out of the caches between a run's kernels: scoring inside a
-# cascading_mlp run took twice its isolated time (2026-12-03); in chunks, the two agree.
+# cascading_mlp run took twice its isolated time (2026-12-03); in chunks, within ~10 % of it.
 CHUNK_VALUES = 16_384
 
 
