@@ -39,16 +39,16 @@ def measure(experiment: str, images: int, quick: bool = False) -> dict:
     from harness.reproduce import compose_run
 
     with tempfile.TemporaryDirectory(prefix="bench-overhead-") as folder:
-        experiment_cfg, _ = compose_run([f"experiment={experiment}"], Path(folder), quick)
         cfg, _ = compose_run([f"experiment={experiment}", f"model.source={EXPERIMENTS[experiment]}",
-                              f"data.count={images}", "map_cache=false", "progress=false"], Path(folder), quick)
+                              "map_cache=false", "progress=false"], Path(folder), quick)
+        full = int(cfg.data.count)  # the experiment's own image count
+        cfg.data.count = images
         load_model(cfg.model, log=lambda _: None)  # trained and cached before the timed run, if it is not yet
         began = time.perf_counter()
         run_dir = runner.run(cfg, log=lambda _: None)
         wall = time.perf_counter() - began
         record = json.loads((run_dir / "run.json").read_text())
     t = record["timings"]
-    full = int(experiment_cfg.data.count)  # the experiment's own image count
     projected = projected_fraction(t, full / images)
     total = t["total_seconds"]
     parts = ", ".join(f"{name} {s / total:.1%}" for name, s in sorted(t["overhead_parts"].items(), key=lambda kv: -kv[1]))

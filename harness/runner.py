@@ -241,10 +241,11 @@ class Runner:
         began = time.perf_counter()
         if step.index == 0:  # computed up front: every later step is compared with these maps
             maps, seconds = self.original_maps[method.label], self.original_seconds[method.label]
+            scored = self._prepared_original(method)  # compared with themselves: their forms serve both sides
         else:
-            maps = self.maps(method, step, targets)
+            maps = scored = self.maps(method, step, targets)
             seconds = time.perf_counter() - began
-        self._commit(_stem(step, method), self._score(step, method, targets, maps), maps, seconds)
+        self._commit(_stem(step, method), self._score(step, method, targets, scored), maps, seconds)
 
     def _commit(self, stem: str, rows: pd.DataFrame, maps: np.ndarray, seconds: float) -> None:
         path = self.parts / stem
@@ -320,19 +321,15 @@ class Runner:
         with self.clock(KERNEL):
             return np.asarray(explain(self.model, self.x, targets, rng, params), np.float32)
 
-    def _score(self, step: Step, method: MethodSpec, targets: np.ndarray, maps: np.ndarray,
+    def _score(self, step: Step, method: MethodSpec, targets: np.ndarray, maps: np.ndarray | list[PreparedMap],
                reference: np.ndarray | None = None, reference_targets: np.ndarray | None = None) -> pd.DataFrame:
         """Rows of one unit: `target_class` is the class `maps` explain, `reference_class` the class
         of the maps they are compared with (the original maps unless `reference` is given)."""
         with self.clock("score"):
-            compared = maps
-            if reference is None:
-                reference = self._prepared_original(method)
-                if maps is self.original_maps[method.label]:  # step 0: its prepared forms serve both sides
-                    compared = reference
+            reference = self._prepared_original(method) if reference is None else reference
             reference_targets = self.reference_targets if reference_targets is None else reference_targets
             schedule = CONTROL_SCHEDULE if step.index == CONTROL_STEP else self.plan.schedule
-            scores = compare_batch(reference, compared, self.plan.metrics, images=self.x)
+            scores = compare_batch(reference, maps, self.plan.metrics, images=self.x)
             flat = [score for image_scores in scores for score in image_scores]
             per_image = [len(image_scores) for image_scores in scores]
 
