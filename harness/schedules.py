@@ -177,32 +177,48 @@ def _fans(shape: tuple[int, ...]) -> tuple[int, int]:
 TRUNCATED_STD = 0.87962566103423978
 
 
-def _truncated_normal(rng, shape, std, mean=0.0) -> np.ndarray:
-    """Normal truncated at two standard deviations, as tf / keras TruncatedNormal draw.
+# Values drawn at a time by _truncated_normal: a float64 scratch of 512 KiB that stays in the CPU's
+# caches. Drawing a whole kernel in float64 first (30 MB for the MNIST MLP's 2,500 x 1,500) and then
+# casting it wrote and read that memory three times, and fresh memory is slow to fault in on some
+# machines: 2.5x the drawing's own time inside a cascading_mlp run (2026-12-03).
+DRAW_CHUNK = 1 << 16
+
+
+def _truncated_normal(rng, shape, std, mean=0.0, dtype=np.float64) -> np.ndarray:
+    """Normal truncated at two standard deviations, as tf / keras TruncatedNormal draw, as `dtype`.
 
     `std` is the standard deviation *before* truncation (keras TruncatedNormal(stddev) semantics):
     the values drawn have standard deviation TRUNCATED_STD * std. Rejection sampling (redraw the
     ~4.6 % outside +-2): 30x faster than scipy's truncnorm.rvs, which costs more than a whole MNIST
-    step on the 3.2 M-weight fc1 kernel. Only the values just redrawn are tested again (the others
-    are inside): the same draws, in the same order, as testing the whole array each round, at 2/3
-    of its time.
+    step on the 3.2 M-weight fc1 kernel. The values are those of drawing the whole array in float64,
+    redrawing every value outside +-2 until none is, scaling (`mean + std * value`, in float64) and
+    casting to `dtype`, bit for bit (tests/test_schedules.py): drawn DRAW_CHUNK values at a time (a
+    generator's stream does not depend on how its draws are split), then only the values just redrawn
+    are tested again (the others are inside).
     """
-    values = rng.standard_normal(shape)
-    flat = values.reshape(-1)
-    redraw = np.flatnonzero(np.abs(flat) > 2.0)
+    out = np.empty(shape, dtype)
+    flat = out.reshape(-1)  # a view: `out` is contiguous
+    scratch = np.empty(min(flat.size, DRAW_CHUNK))
+    outside = []
+    for start in range(0, flat.size, DRAW_CHUNK):
+        chunk = scratch[: min(DRAW_CHUNK, flat.size - start)]
+        rng.standard_normal(out=chunk)
+        outside.append(np.flatnonzero(np.abs(chunk) > 2.0) + start)
+        chunk *= std  # mean + std * value, as two in-place steps (the rounding of the redraws below)
+        chunk += mean
+        flat[start:start + chunk.size] = chunk
+    redraw = np.concatenate(outside) if outside else np.empty(0, np.intp)
     while redraw.size:
         drawn = rng.standard_normal(redraw.size)
-        flat[redraw] = drawn
+        flat[redraw] = drawn * std + mean
         redraw = redraw[np.abs(drawn) > 2.0]
-    values *= std  # in place: mean + std * values, without two temporaries of the kernel's size
-    values += mean
-    return values
+    return out
 
 
-def _from_spec(spec: Mapping[str, Any], shape, rng) -> np.ndarray:
+def _from_spec(spec: Mapping[str, Any], shape, rng, dtype=np.float64) -> np.ndarray:
     kind = spec["kind"]
     if kind == "truncated_normal":
-        return _truncated_normal(rng, shape, spec["std"], spec.get("mean", 0.0))
+        return _truncated_normal(rng, shape, spec["std"], spec.get("mean", 0.0), dtype)
     if kind == "normal":
         return rng.normal(spec.get("mean", 0.0), spec["std"], size=shape)
     if kind == "uniform":
@@ -216,8 +232,16 @@ def _from_spec(spec: Mapping[str, Any], shape, rng) -> np.ndarray:
             limit = np.sqrt(3.0 * spec["scale"] / fan)
             return rng.uniform(-limit, limit, size=shape)
         # Keras divides by .87962566 so that the *truncated* normal has the wanted variance.
-        return _truncated_normal(rng, shape, np.sqrt(spec["scale"] / fan) / TRUNCATED_STD)
+        return _truncated_normal(rng, shape, np.sqrt(spec["scale"] / fan) / TRUNCATED_STD, dtype=dtype)
     raise HarnessError(f"unknown initializer kind {kind!r} in model metadata")
+
+
+def _draw_dtype(current: np.ndarray | None) -> np.dtype:
+    """The dtype a truncated normal is drawn in: the variable's own when it is a NumPy float type
+    (the float64 values cast, as assigning them would), else float64 (cast on assignment)."""
+    if current is not None and current.dtype in (np.float16, np.float32, np.float64):
+        return current.dtype
+    return np.dtype(np.float64)
 
 
 def scheme_for(v: ModelVariable, reinit: Reinit) -> str:
@@ -229,6 +253,7 @@ def scheme_for(v: ModelVariable, reinit: Reinit) -> str:
 def draw(v: ModelVariable, reinit: Reinit, rng: np.random.Generator, current: np.ndarray) -> np.ndarray | None:
     """New value for one variable, or None when the scheme leaves it alone."""
     kind, scheme, shape = role(v), scheme_for(v, reinit), v.shape
+    dtype = _draw_dtype(current)
     if scheme == "donor":
         return reinit.donor[v.name]
     if kind == "moving_stat":
@@ -243,7 +268,7 @@ def draw(v: ModelVariable, reinit: Reinit, rng: np.random.Generator, current: np
         if not v.initializer:
             raise HarnessError(f"scheme 'own': variable {v.name} has no recorded initializer; use scheme "
                                f"auto or one of {', '.join(SCHEMES[2:])}")
-        return _from_spec(v.initializer, shape, rng)
+        return _from_spec(v.initializer, shape, rng, dtype)
     if kind in ("bias", "gamma"):
         # Biases and batch-norm beta go back to their initial constant; gamma to one.
         if v.initializer and v.initializer["kind"] == "constant":
@@ -253,12 +278,12 @@ def draw(v: ModelVariable, reinit: Reinit, rng: np.random.Generator, current: np
     if scheme == "he_truncated_normal":
         # He: the values drawn have std sqrt(2 / fan_in), as keras HeNormal and slim's
         # variance_scaling_initializer (truncated) give; so the pre-truncation std is larger.
-        return _truncated_normal(rng, shape, np.sqrt(2.0 / fan_in) / TRUNCATED_STD)
+        return _truncated_normal(rng, shape, np.sqrt(2.0 / fan_in) / TRUNCATED_STD, dtype=dtype)
     if scheme == "truncated_normal":
         # schedule.std is the pre-truncation std, as keras TruncatedNormal(stddev) and
         # tf.truncated_normal_initializer take it (the paper's "truncated normal"): the values drawn
         # have std 0.88 x schedule.std. Kept so on purpose: the same number means the same draw.
-        return _truncated_normal(rng, shape, reinit.std)
+        return _truncated_normal(rng, shape, reinit.std, dtype=dtype)
     if scheme == "glorot_uniform":
         limit = np.sqrt(6.0 / (fan_in + fan_out))
         return rng.uniform(-limit, limit, size=shape)
@@ -283,7 +308,7 @@ def randomize_block(block: Block, reinit: Reinit, step: int) -> list[str]:
         current = v.variable.numpy()
         value = draw(v, reinit, block_rng(reinit, block.name, step, v.name), current)
         if value is not None:
-            v.variable.assign(value.astype(current.dtype))
+            v.variable.assign(np.asarray(value, current.dtype))  # no copy when drawn in its dtype
             assigned.append(v.name)
     return assigned
 

@@ -224,20 +224,38 @@ def test_truncated_normal_std_is_keras_pre_truncation_std():
     _std_within(rz.draw(kernel, rz.Reinit(scheme="own"), np.random.default_rng(1), None), 0.1 * rz.TRUNCATED_STD)
 
 
-def test_truncated_normal_draws_are_whole_array_rejection_sampling():
-    """The truncated normal redraws only the values just redrawn; its values are those of the plain
-    rule (redraw every value outside +-2 until none is, testing the whole array each round), bit for
-    bit: a different order of redraws, or a redrawn value left untested, changes every later weight."""
-    def whole_array_rejection(rng, shape, std, mean):
+@pytest.mark.parametrize("chunk", [rz.DRAW_CHUNK, 7])
+def test_truncated_normal_draws_are_whole_array_rejection_sampling(monkeypatch, chunk):
+    """The truncated normal draws in chunks, redraws only the values just redrawn and writes the
+    variable's dtype; its values are those of the plain rule (draw the whole array in float64, redraw
+    every value outside +-2 until none is, testing the whole array each round, scale, cast), bit for
+    bit: a different order of draws or redraws, a redrawn value left untested, a chunk boundary
+    mishandled or a cast before scaling changes every later weight. Chunks of 7 values put boundaries
+    inside every shape but the scalar."""
+    def whole_array_rejection(rng, shape, std, mean, dtype):
         values = rng.standard_normal(shape)
         while (outside := np.abs(values) > 2.0).any():
             values[outside] = rng.standard_normal(int(outside.sum()))
-        return values * std + mean
+        return (values * std + mean).astype(dtype)
 
-    for seed, shape in ((0, (300, 200)), (1, (7,)), (2, (3, 3, 8, 16)), (3, ())):
-        got = rz._truncated_normal(np.random.default_rng(seed), shape, 0.05, mean=0.5)
-        expected = whole_array_rejection(np.random.default_rng(seed), shape, 0.05, 0.5)
-        assert got.shape == shape and got.tobytes() == expected.tobytes()
+    monkeypatch.setattr(rz, "DRAW_CHUNK", chunk)
+    for seed, shape in ((0, (300, 200)), (1, (7,)), (2, (3, 3, 8, 16)), (3, ()), (4, (0, 5))):
+        for dtype in (np.float64, np.float32, np.float16):
+            got = rz._truncated_normal(np.random.default_rng(seed), shape, 0.05, 0.5, dtype)
+            expected = whole_array_rejection(np.random.default_rng(seed), shape, 0.05, 0.5, dtype)
+            assert got.shape == shape and got.dtype == dtype and got.tobytes() == expected.tobytes()
+
+
+def test_a_kernel_is_drawn_in_its_own_dtype():
+    """draw() gives a float32 kernel float32 values (no float64 copy of the kernel to cast), equal
+    to the float64 draw cast; a kernel of a dtype NumPy draws nothing in gets float64 values."""
+    kernel = _big_kernel((40, 30))
+    reinit = rz.Reinit(scheme="he_truncated_normal")
+    as32 = rz.draw(kernel, reinit, np.random.default_rng(0), np.zeros((40, 30), np.float32))
+    as64 = rz.draw(kernel, reinit, np.random.default_rng(0), None)
+    assert as32.dtype == np.float32 and as64.dtype == np.float64
+    assert as32.tobytes() == as64.astype(np.float32).tobytes()
+    assert rz.draw(kernel, reinit, np.random.default_rng(0), np.zeros((40, 30), np.int32)).dtype == np.float64
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16, np.int64, np.bool_, np.complex128])
