@@ -731,3 +731,26 @@ def test_each_form_is_computed_once_per_map_however_many_metrics_use_it(monkeypa
     compare_batch(batch, [_smooth_map(rng, (16, 16, 1)) for _ in range(3)], settings, images=[image] * 3)
     compare(refs[1], _smooth_map(rng, (16, 16, 1)), settings, image=image)
     assert computed == {name: 2 + 3 + 3 + 1 for name in used}  # the references' forms were kept
+
+
+@pytest.mark.parametrize("tied_share", [0.0, 1.0])  # the stable sort for every stack, then quicksort
+def test_average_ranks_are_scipys_rankdata_bit_for_bit(monkeypatch, tied_share):
+    """forms.average_ranks (the rank forms' own, faster ranking) against scipy.stats.rankdata(axis=1):
+    rows with no ties, a zero background, ties elsewhere, -0.0 beside 0.0, one constant row, one
+    value, no value, float32. Catches a run of ties averaged wrongly, ranks off by one, a run that
+    crosses from one row into the next, and a sort whose ties are not averaged."""
+    from harness.metrics import forms
+
+    monkeypatch.setattr(forms, "_TIED_SHARE", tied_share)
+    rng = np.random.default_rng(3)
+    dense = rng.standard_normal((20, 784))
+    background = np.abs(dense) * (rng.random((20, 784)) < 0.3)  # ~70 % zeros
+    rounded = np.round(rng.standard_normal((5, 300)), 1)  # ties all over
+    signed_zeros = np.array([[0.0, -0.0, 1.0, -0.0, 0.0, -1.0]])
+    last_row_ties_first = np.array([[1.0, 2.0, 3.0], [1.0, 1.0, 1.0]])  # a run must not span rows
+    for stack in (dense, background, rounded, signed_zeros, last_row_ties_first, np.ones((3, 7)),
+                  np.array([[5.0]]), np.empty((2, 0)), rounded.astype(np.float32)):
+        got = forms.average_ranks(stack)
+        expected = stats.rankdata(stack, axis=1)
+        assert got.dtype == np.float64 and got.shape == stack.shape
+        assert got.tobytes() == np.asarray(expected, np.float64).tobytes(), stack[:2]

@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
-from scipy import stats
 from skimage.feature import hog
 
 try:  # scikit-image's Cython cell histograms, see _hog_features_batch
@@ -296,6 +295,36 @@ def image_reader(names: Iterable[str], settings: MetricSettings) -> Form | None:
     return None
 
 
+# Above this share of exact zeros (a map's background) numpy's stable sort beats its quicksort.
+_TIED_SHARE = 0.2
+
+
+def average_ranks(stack: np.ndarray) -> np.ndarray:
+    """The average ranks (1-based, float64; ties get their mean rank) of each row of `stack` [n, m]
+    of finite values: scipy.stats.rankdata(stack, axis=1), bit for bit (tests/test_metrics.py).
+
+    Written here because rankdata always sorts stably, and on MNIST maps with few ties numpy's
+    (SIMD) quicksort takes half the time; on maps that are mostly one value (a zero background) the
+    stable sort is 2-6x faster (measured 2026-12-03, 20 x 784 and 1 x 89,401 values). Average ranks
+    do not depend on the order of tied values, so the sort is chosen by the share of zeros. Ranks
+    were a quarter of scoring a cascading_mlp unit; this takes ~0.6 of rankdata's time.
+    """
+    x = np.asarray(stack)
+    n, m = x.shape
+    kind = "stable" if np.count_nonzero(x == 0) > _TIED_SHARE * x.size else "quicksort"
+    order = np.argsort(x, axis=1, kind=kind)
+    ordered = np.take_along_axis(x, order, axis=1)
+    starts_group = np.empty((n, m), bool)  # where a run of equal values begins, row by row
+    starts_group[:, :1] = True
+    np.not_equal(ordered[:, 1:], ordered[:, :-1], out=starts_group[:, 1:])
+    starts = np.flatnonzero(starts_group)
+    counts = np.diff(starts, append=n * m)
+    # a run at sorted positions p .. p + c - 1 (0-based) has mean rank p + (c + 1) / 2: exact halves
+    ranks = np.empty((n, m))
+    np.put_along_axis(ranks, order, np.repeat(starts % max(m, 1) + (counts + 1) / 2, counts).reshape(n, m), axis=1)
+    return ranks
+
+
 def ranks_of(source: str, *, batched: bool = True) -> None:
     """Register the form `rank_<source>`: the average ranks of the flattened form `source` (ties get
     their mean rank, as in scipy.stats.spearmanr: the MNIST background is one huge tie).
@@ -303,9 +332,9 @@ def ranks_of(source: str, *, batched: bool = True) -> None:
     about = f"average ranks of the {source!r} form"
     if batched:
         form(f"rank_{source}", (source,), batched=True, about=about)(
-            lambda stack, settings: stats.rankdata(stack.reshape(len(stack), -1), axis=1))
+            lambda stack, settings: average_ranks(stack.reshape(len(stack), -1)))
     else:
-        form(f"rank_{source}", (source,), about=about)(lambda x, settings: stats.rankdata(x.ravel()))
+        form(f"rank_{source}", (source,), about=about)(lambda x, settings: average_ranks(x.reshape(1, -1))[0])
 
 
 # --------------------------------------------------------------------------------------------
