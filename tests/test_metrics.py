@@ -699,6 +699,37 @@ def test_a_batch_is_scored_in_chunks_with_the_scores_of_pair_by_pair(monkeypatch
     assert widest and max(widest.values()) == 2 * 3  # a chunk's 3 references and 3 compared maps
 
 
+def test_maps_prepared_for_a_chunk_are_dropped_once_it_is_scored(monkeypatch):
+    """compare_batch keeps one chunk's prepared maps at a time (scoring._release): when a chunk's
+    forms are computed, no map it prepared for an earlier chunk is alive (one a metric's view still
+    held was); a reference given prepared (the runner's originals) keeps its forms for the next
+    batch. Red when chunks keep their maps to the end of the batch."""
+    import gc
+    import weakref
+
+    from harness.metrics import PreparedMap
+    from harness.metrics import scoring
+
+    monkeypatch.setattr(scoring, "CHUNK_VALUES", 2 * 16 * 16)  # 2 pairs of 16 x 16 maps a chunk
+    settings = MetricSettings(metrics=("spearman_abs", "hog"))
+    rng = np.random.default_rng(5)
+    given = [PreparedMap(_smooth_map(rng, (16, 16, 1)), settings) for _ in range(6)]
+    earlier: list[weakref.ref] = []
+    chunks = []
+    real_fill = scoring.fill
+
+    def fill(maps, names, s):
+        gc.collect()  # nothing is left to a cycle collection: only references count
+        assert [r for r in earlier if r() is not None] == [], "a scored chunk's maps are still alive"
+        chunks.append(len(maps))
+        real_fill(maps, names, s)
+        earlier.extend(weakref.ref(m) for m in maps if not any(m is g for g in given))
+    monkeypatch.setattr(scoring, "fill", fill)
+    compare_batch(given, np.stack([_smooth_map(rng, (16, 16, 1)) for _ in range(6)]), settings)
+    assert chunks == [4, 4, 4] and len(earlier) == 6
+    assert all(g.has("unit_rank_abs") and g.has("hog") for g in given)
+
+
 def test_each_form_is_computed_once_per_map_however_many_metrics_use_it(monkeypatch):
     """Every form (counted by wrapping each registered one) is computed once per map, though several
     metrics use it ('abs' feeds spearman_abs, the abs01 map of ssim and hog, and spearman_abs_fg) and

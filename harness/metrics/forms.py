@@ -173,16 +173,18 @@ def _hog_features_batch(batch01: np.ndarray, s: MetricSettings) -> np.ndarray:
     for g_row, g_col, histogram in zip(g_rows, g_cols, histograms):
         _skimage_hog_histograms(g_col, g_row, cell, cell, width, height, cols, rows, orientations, histogram)
     # [n, block rows, block cols, orientations, b, b] -> skimage's order [n, br, bc, b, b, orientations]
-    # (copied to one contiguous row per block: sums over the strided window view took twice as long)
-    blocks = np.ascontiguousarray(sliding_window_view(histograms, (block, block), axis=(1, 2))
-                                  .transpose(0, 1, 2, 4, 5, 3)).reshape(n, -1, block * block * orientations)
+    # (copied to one contiguous row per block: sums over the strided window view took twice as long;
+    # always a copy, also where the view is contiguous (1-cell blocks): it is normalized in place)
+    blocks = np.array(sliding_window_view(histograms, (block, block), axis=(1, 2)).transpose(0, 1, 2, 4, 5, 3),
+                      order="C").reshape(n, -1, block * block * orientations)
     eps = 1e-5  # skimage's
     # Each block's sum of squares by einsum: np.sum over the last axis of 81 values took 4x as long
     # (summed in another order: within one ulp of it, and of skimage's; see tests/test_metrics.py)
-    out = blocks / np.sqrt(np.einsum("nbk,nbk->nb", blocks, blocks)[..., None] + eps**2)
-    np.minimum(out, 0.2, out=out)
-    out /= np.sqrt(np.einsum("nbk,nbk->nb", out, out)[..., None] + eps**2)
-    return out.reshape(n, -1)
+    # In place (blocks is this function's own copy): the same values without another array its size
+    blocks /= np.sqrt(np.einsum("nbk,nbk->nb", blocks, blocks)[..., None] + eps**2)
+    np.minimum(blocks, 0.2, out=blocks)
+    blocks /= np.sqrt(np.einsum("nbk,nbk->nb", blocks, blocks)[..., None] + eps**2)
+    return blocks.reshape(n, -1)
 
 
 def _dominant_gradients(batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -364,9 +366,12 @@ def _abs01(absolute: np.ndarray, settings: MetricSettings) -> np.ndarray:
     return _minmax_maps(absolute)
 
 
-@form("ssim_hog", lambda settings: (settings.ssim_hog_map,), about="the map SSIM and HOG see (ssim_hog_map)")
-def _ssim_hog(map01: np.ndarray, settings: MetricSettings) -> np.ndarray:
-    return map01
+# Batched, so a chunk's stack is its source's batch itself: stacking it map by map for SSIM and HOG
+# copied each chunk three times a side.
+@form("ssim_hog", lambda settings: (settings.ssim_hog_map,), batched=True,
+      about="the map SSIM and HOG see (ssim_hog_map)")
+def _ssim_hog(maps01: np.ndarray, settings: MetricSettings) -> np.ndarray:
+    return maps01
 
 
 @form("hog", ("ssim_hog",), batched=True, about="the HOG feature vector of the ssim_hog form")

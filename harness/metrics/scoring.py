@@ -85,13 +85,25 @@ def compare_batch(
         size = max(1, CHUNK_VALUES // refs[group[0]].raw.size)
         for start in range(0, len(group), size):
             chunk = group[start:start + size]
-            fill([refs[k] for k in chunk] + [cmps[k] for k in chunk], needed, settings)
+            chunk_refs, chunk_cmps = [refs[k] for k in chunk], [cmps[k] for k in chunk]
+            fill(chunk_refs + chunk_cmps, needed, settings)
             for m in metrics:
-                ref = FormView([refs[k] for k in chunk], m.name, forms[m.name])
-                cmp = FormView([cmps[k] for k in chunk], m.name, forms[m.name])
-                for k, (value, reason) in zip(chunk, m.compute(ref, cmp, settings), strict=True):
+                results = m.compute(FormView(chunk_refs, m.name, forms[m.name]),
+                                    FormView(chunk_cmps, m.name, forms[m.name]), settings)
+                for k, (value, reason) in zip(chunk, results, strict=True):
                     scores[k].append(Score(m.name, float(value), bool(reason), reason))
+            _release(chunk, refs, references)
+            _release(chunk, cmps, compareds)
     return scores
+
+
+def _release(chunk: list[int], prepared: list[PreparedMap | None], given: Sequence) -> None:
+    """Drop the maps of a scored chunk that were prepared here (not given prepared, as the runner's
+    originals are): kept to the end of the batch, all of a unit's forms (~250 kB a 28 x 28 map's)
+    lived at once; dropped, a batch holds one chunk's."""
+    for k in chunk:
+        if prepared[k] is not given[k]:
+            prepared[k] = None
 
 
 def _check_images(maps: list[PreparedMap], metrics: list[Metric], settings: MetricSettings) -> None:
