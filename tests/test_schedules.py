@@ -157,10 +157,33 @@ def test_self_check_catches_a_randomizer_that_skips_a_kernel(monkeypatch):
 def test_self_check_catches_a_broken_restore(monkeypatch):
     model = wrap_keras(tiny_cnn())
     randomizer = rz.Randomizer(model, rz.Reinit())
-    monkeypatch.setattr(type(model), "restore", lambda self, snapshot: None)
+    monkeypatch.setattr(type(model), "restore", lambda self, snapshot, names=None: None)
     with pytest.raises(rz.RandomizationCheckError):
         with randomizer.step(rz.Step(1, "logits", ("logits",))):
             pass
+
+
+def test_a_step_restores_its_own_blocks_and_catches_any_other_change(monkeypatch):
+    """After a step only the step's blocks are assigned back (the others were never touched); so a
+    variable outside them that changed during the step (a method writing weights) is not silently
+    put back but fails the self-check. Red when a step restores every variable, or none."""
+    model = wrap_keras(tiny_cnn())
+    randomizer = rz.Randomizer(model, rz.Reinit())
+    assigned = []
+    real_restore = type(model).restore
+
+    def restore(self, snapshot, names=None):
+        real_restore(self, snapshot, names)
+        assigned.extend(v.name for v in self.variables if names is None or v.name in names)
+    monkeypatch.setattr(type(model), "restore", restore)
+    with randomizer.step(rz.Step(1, "logits", ("logits",))):
+        pass
+    assert sorted(assigned) == sorted(v.name for v in model.block("logits").variables)
+    assert all(rz._bitwise_equal(v.variable.numpy(), t) for v, t in zip(model.variables, randomizer.trained))
+    other = next(v for v in model.variables if v.name not in {w.name for w in model.block("logits").variables})
+    with pytest.raises(rz.RandomizationCheckError, match=other.name):
+        with randomizer.step(rz.Step(1, "logits", ("logits",))):
+            other.variable.assign(other.variable.numpy() + 1)
 
 
 def test_gradient_traces_once_across_a_whole_cascade(images8):

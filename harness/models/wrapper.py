@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
+from collections.abc import Collection
 from typing import Any, Callable
 
 import numpy as np
@@ -147,9 +148,11 @@ class ModelUnderTest:
     def snapshot(self) -> list[np.ndarray]:
         return [v.variable.numpy().copy() for v in self.variables]
 
-    def restore(self, snapshot: list[np.ndarray]) -> None:
+    def restore(self, snapshot: list[np.ndarray], names: Collection[str] | None = None) -> None:
+        """Assign the snapshot's values back: to every variable, or to those named in `names`."""
         for v, value in zip(self.variables, snapshot, strict=True):
-            v.variable.assign(value)
+            if names is None or v.name in names:
+                v.variable.assign(value)
 
 
 def execution_order(call: Callable, spec: tf.TensorSpec, variables: list[tf.Variable]) -> list[tf.Variable]:
