@@ -178,9 +178,9 @@ TRUNCATED_STD = 0.87962566103423978
 
 
 # Values drawn at a time by _truncated_normal: a float64 scratch of 512 KiB that stays in the CPU's
-# caches. Drawing a whole kernel in float64 first (30 MB for the MNIST MLP's 2,500 x 1,500) and then
-# casting it wrote and read that memory three times, and fresh memory is slow to fault in on some
-# machines: 2.5x the drawing's own time inside a cascading_mlp run (2026-12-03).
+# caches. Drawing a whole kernel in float64 first (30 MB for the MNIST MLP's 2,500 x 1,500), then
+# testing, scaling and casting it, went over that memory five times, and fresh memory is slow to
+# fault in on some machines: inside a cascading_mlp run the draws took 2.5x their time in a loop.
 DRAW_CHUNK = 1 << 16
 
 
