@@ -351,19 +351,19 @@ def kill_at(monkeypatch, where: str):
 @pytest.mark.parametrize("where", ["part", "control", "assembly"])
 def test_killed_at_each_point_resumes_to_identical_files(tmp_path, tiny_saved_model, image_folder, monkeypatch, where):
     path, _ = tiny_saved_model
-    methods = "methods=[gradient,{name:smoothgrad,samples:2}]", "maps_to_keep=4"  # of the 6 images
-    fresh = runner.run(config(*tiny_overrides(path, image_folder, tmp_path / "fresh"), *methods), log=lambda _: None)
+    overrides = "methods=[gradient,{name:smoothgrad,samples:2}]", "maps_to_keep=4"  # of the 6 images
+    fresh = runner.run(config(*tiny_overrides(path, image_folder, tmp_path / "fresh"), *overrides), log=lambda _: None)
     with monkeypatch.context() as patch:
         kill_at(patch, where)
         with pytest.raises(Killed):
-            runner.run(config(*tiny_overrides(path, image_folder, tmp_path / "killed"), *methods), log=lambda _: None)
+            runner.run(config(*tiny_overrides(path, image_folder, tmp_path / "killed"), *overrides), log=lambda _: None)
     run_dir = next((tmp_path / "killed").glob("runs/*"))
     assert not (run_dir / "run.json").exists()
     computed = []
     real = runner.Runner._unit
     monkeypatch.setattr(runner.Runner, "_unit", lambda self, step, method, targets: (
         computed.append((step.index, method.label)), real(self, step, method, targets))[1])
-    resumed = runner.run(config(*tiny_overrides(path, image_folder, tmp_path / "killed"), *methods), log=lambda _: None)
+    resumed = runner.run(config(*tiny_overrides(path, image_folder, tmp_path / "killed"), *overrides), log=lambda _: None)
     assert resumed.name == fresh.name
     for name in ("scores.csv", "summary.csv"):
         assert (resumed / name).read_bytes() == (fresh / name).read_bytes(), name
