@@ -571,6 +571,61 @@ def test_batched_hog_equals_skimage_hog_map_by_map(size, settings):
         np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("size,cell,orientations", [
+    ((28, 28), 2, 9), ((31, 29), 3, 9), ((40, 37), 4, 7), ((64, 64), 5, 12), ((33, 33), 16, 9), ((20, 20), 1, 8),
+    ((20, 20), 2, 1), ((20, 20), 2, 180),
+])
+def test_cell_histograms_are_scikit_images_kernel_bit_for_bit(size, cell, orientations):
+    """forms._cell_histograms against the Cython kernel skimage.feature.hog calls, map by map: odd
+    cells, partial cells at the edges, 1 to 180 bins; maps with flat regions (zero gradients), values
+    on a coarse grid (orientations exactly on bin bounds) and gradients pointing at exactly 0 and 180
+    degrees. Catches a pixel binned on the wrong side of a bound, sums kept in float64 instead of the
+    kernel's float32, pixels summed in another order, a partial cell counted, degrees % 180 wrong."""
+    kernel = pytest.importorskip("skimage.feature._hoghistogram").hog_histograms
+    from harness.metrics.forms import _cell_histograms, _central_differences
+
+    rng = np.random.default_rng(cell * 1000 + orientations)
+    maps = rng.random((5, *size))
+    maps[0, : size[0] // 2] = 0.5  # flat: zero gradients
+    maps[1] = np.round(maps[1] * 4) / 4  # a coarse grid: angles of 0, 45, 90, ... degrees
+    maps[2, :, ::2] = 0.25  # columns alike: gradients along the rows only
+    maps[3] = np.linspace(1, 0, size[1])[None, :]  # falling to the right: exactly 180 degrees
+    g_rows, g_cols = _central_differences(maps)
+    # and gradients whose angles lie within 20 ulps of each bin bound, on both sides
+    bounds = 180.0 / orientations * np.arange(orientations + 1)
+    degrees = bounds[:, None] + np.arange(-20, 21)[None, :] * np.spacing(bounds)[:, None]
+    angles = np.resize(np.deg2rad(degrees.ravel()), size)
+    g_rows = np.concatenate([g_rows, np.sin(angles)[None]])
+    g_cols = np.concatenate([g_cols, np.cos(angles)[None]])
+    got = _cell_histograms(g_rows, g_cols, cell, orientations)
+    rows, cols = size[0] // cell, size[1] // cell
+    for g_row, g_col, histogram in zip(g_rows, g_cols, got):
+        expected = np.zeros((rows, cols, orientations))
+        kernel(g_col, g_row, cell, cell, size[1], size[0], cols, rows, orientations, expected)
+        np.testing.assert_array_equal(histogram.view(np.uint64), expected.view(np.uint64))
+
+
+@pytest.mark.parametrize("orientations", [1, 7, 9, 12, 180, 359])
+def test_orientation_bins_are_the_kernels_at_and_beside_every_bound(orientations):
+    """forms._orientation_bins against scikit-image's rule written out: orientation = degrees % 180,
+    bin i unless orientation >= (i + 1) * 180 / n or orientation < i * 180 / n (bounds in float64); at
+    each bound, 1-3 ulps either side of it, the same 180 degrees lower, and +-180, +-0.0, the
+    smallest negatives. Catches a quotient taken as the bin without either correction (at a bound it
+    falls on either side for some n), a bound compared the wrong way, a wrong remainder."""
+    from harness.metrics.forms import _orientation_bins
+
+    bounds = 180.0 / orientations * np.arange(orientations + 1)
+    ulps = np.arange(-3, 4)[None, :] * np.spacing(bounds)[:, None]
+    near = (bounds[:, None] + ulps).ravel()
+    degrees = np.concatenate([near, near - 180.0, [180.0, -180.0, 0.0, -0.0, -5e-324, -1e-300, -1e-14]])
+    degrees = degrees[(degrees >= -180.0) & (degrees <= 180.0)]
+    orientation = degrees % 180
+    i = np.arange(orientations)
+    inside = ~((orientation[:, None] >= 180.0 / orientations * (i + 1)) | (orientation[:, None] < 180.0 / orientations * i))
+    expected = np.where(inside.any(axis=1), inside.argmax(axis=1), orientations)
+    np.testing.assert_array_equal(_orientation_bins(degrees, orientations), expected)
+
+
 def test_prepared_reference_gives_the_same_scores_as_raw_maps():
     from harness.metrics import PreparedMap
 
@@ -756,12 +811,55 @@ def test_each_form_is_computed_once_per_map_however_many_metrics_use_it(monkeypa
     refs = [PreparedMap(_smooth_map(rng, (16, 16, 1)), settings, image) for _ in range(2)]
     batch = [refs[0], refs[1], refs[0]]  # the same prepared reference twice
     compare_batch(batch, [_smooth_map(rng, (16, 16, 1)) for _ in range(3)], settings, images=[image] * 3)
-    used = {"abs", "signed", "abs01", "ssim_hog", "hog", "fg", "abs_fg",
+    used = {"abs", "signed", "abs01", "ssim_hog", "ssim_moments", "hog", "fg", "abs_fg",
             "rank_abs", "rank_signed", "rank_abs_fg", "rank_hog", "unit_rank_abs", "unit_rank_signed", "unit_rank_hog"}
     assert computed == {name: 2 + 3 for name in used}  # 2 references + 3 compared maps
     compare_batch(batch, [_smooth_map(rng, (16, 16, 1)) for _ in range(3)], settings, images=[image] * 3)
     compare(refs[1], _smooth_map(rng, (16, 16, 1)), settings, image=image)
     assert computed == {name: 2 + 3 + 3 + 1 for name in used}  # the references' forms were kept
+
+
+def test_a_compared_map_identical_to_its_reference_shares_its_forms(monkeypatch):
+    """A compared map with its reference's bytes and input (a deterministic method's ceiling control)
+    gets no forms of its own and the scores of comparing two separately prepared copies; one that
+    differs only by -0.0 for 0.0, or explains another input, is prepared itself. Red when identical
+    maps are prepared again, and when a map is taken for its reference by value (-0.0 == 0.0) or
+    without its input."""
+    import dataclasses
+
+    from harness.metrics import FORMS, PreparedMap
+    from harness.metrics import scoring
+
+    computed: dict[str, int] = {}
+
+    def counting(name, f):
+        def compute(*args):
+            computed[name] = computed.get(name, 0) + (len(args[0]) if f.batched else 1)
+            return f.compute(*args)
+        return dataclasses.replace(f, compute=compute)
+
+    settings = MetricSettings(metrics=ALL_METRICS)
+    rng = np.random.default_rng(23)
+    images = [(rng.uniform(size=(16, 16, 1)) > 0.3).astype(float) for _ in range(4)]
+    maps = np.stack([_smooth_map(rng, (16, 16, 1)) for _ in range(4)]).astype(np.float32)
+    maps[:, 0, 0] = 0.0
+    with monkeypatch.context() as patch:  # each side prepared from its own copy
+        patch.setattr(scoring, "_same_bytes", lambda a, b: False)
+        apart = compare_batch(maps, maps.copy(), settings, images=images)
+    for name, f in list(FORMS.items()):
+        monkeypatch.setitem(FORMS, name, counting(name, f))
+    refs = [PreparedMap(m, settings, i) for m, i in zip(maps, images)]
+    assert compare_batch(refs, maps.copy(), settings, images=[i.copy() for i in images]) == apart
+    assert computed.get("hog") == 4 and computed.get("rank_abs") == 4  # the references' own, once each
+
+    computed.clear()
+    other = maps.copy()
+    other[0, 0, 0] = -0.0  # the same values, other bytes
+    other_images = [i.copy() for i in images]
+    other_images[1][0, 0] = 1.0 - other_images[1][0, 0]  # the same map, another input
+    no_fg = MetricSettings(metrics=("spearman_abs", "hog"))  # the foreground's form compares one input
+    compare_batch([PreparedMap(m, no_fg, i) for m, i in zip(maps, images)], other, no_fg, images=other_images)
+    assert computed.get("hog") == 4 + 2 and computed.get("rank_abs") == 4 + 2  # 4 references; maps 0 and 1
 
 
 @pytest.mark.parametrize("tied_share", [0.0, 1.0])  # the stable sort for every stack, then quicksort

@@ -21,12 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
-from skimage.feature import hog
-
-try:  # scikit-image's Cython cell histograms, see _hog_features_batch
-    from skimage.feature._hoghistogram import hog_histograms as _skimage_hog_histograms
-except ImportError:  # pragma: no cover - a future scikit-image moved it: the public hog is used
-    _skimage_hog_histograms = None
+from scipy import ndimage
 
 if TYPE_CHECKING:
     from harness.metrics.settings import MetricSettings
@@ -136,42 +131,19 @@ def hog_geometry(height: int, width: int, settings: MetricSettings) -> tuple[int
     return cell, min(settings.hog_cells_per_block, n_cells)
 
 
-def _hog_features(img01: np.ndarray, s: MetricSettings) -> np.ndarray:
-    """skimage's HOG of one [H, W] or [H, W, C] map (channels: per pixel, the channel with the largest
-    gradient, as the notebook's skimage 0.15 did for 3-D input)."""
-    cell, block = hog_geometry(img01.shape[0], img01.shape[1], s)
-    if img01.ndim == 3 and img01.shape[2] == 1:
-        img01 = img01[..., 0]
-    return hog(
-        img01,
-        channel_axis=-1 if img01.ndim == 3 else None,
-        orientations=int(s.hog_orientations),
-        pixels_per_cell=(cell, cell),
-        cells_per_block=(block, block),
-        block_norm="L2-Hys",
-        feature_vector=True,
-    )
-
-
 def _hog_features_batch(batch01: np.ndarray, s: MetricSettings) -> np.ndarray:
     """skimage's HOG (L2-Hys blocks, feature vector) of N maps [N, H, W] or [N, H, W, C] at once -> [N, F].
 
-    Written here because `skimage.feature.hog` normalizes its blocks in a Python loop: ~5-10 ms
-    for a 28x28 map with 2 px cells (144 blocks), most of the cost of scoring small maps. The cell
-    histograms still come from scikit-image's own Cython kernel; only the block normalization is
-    one vectorized numpy expression over all maps. tests/test_metrics.py checks the result equals
-    `skimage.feature.hog` map by map.
+    Written here because `skimage.feature.hog` works map by map, its cells' histograms in a Cython
+    loop per map and its blocks normalized in a Python loop: ~5-10 ms a 28 x 28 map with 2 px cells
+    (144 blocks), most of the cost of scoring small maps. Here the histograms (`_cell_histograms`) and
+    the block normalization are numpy expressions over all maps. tests/test_metrics.py checks the
+    result equals `skimage.feature.hog` map by map.
     """
     n, height, width = batch01.shape[:3]
-    if _skimage_hog_histograms is None:
-        return np.stack([_hog_features(m, s) for m in batch01])
     cell, block = hog_geometry(height, width, s)
     orientations = int(s.hog_orientations)
-    rows, cols = height // cell, width // cell
-    histograms = np.zeros((n, rows, cols, orientations))
-    g_rows, g_cols = _dominant_gradients(batch01)
-    for g_row, g_col, histogram in zip(g_rows, g_cols, histograms):
-        _skimage_hog_histograms(g_col, g_row, cell, cell, width, height, cols, rows, orientations, histogram)
+    histograms = _cell_histograms(*_dominant_gradients(batch01), cell, orientations)
     # [n, block rows, block cols, orientations, b, b] -> skimage's order [n, br, bc, b, b, orientations]
     # (copied to one contiguous row per block: sums over the strided window view took twice as long;
     # always a copy, also where the view is contiguous (1-cell blocks): it is normalized in place)
@@ -207,6 +179,58 @@ def _central_differences(batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     g_row[:, 1:-1, :] = batch[:, 2:, :] - batch[:, :-2, :]
     g_col[:, :, 1:-1] = batch[:, :, 2:] - batch[:, :, :-2]
     return g_row, g_col
+
+
+def _cell_histograms(g_rows: np.ndarray, g_cols: np.ndarray, cell: int, orientations: int) -> np.ndarray:
+    """HOG cell histograms [N, rows, cols, orientations] of N maps' gradients [N, H, W], the values of
+    scikit-image's kernel (`skimage.feature._hoghistogram.hog_histograms`, which `hog` calls map by
+    map) bit for bit (tests/test_metrics.py), for all maps in one set of numpy operations: its loop
+    over every cell, orientation and pixel took 2-3x as long (~8 ms a unit of 100 MNIST maps).
+
+    What the kernel computes, and so this: each pixel's magnitude `hypot` and orientation
+    `rad2deg(arctan2) % 180` in float64; a pixel belongs to orientation bin i when
+    i * 180 / orientations <= orientation < (i + 1) * 180 / orientations (bounds in float64; an
+    orientation past the last bound, 180.0 after rounding, is in none); a cell's bin sums its pixels'
+    magnitudes in row-major order in a C `float` (each partial sum rounded to float32) and divides by
+    the cell's pixel count in float32. Cells tile the map from its top left corner; the pixels of a
+    partial cell at the bottom or right edge are in none.
+    """
+    n = len(g_rows)
+    rows, cols = g_rows.shape[1] // cell, g_rows.shape[2] // cell
+    g_rows, g_cols = g_rows[:, :rows * cell, :cols * cell], g_cols[:, :rows * cell, :cols * cell]
+    magnitude = np.hypot(g_cols, g_rows).reshape(n, rows, cell, cols, cell)
+    # NaN gradients (the kernel would add them to every bin) cannot reach here: scoring skips maps
+    # with non-finite values.
+    bins = _orientation_bins(np.rad2deg(np.arctan2(g_rows, g_cols)), orientations)
+    # bins as indices into the flat sums [n, rows, cols, orientations + 1]
+    bins = bins.reshape(n, rows, cell, cols, cell)
+    bins += (np.arange(n * rows * cols) * (orientations + 1)).reshape(n, rows, 1, cols, 1)
+    sums = np.zeros(n * rows * cols * (orientations + 1), np.float32)
+    for dr in range(cell):  # the cells' pixels in the kernel's order: one pixel of every cell at a time
+        for dc in range(cell):
+            at = bins[:, :, dr, :, dc]  # one bin per cell: no index repeats
+            sums[at] = sums[at] + magnitude[:, :, dr, :, dc]  # float32 + float64, rounded to float32
+    sums = sums.reshape(n, rows, cols, orientations + 1)[..., :orientations]
+    return (sums / np.float32(cell * cell)).astype(np.float64)
+
+
+def _orientation_bins(degrees: np.ndarray, orientations: int) -> np.ndarray:
+    """The HOG bin of each gradient angle in [-180, 180] degrees, as scikit-image's kernel bins it: of
+    orientation = degrees % 180, bin i where i * 180 / orientations <= orientation < (i + 1) * 180 /
+    orientations (bounds in float64); `orientations` where it is past the last bound (in no bin: a
+    tiny negative angle's orientation rounds to 180.0). tests/test_metrics.py checks it at and beside
+    every bound."""
+    # degrees % 180 as numpy computes it (but -0.0 for 0.0: the same bin) in a sixth of its time:
+    # numpy's float remainder goes through fmod
+    orientation = np.where(degrees < 0, degrees + 180.0, degrees)
+    orientation[degrees == 180.0] = 0.0
+    # The quotient by the bin width, then moved by one where the bounds say otherwise: it is within an
+    # ulp of exact, and at a bound falls on either side of it for some bin counts.
+    bounds = 180.0 / orientations * np.arange(orientations + 2)
+    bins = np.minimum((orientation * (orientations / 180.0)).astype(np.intp), orientations)
+    bins -= orientation < bounds[bins]
+    bins += orientation >= bounds[bins + 1]
+    return bins
 
 
 def _foreground(image: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
@@ -372,6 +396,27 @@ def _abs01(absolute: np.ndarray, settings: MetricSettings) -> np.ndarray:
       about="the map SSIM and HOG see (ssim_hog_map)")
 def _ssim_hog(maps01: np.ndarray, settings: MetricSettings) -> np.ndarray:
     return maps01
+
+
+def ssim_window_mean(stack: np.ndarray, settings: MetricSettings) -> np.ndarray:
+    """The mean over SSIM's window around each pixel of each map of a stack [n, H, W] or [n, H, W, C],
+    as skimage's `structural_similarity` filters one map (uniform window of ssim_window px, or
+    Gaussian weights with ssim_sigma and ssim_truncate; skimage >= 0.15 fixes truncate at 3.5): along H
+    and W only (size 1 / sigma 0 on the other axes, which scipy skips), so each map's values are the
+    same in any stack."""
+    spatial = (0, 1, 1) + (0,) * (stack.ndim - 3)
+    if settings.ssim_gaussian:
+        sigma = tuple(float(settings.ssim_sigma) * a for a in spatial)
+        return ndimage.gaussian_filter(stack, sigma, mode="reflect", truncate=float(settings.ssim_truncate))
+    return ndimage.uniform_filter(stack, tuple(int(settings.ssim_window) if a else 1 for a in spatial))
+
+
+@form("ssim_moments", ("ssim_hog",), batched=True,
+      about="the local means of the ssim_hog form and of its square, [2, H, W(, C)] a map (SSIM's window)")
+def ssim_moments(maps01: np.ndarray, settings: MetricSettings) -> np.ndarray:
+    # one filter call for both: [2n, ...] filtered, then [n, 2, ...] (each map's pair in its row)
+    both = ssim_window_mean(np.concatenate([maps01, maps01 * maps01]), settings)
+    return both.reshape(2, *maps01.shape).swapaxes(0, 1)
 
 
 @form("hog", ("ssim_hog",), batched=True, about="the HOG feature vector of the ssim_hog form")

@@ -34,10 +34,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from scipy import ndimage
 from skimage.metrics import structural_similarity
 
-from harness.metrics.forms import FORMS, RAW, IMAGE, PreparedMap, stack, unit_rows
+from harness.metrics.forms import FORMS, RAW, IMAGE, PreparedMap, ssim_moments, ssim_window_mean, stack, unit_rows
 
 if TYPE_CHECKING:
     from harness.metrics.settings import MetricSettings
@@ -178,35 +177,31 @@ def correlations(ref: FormView, cmp: FormView, form: str, unit_form: str, what: 
     return [(NAN, reason) if reason else (value, "") for value, reason in zip(values, reasons, strict=True)]
 
 
-def _ssim_batch(ref01: np.ndarray, cmp01: np.ndarray, s: MetricSettings) -> np.ndarray:
+def _ssim_batch(ref01: np.ndarray, cmp01: np.ndarray, s: MetricSettings,
+                ref_moments: np.ndarray | None = None, cmp_moments: np.ndarray | None = None) -> np.ndarray:
     """skimage's `structural_similarity` of each pair of [n, H, W] or [n, H, W, C] float64 maps, over
     the whole stack; with channels, skimage's per-channel SSIM averaged (`channel_axis=-1`, the
-    notebook's `multichannel=True`).
+    notebook's `multichannel=True`). `ref_moments`, `cmp_moments`: each side's form `ssim_moments`
+    (its local means and mean squares), when already computed.
 
     Why not call skimage: it takes one pair a call, ~0.2 ms of Python around five small filters (a
-    fifth of scoring a 28 x 28 pair). Here the same filters run along H and W of the stack (size 1 /
-    sigma 0 on the batch and channel axes, which scipy skips), then skimage's formula and border crop;
-    the tests compare with skimage. `ssim_window` sets the uniform window, the crop and NP of the
-    sample covariance NP / (NP - 1) (as skimage: NP = win ** 2 with Gaussian weights too); Gaussian
-    weights: sigma and truncate from the settings (skimage >= 0.15 fixes truncate at 3.5)."""
+    fifth of scoring a 28 x 28 pair). Here the same filters run along H and W of the stack
+    (forms.ssim_window_mean), four of the five once per map as its form (a reference compared at
+    every step gets them once), then skimage's formula and border crop; the tests compare with
+    skimage. `ssim_window` sets the uniform window, the crop and NP of the sample covariance
+    NP / (NP - 1) (as skimage: NP = win ** 2 with Gaussian weights too)."""
     win = int(s.ssim_window)
     if min(ref01.shape[1:3]) < win:  # skimage's own error for a window larger than the map
         structural_similarity(ref01[0], cmp01[0], win_size=win, data_range=float(s.ssim_data_range),
                               channel_axis=-1 if ref01.ndim == 4 else None)
-    spatial = (0, 1, 1) + (0,) * (ref01.ndim - 3)  # filter along H and W only
-    if s.ssim_gaussian:
-        sigma = tuple(float(s.ssim_sigma) * a for a in spatial)
-        truncate = float(s.ssim_truncate)
-        smooth = lambda v: ndimage.gaussian_filter(v, sigma, mode="reflect", truncate=truncate)  # noqa: E731
-    else:
-        size = tuple(win if a else 1 for a in spatial)
-        smooth = lambda v: ndimage.uniform_filter(v, size)  # noqa: E731
     cov_norm = win ** 2 / (win ** 2 - 1) if s.ssim_sample_covariance else 1.0
     x, y = np.asarray(ref01, np.float64), np.asarray(cmp01, np.float64)
-    ux, uy = smooth(x), smooth(y)
-    vx = cov_norm * (smooth(x * x) - ux * ux)
-    vy = cov_norm * (smooth(y * y) - uy * uy)
-    vxy = cov_norm * (smooth(x * y) - ux * uy)
+    mx = ssim_moments(x, s) if ref_moments is None else ref_moments
+    my = ssim_moments(y, s) if cmp_moments is None else cmp_moments
+    ux, uy = mx[:, 0], my[:, 0]
+    vx = cov_norm * (mx[:, 1] - ux * ux)
+    vy = cov_norm * (my[:, 1] - uy * uy)
+    vxy = cov_norm * (ssim_window_mean(x * y, s) - ux * uy)
     c1, c2 = (0.01 * float(s.ssim_data_range)) ** 2, (0.03 * float(s.ssim_data_range)) ** 2
     similarity = ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux ** 2 + uy ** 2 + c1) * (vx + vy + c2))
     pad = (win - 1) // 2
@@ -232,13 +227,13 @@ def spearman_signed(ref: FormView, cmp: FormView, settings: MetricSettings) -> l
     return correlations(ref, cmp, "signed", "unit_rank_signed")
 
 
-@metric("ssim", ("ssim_hog",))
+@metric("ssim", ("ssim_hog", "ssim_moments"))
 def ssim(ref: FormView, cmp: FormView, settings: MetricSettings) -> list[Result]:
     """skimage SSIM of the map settings.ssim_hog_map (raw01: the raw map, all channels, per-channel
     SSIM averaged; abs01: the absolute map), min-max scaled; window, weights, covariance and data
     range from the settings. SSIM of a constant map is defined: the value is kept, flagged."""
     a, b = ref.stack("ssim_hog"), cmp.stack("ssim_hog")
-    values = _ssim_batch(a, b, settings).tolist()
+    values = _ssim_batch(a, b, settings, ref.stack("ssim_moments"), cmp.stack("ssim_moments")).tolist()
     return [(value, _reason(x, y, "constant map"))
             for value, x, y in zip(values, _constant_rows(a), _constant_rows(b), strict=True)]
 
