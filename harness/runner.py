@@ -566,7 +566,8 @@ def _stem(step: Step, method: MethodSpec) -> str:
 def weights_digest(model) -> str:
     """SHA-256 of every variable's name, dtype, shape and bytes: the model's content identity."""
     digest = hashlib.sha256()
-    for v, value in zip(model.variables, model.snapshot(), strict=True):
+    for v in model.variables:
+        value = v.read()
         digest.update(f"{v.name}|{value.dtype}|{value.shape}|".encode())
         digest.update(np.ascontiguousarray(value).tobytes())
     return digest.hexdigest()

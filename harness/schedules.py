@@ -305,7 +305,7 @@ def randomize_block(block: Block, reinit: Reinit, step: int) -> list[str]:
     """Assign fresh values to a block's variables in place; returns the names assigned."""
     assigned = []
     for v in block.variables:
-        current = v.variable.numpy()
+        current = v.read()
         value = draw(v, reinit, block_rng(reinit, block.name, step, v.name), current)
         if value is not None:
             v.variable.assign(np.asarray(value, current.dtype))  # no copy when drawn in its dtype
@@ -319,7 +319,7 @@ class Randomizer:
     """Applies schedule steps to a model in place; proves each step and the final restore."""
     model: ModelUnderTest
     reinit: Reinit
-    trained: list[np.ndarray] = field(default_factory=list)
+    trained: list = field(default_factory=list)  # the trained values (ModelUnderTest.snapshot)
     assigned: dict[str, list[str]] = field(default_factory=dict)
 
     def __post_init__(self):
@@ -349,7 +349,7 @@ class Randomizer:
                 raise RandomizationCheckError(f"self-check failed: nothing in block {name} was re-initialized")
         expected = {v.name for name in randomized for v in self.model.block(name).variables}
         for v, trained in zip(self.model.variables, self.trained, strict=True):
-            same = _bitwise_equal(v.variable.numpy(), trained)
+            same = _bitwise_equal(v.read(), np.asarray(trained))
             if v.name not in expected and not same:
                 raise RandomizationCheckError(
                     f"self-check failed: {v.name} changed but is not in the randomized blocks {list(randomized)}")

@@ -93,8 +93,9 @@ def test_each_model_state_is_visited_once(tmp_path, tiny_saved_model, image_fold
 def test_each_map_is_post_processed_once_and_step_0_reuses_the_originals(tmp_path, tiny_saved_model, image_folder,
                                                                         monkeypatch):
     """Scoring computes each map's forms once (counted on the HOG form): the original maps once for
-    the whole run, and at step 0, where they are compared with themselves, not a second time; every
-    other state's maps once (the random_model control's two models both)."""
+    the whole run, and at step 0, where they are compared with themselves, not a second time, nor in
+    the ceiling control, whose maps of a deterministic method (gradient) are the originals' bytes;
+    every other state's maps once (the random_model control's two models both)."""
     import dataclasses
 
     from harness.metrics import FORMS
@@ -107,8 +108,8 @@ def test_each_map_is_post_processed_once_and_step_0_reuses_the_originals(tmp_pat
     run_dir = runner.run(config(*tiny_overrides(path, image_folder, tmp_path / "r")), log=lambda _: None)
     steps = json.loads((run_dir / "run.json").read_text())["schedule"]["steps"]
     images = 6
-    # originals + steps 1.. + ceiling + random_model (two fresh models) + random_mask
-    assert sum(computed) == images * (1 + (len(steps) - 1) + 1 + 2 + 1)
+    # originals + steps 1.. + random_model (two fresh models) + random_mask; the ceiling's are the originals
+    assert sum(computed) == images * (1 + (len(steps) - 1) + 2 + 1)
     scores = pd.read_csv(run_dir / "scores.csv")
     assert np.allclose(scores[scores["step"] == 0]["value"], 1.0)  # each original map against itself
 

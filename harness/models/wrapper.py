@@ -69,6 +69,13 @@ class ModelVariable:
     def size(self) -> int:
         return int(np.prod(self.shape, dtype=np.int64))
 
+    def read(self) -> np.ndarray:
+        """The variable's current values, read-only and without a copy: a view of the tensor TF read,
+        which later assignments leave as it is (TF gives the variable a new buffer while a read of it
+        is alive). `variable.numpy()` copies: for a whole model, ~26 MB of fresh memory (the MNIST
+        MLP) that cost ~0.25 s to fault in on some machines."""
+        return np.asarray(self.variable.read_value())
+
 
 @dataclass(frozen=True)
 class Block:
@@ -145,10 +152,12 @@ class ModelUnderTest:
                            f"valid: {', '.join(b.name for b in self.blocks)}")
 
     # -- state -----------------------------------------------------------------------------------
-    def snapshot(self) -> list[np.ndarray]:
-        return [v.variable.numpy().copy() for v in self.variables]
+    def snapshot(self) -> list[tf.Tensor]:
+        """Every variable's current value, as the tensors read (no copy: see ModelVariable.read);
+        `restore` assigns them back."""
+        return [v.variable.read_value() for v in self.variables]
 
-    def restore(self, snapshot: list[np.ndarray], names: Collection[str] | None = None) -> None:
+    def restore(self, snapshot: list[tf.Tensor], names: Collection[str] | None = None) -> None:
         """Assign the snapshot's values back: to every variable, or to those named in `names`."""
         for v, value in zip(self.variables, snapshot, strict=True):
             if names is None or v.name in names:
