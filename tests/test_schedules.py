@@ -163,6 +163,25 @@ def test_self_check_catches_a_broken_restore(monkeypatch):
             pass
 
 
+def test_a_snapshot_keeps_its_values_through_assignments_and_restores_them():
+    """ModelUnderTest.snapshot holds the tensors read (no copy): assigning, adding to and reading the
+    variables afterwards leaves it the trained values, and restore brings them back; a variable's
+    read() is its values, read-only. Red when the snapshot is the variables themselves or a view of a
+    buffer an assignment overwrites."""
+    model = wrap_keras(tiny_cnn())
+    trained = [v.variable.numpy() for v in model.variables]
+    snapshot = model.snapshot()
+    views = [v.read() for v in model.variables]
+    for v in model.variables:
+        v.variable.assign(np.zeros(v.shape, v.variable.dtype.as_numpy_dtype))
+        v.variable.assign_add(np.ones(v.shape, v.variable.dtype.as_numpy_dtype))
+    assert all(np.array_equal(np.asarray(s), t) for s, t in zip(snapshot, trained))
+    assert all(np.array_equal(view, t) for view, t in zip(views, trained))  # reads are values too
+    assert not views[0].flags.writeable
+    model.restore(snapshot)
+    assert all(np.array_equal(v.read(), t) for v, t in zip(model.variables, trained))
+
+
 def test_a_step_restores_its_own_blocks_and_catches_any_other_change(monkeypatch):
     """After a step only the step's blocks are assigned back (the others were never touched); so a
     variable outside them that changed during the step (a method writing weights) is not silently
