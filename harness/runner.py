@@ -34,7 +34,7 @@ from harness.schedules import SCHEDULES, Randomizer, Reinit, Smoothing, Step, sc
 from harness.results import (CONTROL_SCHEDULE, CONTROL_STEP, FORMAT_VERSION, MAPS, PARTS, RECORD,
                              SCORE_COLUMNS, SCORES, SUMMARY, RunRecord, maps_key, read_table, write_csv,
                              write_json, write_npz)
-from harness.metrics import MetricSettings, PreparedMap, compare_batch
+from harness.metrics import MetricSettings, PreparedMap, compare_batch, prepare_stack
 from harness.summary import summarize
 
 TARGETS = ("predicted", "original", "label")
@@ -351,8 +351,7 @@ class Runner:
 
     def _prepared_original(self, method: MethodSpec) -> list[PreparedMap]:
         if method.label not in self.prepared:
-            self.prepared[method.label] = [PreparedMap(m, self.plan.metrics, image)
-                                           for m, image in zip(self.original_maps[method.label], self.x)]
+            self.prepared[method.label] = prepare_stack(self.original_maps[method.label], self.plan.metrics, self.x)
         return self.prepared[method.label]
 
     # -- targets -------------------------------------------------------------------------------------

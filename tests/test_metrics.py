@@ -819,6 +819,28 @@ def test_each_form_is_computed_once_per_map_however_many_metrics_use_it(monkeypa
     assert computed == {name: 2 + 3 + 3 + 1 for name in used}  # the references' forms were kept
 
 
+def test_a_stack_of_maps_is_prepared_as_one_array():
+    """forms.prepare_stack: each map's raw map is a float64 row of one array (a 3-D stack gets its
+    channel axis), stacking them again gives that array without a copy, and the scores are those of
+    the maps prepared one by one. Red when the rows are not registered as one batch (each form of
+    the raw map would stack them again)."""
+    from harness.metrics import PreparedMap, prepare_stack
+    from harness.metrics.forms import RAW, stack
+
+    settings = MetricSettings(metrics=ALL_METRICS)
+    rng = np.random.default_rng(29)
+    maps = np.stack([_smooth_map(rng, (16, 16, 1))[..., 0] for _ in range(5)]).astype(np.float32)
+    images = [(rng.uniform(size=(16, 16, 1)) > 0.3).astype(float) for _ in range(5)]
+    prepared = prepare_stack(maps, settings, images)
+    assert all(m.raw.dtype == np.float64 and m.raw.shape == (16, 16, 1) for m in prepared)
+    raws = stack(prepared, RAW)
+    assert np.array_equal(raws[..., 0], maps) and all(np.shares_memory(raws, m.raw) for m in prepared)
+    one_by_one = [PreparedMap(m, settings, i) for m, i in zip(maps, images)]
+    others = maps[::-1].copy()
+    assert compare_batch(prepared, others, settings, images=images) == \
+        compare_batch(one_by_one, list(others), settings, images=images)
+
+
 def test_a_compared_map_identical_to_its_reference_shares_its_forms(monkeypatch):
     """A compared map with its reference's bytes and input (a deterministic method's ceiling control)
     gets no forms of its own and the scores of comparing two separately prepared copies; one that

@@ -25,6 +25,7 @@ from harness.metrics.forms import (
     form,
     hog_geometry,
     minmax01,
+    prepare_stack,
     ranks_of,
     signed_map,
 )
@@ -51,6 +52,7 @@ __all__ = [
     "compare",
     "prepare",
     "PreparedMap",
+    "prepare_stack",
     "compare_batch",
     "random_mask",
     "FORMS",

@@ -518,22 +518,39 @@ class PreparedMap:
         return f.compute(*inputs, self.settings)
 
 
+def prepare_stack(raws: np.ndarray, settings: MetricSettings,
+                  images: Sequence[np.ndarray | None] | np.ndarray) -> list[PreparedMap]:
+    """PreparedMaps of a stack of raw maps [n, H, W, C] or [n, H, W], converted to float64 as one
+    array whose rows are the maps' raw maps (`stack` of RAW is then that array, not a copy): a
+    unit's maps, converted map by map and stacked again by each form of the raw map, cost ~2 ms a
+    unit of 100 MNIST maps."""
+    batch = np.asarray(raws, np.float64)
+    if batch.ndim == 3:
+        batch = batch[..., None]
+    maps = [PreparedMap(raw, settings, image) for raw, image in zip(batch, images, strict=True)]
+    for row, m in enumerate(maps):
+        m._batches[RAW] = (batch, row)
+    return maps
+
+
 def fill(maps: Iterable[PreparedMap], names: Iterable[str], settings: MetricSettings) -> None:
     """Compute the forms `names`, and those they are computed from, of every map lacking them: each
     once per map (a map listed twice counts once), a batched form in one call per map size."""
-    unique = list({id(m): m for m in maps}.values())
+    groups = by_shape(list({id(m): m for m in maps}.values()), lambda m: m.raw.shape)
     for name in closure(names, settings):
         f = FORMS[name]
-        todo = [m for m in unique if not m.has(name)]
-        if not f.batched:
-            for m in todo:
-                m[name]  # computed and kept
-            continue
         sources = f.inputs_for(settings)
-        for group in by_shape(todo, lambda m: m.raw.shape):
-            values = f.compute(*(stack([m for m in group], source) for source in sources), settings)
-            for row, (m, value) in enumerate(zip(group, values)):
-                m.store(name, value, (values, row))
+        for group in groups:
+            todo = [m for m in group if name not in m._forms]
+            if not todo:
+                continue
+            if not f.batched:
+                for m in todo:
+                    m[name]  # computed and kept
+                continue
+            values = f.compute(*(stack(todo, source) for source in sources), settings)
+            for row, m in enumerate(todo):
+                m.store(name, values[row], (values, row))
 
 
 def stack(maps: Sequence[PreparedMap], name: str) -> np.ndarray:

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from harness.metrics.forms import IMAGE, RAW, PreparedMap, by_shape, closure, fill, image_reader
+from harness.metrics.forms import IMAGE, RAW, PreparedMap, by_shape, closure, fill, image_reader, prepare_stack
 from harness.metrics.metrics import METRICS, NAN, FormView, Metric, Score
 from harness.metrics.settings import MetricSettings
 
@@ -64,8 +64,8 @@ def compare_batch(
     if images is not None and len(images) != len(references):
         raise ValueError(f"batch sizes differ: {len(references)} maps, {len(images)} images")
     imgs: Sequence = images if images is not None else [None] * len(references)
-    refs = [prepare(r, settings, i) for r, i in zip(references, imgs)]
-    cmps = [_same_or_prepared(r, c, settings, i) for r, c, i in zip(refs, compareds, imgs)]
+    refs = _prepared(references, settings, imgs)
+    cmps = [r if _same_map(r, c) else c for r, c in zip(refs, _prepared(compareds, settings, imgs))]
     metrics = [METRICS[name] for name in settings.metrics]
     for r, c in zip(refs, cmps):
         if r.raw.shape != c.raw.shape:
@@ -97,20 +97,24 @@ def compare_batch(
     return scores
 
 
-def _same_or_prepared(reference: PreparedMap, compared: np.ndarray | PreparedMap, settings: MetricSettings,
-                      image: np.ndarray | None) -> PreparedMap:
-    """The compared map prepared, or its reference itself when the two are the same bytes and explain
-    the same input: every form of it would be the reference's, computed again (a deterministic
-    method's maps in the ceiling control are its original maps; the runner's step 0 compares them
-    with themselves)."""
+def _prepared(maps: Sequence[np.ndarray | PreparedMap] | np.ndarray, settings: MetricSettings,
+              images: Sequence) -> list[PreparedMap]:
+    """Each map prepared (see `prepare`); a stack of raw maps as one array (forms.prepare_stack)."""
+    if isinstance(maps, np.ndarray) and maps.ndim in (3, 4):
+        return prepare_stack(maps, settings, images)
+    return [prepare(m, settings, i) for m, i in zip(maps, images)]
+
+
+def _same_map(reference: PreparedMap, compared: PreparedMap) -> bool:
+    """Whether the compared map is its reference's bytes, explaining the same input: then it is
+    scored as the reference itself, whose forms are computed already (a deterministic method's maps
+    in the ceiling control are its original maps; the runner's step 0 compares them with
+    themselves)."""
     if compared is reference:
-        return reference
-    prepared = prepare(compared, settings, image)
-    if _same_bytes(prepared.raw, reference.raw) and (
-            image is reference.image or (image is not None and reference.image is not None
-                                         and _same_bytes(np.asarray(image), np.asarray(reference.image)))):
-        return reference
-    return prepared
+        return True
+    a, b = reference.image, compared.image
+    return _same_bytes(compared.raw, reference.raw) and (
+        a is b or (a is not None and b is not None and _same_bytes(np.asarray(a), np.asarray(b))))
 
 
 def _same_bytes(a: np.ndarray, b: np.ndarray) -> bool:
