@@ -127,10 +127,10 @@ def test_self_check_catches_a_randomizer_that_touches_other_blocks(monkeypatch):
     model = wrap_keras(tiny_cnn())
     original = rz.randomize_block
 
-    def leaky(block, reinit, step):
+    def leaky(block, values):
         other = model.block("conv1").variables[0].variable
         other.assign(other.numpy() + 1.0)
-        return original(block, reinit, step)
+        return original(block, values)
 
     monkeypatch.setattr(rz, "randomize_block", leaky)
     with pytest.raises(rz.RandomizationCheckError, match="conv1/kernel changed"):
@@ -140,7 +140,7 @@ def test_self_check_catches_a_randomizer_that_touches_other_blocks(monkeypatch):
 
 def test_self_check_catches_a_randomizer_that_does_nothing(monkeypatch):
     model = wrap_keras(tiny_cnn())
-    monkeypatch.setattr(rz, "randomize_block", lambda block, reinit, step: [])
+    monkeypatch.setattr(rz, "randomize_block", lambda block, values: [])
     with pytest.raises(rz.RandomizationCheckError, match="nothing in block logits was re-initialized"):
         with rz.Randomizer(model, rz.Reinit()).step(rz.Step(1, "logits", ("logits",))):
             pass
@@ -161,6 +161,24 @@ def test_self_check_catches_a_broken_restore(monkeypatch):
     with pytest.raises(rz.RandomizationCheckError):
         with randomizer.step(rz.Step(1, "logits", ("logits",))):
             pass
+
+
+@pytest.mark.parametrize("threads", [1, 4])
+def test_blocks_drawn_side_by_side_get_the_values_drawn_one_after_another(monkeypatch, threads):
+    """draw_blocks (threads, largest variable first) gives each variable of each block, in order, the
+    values `draw` gives it alone from its own generator. Red when the values are put back in another
+    order than drawn, or a variable is drawn from another generator than its own."""
+    model = wrap_keras(tiny_cnn())
+    monkeypatch.setattr(rz, "DRAW_THREADS", threads)
+    blocks = list(model.blocks)
+    reinit = rz.Reinit(seed=3)
+    got = rz.draw_blocks(blocks, reinit, 2)
+    for block, values in zip(blocks, got, strict=True):
+        for v, value in zip(block.variables, values, strict=True):
+            expected = rz.draw(v, reinit, rz.block_rng(reinit, block.name, 2, v.name), v.read())
+            assert (value is None) == (expected is None), v.name
+            if value is not None:
+                assert rz._bitwise_equal(np.asarray(value), np.asarray(expected)), v.name
 
 
 def test_a_snapshot_keeps_its_values_through_assignments_and_restores_them():
@@ -320,10 +338,10 @@ def test_self_check_catches_a_change_that_compares_equal(monkeypatch):
     model = wrap_keras(tiny_cnn())
     original = rz.randomize_block
 
-    def sign_flipping(block, reinit, step):
+    def sign_flipping(block, values):
         bias = model.block("conv1").variables[1].variable
         bias.assign(-bias.numpy())  # conv1's bias is all zeros: -0.0 == 0.0
-        return original(block, reinit, step)
+        return original(block, values)
 
     assert not model.block("conv1").variables[1].variable.numpy().any()
     monkeypatch.setattr(rz, "randomize_block", sign_flipping)
