@@ -310,7 +310,7 @@ def draw_blocks(blocks: Sequence[Block], reinit: Reinit, step: int) -> list[list
     side in threads. Each variable has its own generator (block_rng), so the values are those of
     drawing the variables one after another, and NumPy lets go of the GIL while it fills arrays: a
     step's large kernels draw on every core (the MNIST MLP's 2,500 x 1,500 and 784 x 2,500 kernels
-    at once; drawing was ~0.4 s of a cascading_mlp run, one value after another). All of a step's new
+    at once; drawing them one after another was ~0.4 s of a cascading_mlp run). All of a step's new
     values are held until they are assigned: for the whole of InceptionV3, ~100 MB."""
     jobs = [(block.name, v, v.read()) for block in blocks for v in block.variables]
 
