@@ -319,13 +319,12 @@ def draw_blocks(blocks: Sequence[Block], reinit: Reinit, step: int) -> list[list
         return draw(v, reinit, block_rng(reinit, name, step, v.name), current)
 
     largest_first = sorted(range(len(jobs)), key=lambda k: -jobs[k][1].size)  # threads that end together
+    drawn: list[np.ndarray | None] = [None] * len(jobs)
     with ThreadPoolExecutor(max_workers=DRAW_THREADS) as pool:
-        drawn = dict(zip(largest_first, pool.map(new_value, [jobs[k] for k in largest_first])))
-    values, k = [], 0
-    for block in blocks:
-        values.append([drawn[k + i] for i in range(len(block.variables))])
-        k += len(block.variables)
-    return values
+        for k, value in zip(largest_first, pool.map(new_value, [jobs[k] for k in largest_first])):
+            drawn[k] = value
+    in_order = iter(drawn)
+    return [[next(in_order) for _ in block.variables] for block in blocks]
 
 
 def randomize_block(block: Block, values: Sequence[np.ndarray | None]) -> list[str]:

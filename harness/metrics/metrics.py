@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from skimage.metrics import structural_similarity
 
-from harness.metrics.forms import FORMS, RAW, IMAGE, PreparedMap, ssim_moments, ssim_window_mean, stack, unit_rows
+from harness.metrics.forms import FORMS, RAW, IMAGE, PreparedMap, ssim_window_mean, stack, unit_rows
 
 if TYPE_CHECKING:
     from harness.metrics.settings import MetricSettings
@@ -178,11 +178,11 @@ def correlations(ref: FormView, cmp: FormView, form: str, unit_form: str, what: 
 
 
 def _ssim_batch(ref01: np.ndarray, cmp01: np.ndarray, s: MetricSettings,
-                ref_moments: np.ndarray | None = None, cmp_moments: np.ndarray | None = None) -> np.ndarray:
+                ref_moments: np.ndarray, cmp_moments: np.ndarray) -> np.ndarray:
     """skimage's `structural_similarity` of each pair of [n, H, W] or [n, H, W, C] float64 maps, over
     the whole stack; with channels, skimage's per-channel SSIM averaged (`channel_axis=-1`, the
     notebook's `multichannel=True`). `ref_moments`, `cmp_moments`: each side's form `ssim_moments`
-    (its local means and mean squares), when already computed.
+    (its local means and mean squares).
 
     Why not call skimage: it takes one pair a call, ~0.2 ms of Python around five small filters (a
     fifth of scoring a 28 x 28 pair). Here the same filters run along H and W of the stack
@@ -196,11 +196,9 @@ def _ssim_batch(ref01: np.ndarray, cmp01: np.ndarray, s: MetricSettings,
                               channel_axis=-1 if ref01.ndim == 4 else None)
     cov_norm = win ** 2 / (win ** 2 - 1) if s.ssim_sample_covariance else 1.0
     x, y = np.asarray(ref01, np.float64), np.asarray(cmp01, np.float64)
-    mx = ssim_moments(x, s) if ref_moments is None else ref_moments
-    my = ssim_moments(y, s) if cmp_moments is None else cmp_moments
-    ux, uy = mx[:, 0], my[:, 0]
-    vx = cov_norm * (mx[:, 1] - ux * ux)
-    vy = cov_norm * (my[:, 1] - uy * uy)
+    ux, uy = ref_moments[:, 0], cmp_moments[:, 0]
+    vx = cov_norm * (ref_moments[:, 1] - ux * ux)
+    vy = cov_norm * (cmp_moments[:, 1] - uy * uy)
     vxy = cov_norm * (ssim_window_mean(x * y, s) - ux * uy)
     c1, c2 = (0.01 * float(s.ssim_data_range)) ** 2, (0.03 * float(s.ssim_data_range)) ** 2
     similarity = ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux ** 2 + uy ** 2 + c1) * (vx + vy + c2))
