@@ -87,7 +87,11 @@ def test_cpu_defaults_to_scaled_settings_and_one_step(monkeypatch):
     assert called == [(3, None, "paper"), (3, 2, "scaled"), (1, None, "scaled")]
 
 
-def test_overhead_rows_come_from_run_json_and_have_their_section(tmp_path):
+def test_overhead_rows_come_from_run_json_and_have_their_section(tmp_path, monkeypatch):
+    def in_this_process(*args, **kwargs):
+        raise AssertionError("an overhead row measured in the bench's own process")
+
+    monkeypatch.setattr(bench_overhead, "measure", in_this_process)  # each run goes to a process of its own
     csv = bench.run(["cnn"], ["gradient"], tmp_path, quick=True, log=lambda _: None, repairs=False,
                     scenarios={"overhead": {}})
     table = pd.read_csv(csv)
@@ -100,6 +104,12 @@ def test_overhead_rows_come_from_run_json_and_have_their_section(tmp_path):
     markdown = (tmp_path / "bench.md").read_text()
     assert "## Runner overhead" in markdown and "Target runner overhead under 10% at the experiments' images: " \
         "cascading_mlp " in markdown
+
+
+def test_a_failed_overhead_process_is_an_error_naming_its_experiment(capfd):
+    with pytest.raises(RuntimeError, match="measuring no_such_experiment in its own process failed \\(exit 2"):
+        bench_overhead.measure_apart("no_such_experiment", 2)
+    assert "invalid choice: 'no_such_experiment'" in capfd.readouterr().err  # the process's own error, shown
 
 
 def test_projected_overhead_scales_kernels_and_per_image_parts_only():
