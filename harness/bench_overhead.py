@@ -8,11 +8,11 @@ images than the experiments' 100, the original maps computed (no map cache), and
 Runner overhead is everything in a run that is not a method kernel: scoring, writing the parts,
 randomizing and restoring blocks, the forward passes that pick targets, assembling the run's files.
 
-Each run is measured in a Python process of its own, as `harness` runs an experiment: inside the
-bench's process, after every other benchmark, scoring touched ~17,000 more fresh memory pages in
-`cascading_mlp` (42,000 against 25,000) and its overhead read 9.9-10.5 % against 7.9-8.8 % in a
-process of its own (2026-12-03, idle cores); what in the earlier benchmarks leaves that state was
-not found (not garbage collection, TensorFlow's threads or InceptionV3's memory alone).
+Each run is measured in a Python process of its own, as `harness` runs an experiment, so that its
+figure does not depend on what the bench ran before it. That was suspected, not found: inside the
+bench's process, after every other benchmark, `cascading_mlp` read 9.9-10.5 % (2026-12-03) and in a
+process of its own, in a later `make bench`, 10.5 % (2026-12-04), both on idle cores; alone on the
+machine such runs read 7.9-8.8 %. Scoring is the part that moves (1.5-2.6 s of a 31-38 s run).
 """
 from __future__ import annotations
 
