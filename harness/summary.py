@@ -43,10 +43,18 @@ def summarize(scores: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
     and CI even when its value is finite (SSIM of a constant map), and counted once: ``n`` = the
     rows that entered the mean, ``n_degenerate`` = the rows left out, so n + n_degenerate = rows.
     """
+    grouped = scores.groupby(GROUP_COLUMNS, sort=False, dropna=False)
+    group = grouped.ngroup().to_numpy()  # numbered in order of first appearance, as the groups are listed
+    # Each group's rows as positions into plain arrays: a sub-DataFrame per group (pandas' iteration
+    # over the groups) cost ~0.3 ms each, a quarter of summarizing a cascading_mlp run (224 groups).
+    order = np.argsort(group, kind="stable")
+    rows = np.split(order, np.cumsum(np.bincount(group, minlength=grouped.ngroups))[:-1]) if len(order) else []
+    first_rows = scores.iloc[[r[0] for r in rows]][GROUP_COLUMNS].itertuples(index=False, name=None)
+    all_values = scores["value"].to_numpy(dtype=float)
+    all_degenerate = scores["degenerate"].astype(bool).to_numpy() | np.isnan(all_values)
     records = []
-    for keys, group in scores.groupby(GROUP_COLUMNS, sort=False, dropna=False):
-        values = group["value"].to_numpy(dtype=float)
-        degenerate = group["degenerate"].astype(bool).to_numpy() | np.isnan(values)
+    for keys, at in zip(first_rows, rows, strict=True):
+        values, degenerate = all_values[at], all_degenerate[at]
         valid = values[~degenerate]
         n = len(valid)
         sd = float(np.std(valid, ddof=1)) if n > 1 else float("nan")

@@ -888,8 +888,9 @@ def test_a_compared_map_identical_to_its_reference_shares_its_forms(monkeypatch)
 def test_average_ranks_are_scipys_rankdata_bit_for_bit(monkeypatch, tied_share):
     """forms.average_ranks (the rank forms' own, faster ranking) against scipy.stats.rankdata(axis=1):
     rows with no ties, a zero background, ties elsewhere, -0.0 beside 0.0, one constant row, one
-    value, no value, float32. Catches a run of ties averaged wrongly, ranks off by one, a run that
-    crosses from one row into the next, and a sort whose ties are not averaged."""
+    value, no value, float32. Catches a run of ties averaged wrongly, ranks off by one (with and
+    without ties), a run that crosses from one row into the next, a row's values taken from another
+    row, and a sort whose ties are not averaged."""
     from harness.metrics import forms
 
     monkeypatch.setattr(forms, "_TIED_SHARE", tied_share)

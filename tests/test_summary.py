@@ -43,3 +43,22 @@ def test_summary_rows_count_and_leave_out_degenerate_scores():
     assert out.loc[1, "se"] == pytest.approx(out.loc[1, "sd"] / np.sqrt(2))
     assert (out.loc[1, "ci_low"], out.loc[1, "ci_high"]) == _choice_ci(np.array([0.2, 0.6]), 0)
     assert out.loc[0, "n"] == 3 and out.loc[0, "mean"] == 1.0 and out.loc[0, "ci_low"] == out.loc[0, "ci_high"] == 1.0
+
+
+def test_summary_lists_groups_in_order_of_first_appearance_with_their_own_rows():
+    """Rows of groups interleaved (as a run's units and controls are), a group keyed by a missing
+    block: each summary row has its own group's keys and values, in the order the groups first
+    appear. Catches rows gathered by position instead of by group, groups sorted by key, and a
+    group with a missing key dropped."""
+    rows = []
+    for k in range(12):
+        name, block = [("later", "b"), ("first", "a"), ("nan", np.nan)][k % 3]
+        base = {"later": 10.0, "first": 0.0, "nan": -5.0}[name]
+        rows.append(dict.fromkeys(GROUP_COLUMNS, "x") | {"model": name, "block": block, "value": base + k,
+                                                          "degenerate": name == "first" and k == 1})
+    out = summary.summarize(pd.DataFrame(rows))
+    assert out["model"].tolist() == ["later", "first", "nan"]
+    assert out["block"].tolist()[:2] == ["b", "a"] and pd.isna(out["block"].iloc[2])
+    assert out["mean"].tolist() == [10.0 + np.mean([0, 3, 6, 9]), np.mean([4, 7, 10]), -5.0 + np.mean([2, 5, 8, 11])]
+    assert out["n"].tolist() == [4, 3, 4] and out["n_degenerate"].tolist() == [0, 1, 0]
+    assert (out.loc[1, "ci_low"], out.loc[1, "ci_high"]) == _choice_ci(np.array([4.0, 7.0, 10.0]), 0)

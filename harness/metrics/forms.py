@@ -332,23 +332,29 @@ def average_ranks(stack: np.ndarray) -> np.ndarray:
     Written here because rankdata always sorts stably, and on MNIST maps with few ties numpy's
     (SIMD) quicksort takes half the time; on maps that are mostly one value (a zero background) the
     stable sort is 2-6x faster (measured 2026-12-03, 20 x 784 and 1 x 89,401 values). Average ranks
-    do not depend on the order of tied values, so the sort is chosen by the share of zeros. Ranks
-    were a quarter of scoring a cascading_mlp unit; this takes ~0.6 of rankdata's time.
+    do not depend on the order of tied values, so the sort is chosen by the share of zeros. A stack
+    without ties (a dense gradient map) needs no averaging: its ranks are the sorted positions.
+    The sorted values are gathered and the ranks scattered through flat indices (take_along_axis
+    and put_along_axis took twice as long); in all, ~0.4 of rankdata's time with ties and ~0.2
+    without (20 x 784 values, 2026-12-04).
     """
     x = np.asarray(stack)
     n, m = x.shape
     kind = "stable" if np.count_nonzero(x == 0) > _TIED_SHARE * x.size else "quicksort"
-    order = np.argsort(x, axis=1, kind=kind)
-    ordered = np.take_along_axis(x, order, axis=1)
-    starts_group = np.empty((n, m), bool)  # where a run of equal values begins, row by row
-    starts_group[:, :1] = True
-    np.not_equal(ordered[:, 1:], ordered[:, :-1], out=starts_group[:, 1:])
+    at = np.argsort(x, axis=1, kind=kind).reshape(-1)  # flat indices of each row's values, in order
+    at += np.repeat(np.arange(0, n * m, max(m, 1)), m)
+    ordered = x.reshape(-1)[at]
+    starts_group = np.empty(n * m, bool)  # where a run of equal values begins, row by row
+    np.not_equal(ordered[1:], ordered[:-1], out=starts_group[1:])
+    starts_group[::max(m, 1)] = True
     starts = np.flatnonzero(starts_group)
-    counts = np.diff(starts, append=n * m)
-    # a run at sorted positions p .. p + c - 1 (0-based) has mean rank p + (c + 1) / 2: exact halves
-    ranks = np.empty((n, m))
-    np.put_along_axis(ranks, order, np.repeat(starts % max(m, 1) + (counts + 1) / 2, counts).reshape(n, m), axis=1)
-    return ranks
+    ranks = np.empty(n * m)
+    if len(starts) == n * m:  # no ties: rank = sorted position + 1
+        ranks[at] = np.tile(np.arange(1.0, m + 1.0), n)
+    else:  # a run at sorted positions p .. p + c - 1 (0-based) has mean rank p + (c + 1) / 2: exact halves
+        counts = np.diff(starts, append=n * m)
+        ranks[at] = np.repeat(starts % max(m, 1) + (counts + 1) / 2, counts)
+    return ranks.reshape(n, m)
 
 
 def ranks_of(source: str, *, batched: bool = True) -> None:
