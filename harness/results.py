@@ -179,8 +179,12 @@ def write_json(path: Path, data: Any, durable: bool = True) -> Path:
                         durable)
 
 
-def write_npz(path: Path, arrays: dict[str, np.ndarray], durable: bool = True) -> Path:
+def write_npz(path: Path, arrays: dict[str, np.ndarray], durable: bool = True, compressed: bool = True) -> Path:
+    """`arrays` as an .npz file (atomic_write); `compressed=False` stores them as they are: zlib
+    saves ~7 % of dense float32 maps and costs ~0.4 s for eight 299 x 299 x 3 maps (4 ms stored)."""
+    save = np.savez_compressed if compressed else np.savez
+
     def write(tmp: Path) -> None:
         with open(tmp, "wb") as handle:  # a file handle: np.savez would append ".npz" to a bare path
-            np.savez_compressed(handle, **arrays)
+            save(handle, **arrays)
     return atomic_write(path, write, durable)
