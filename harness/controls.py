@@ -75,8 +75,8 @@ def random_model(run: Runner, methods: list[MethodSpec]) -> dict[str, ControlMap
     targets = []
     for index in RANDOM_MODEL_DRAWS:
         step = Step(index, f"random_model_{index}", every_block)
-        with randomizer.step(step):
-            targets.append(run.targets(step))
+        with run.at_step(randomizer, step) as step_targets:  # a whole model drawn: the run's randomize time
+            targets.append(step_targets)
             for method in methods:
                 began = time.perf_counter()
                 maps[method.label].append(run.maps(method, step, targets[-1]))

@@ -16,7 +16,7 @@ import re
 import time
 import uuid
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -223,21 +223,29 @@ class Runner:
                 bar.update(len(self.images) * (len(self.plan.methods) - len(todo)))
                 if not todo:
                     continue
-                began = time.perf_counter()
-                with randomizer.step(step):  # re-initialize the step's blocks (self-checked); restore after
-                    self.clock.add("randomize", time.perf_counter() - began)
-                    with self.clock("targets"):
-                        targets = self.targets(step)
+                with self.at_step(randomizer, step) as targets:
                     for method in todo:
                         self._unit(step, method, targets)
                         bar.update(len(self.images))
-                    began = time.perf_counter()
-                self.clock.add("randomize", time.perf_counter() - began)
             for control in self.plan.controls:
                 self._control(control)
                 bar.update(len(self.images) * len(self.plan.methods))
         self.session.close(dict(self.model.trace_counts), self.clock.seconds)
         self._assemble()
+
+    @contextmanager
+    def at_step(self, randomizer: Randomizer, step: Step) -> Iterator[np.ndarray]:
+        """The model with the step's blocks re-initialized (Randomizer.step: self-checked, restored
+        after), yielding the classes the target rule explains there. Drawing, checking and restoring
+        the weights is the run's "randomize" time, the forward pass its "targets" (see _timings)."""
+        began = time.perf_counter()
+        with randomizer.step(step):
+            self.clock.add("randomize", time.perf_counter() - began)
+            with self.clock("targets"):
+                targets = self.targets(step)
+            yield targets
+            began = time.perf_counter()
+        self.clock.add("randomize", time.perf_counter() - began)
 
     # -- one unit of work: a method at a step --------------------------------------------------------
     def _unit(self, step: Step, method: MethodSpec, targets: np.ndarray) -> None:
@@ -500,8 +508,8 @@ def _timings(computations: list[dict[str, Any]], unit_seconds: dict[str, float],
                          in the schedule's steps, the original maps and the controls;
       overhead_seconds = total_seconds - kernel_seconds; overhead_fraction = overhead / total.
     `overhead_parts` splits the overhead: scoring (post-processing and metrics), writing the parts,
-    re-initializing and restoring blocks (the schedule's steps; the random_model control's own
-    randomization is in `other`), the forward passes that pick each step's target classes, the map
+    re-initializing and restoring blocks (the schedule's steps and the random_model control's two
+    models: Runner.at_step), the forward passes that pick each such state's target classes, the map
     cache, assembling, and `other` (the rest: controls' bookkeeping, noise masks, the progress bar).
     `load_seconds` (loading the model and the images and digesting them, before a session starts)
     is reported beside, in neither total. `method_seconds` are the seconds of each unit's maps.

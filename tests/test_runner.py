@@ -403,11 +403,20 @@ def test_run_json_splits_the_wall_time_into_kernels_and_runner_overhead(tmp_path
                                                                         monkeypatch):
     """run.json's timings: kernel + overhead = total, the kernel is the method calls' time (scoring is
     overhead), and the overhead's parts add up to it with none negative (no time counted twice).
-    Known delays in the method and in the scoring make the split checkable on a tiny model."""
-    from harness import methods
+    Known delays in the method, the scoring and the drawing of new weights make the split checkable
+    on a tiny model; the random_model control's two drawn models are randomize time, not other."""
+    from harness import methods, schedules
 
-    kernel_delay, score_delay = 0.05, 0.2
-    real_get, real_compare = methods.get, runner.compare_batch
+    kernel_delay, score_delay, draw_delay = 0.05, 0.2, 0.1
+    real_get, real_compare, real_draw = methods.get, runner.compare_batch, schedules.draw_blocks
+    draws = []
+
+    def slow_draw(*args):
+        draws.append(args)
+        time.sleep(draw_delay)
+        return real_draw(*args)
+
+    monkeypatch.setattr(schedules, "draw_blocks", slow_draw)
 
     def slow_method(name):
         explain = real_get(name)
@@ -416,13 +425,17 @@ def test_run_json_splits_the_wall_time_into_kernels_and_runner_overhead(tmp_path
     monkeypatch.setattr(methods, "get", slow_method)
     monkeypatch.setattr(runner, "compare_batch", lambda *a, **k: (time.sleep(score_delay), real_compare(*a, **k))[1])
     path, _ = tiny_saved_model
-    overrides = [*tiny_overrides(path, image_folder, tmp_path / "r"), "controls=[ceiling]", "map_cache=false"]
+    overrides = [*tiny_overrides(path, image_folder, tmp_path / "r"), "controls=[ceiling,random_model]",
+                 "map_cache=false"]
     began = time.perf_counter()
     run_dir = runner.run(config(*overrides), log=lambda _: None)
     wall = time.perf_counter() - began
     t = json.loads((run_dir / "run.json").read_text())["timings"]
-    units = len(t["method_seconds"])  # 5 steps and the ceiling: one method call and one scoring each
-    assert units == 6
+    units = len(t["method_seconds"])  # 5 steps and 2 controls: at least one method call and one scoring each
+    assert units == 7
+    assert len(draws) >= 4 + 2  # the 4 randomized steps and the control's two models
+    assert t["overhead_parts"]["randomize"] >= len(draws) * draw_delay
+    assert t["overhead_parts"]["other"] < draw_delay
     assert t["kernel_seconds"] + t["overhead_seconds"] == pytest.approx(t["total_seconds"])
     assert t["overhead_fraction"] == pytest.approx(t["overhead_seconds"] / t["total_seconds"])
     assert t["total_seconds"] + t["load_seconds"] <= wall
