@@ -11,8 +11,9 @@ randomizing and restoring blocks, the forward passes that pick targets, assembli
 Each run is measured in a Python process of its own, as `harness` runs an experiment, so that its
 figure does not depend on what the bench ran before it. That was suspected, not found: inside the
 bench's process, after every other benchmark, `cascading_mlp` read 9.9-10.5 % (2026-12-03) and in a
-process of its own, in a later `make bench`, 10.5 % (2026-12-04), both on idle cores; alone on the
-machine such runs read 7.9-8.8 %. Scoring is the part that moves (1.5-2.6 s of a 31-38 s run).
+process of its own, in later `make bench` runs, 10.5-10.9 % (2026-12-04), all on idle cores; alone on
+the machine such runs read 7.9-8.8 % (2026-12-03) and 10.4-10.5 % (2026-12-04). Between runs the
+kernels' time moves most (27-44 s in cascading_mlp runs), the overhead less (3.3-4.4 s).
 """
 from __future__ import annotations
 
