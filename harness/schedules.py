@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from harness.bitwise import same_bits
 from harness.errors import HarnessError
 from harness.results import ORIGINAL, RANDOM_LABELS
 from harness.models.wrapper import Block, ModelUnderTest, ModelVariable, variable_role
@@ -374,19 +375,9 @@ class Randomizer:
                 raise RandomizationCheckError(f"self-check failed: nothing in block {name} was re-initialized")
         expected = {v.name for name in randomized for v in self.model.block(name).variables}
         for v, trained in zip(self.model.variables, self.trained, strict=True):
-            same = _bitwise_equal(v.read(), np.asarray(trained))
+            same = same_bits(v.read(), np.asarray(trained))
             if v.name not in expected and not same:
                 raise RandomizationCheckError(
                     f"self-check failed: {v.name} changed but is not in the randomized blocks {list(randomized)}")
             if v.name in expected and same and role(v) == "kernel":
                 raise RandomizationCheckError(f"self-check failed: kernel {v.name} was not re-initialized")
-
-
-def _bitwise_equal(a: np.ndarray, b: np.ndarray) -> bool:
-    """The same bytes (a NaN equals itself, -0.0 differs from 0.0), compared as unsigned integers of
-    the arrays' item size: no copy of either (bytes objects of a whole model cost ~30 ms a check)."""
-    if a.shape != b.shape or a.dtype != b.dtype:
-        return False
-    as_int = np.dtype(f"u{a.dtype.itemsize}") if a.dtype.itemsize in (1, 2, 4, 8) else np.uint8
-    return bool(np.array_equal(np.ascontiguousarray(a).reshape(-1).view(as_int),
-                               np.ascontiguousarray(b).reshape(-1).view(as_int)))

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from harness.bitwise import same_bits
 from harness.metrics.forms import IMAGE, RAW, PreparedMap, by_shape, closure, fill, image_reader, prepare_stack
 from harness.metrics.metrics import METRICS, NAN, FormView, Metric, Score
 from harness.metrics.settings import MetricSettings
@@ -113,13 +114,9 @@ def _same_map(reference: PreparedMap, compared: PreparedMap) -> bool:
     if compared is reference:
         return True
     a, b = reference.image, compared.image
-    return _same_bytes(compared.raw, reference.raw) and (
-        a is b or (a is not None and b is not None and _same_bytes(np.asarray(a), np.asarray(b))))
-
-
-def _same_bytes(a: np.ndarray, b: np.ndarray) -> bool:
-    """The same shape, dtype and bytes (-0.0 is not 0.0: its forms may differ in sign)."""
-    return a.shape == b.shape and a.dtype == b.dtype and a.tobytes() == b.tobytes()
+    # bitwise: -0.0 is not 0.0 (its forms may differ in sign)
+    return same_bits(compared.raw, reference.raw) and (
+        a is b or (a is not None and b is not None and same_bits(np.asarray(a), np.asarray(b))))
 
 
 def _release(chunk: list[int], prepared: list[PreparedMap | None], given: Sequence) -> None:
