@@ -74,7 +74,8 @@ def measure(experiment: str, images: int, quick: bool = False) -> dict:
     t = record["timings"]
     projected = projected_fraction(t, full / images)
     total = t["total_seconds"]
-    parts = ", ".join(f"{name} {s / total:.1%}" for name, s in sorted(t["overhead_parts"].items(), key=lambda kv: -kv[1]))
+    parts = ", ".join(f"{name} {s / total:.1%}" + (f" ({_score_split(t, total)})" if name == "score" else "")
+                      for name, s in sorted(t["overhead_parts"].items(), key=lambda kv: -kv[1]))
     nan = float("nan")
     return {
         "model": "runner", "method": experiment, "images": images,
@@ -94,6 +95,15 @@ def measure(experiment: str, images: int, quick: bool = False) -> dict:
 
 MODEL = "runner"  # the rows' `model`: their own section of bench.md
 COLUMNS = ["overhead_fraction", "projected_fraction", "experiment_images"]  # bench.csv's beyond bench.COLUMNS
+
+
+def _score_split(timings: dict, total: float) -> str:
+    """`score`'s parts: each metric with the forms it is the first to read (run.json's
+    score_by_metric), and the rest (preparing the maps, building the rows)."""
+    by_metric = timings.get("score_by_metric") or {}
+    rest = timings["overhead_parts"]["score"] - sum(by_metric.values())
+    ranked = sorted(by_metric.items(), key=lambda kv: -kv[1])
+    return ", ".join([*(f"{name} {s / total:.1%}" for name, s in ranked), f"rest {rest / total:.1%}"])
 
 
 def projected_fraction(timings: dict, factor: float) -> float:

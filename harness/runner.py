@@ -44,6 +44,7 @@ TARGETS = ("predicted", "original", "label")
 # `threads`: TensorFlow's intra-op threads (harness.sweeps.tf_threads, applied by the CLI).
 EXECUTION = ("map_cache", "threads")
 KERNEL = "kernel"  # the Clock phase of the method calls: what runner overhead is measured against
+METRIC_PHASE = "score:"  # Clock phases inside "score", one per metric: run.json's score_by_metric
 LABEL_PATTERN = re.compile(r"[A-Za-z0-9_.=,\[\]-]+")  # labels name files in parts/
 
 
@@ -344,7 +345,8 @@ class Runner:
             reference = self._prepared_original(method) if reference is None else reference
             reference_targets = self.reference_targets if reference_targets is None else reference_targets
             schedule = CONTROL_SCHEDULE if step.index == CONTROL_STEP else self.plan.schedule
-            scores = compare_batch(reference, maps, self.plan.metrics, images=self.x)
+            scores = compare_batch(reference, maps, self.plan.metrics, images=self.x,
+                                   timer=lambda metric: self.clock(METRIC_PHASE + metric))
             flat = [score for image_scores in scores for score in image_scores]
             per_image = [len(image_scores) for image_scores in scores]
 
@@ -514,28 +516,34 @@ def _timings(computations: list[dict[str, Any]], unit_seconds: dict[str, float],
     re-initializing and restoring blocks (the schedule's steps and the random_model control's two
     models: Runner.at_step), the forward passes that pick each such state's target classes, the map
     cache, assembling, and `other` (the rest: controls' bookkeeping, noise masks, the progress bar).
+    `score_by_metric` splits `score` by metric (harness.metrics.compare_batch's `timer`: each metric
+    and the forms it is the first to read); the rest of `score` prepares maps and builds the rows.
     `load_seconds` (loading the model and the images and digesting them, before a session starts)
     is reported beside, in neither total. `method_seconds` are the seconds of each unit's maps.
     """
     whole = [c for c in computations if c.get("seconds") is not None]
     if not whole:
         return {"total_seconds": None, "method_seconds": unit_seconds, "kernel_seconds": None,
-                "overhead_seconds": None, "overhead_fraction": None, "overhead_parts": {}, "load_seconds": None}
+                "overhead_seconds": None, "overhead_fraction": None, "overhead_parts": {}, "score_by_metric": {},
+                "load_seconds": None}
     total = sum(c["seconds"] for c in whole) + assemble_seconds
     parts: dict[str, float] = {}
+    by_metric: dict[str, float] = {}
     kernel = 0.0
     for c in whole:
         phases = dict(c.get("phases") or {})
         # a session recorded before phases were: its units' seconds stand for its kernel time
         kernel += phases.pop(KERNEL) if KERNEL in phases else sum(unit_seconds[stem] for stem in c["units"])
         for name, seconds in phases.items():
-            parts[name] = parts.get(name, 0.0) + seconds
+            into, key = (by_metric, name.removeprefix(METRIC_PHASE)) if name.startswith(METRIC_PHASE) else (parts, name)
+            into[key] = into.get(key, 0.0) + seconds
     parts["assemble"] = assemble_seconds
     overhead = total - kernel
     parts["other"] = overhead - sum(parts.values())
     return {"total_seconds": total, "method_seconds": unit_seconds, "kernel_seconds": kernel,
             "overhead_seconds": overhead, "overhead_fraction": overhead / total if total else None,
-            "overhead_parts": parts, "load_seconds": sum(c.get("load_seconds") or 0.0 for c in whole)}
+            "overhead_parts": parts, "score_by_metric": by_metric,
+            "load_seconds": sum(c.get("load_seconds") or 0.0 for c in whole)}
 
 
 class Clock:

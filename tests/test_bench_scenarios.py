@@ -1,5 +1,7 @@
 """The bench's scenarios: the runner's overhead rows, and the paper's Inception protocol (its blocks,
 its projection, and one quick run end to end, slow)."""
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -101,6 +103,10 @@ def test_overhead_rows_come_from_run_json_and_have_their_section(tmp_path, monke
     np.testing.assert_allclose(rows["overhead_fraction"], 1 - rows["limit_s"] / rows["harness_s"], rtol=1e-9)
     assert (rows["images"] == bench_overhead.QUICK_IMAGES).all()
     assert rows["note"].str.contains("score").all()
+    # score split by metric (run.json's score_by_metric), the experiments' four and the rest
+    for note in rows["note"]:
+        split = re.search(r"score [\d.]+% \(([^)]*)\)", note).group(1).split(", ")
+        assert sorted(part.split()[0] for part in split) == ["hog", "rest", "spearman_abs", "spearman_signed", "ssim"]
     markdown = (tmp_path / "bench.md").read_text()
     assert "## Runner overhead" in markdown and "Target runner overhead under 10% at the experiments' images: " \
         "cascading_mlp " in markdown

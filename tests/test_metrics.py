@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import math
 import warnings
 from pathlib import Path
@@ -426,6 +428,33 @@ def test_compare_batch_loops_over_batch():
     mixed = [cmps[0], _smooth_map(rng, (20, 24, 3)), cmps[2]]  # batched SSIM / HOG must not hide compare's error
     with pytest.raises(ValueError, match=r"maps differ in shape: reference \(24, 24, 3\), compared \(20, 24, 3\)"):
         compare_batch(refs, mixed, MetricSettings())
+
+
+def test_compare_batch_times_each_metric_with_the_forms_it_reads_first(monkeypatch):
+    """`timer` opens one span per metric and chunk, in settings.metrics' order; a form shared by two
+    metrics (raw01: SSIM's and HOG's map) is computed inside the first one's span, HOG's features
+    inside HOG's; and the scores are those of an untimed call, bit for bit."""
+    from harness.metrics import FORMS, scoring
+
+    monkeypatch.setattr(scoring, "CHUNK_VALUES", 2 * 28 * 28)  # 5 maps: 3 chunks
+    rng = np.random.default_rng(3)
+    refs, cmps = rng.standard_normal((5, 28, 28, 1)), rng.standard_normal((5, 28, 28, 1))
+    settings = MetricSettings(metrics=("spearman_abs", "ssim", "hog"))
+    untimed = compare_batch(refs, cmps, settings)
+    spans, computed_in = [], {}
+    for name in ("raw01", "hog"):
+        real = FORMS[name]
+        monkeypatch.setitem(FORMS, name, dataclasses.replace(real, compute=lambda *a, _real=real, _name=name: (
+            computed_in.setdefault(_name, set()).add(spans[-1]), _real.compute(*a))[1]))
+
+    @contextlib.contextmanager
+    def timer(metric):
+        spans.append(metric)
+        yield
+
+    assert compare_batch(refs, cmps, settings, timer=timer) == untimed
+    assert spans == ["spearman_abs", "ssim", "hog"] * 3
+    assert computed_in == {"raw01": {"ssim"}, "hog": {"hog"}}
 
 
 @pytest.mark.parametrize("settings", [

@@ -1,4 +1,5 @@
 """The runner on a tiny SavedModel: controls, resume after kill -9, sweeps, bad input."""
+import dataclasses
 import json
 import os
 import signal
@@ -404,10 +405,15 @@ def test_run_json_splits_the_wall_time_into_kernels_and_runner_overhead(tmp_path
     """run.json's timings: kernel + overhead = total, the kernel is the method calls' time (scoring is
     overhead), and the overhead's parts add up to it with none negative (no time counted twice).
     Known delays in the method, the scoring and the drawing of new weights make the split checkable
-    on a tiny model; the random_model control's two drawn models are randomize time, not other."""
+    on a tiny model; the random_model control's two drawn models are randomize time, not other; a
+    slowed metric's time is in its own entry of score_by_metric, inside score."""
     from harness import methods, schedules
+    from harness.metrics import METRICS
 
-    kernel_delay, score_delay, draw_delay = 0.05, 0.2, 0.1
+    kernel_delay, score_delay, draw_delay, ssim_delay = 0.05, 0.2, 0.1, 0.05
+    real_ssim = METRICS["ssim"]
+    monkeypatch.setitem(METRICS, "ssim", dataclasses.replace(
+        real_ssim, compute=lambda *a: (time.sleep(ssim_delay), real_ssim.compute(*a))[1]))
     real_get, real_compare, real_draw = methods.get, runner.compare_batch, schedules.draw_blocks
     draws = []
 
@@ -447,6 +453,10 @@ def test_run_json_splits_the_wall_time_into_kernels_and_runner_overhead(tmp_path
     assert set(t["overhead_parts"]) >= {"score", "write", "randomize", "targets", "assemble", "other"}
     assert sum(t["overhead_parts"].values()) == pytest.approx(t["overhead_seconds"])
     assert min(t["overhead_parts"].values()) >= 0
+    by_metric = t["score_by_metric"]
+    assert set(by_metric) == set(json.loads((run_dir / "run.json").read_text())["metrics"]["metrics"]) >= {"ssim"}
+    assert by_metric["ssim"] >= units * ssim_delay
+    assert sum(by_metric.values()) <= t["overhead_parts"]["score"] - units * score_delay  # the sleep before them
 
 
 def test_an_unreadable_part_is_computed_again(tmp_path, tiny_saved_model, image_folder):

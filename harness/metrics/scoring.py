@@ -8,7 +8,8 @@ pairs of one map size.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 
 import numpy as np
 
@@ -54,11 +55,16 @@ def compare_batch(
     compareds: Sequence[np.ndarray | PreparedMap] | np.ndarray,
     settings: MetricSettings,
     images: Sequence[np.ndarray] | np.ndarray | None = None,
+    timer: Callable[[str], AbstractContextManager] | None = None,
 ) -> list[list[Score]]:
     """compare() over the leading (batch) dimension; images, if given, must match in length.
 
     Each form is computed once per map and each metric called once per chunk of pairs of one map size
     (batched forms such as ranks and HOG features, and SSIM, in one call per chunk; see CHUNK_VALUES).
+    `timer(metric name)`, if given, times each metric's share of a chunk: computing the forms it reads
+    that no metric before it in settings.metrics computed (raw01 goes to SSIM, not to HOG after it),
+    and the metric itself (the runner's run.json `score_by_metric`). The scores do not depend on it: a
+    form is computed for the same maps of the chunk, whichever metric asks for it first.
     """
     if len(references) != len(compareds):
         raise ValueError(f"batch sizes differ: {len(references)} references, {len(compareds)} compared maps")
@@ -81,16 +87,17 @@ def compare_batch(
     pairs = [k for k, (r, c) in enumerate(zip(refs, cmps)) if r.finite and c.finite]
     # what each metric may read: its forms (RAW and IMAGE when it names them) and their inputs
     forms = {m.name: {RAW, *m.forms_for(settings), *closure(m.forms_for(settings), settings)} for m in metrics}
-    needed = [f for m in forms.values() for f in m]
+    timed = timer or (lambda _: nullcontext())
     for group in by_shape(pairs, lambda k: refs[k].raw.shape):
         size = max(1, CHUNK_VALUES // refs[group[0]].raw.size)
         for start in range(0, len(group), size):
             chunk = group[start:start + size]
             chunk_refs, chunk_cmps = [refs[k] for k in chunk], [cmps[k] for k in chunk]
-            fill(chunk_refs + chunk_cmps, needed, settings)
             for m in metrics:
-                results = m.compute(FormView(chunk_refs, m.name, forms[m.name]),
-                                    FormView(chunk_cmps, m.name, forms[m.name]), settings)
+                with timed(m.name):
+                    fill(chunk_refs + chunk_cmps, forms[m.name], settings)
+                    results = m.compute(FormView(chunk_refs, m.name, forms[m.name]),
+                                        FormView(chunk_cmps, m.name, forms[m.name]), settings)
                 for k, (value, reason) in zip(chunk, results, strict=True):
                     scores[k].append(Score(m.name, float(value), bool(reason), reason))
             _release(chunk, refs, references)
