@@ -542,21 +542,32 @@ def prepare_stack(raws: np.ndarray, settings: MetricSettings,
 def fill(maps: Iterable[PreparedMap], names: Iterable[str], settings: MetricSettings) -> None:
     """Compute the forms `names`, and those they are computed from, of every map lacking them: each
     once per map (a map listed twice counts once), a batched form in one call per map size."""
-    groups = by_shape(list({id(m): m for m in maps}.values()), lambda m: m.raw.shape)
-    for name in closure(names, settings):
+    ordered = closure(names, settings)
+    for group in by_shape(distinct(maps), lambda m: m.raw.shape):
+        fill_group(group, ordered, settings)
+
+
+def distinct(maps: Iterable[PreparedMap]) -> list[PreparedMap]:
+    """`maps` without repeats (a map listed twice, as a reference compared with itself, once), in order."""
+    return list({id(m): m for m in maps}.values())
+
+
+def fill_group(maps: Sequence[PreparedMap], ordered: Sequence[str], settings: MetricSettings) -> None:
+    """`fill` for distinct maps of one size and forms already in `closure` order (each after its
+    inputs): what `fill` does per size, without grouping and ordering again (the scorer calls it
+    once per metric and chunk, with each metric's forms planned once per batch)."""
+    for name in ordered:
         f = FORMS[name]
-        sources = f.inputs_for(settings)
-        for group in groups:
-            todo = [m for m in group if name not in m._forms]
-            if not todo:
-                continue
-            if not f.batched:
-                for m in todo:
-                    m[name]  # computed and kept
-                continue
-            values = f.compute(*(stack(todo, source) for source in sources), settings)
-            for row, m in enumerate(todo):
-                m.store(name, values[row], (values, row))
+        todo = [m for m in maps if name not in m._forms]
+        if not todo:
+            continue
+        if not f.batched:
+            for m in todo:
+                m[name]  # computed and kept
+            continue
+        values = f.compute(*(stack(todo, source) for source in f.inputs_for(settings)), settings)
+        for row, m in enumerate(todo):
+            m.store(name, values[row], (values, row))
 
 
 def stack(maps: Sequence[PreparedMap], name: str) -> np.ndarray:

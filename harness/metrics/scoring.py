@@ -14,7 +14,8 @@ from contextlib import AbstractContextManager, nullcontext
 import numpy as np
 
 from harness.bitwise import same_bits
-from harness.metrics.forms import IMAGE, RAW, PreparedMap, by_shape, closure, fill, image_reader, prepare_stack
+from harness.metrics.forms import (IMAGE, RAW, PreparedMap, by_shape, closure, distinct, fill_group, image_reader,
+                                   prepare_stack)
 from harness.metrics.metrics import METRICS, NAN, FormView, Metric, Score
 from harness.metrics.settings import MetricSettings
 
@@ -87,15 +88,17 @@ def compare_batch(
     pairs = [k for k, (r, c) in enumerate(zip(refs, cmps)) if r.finite and c.finite]
     # what each metric may read: its forms (RAW and IMAGE when it names them) and their inputs
     forms = {m.name: {RAW, *m.forms_for(settings), *closure(m.forms_for(settings), settings)} for m in metrics}
+    first_read = _first_read(metrics, settings)
     timed = timer or (lambda _: nullcontext())
     for group in by_shape(pairs, lambda k: refs[k].raw.shape):
         size = max(1, CHUNK_VALUES // refs[group[0]].raw.size)
         for start in range(0, len(group), size):
             chunk = group[start:start + size]
             chunk_refs, chunk_cmps = [refs[k] for k in chunk], [cmps[k] for k in chunk]
+            chunk_maps = distinct(chunk_refs + chunk_cmps)  # one size: a group of by_shape
             for m in metrics:
                 with timed(m.name):
-                    fill(chunk_refs + chunk_cmps, forms[m.name], settings)
+                    fill_group(chunk_maps, first_read[m.name], settings)
                     results = m.compute(FormView(chunk_refs, m.name, forms[m.name]),
                                         FormView(chunk_cmps, m.name, forms[m.name]), settings)
                 for k, (value, reason) in zip(chunk, results, strict=True):
@@ -103,6 +106,17 @@ def compare_batch(
             _release(chunk, refs, references)
             _release(chunk, cmps, compareds)
     return scores
+
+
+def _first_read(metrics: list[Metric], settings: MetricSettings) -> dict[str, list[str]]:
+    """Per metric, the forms it reads that no metric before it reads, each after its inputs: what
+    forms.fill_group computes in its turn (its time is the metric's, see compare_batch's `timer`)."""
+    seen: set[str] = set()
+    out = {}
+    for m in metrics:
+        out[m.name] = [f for f in closure(m.forms_for(settings), settings) if f not in seen]
+        seen.update(out[m.name])
+    return out
 
 
 def _prepared(maps: Sequence[np.ndarray | PreparedMap] | np.ndarray, settings: MetricSettings,
