@@ -118,6 +118,27 @@ def test_a_failed_overhead_process_is_an_error_naming_its_experiment(capfd):
     assert "invalid choice: 'no_such_experiment'" in capfd.readouterr().err  # the process's own error, shown
 
 
+def test_overhead_rows_report_the_median_of_their_runs(monkeypatch):
+    """Each experiment runs RUNS times (once when quick) and reports the row of its median run, its
+    note naming every run's share; red with the first or the last run reported, or one run taken."""
+    shares = iter([0.112, 0.104, 0.098, 0.061])  # cascading_mlp's three runs, then cascading_cnn's one
+    calls = []
+
+    def fake(experiment, images, quick=False):
+        calls.append(experiment)
+        share = next(shares)
+        return {"method": experiment, "projected_fraction": share, "note": f"run at {share:.1%}"}
+
+    monkeypatch.setattr(bench_overhead, "measure_apart", fake)
+    mlp, cnn = bench_overhead.measure_all(quick=False)
+    assert calls == ["cascading_mlp"] * 3 + ["cascading_cnn"]
+    assert mlp["projected_fraction"] == 0.104
+    assert mlp["note"] == "the median of 3 runs in processes of their own (11.2%, 10.4%, 9.8%, in order): run at 10.4%"
+    assert cnn == {"method": "cascading_cnn", "projected_fraction": 0.061, "note": "run at 6.1%"}
+    assert bench_overhead.median_run([{"projected_fraction": 0.2, "note": "b"},
+                                      {"projected_fraction": 0.1, "note": "a"}])["note"].endswith(": a")
+
+
 def test_projected_overhead_scales_kernels_and_per_image_parts_only():
     timings = {"kernel_seconds": 20.0, "overhead_parts": {"score": 2.0, "assemble": 0.5, "targets": 0.1,
                                                           "randomize": 1.0, "write": 0.4, "other": 0.3}}
