@@ -344,6 +344,22 @@ def test_non_finite_maps_are_flagged_not_scored():
         assert math.isnan(s.value) and s.degenerate and s.reason == "non-finite values (reference)"
 
 
+def test_non_finite_maps_in_stacks_are_flagged_pair_by_pair():
+    """Stacks (as the runner scores a unit: forms.prepare_stack checks every map's values at once):
+    a NaN in a compared map or an inf in a reference flags that pair alone, naming the side; the
+    other pairs get compare's scores. Red with the stack's maps all taken as finite."""
+    rng = np.random.default_rng(4)
+    refs = np.stack([_smooth_map(rng, (16, 16, 1)) for _ in range(4)])
+    cmps = np.stack([_smooth_map(rng, (16, 16, 1)) for _ in range(4)])
+    cmps[1, 3, 3, 0], refs[2, 0, 5, 0] = np.nan, -np.inf
+    settings = MetricSettings()
+    batch = compare_batch(refs, cmps, settings)
+    for k, side in ((1, "compared"), (2, "reference")):
+        assert all(math.isnan(s.value) and s.degenerate and s.reason == f"non-finite values ({side})"
+                   for s in batch[k])
+    assert [batch[0], batch[3]] == [compare(refs[k], cmps[k], settings) for k in (0, 3)]
+
+
 # ---------------------------------------------------------------------------------------------
 # Foreground Spearman
 # ---------------------------------------------------------------------------------------------

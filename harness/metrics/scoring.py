@@ -13,9 +13,9 @@ from contextlib import AbstractContextManager, nullcontext
 
 import numpy as np
 
-from harness.bitwise import same_bits
+from harness.bitwise import same_bits, same_rows
 from harness.metrics.forms import (IMAGE, RAW, PreparedMap, by_shape, closure, distinct, fill_group, image_reader,
-                                   prepare_stack)
+                                   prepare_stack, stack)
 from harness.metrics.metrics import METRICS, NAN, FormView, Metric, Score
 from harness.metrics.settings import MetricSettings
 
@@ -73,7 +73,8 @@ def compare_batch(
         raise ValueError(f"batch sizes differ: {len(references)} maps, {len(images)} images")
     imgs: Sequence = images if images is not None else [None] * len(references)
     refs = _prepared(references, settings, imgs)
-    cmps = [r if _same_map(r, c) else c for r, c in zip(refs, _prepared(compareds, settings, imgs))]
+    cmps = _prepared(compareds, settings, imgs)
+    cmps = [r if same else c for r, c, same in zip(refs, cmps, _same_maps(refs, cmps))]
     metrics = [METRICS[name] for name in settings.metrics]
     for r, c in zip(refs, cmps):
         if r.raw.shape != c.raw.shape:
@@ -127,17 +128,22 @@ def _prepared(maps: Sequence[np.ndarray | PreparedMap] | np.ndarray, settings: M
     return [prepare(m, settings, i) for m, i in zip(maps, images)]
 
 
-def _same_map(reference: PreparedMap, compared: PreparedMap) -> bool:
-    """Whether the compared map is its reference's bytes, explaining the same input: then it is
-    scored as the reference itself, whose forms are computed already (a deterministic method's maps
-    in the ceiling control are its original maps; the runner's step 0 compares them with
-    themselves)."""
-    if compared is reference:
-        return True
-    a, b = reference.image, compared.image
-    # bitwise: -0.0 is not 0.0 (its forms may differ in sign)
-    return same_bits(compared.raw, reference.raw) and (
-        a is b or (a is not None and b is not None and same_bits(np.asarray(a), np.asarray(b))))
+def _same_maps(references: list[PreparedMap], compareds: list[PreparedMap]) -> list[bool]:
+    """Per pair, whether the compared map is its reference's bytes, explaining the same input: then
+    it is scored as the reference itself, whose forms are computed already (a deterministic method's
+    maps in the ceiling control are its original maps; the runner's step 0 compares them with
+    themselves). Bitwise: -0.0 is not 0.0 (its forms may differ in sign). Maps of one size and dtype
+    are compared all at once (bitwise.same_rows): pair by pair took ~1.2 ms a unit of 100 MNIST maps."""
+    raws = {(m.raw.shape, m.raw.dtype) for m in (*references, *compareds)}
+    if len(raws) == 1 and len(references) > 1:
+        raw_same = same_rows(stack(references, RAW), stack(compareds, RAW))
+    else:
+        raw_same = [same_bits(c.raw, r.raw) for r, c in zip(references, compareds)]
+    return [r is c or (bool(same) and _same_image(r.image, c.image)) for r, c, same in zip(references, compareds, raw_same)]
+
+
+def _same_image(a: np.ndarray | None, b: np.ndarray | None) -> bool:
+    return a is b or (a is not None and b is not None and same_bits(np.asarray(a), np.asarray(b)))
 
 
 def _release(chunk: list[int], prepared: list[PreparedMap | None], given: Sequence) -> None:
