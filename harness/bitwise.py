@@ -7,6 +7,17 @@ from __future__ import annotations
 
 import numpy as np
 
+_HEAD = 4096  # values same_bits compares first
+
+
+def _as_uint(a: np.ndarray, rows: int | None = None) -> np.ndarray:
+    """`a`'s bytes as unsigned integers of its item size (bytes for other sizes), flat or as `rows`
+    rows: comparing these compares bits (a NaN equals itself, -0.0 differs from 0.0)."""
+    kind = np.dtype(f"u{a.dtype.itemsize}") if a.dtype.itemsize in (1, 2, 4, 8) else np.uint8
+    flat = np.ascontiguousarray(a).reshape(-1) if rows is None else \
+        np.ascontiguousarray(a).reshape(rows, int(np.prod(a.shape[1:], dtype=np.int64)))
+    return flat.view(kind)
+
 
 def same_bits(a: np.ndarray, b: np.ndarray) -> bool:
     """The same shape, dtype and bytes (a NaN equals itself, -0.0 differs from 0.0), compared as
@@ -19,8 +30,7 @@ def same_bits(a: np.ndarray, b: np.ndarray) -> bool:
         # (TensorFlow adopts an assigned tensor's buffer), or one never assigned; the randomization
         # self-check compares every variable of a model twice a step (~0.1 s a cascading_mlp run).
         return True
-    as_int = np.dtype(f"u{a.dtype.itemsize}") if a.dtype.itemsize in (1, 2, 4, 8) else np.uint8
-    x, y = (np.ascontiguousarray(m).reshape(-1).view(as_int) for m in (a, b))
+    x, y = _as_uint(a), _as_uint(b)
     # A re-initialized kernel differs from its trained values almost everywhere: its first values
     # settle the self-check's "changed" without a pass over the rest.
     if x.size <= _HEAD:
@@ -28,15 +38,9 @@ def same_bits(a: np.ndarray, b: np.ndarray) -> bool:
     return bool(np.array_equal(x[:_HEAD], y[:_HEAD]) and np.array_equal(x[_HEAD:], y[_HEAD:]))
 
 
-_HEAD = 4096  # values compared first (same_bits)
-
-
 def same_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """same_bits of each pair of rows (along the first axis) of two stacks of one shape and dtype,
     as a boolean array, in one comparison of the stacks."""
     if a.shape != b.shape or a.dtype != b.dtype:
         raise ValueError(f"stacks differ: {a.shape} {a.dtype} and {b.shape} {b.dtype}")
-    as_int = np.dtype(f"u{a.dtype.itemsize}") if a.dtype.itemsize in (1, 2, 4, 8) else np.uint8
-    row = int(np.prod(a.shape[1:], dtype=np.int64))
-    x, y = (np.ascontiguousarray(m).reshape(len(m), row).view(as_int) for m in (a, b))
-    return (x == y).all(axis=1)
+    return (_as_uint(a, len(a)) == _as_uint(b, len(b))).all(axis=1)

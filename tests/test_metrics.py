@@ -816,16 +816,16 @@ def test_maps_prepared_for_a_chunk_are_dropped_once_it_is_scored(monkeypatch):
     given = [PreparedMap(_smooth_map(rng, (16, 16, 1)), settings) for _ in range(6)]
     earlier: list[weakref.ref] = []
     chunks = []
-    real_fill = scoring.fill_group
+    real_fill = scoring.fill
 
-    def fill_group(maps, names, s):  # once per metric and chunk
+    def fill(maps, names, s):  # once per metric and chunk
         gc.collect()  # nothing is left to a cycle collection: only references count
         assert [r for r in earlier if r() is not None] == [], "a scored chunk's maps are still alive"
         chunks.append(len(maps))
         real_fill(maps, names, s)
         if len(chunks) % 2 == 0:  # the chunk's second and last metric: its maps are done
             earlier.extend(weakref.ref(m) for m in maps if not any(m is g for g in given))
-    monkeypatch.setattr(scoring, "fill_group", fill_group)
+    monkeypatch.setattr(scoring, "fill", fill)
     compare_batch(given, np.stack([_smooth_map(rng, (16, 16, 1)) for _ in range(6)]), settings)
     assert chunks == [4] * 6 and len(earlier) == 6
     assert all(g.has("unit_rank_abs") and g.has("hog") for g in given)

@@ -542,23 +542,16 @@ def prepare_stack(raws: np.ndarray, settings: MetricSettings,
     return maps
 
 
-def fill(maps: Iterable[PreparedMap], names: Iterable[str], settings: MetricSettings) -> None:
-    """Compute the forms `names`, and those they are computed from, of every map lacking them: each
-    once per map (a map listed twice counts once), a batched form in one call per map size."""
-    ordered = closure(names, settings)
-    for group in by_shape(distinct(maps), lambda m: m.raw.shape):
-        fill_group(group, ordered, settings)
-
-
 def distinct(maps: Iterable[PreparedMap]) -> list[PreparedMap]:
     """`maps` without repeats (a map listed twice, as a reference compared with itself, once), in order."""
     return list({id(m): m for m in maps}.values())
 
 
-def fill_group(maps: Sequence[PreparedMap], ordered: Sequence[str], settings: MetricSettings) -> None:
-    """`fill` for distinct maps of one size and forms already in `closure` order (each after its
-    inputs): what `fill` does per size, without grouping and ordering again (the scorer calls it
-    once per metric and chunk, with each metric's forms planned once per batch)."""
+def fill(maps: Sequence[PreparedMap], ordered: Sequence[str], settings: MetricSettings) -> None:
+    """Compute the forms `ordered` of every one of `maps` lacking them: distinct maps of one size
+    (see `distinct`, `by_shape`), the forms in `closure` order (each after its inputs), a batched form
+    in one call for all the maps. The scorer calls it once per metric and chunk, with each metric's
+    forms planned once per batch."""
     for name in ordered:
         f = FORMS[name]
         todo = [m for m in maps if name not in m._forms]

@@ -14,7 +14,7 @@ from contextlib import AbstractContextManager, nullcontext
 import numpy as np
 
 from harness.bitwise import same_bits, same_rows
-from harness.metrics.forms import (IMAGE, RAW, PreparedMap, by_shape, closure, distinct, fill_group, image_reader,
+from harness.metrics.forms import (IMAGE, RAW, PreparedMap, by_shape, closure, distinct, fill, image_reader,
                                    prepare_stack, stack)
 from harness.metrics.metrics import METRICS, NAN, FormView, Metric, Score
 from harness.metrics.settings import MetricSettings
@@ -99,7 +99,7 @@ def compare_batch(
             chunk_maps = distinct(chunk_refs + chunk_cmps)  # one size: a group of by_shape
             for m in metrics:
                 with timed(m.name):
-                    fill_group(chunk_maps, first_read[m.name], settings)
+                    fill(chunk_maps, first_read[m.name], settings)
                     results = m.compute(FormView(chunk_refs, m.name, forms[m.name]),
                                         FormView(chunk_cmps, m.name, forms[m.name]), settings)
                 for k, (value, reason) in zip(chunk, results, strict=True):
@@ -111,7 +111,7 @@ def compare_batch(
 
 def _first_read(metrics: list[Metric], settings: MetricSettings) -> dict[str, list[str]]:
     """Per metric, the forms it reads that no metric before it reads, each after its inputs: what
-    forms.fill_group computes in its turn (its time is the metric's, see compare_batch's `timer`)."""
+    forms.fill computes in its turn (its time is the metric's, see compare_batch's `timer`)."""
     seen: set[str] = set()
     out = {}
     for m in metrics:
