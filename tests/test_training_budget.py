@@ -297,3 +297,35 @@ def test_recipe_agreement_compares_whole_curves_with_the_seed_spread(tmp_path):
     assert cheap.loc["gradcam", "within"]
     with pytest.raises(ValueError, match="no cascading runs of 'missing@1'"):
         study.recipe_agreement(curves, "ref@55000", "missing@1", [])
+
+
+def test_a_kill_during_a_snapshots_export_is_repaired_by_the_next_request(cache, monkeypatch):
+    """Killed while exporting @5 (its checkpoints already written): asking for @5 again exports it
+    from the checkpoint (the same weights, the same training record) instead of returning a folder
+    that does not exist."""
+    monkeypatch.setattr(budget, "CHUNK", 4)
+    recipe = budget.StepRecipe("cnn", weight_decay=1e-3, steps=12, snapshots=(5, 12))
+    monkeypatch.setitem(zoo.RECIPES, "tiny_cnn_authors", recipe)
+    real_export = zoo.mnist.export_model
+
+    def killed_mid_export(model, path, *args):  # the kill lands after the SavedModel's first files
+        real_export(model, path.parent / ".partial", *args)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(zoo.mnist, "export_model", killed_mid_export)
+    with pytest.raises(KeyboardInterrupt):
+        zoo.model_path("tiny_cnn_authors@5", log=lambda _: None)
+    monkeypatch.setattr(zoo.mnist, "export_model", real_export)
+    folder = budget.state_dir("tiny_cnn_authors", recipe)
+    assert budget.checkpoint_step(folder / "latest.npz") == 5 and (folder / "step-5.npz").is_file()
+    assert budget.available_snapshots("tiny_cnn_authors", recipe) == []
+    path = zoo.model_path("tiny_cnn_authors@5", log=lambda _: None)
+    assert (path / "saved_model.pb").is_file() and budget.available_snapshots("tiny_cnn_authors", recipe) == [5]
+    meta = json.loads((path / "harness.json").read_text())
+    assert meta["name"] == "tiny_cnn_authors@5" and [(s["from"], s["to"]) for s in meta["metrics"]["segments"]] == [(0, 5)]
+    with np.load(folder / "step-5.npz") as data:
+        from harness.models import load_model
+
+        model = load_model({"source": "builtin:tiny_cnn_authors@5", "name": "tiny@5"})
+        assert model.variables[0].variable.numpy().tobytes() == data["w0"].tobytes()
+    assert budget.checkpoint_step(folder / "latest.npz") == 5

@@ -342,9 +342,12 @@ def train_until(base: str, recipe: StepRecipe, until: int, log: Callable[[str], 
         log(f"{base}: training from scratch to step {until} (checkpoints in {folder})")
     train = make_train_fn(model, optimizer, x_train, y_train, CHUNK, jit_compile=jit_compile)
     device = device_name()
-    wanted = sorted({s for s in recipe.snapshots if step < s <= until} | {until})
+    # The resumed step is wanted too: a kill during its export leaves its checkpoint and no snapshot.
+    wanted = sorted({s for s in recipe.snapshots if step <= s <= until} | {until})
     # A snapshot already exported on an earlier pass is not exported again.
     pending = [s for s in wanted if not (snapshot_path(base, recipe, s) / "saved_model.pb").is_file()]
+    if export and step in pending:  # exported from the checkpoint, no step taken
+        export_snapshot(base, recipe, step, model, initializers, history, log)
     # A rolling checkpoint further along than `until` (an earlier snapshot rebuilt from a kept
     # step-N.npz) is never overwritten by this shorter run.
     latest = folder / "latest.npz"
