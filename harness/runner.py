@@ -443,11 +443,11 @@ class Runner:
 
     @contextmanager
     def _progress(self):
-        from tqdm import tqdm
+        from harness.progress import progress_bar
 
         total = (len(self.steps) + len(self.plan.controls)) * len(self.plan.methods) * len(self.images)
-        with tqdm(total=total, desc=f"{self.model.name} {self.plan.schedule}", unit="map",
-                  disable=not self.plan.config.get("progress", True)) as bar:
+        with progress_bar(total=total, desc=f"{self.model.name} {self.plan.schedule}", unit="map",
+                          disable=not self.plan.config.get("progress", True)) as bar:
             yield bar
 
 

@@ -327,7 +327,8 @@ def train_until(base: str, recipe: StepRecipe, until: int, log: Callable[[str], 
     invocation, as a kill would, after writing the checkpoint. Returns (model, step, history).
     """
     import tensorflow as tf
-    from tqdm import tqdm
+
+    from harness.progress import progress_bar
 
     x_train, y_train, _, _ = mnist.load_split()
     set_op_determinism(not jit_compile)
@@ -361,7 +362,7 @@ def train_until(base: str, recipe: StepRecipe, until: int, log: Callable[[str], 
             return history
         return history + [{"from": segment_start, "to": step, "seconds": round(seconds, 3), "device": device}]
 
-    with tqdm(total=until, initial=step, desc=f"training {base}", unit="step", disable=not progress,
+    with progress_bar(total=until, initial=step, desc=f"training {base}", unit="step", disable=not progress,
               mininterval=2.0, smoothing=0.05) as bar:
         try:
             while step < stop_at:
