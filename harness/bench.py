@@ -502,6 +502,9 @@ def main(argv: Sequence[str] | None = None) -> None:
                         help="protocol: the methods' samples / steps (default: paper on a GPU, scaled on a CPU)")
     parser.add_argument("--out", type=Path, default=Path("results/bench"))
     args = parser.parse_args(argv)
+    from harness.tf_logging import import_tensorflow_quietly
+
+    import_tensorflow_quietly()  # the method registry below imports TensorFlow
     from harness.methods import names
 
     models = args.models.split(",")
