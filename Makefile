@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 LINT_STAMP := $(VENV)/.lint-stamp
 
-.PHONY: help install test test-all test-slurm lint package reproduce bench bench-sweep clean
+.PHONY: help install test smoke test-all test-slurm lint package reproduce bench bench-sweep clean
 .DEFAULT_GOAL := help
 
 help:  ## this list
@@ -25,6 +25,9 @@ install: $(STAMP)  ## create .venv and install the harness (editable) with its t
 
 test: $(STAMP)  ## the fast suite (what CI runs)
 	$(BIN)/python -m pytest -q -m "not slow"
+
+smoke: $(STAMP)  ## a short check on another Python: `make smoke PYTHON=python3.13 VENV=.venv-py3.13` (CI runs it on 3.12 and 3.13)
+	$(BIN)/python -m pytest -q -m "smoke and not slow"
 
 test-all: $(STAMP)  ## including the slow tests (Inception-scale models, the wheel in a fresh venv)
 	$(BIN)/python -m pytest -q

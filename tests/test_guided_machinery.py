@@ -252,6 +252,43 @@ def test_live_mode_sees_variable_changes_without_retrace_and_frozen_after_refres
     assert len(traces) == 1
 
 
+def _guided_map_and_warnings(path, x, targets):
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        graph = ImportedGraph.from_saved_model(tf.saved_model.load(path), mode="live")
+    return graph, _graph_grad_fn(graph, guided=True)(x, targets)[0].numpy(), [str(w.message) for w in caught]
+
+
+@pytest.mark.parametrize("breakage", ["helper missing", "helper computes other logits"])
+def test_live_mode_falls_back_to_frozen_when_the_private_inlining_helper_fails(cnn, monkeypatch, breakage):
+    """TensorFlow's private inlining helper is checked when a live graph is built: gone, or giving a graph
+    that computes other logits, the graph is frozen instead, with one warning and the same map."""
+    from harness.models import graph_import
+
+    model, path, x, _, targets = cnn
+    _, expected, quiet = _guided_map_and_warnings(path, x, targets)
+    assert quiet == []
+    real = graph_import._helper("_run_inline_graph_optimization")
+
+    def perturbed(*args, **kwargs):  # a valid graph that computes something else: fc1 without its ReLU
+        graph_def = real(*args, **kwargs)
+        for node in graph_def.node:
+            if node.op == "Relu" and "fc1" in node.name:
+                node.op = "Identity"
+        return graph_def
+
+    broken = None if breakage == "helper missing" else perturbed
+    helper = graph_import._helper
+    monkeypatch.setattr(graph_import, "_helper",
+                        lambda name: broken if name == "_run_inline_graph_optimization" else helper(name))
+    graph, guided, warned = _guided_map_and_warnings(path, x, targets)
+    assert graph.mode == "frozen"
+    assert len(warned) == 1 and "using graph_mode frozen" in warned[0]
+    np.testing.assert_allclose(guided, expected, rtol=1e-5, atol=1e-6)
+
+
 # ---- 5. endpoints -----------------------------------------------------------------------------
 
 

@@ -240,9 +240,10 @@ class SyncedGraph:
         # signature's logits, at the harness's input spec): the function every other kernel
         # differentiates, whichever way the SavedModel exposes it.
         forward = tf.function(model.logits).get_concrete_function(model.tensor_spec())
-        self.model, self.mode = model, mode
+        self.model = model
         self.graph = ImportedGraph(forward, [v.variable for v in model.variables], mode=mode, name=model.name)
-        self._fingerprint = fingerprint(model) if mode == "frozen" else None
+        self.mode = self.graph.mode  # frozen where the live graph failed its check (graph_import)
+        self._fingerprint = fingerprint(model) if self.mode == "frozen" else None
 
     def sync(self) -> int:
         if self.mode == "frozen":

@@ -11,11 +11,17 @@ into the caller's ``tf.function`` (docs/protocol.md §8.3):
   route to an inlined graph is freezing, which bakes the weights in). The
   resource-variable placeholders survive inlining and are fed the *live*
   variable handles on import, so in-place randomization of the variables is
-  seen by the next call with no retrace. TF is pinned to 2.21.* for this.
-* ``mode="frozen"`` (variant A, the fallback if the private helper goes away):
-  ``convert_variables_to_constants_v2``, which inlines as a side effect. The
-  weights become constants: call :meth:`ImportedGraph.refresh` after any
-  variable change and rebuild the tf.functions (see ``generation``).
+  seen by the next call with no retrace.
+* ``mode="frozen"`` (variant A, the fallback): ``convert_variables_to_constants_v2``,
+  which inlines as a side effect. The weights become constants: call
+  :meth:`ImportedGraph.refresh` after any variable change and rebuild the
+  tf.functions (see ``generation``).
+
+Both helpers live in TensorFlow's private ``tensorflow.python`` tree, so nothing
+here trusts them blindly: a live graph is checked once, when it is built,
+against the SavedModel's own function on a probe batch, and when the inlining
+helper is missing or its graph computes other logits the graph falls back to
+frozen mode with one warning (tests/test_guided_machinery.py breaks both ways).
 
 Guided Backprop is a ``gradient_override_map({'Relu': ..., 'Relu6': ...})``
 around the import. Gradients must be taken with ``tf.gradients``: ops created by
@@ -29,17 +35,17 @@ import re
 from contextlib import nullcontext
 from typing import Any, Sequence
 
-import tensorflow as tf
-from tensorflow.python.framework import func_graph as func_graph_module
+import warnings
 
-# Private on purpose (see module docstring); the frozen mode needs only the
-# public-ish convert_variables_to_constants_v2 from the same module.
-from tensorflow.python.framework.convert_to_constants import (
-    _run_inline_graph_optimization,
-    convert_variables_to_constants_v2,
-)
+import numpy as np
+import tensorflow as tf
 
 from harness.errors import HarnessError
+
+try:  # private on purpose (see the module docstring); checked at run time, never trusted blindly
+    from tensorflow.python.framework import convert_to_constants as _convert
+except ImportError:  # pragma: no cover - a TensorFlow without the module
+    _convert = None
 
 __all__ = ["ImportedGraph", "register_guided_gradients", "GUIDED_RELU", "GUIDED_RELU6"]
 
@@ -113,6 +119,8 @@ class ImportedGraph:
             raise ValueError(f"mode must be 'live' or 'frozen', got {mode!r}")
         register_guided_gradients()
         self.name = name or _default_name(concrete_fn)
+        if mode == "live" and _helper("_run_inline_graph_optimization") is None:
+            mode = _fall_back(self.name, "TensorFlow's graph-inlining helper is missing")
         self.mode = mode
         self.generation = 0  # bumped by refresh(); frozen-mode traces must be rebuilt
         self._cf = concrete_fn
@@ -124,6 +132,18 @@ class ImportedGraph:
                 "pass the loaded object's own `.variables`"
             )
         self._build()
+        if self.mode == "live" and not self._computes_the_function():
+            self.mode = _fall_back(self.name, "its inlined graph computes other logits than the SavedModel")
+            self._build()
+
+    def _computes_the_function(self) -> bool:
+        """The imported graph's logits equal the concrete function's on a seeded probe batch (a one-time
+        check of the private inlining helper: a few ms for the MNIST models)."""
+        shape = [1 if d is None else d for d in self._input.shape.as_list()]
+        probe = tf.constant(np.random.default_rng(0).uniform(0, 1, shape), self._input.dtype)
+        imported = tf.function(lambda x: self(x)[0])(probe)
+        own = tf.nest.flatten(self._cf(probe), expand_composites=True)[0]
+        return bool(np.allclose(imported.numpy(), own.numpy(), rtol=1e-4, atol=1e-5 * (1 + np.abs(own.numpy()).max())))
 
     # ---- construction -------------------------------------------------------------
 
@@ -149,10 +169,16 @@ class ImportedGraph:
 
     def _build(self) -> None:
         if self.mode == "live":
-            graph_def = _run_inline_graph_optimization(self._cf, lower_control_flow=False, aggressive_inlining=True)
+            inline = _helper("_run_inline_graph_optimization")
+            graph_def = inline(self._cf, lower_control_flow=False, aggressive_inlining=True)
             fn = self._cf
         else:
-            fn = convert_variables_to_constants_v2(self._cf, lower_control_flow=False, aggressive_inlining=True)
+            freeze = _helper("convert_variables_to_constants_v2")
+            if freeze is None:
+                raise HarnessError(
+                    f"this TensorFlow ({tf.__version__}) has neither of the graph helpers that Guided Backprop and "
+                    f"named endpoints on SavedModels need ({self.name}); the gradient methods still work")
+            fn = freeze(self._cf, lower_control_flow=False, aggressive_inlining=True)
             graph_def = fn.graph.as_graph_def()
         data_inputs = fn.inputs[: len(fn.inputs) - len(fn.captured_inputs)]
         # The function's own outputs, not all of `outputs`: once a gradient has been taken through a
@@ -289,7 +315,7 @@ class ImportedGraph:
         (not GradientTape, which does not see imported ops).
         """
         graph = tf.compat.v1.get_default_graph()
-        if tf.executing_eagerly() or not isinstance(graph, func_graph_module.FuncGraph):
+        if tf.executing_eagerly() or not getattr(graph, "building_function", False):
             raise RuntimeError(
                 "ImportedGraph must be called inside a tf.function (it imports ops into the graph "
                 "being traced); it was called eagerly"
@@ -344,6 +370,17 @@ class ImportedGraph:
         if self.mode == "frozen":
             self._build()
             self.generation += 1
+
+
+def _helper(name: str):
+    """One of TensorFlow's private graph helpers, or None where this TensorFlow lacks it."""
+    return getattr(_convert, name, None)
+
+
+def _fall_back(name: str, why: str) -> str:
+    warnings.warn(f"{name}: graph_mode live is not available ({why}); using graph_mode frozen "
+                  "(the same maps, re-frozen after each randomization)", RuntimeWarning, stacklevel=3)
+    return "frozen"
 
 
 def _match_captures(cf, variables: Sequence[tf.Variable]):
