@@ -63,18 +63,103 @@ def array_digest(array: np.ndarray) -> str:
 
 @lru_cache(maxsize=1)
 def code_digest() -> str:
-    """The code that computes a map: the method kernels and the model wrappers (their sources) and
-    TensorFlow's version. In the key, so an edited kernel or another TensorFlow never reads maps
-    computed by the old one."""
+    """The code that shapes a map: every source file of the installed `harness` package (not only the
+    kernels and model wrappers: the runner picks targets and seeds, the segmentation reduction decides
+    what a segmenter's maps explain) and TensorFlow's and Keras's versions. In the key, so edited code
+    or another TensorFlow never reads maps computed by the old one. Once per process (~ms)."""
     from importlib.metadata import version
 
     root = Path(__file__).parent
-    digest = hashlib.sha256(f"tensorflow {version('tensorflow')}|".encode())
-    for package in ("methods", "models"):
-        for path in sorted((root / package).rglob("*.py")):
-            digest.update(f"{path.relative_to(root)}|".encode())
-            digest.update(path.read_bytes())
+    digest = hashlib.sha256(f"tensorflow {version('tensorflow')}|keras {version('keras')}|".encode())
+    for path in sorted(root.rglob("*.py")):
+        digest.update(f"{path.relative_to(root)}|".encode())
+        digest.update(path.read_bytes())
     return digest.hexdigest()
+
+
+def structure_digest(model) -> str:
+    """What a model computes besides its weights, stable across loads: a Keras model's config (its
+    JSON), else the graph of its traced forward pass with load-specific names taken out
+    (`graph_digest`). In the map key beside the weights digest, so a model with the same weights and
+    another graph (an activation swapped in a Keras file, another SavedModel) is a miss. Computed once
+    per model."""
+    return model.compiled("structure_digest", lambda: _structure_digest(model))
+
+
+def _structure_digest(model) -> str:
+    if model.keras_model is not None:
+        try:
+            return hashlib.sha256(f"keras|{model.keras_model.to_json()}".encode()).hexdigest()
+        except (NotImplementedError, TypeError, ValueError):  # a subclassed model without a config
+            pass
+    import tensorflow as tf
+
+    return graph_digest(tf.function(model.logits).get_concrete_function(model.tensor_spec()).graph.as_graph_def())
+
+
+def graph_digest(graph_def) -> str:
+    """SHA-256 of a GraphDef and the library functions it calls, without what changes from one load
+    (or trace) of the same model to the next: node names of the outer graph (a capture's placeholder
+    is named after its handle's id), function names (a loaded SavedModel's get a fresh suffix), and
+    TensorFlow's own `_`-prefixed annotations (`_user_specified_name`). Names become positions: the
+    outer graph's nodes in order, functions in the order they are first called."""
+    import tensorflow as tf
+
+    library = {f.signature.name: f for f in graph_def.library.function}
+    order: list[str] = []
+
+    def visit(nodes) -> None:
+        for node in nodes:
+            for name in _called(node):
+                if name in library and name not in order:
+                    order.append(name)
+                    visit(library[name].node_def)
+    visit(graph_def.node)
+    functions = {name: f"f{i}" for i, name in enumerate(order)}
+    nodes = {node.name: f"n{i}" for i, node in enumerate(graph_def.node)}
+    canonical = tf.compat.v1.GraphDef()
+    for node in graph_def.node:
+        copy = canonical.node.add()
+        copy.CopyFrom(node)
+        copy.name = nodes[node.name]
+        copy.input[:] = [_renamed_input(name, nodes) for name in node.input]
+        _canonical_attrs(copy, functions)
+    for name in order:
+        copy = canonical.library.function.add()
+        copy.CopyFrom(library[name])
+        copy.signature.name = functions[name]
+        _drop_private(copy.attr)
+        for attrs in copy.arg_attr.values():
+            _drop_private(attrs.attr)
+        for node in copy.node_def:
+            _canonical_attrs(node, functions)
+    return hashlib.sha256(canonical.SerializeToString(deterministic=True)).hexdigest()
+
+
+def _called(node) -> list[str]:
+    """Names of the library functions a node's attributes name (a call's `f`, a loop's `body`)."""
+    return [name for value in node.attr.values()
+            for name in ([value.func.name] if value.HasField("func") else [f.name for f in value.list.func])]
+
+
+def _renamed_input(name: str, nodes: dict[str, str]) -> str:
+    control, bare = ("^", name[1:]) if name.startswith("^") else ("", name)
+    node, colon, port = bare.partition(":")
+    return f"{control}{nodes.get(node, node)}{colon}{port}"
+
+
+def _canonical_attrs(node, functions: dict[str, str]) -> None:
+    _drop_private(node.attr)
+    for value in node.attr.values():
+        if value.HasField("func"):
+            value.func.name = functions.get(value.func.name, value.func.name)
+        for f in value.list.func:
+            f.name = functions.get(f.name, f.name)
+
+
+def _drop_private(attrs) -> None:
+    for key in [key for key in attrs if key.startswith("_")]:
+        del attrs[key]
 
 
 def hardware() -> dict[str, Any]:

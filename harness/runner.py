@@ -298,6 +298,7 @@ class Runner:
             return self.maps(method, step0, self.reference_targets)
         key = cache.map_key({
             "model": self.plan.contents["model"], "source_kind": self.model.source_kind,
+            "structure": cache.structure_digest(self.model),  # same weights, another graph: other maps
             "image_ids": list(self.images.ids), "inputs": cache.array_digest(self.x),
             "method": method.name, "label": method.label, "params": self._params(method),
             "target_rule": self.plan.target, "targets": self.reference_targets.tolist(),
