@@ -19,7 +19,7 @@ import sys
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from harness.config import CONFIG_DIR, group_options
+from harness.config import CONFIG_DIR, check_config, group_options
 from harness.errors import HarnessError
 from harness.tf_logging import import_tensorflow_quietly
 
@@ -130,6 +130,7 @@ def command(cfg: DictConfig):
     """The command of one run or sweep job; returns the run folder it wrote (None for `layers`)."""
     from harness import sweeps
 
+    check_config(cfg)  # every value, before a model is loaded or a folder made
     configure_tensorflow(sweeps.tf_threads(cfg.threads), share_gpus=sweeps.jobs_at_once() > 1)
     if cfg.command == "layers":
         print_layers(cfg)

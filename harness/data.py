@@ -8,16 +8,29 @@ from __future__ import annotations
 import glob as globbing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
+from harness.config import NULL, TEXT, Rule, check, list_of, one_of, whole
 from harness.errors import HarnessError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 SOURCES = ("mnist", "mnist_scenes", "folder", "skimage")
+ALPHA = {2: 1, 4: 3}  # channels with alpha last -> the channels kept (grey+alpha, RGBA)
 SKIMAGE_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry",
                   "retina", "camera", "coins", "moon", "page", "text", "brick", "grass", "gravel")
+
+# What each data setting may be (harness.config.check_config checks them before anything runs).
+RULES = {
+    "source": one_of(*SOURCES),
+    "path": TEXT,
+    "count": Rule((NULL | whole(1)).test, "a whole number of images >= 1 (or null for all of them)"),
+    "sample_seed": Rule((NULL | whole(0)).test, "null (the first data.count images in sorted order) or a whole "
+                                                "number >= 0 (a random sample drawn with that seed)"),
+    "labels": NULL | list_of(whole(0)),
+    "names": NULL | list_of(TEXT),
+}
 
 
 @dataclass(frozen=True)
@@ -30,8 +43,10 @@ class ImageSet:
         return len(self.ids)
 
 
-def load_images(cfg: Mapping[str, Any], size: tuple[int, int] | None, channels: int) -> ImageSet:
-    """The images `cfg` names, conformed to the model's input size and channels.
+def load_images(cfg: Mapping[str, Any], size: tuple[int, int] | None, channels: int,
+                log: Callable[[str], None] = print) -> ImageSet:
+    """The images `cfg` names, conformed to the model's input size and channels (an alpha channel is
+    dropped, said once in `log`).
 
     Images are selected before anything is decoded: the first `count` in sorted order, or, with
     `sample_seed` set, a seeded random sample of `count` (kept in sorted order). Only the selected
@@ -41,31 +56,38 @@ def load_images(cfg: Mapping[str, Any], size: tuple[int, int] | None, channels: 
     source = cfg.get("source")
     if source not in SOURCES:
         raise HarnessError(f"unknown data source {source!r}; valid: {', '.join(SOURCES)}")
+    check_settings(cfg)
     count = parse_count(cfg.get("count"))
     ids, labels, read = {"mnist": _mnist, "mnist_scenes": _mnist_scenes, "folder": _folder,
                          "skimage": _skimage}[source](cfg)
     chosen = _select(len(ids), count, cfg.get("sample_seed"))
-    images = [_conform_one(read(i), ids[i], size, channels) for i in chosen]
+    images, alpha = [], []
+    for i in chosen:
+        image, dropped = _conform_one(read(i), ids[i], size, channels)
+        images.append(image)
+        alpha += [ids[i]] * dropped
+    if alpha:
+        log(f"note: {len(alpha)} of {len(chosen)} images have an alpha channel (grey+alpha or RGBA), dropped: "
+            f"the model sees their grey / colour channels ({', '.join(alpha[:3])}{', ...' * (len(alpha) > 3)})")
     return ImageSet(np.stack(images), [ids[i] for i in chosen], None if labels is None else labels[chosen])
 
 
+def check_settings(cfg: Mapping[str, Any]) -> None:
+    """The data group's values against RULES, before anything is read."""
+    check(cfg, RULES, prefix="data.")
+
+
 def parse_count(count: Any) -> int | None:
-    if count is None:
-        return None
-    if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 1:
-        raise HarnessError(f"data.count must be a whole number of images >= 1 (or null for all of them); "
-                           f"got {count!r}")
-    return int(count)
+    check({"count": count}, RULES, prefix="data.")
+    return None if count is None else int(count)
 
 
 def _select(available: int, count: int | None, seed: Any) -> np.ndarray:
     """Indices of the images used: the first `count`, or a sorted random sample drawn with `seed`."""
     n = available if count is None else min(count, available)
+    check({"sample_seed": seed}, RULES, prefix="data.")
     if seed is None:
         return np.arange(n)
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise HarnessError(f"data.sample_seed must be null (the first data.count images in sorted order) or a "
-                           f"whole number >= 0 (a random sample drawn with that seed); got {seed!r}")
     return np.sort(np.random.default_rng(int(seed)).choice(available, size=n, replace=False))
 
 
@@ -114,14 +136,23 @@ def _read(file: Path) -> np.ndarray:
     from skimage import io
 
     try:
-        return _as_float(io.imread(file))
+        image = io.imread(file)
     except Exception as error:  # noqa: BLE001 - decoders raise many types for a broken file
         raise HarnessError(f"image {str(file)!r} does not decode: {str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__}") from error
+    return _as_float(image, str(file))
 
 
-def _as_float(image: np.ndarray) -> np.ndarray:
+def _as_float(image: np.ndarray, name: str = "image") -> np.ndarray:
+    """Pixels as float32 in [0, 1], by the range of their type: 8-bit / 255, 16-bit / 65535 (what
+    img_as_float32 does for uint8 / uint16). A decoder that hands 16-bit pixels over as a wider integer
+    (Pillow's mode "I") gets the 16-bit scale too; integers beyond 16 bits are refused, not guessed."""
     from skimage.util import img_as_float32
 
+    image = np.asarray(image)
+    if image.dtype.kind in "iu" and image.dtype not in (np.uint8, np.uint16):
+        if image.size and (image.min() < 0 or image.max() > np.iinfo(np.uint16).max):
+            raise HarnessError(f"{name}: {image.dtype} pixels outside 0..65535; give 8-bit or 16-bit images")
+        image = image.astype(np.uint16)
     image = img_as_float32(image)
     return image[..., None] if image.ndim == 2 else image
 
@@ -135,15 +166,18 @@ def _labels(cfg, n: int) -> np.ndarray | None:
     return np.asarray(labels, np.int64)
 
 
-def _conform_one(image: np.ndarray, image_id: str, size: tuple[int, int] | None, channels: int) -> np.ndarray:
-    """Resize to the model's input size and match its channels (RGBA drops alpha; gray -> RGB)."""
+def _conform_one(image: np.ndarray, image_id: str, size: tuple[int, int] | None,
+                 channels: int) -> tuple[np.ndarray, bool]:
+    """Resized to the model's input size, its channels matched (grey -> RGB; an alpha channel dropped:
+    grey+alpha -> grey, RGBA -> RGB), and whether it had alpha."""
     from skimage.transform import resize
 
     image = np.asarray(image, np.float32)
     if image.ndim == 2:
         image = image[..., None]
-    if image.shape[-1] == 4:
-        image = image[..., :3]
+    alpha = image.shape[-1] in ALPHA
+    if alpha:
+        image = image[..., :ALPHA[image.shape[-1]]]
     if image.shape[-1] != channels:
         if image.shape[-1] == 1 and channels == 3:
             image = np.repeat(image, 3, axis=-1)
@@ -151,4 +185,4 @@ def _conform_one(image: np.ndarray, image_id: str, size: tuple[int, int] | None,
             raise HarnessError(f"image {image_id!r} has {image.shape[-1]} channels; the model takes {channels}")
     if size and tuple(image.shape[:2]) != tuple(size):
         image = resize(image, (*size, channels), anti_aliasing=True, preserve_range=True)
-    return image.astype(np.float32)
+    return image.astype(np.float32), alpha

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from harness.bitwise import same_bits
+from harness.config import NULL, TEXT, check, number, one_of, whole
 from harness.errors import HarnessError
 from harness.results import ORIGINAL, RANDOM_LABELS
 from harness.models.wrapper import Block, ModelUnderTest, ModelVariable, variable_role
@@ -97,6 +98,30 @@ def _data_randomization(names: list[str]) -> list[Step]:
 
 
 # -- settings ----------------------------------------------------------------------------------------
+def rules() -> dict:
+    """What each schedule setting may be (harness.config.check_config checks them before anything runs)."""
+    return {
+        "name": one_of(*SCHEDULES),
+        "scheme": one_of(*SCHEMES),
+        "std": number(above=0),          # truncated_normal: 0 would leave every kernel at zero
+        "low": number(),                 # uniform, with high: low < high
+        "high": number(),
+        "bn_stats": one_of(*BN_STATS),
+        "draws": one_of(*DRAWS),
+        "donor_model": NULL | TEXT,
+        "samples": whole(1),             # smoothed schedules (Smoothing)
+        "spread": number(0),
+    }
+
+
+def check_settings(cfg: Mapping[str, Any]) -> None:
+    """The schedule group's values: each against rules(), the uniform range, smoothing's settings."""
+    check(cfg, rules(), prefix="schedule.")
+    if "low" in cfg and "high" in cfg and not cfg["low"] < cfg["high"]:
+        raise HarnessError(f"schedule.low must be below schedule.high, got low {cfg['low']!r}, high {cfg['high']!r}")
+    Smoothing.from_config(cfg)
+
+
 @dataclass(frozen=True)
 class Smoothing:
     """sMPRT's denoising (Hedström et al. 2024): every map of a smoothed schedule, at every step and in
@@ -117,12 +142,9 @@ class Smoothing:
                 raise HarnessError(f"schedule.{given[0]} belongs to a smoothed schedule ({', '.join(sorted(SMOOTHED))}); "
                                    f"schedule {cfg['name']!r} has no such setting")
             return None
-        samples, spread = cfg.get("samples", cls.samples), cfg.get("spread", cls.spread)
-        if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
-            raise HarnessError(f"schedule.samples must be an integer >= 1, got {samples!r}")
-        if isinstance(spread, bool) or not isinstance(spread, (int, float)) or not spread >= 0:
-            raise HarnessError(f"schedule.spread must be a number >= 0, got {spread!r}")
-        return cls(int(samples), float(spread))
+        settings = {"samples": cfg.get("samples", cls.samples), "spread": cfg.get("spread", cls.spread)}
+        check(settings, rules(), prefix="schedule.")
+        return cls(int(settings["samples"]), float(settings["spread"]))
 
 
 @dataclass(frozen=True)

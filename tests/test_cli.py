@@ -110,7 +110,7 @@ def test_cli_bad_data_count_is_one_line_and_no_run_folder(tmp_path, count):
     assert "Traceback" not in done.stderr
     errors = [line for line in done.stderr.splitlines() if line.startswith("harness:")]
     assert errors == [f"harness: error: data.count must be a whole number of images >= 1 (or null for all of "
-                      f"them); got {count}"], done.stderr
+                      f"them), got {count}"], done.stderr
     assert not (tmp_path / "results").exists() and not list(tmp_path.rglob("*.csv"))
 
 

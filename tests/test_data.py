@@ -74,3 +74,60 @@ def test_predict_runs_in_batches_with_the_same_logits(tiny_model, monkeypatch):
     tiny_model.predict(np.zeros((1000, 8, 8, 1), np.float32))  # "auto": bounded like the methods' batches
     assert len(rows) > 1 and max(rows) <= 256
     assert tiny_model.trace_counts["logits"] == 1  # one trace for every batch size
+
+
+# -- images as users have them: alpha channels, 16-bit pixels ----------------------------------------
+GREY = np.arange(30, dtype=np.uint8).reshape(5, 6) * 8  # 5 rows: skimage's imread keeps (H, W, 2) as is
+RGB = np.random.default_rng(4).integers(0, 256, (5, 6, 3), dtype=np.uint8)
+GREY16 = np.arange(30, dtype=np.uint16).reshape(5, 6) * 2000  # up to 58,000: beyond 8 bits
+
+
+def _decoded(tmp_path, name, pixels, channels, size=None, write=None):
+    """(the folder source's image of `pixels` written as `name`, the lines it logged)."""
+    import imageio.v3 as iio
+
+    folder = tmp_path / "images"
+    folder.mkdir(exist_ok=True)
+    (write or iio.imwrite)(folder / name, pixels)
+    said = []
+    images = data.load_images({"source": "folder", "path": str(folder)}, size, channels, log=said.append)
+    return images.images[0], said
+
+
+@pytest.mark.parametrize("name, pixels, channels, expected", [
+    ("rgba.png", np.dstack([RGB, np.full((5, 6), 9, np.uint8)]), 3, RGB / 255),
+    ("grey_alpha.png", np.dstack([GREY, np.full((5, 6), 200, np.uint8)]), 1, GREY[..., None] / 255),
+    ("grey_alpha_to_rgb.png", np.dstack([GREY, np.full((5, 6), 200, np.uint8)]), 3,
+     np.repeat(GREY[..., None] / 255, 3, axis=-1)),
+])
+def test_an_alpha_channel_is_dropped_and_said_once(tmp_path, name, pixels, channels, expected):
+    image, said = _decoded(tmp_path, name, pixels, channels)
+    np.testing.assert_allclose(image, expected, atol=1e-6)
+    assert len(said) == 1 and "alpha channel" in said[0] and name in said[0], said
+
+
+def test_images_without_alpha_say_nothing(tmp_path):
+    image, said = _decoded(tmp_path, "grey.png", GREY, 1)
+    np.testing.assert_allclose(image, GREY[..., None] / 255, atol=1e-6)
+    assert said == []
+
+
+@pytest.mark.parametrize("name", ["grey16.png", "grey16.tif"])
+def test_16_bit_images_are_scaled_by_65535(tmp_path, name):
+    from skimage import io
+
+    image, _ = _decoded(tmp_path, name, GREY16, 1, write=lambda path, pixels: io.imsave(path, pixels,
+                                                                                       check_contrast=False))
+    np.testing.assert_allclose(image, GREY16[..., None] / 65535, atol=1e-6)
+
+
+def test_16_bit_pngs_decoded_as_int32_are_scaled_by_65535(tmp_path, monkeypatch):
+    """imageio's Pillow plugin hands a 16-bit PNG over as int32 under Pillow < 10: still 16-bit pixels."""
+    from skimage import io
+
+    real = io.imread
+    monkeypatch.setattr(io, "imread", lambda file: real(file).astype(np.int32))
+    image, _ = _decoded(tmp_path, "grey16.png", GREY16, 1)
+    np.testing.assert_allclose(image, GREY16[..., None] / 65535, atol=1e-6)
+    with pytest.raises(HarnessError, match=r"int32 pixels outside 0\.\.65535"):
+        data._as_float(np.array([[-1, 70000]], np.int32))

@@ -9,7 +9,10 @@ schedules.
 
 Adding a method is one file plus one config: a module in this package whose function is decorated
 with `@register("name", ...)` (every module here is imported when the registry is first asked), and
-`conf/method/name.yaml`, the one place its default settings live (`register` reads them). What the
+`conf/method/name.yaml`, the one place its default settings live (`register` reads them). What each
+setting may be is `setting_rules()`'s, by the setting's name (`samples` means the same everywhere); a
+setting of a new name declares its rule in `register(..., rules={...})` (a test checks every setting
+of every method has one). What the
 benchmark and the tests need to know of a method travels with its registration (`MethodSpec`): PAIR's
 map of one image (the reference `harness.oracle` compares with), the model rows one image costs, and
 quick settings.
@@ -26,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from harness.config import FLAG, NULL, TEXT, Rule, check, number, one_of, whole
 from harness.errors import HarnessError
 
 Method = Callable[..., np.ndarray]
@@ -58,6 +62,7 @@ class MethodSpec:
     quick: Mapping[str, Any] = field(default_factory=dict)  # cheap settings: tests, `bench --quick`
     stochastic: bool = False             # draws noise from rng (PAIR draws its own: no map equality)
     sequential: bool = False             # each path step needs the last one's gradients
+    rules: Mapping[str, Rule] = field(default_factory=dict)  # its own settings' rules (setting_rules())
 
 
 _REGISTRY: dict[str, Method] = {}
@@ -66,7 +71,7 @@ _SPECS: dict[str, MethodSpec] = {}
 
 def register(name: str, *, reference: Reference | None = None, rows: Rows = one_gradient_row,
              quick: Mapping[str, Any] | None = None, stochastic: bool = False,
-             sequential: bool = False) -> Callable[[Method], Method]:
+             sequential: bool = False, rules: Mapping[str, Rule] | None = None) -> Callable[[Method], Method]:
     """Register `fn(model, x, targets, rng, s)` as method `name` under the contract above.
 
     The defaults are conf/method/<name>.yaml's settings (the paper's where it has them, else PAIR's).
@@ -84,7 +89,8 @@ def register(name: str, *, reference: Reference | None = None, rows: Rows = one_
                 s["max_batch"] = rows_per_call(s["max_batch"], x.shape[1:])
             return np.asarray(fn(model, x, t, rng, s), np.float32)
         _REGISTRY[name] = method
-        _SPECS[name] = MethodSpec(name, method, defaults, reference, rows, dict(quick or {}), stochastic, sequential)
+        _SPECS[name] = MethodSpec(name, method, defaults, reference, rows, dict(quick or {}), stochastic, sequential,
+                                  dict(rules or {}))
         return method
     return add
 
@@ -102,21 +108,72 @@ def config_defaults(name: str) -> dict[str, Any]:
     return config
 
 
+@functools.cache
+def setting_rules() -> dict[str, Rule]:
+    """What a method setting may be, by its name: one rule for every method that takes it."""
+    from harness.methods import baselines, integrated, occlusion, xrai
+    from harness.models.backends import GRAPH_MODES
+
+    return {
+        "output": one_of(*OUTPUTS),
+        "max_batch": one_of("auto") | whole(1),
+        "samples": whole(1),                     # noisy copies (SmoothGrad, VarGrad, IG-SmoothGrad)
+        "spread": number(0),                     # noise sigma / the image's value range
+        "squared": FLAG,
+        "steps": whole(1),                       # path points (integrated.path: trapezoid needs 2)
+        "baseline": one_of(*integrated.BASELINES),
+        "baseline_value": number(),
+        "blur_sigma": number(0),
+        "rule": one_of(*integrated.RULES),
+        "max_sigma": number(above=0),
+        "grad_step": number(above=0),
+        "sqrt": FLAG,
+        "fraction": number(above=0, high=1),     # Guided IG: features moved per step
+        "max_dist": number(0),
+        "size": whole(1),                        # occlusion window (at most the image side: at run time)
+        "stride": whole(1),
+        "value": number(),
+        "aggregate": one_of(*occlusion.AGGREGATES),
+        "endpoint": NULL | TEXT,
+        "normalize": FLAG,
+        "graph_mode": one_of(*GRAPH_MODES),
+        "algorithm": one_of(*xrai.ALGORITHMS),
+        "distribution": one_of(*baselines.DISTRIBUTIONS),
+        "mode": one_of(*baselines.BORDER_MODES),
+        "gradcam_endpoint": NULL | TEXT,         # RUNNER_KEYS
+    }
+
+
+def rules(name: str) -> dict[str, Rule]:
+    """The rules of method `name`'s settings: setting_rules()' for its settings, overridden by its own."""
+    shared = setting_rules()
+    spec = _SPECS[name]
+    return {key: shared[key] for key in (*spec.defaults, *RUNNER_KEYS) if key in shared} | dict(spec.rules)
+
+
 def settings(method: str, params: Mapping[str, Any] | None, defaults: Mapping[str, Any]) -> dict[str, Any]:
-    """The method's defaults overridden by `params`; unknown keys and bad common values are errors."""
+    """The method's defaults overridden by `params`; unknown keys and values its rules refuse are errors."""
     params = dict(params or {})
     unknown = sorted(set(params) - set(defaults) - set(RUNNER_KEYS))
     if unknown:
         raise HarnessError(f"unknown setting(s) {', '.join(unknown)} for method {method}; "
                            f"valid: {', '.join(sorted(defaults))}")
     merged = {**defaults, **params}
-    if "output" in defaults:
-        choose(method, "output", merged["output"], OUTPUTS)
-    if "max_batch" in defaults and merged["max_batch"] != "auto" and not (
-            isinstance(merged["max_batch"], int) and merged["max_batch"] >= 1):
-        raise HarnessError(f"method {method}: max_batch must be 'auto' or an integer >= 1, "
-                           f"got {merged['max_batch']!r}")
+    check(merged, rules(method), where=f"method {method}: ")
     return merged
+
+
+def check_entry(entry: Mapping[str, Any], prefix: str) -> None:
+    """A run config's method entry (`name`, an optional `label`, settings) before anything runs; errors
+    name the key as the config does (`prefix`: `method.` or `methods[2].`)."""
+    name = entry["name"]
+    get(name)
+    params = {k: v for k, v in entry.items() if k not in ("name", "label")}
+    unknown = sorted(set(params) - set(defaults(name)) - set(RUNNER_KEYS))
+    if unknown:
+        raise HarnessError(f"unknown setting {prefix}{unknown[0]} of method {name}; valid: {', '.join(sorted(defaults(name)))}")
+    check(entry, {"label": NULL | TEXT}, prefix=prefix)
+    check(params, rules(name), prefix=prefix)
 
 
 def rows_per_call(max_batch: int | str, image_shape) -> int:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from harness.config import FLAG, NULL, TEXT, check, list_of, number, one_of, whole
 from harness.errors import HarnessError
 from harness.metrics.entropy import BIN_RULES
 from harness.metrics.metrics import metric_names
@@ -15,6 +16,26 @@ HOG_CORRELATIONS: tuple[str, ...] = ("pearson", "spearman")
 #: Map forms SSIM and HOG can see: `raw01` the raw, signed map (all channels) min-max scaled to
 #: [0, 1] (docs/protocol.md §4.3, the notebook's normalize_image); `abs01` the absolute map, min-max scaled.
 SSIM_HOG_MAPS: tuple[str, ...] = ("raw01", "abs01")
+
+#: What each setting may be (`metrics` itself: registered names, checked in MetricSettings). A new
+#: setting is a field of MetricSettings and a rule here (a test checks every field has one).
+RULES = {
+    "metrics": TEXT | list_of(TEXT),
+    "ssim_window": whole(3, odd=True),
+    "ssim_gaussian": FLAG,
+    "ssim_sigma": number(above=0),
+    "ssim_data_range": number(above=0),
+    "ssim_sample_covariance": FLAG,
+    "ssim_truncate": number(above=0),
+    "ssim_hog_map": one_of(*SSIM_HOG_MAPS),
+    "hog_cell_px": NULL | whole(1),
+    "hog_orientations": whole(1),
+    "hog_cells_per_block": whole(1),
+    "hog_correlation": one_of(*HOG_CORRELATIONS),
+    "emprt_bins": whole(1) | one_of(*BIN_RULES),
+    "preset": TEXT,
+}
+FLOATS = ("ssim_sigma", "ssim_data_range", "ssim_truncate")  # YAML writes 1.0 as 1
 
 
 @dataclass(frozen=True)
@@ -62,27 +83,7 @@ class MetricSettings:
                 raise HarnessError(f"unknown metric {name!r}; valid names: {valid}")
         if len(set(metrics)) != len(metrics):
             raise HarnessError(f"metrics: duplicate names in {list(metrics)}")
-        if self.hog_correlation not in HOG_CORRELATIONS:
-            raise HarnessError(
-                f"unknown hog_correlation {self.hog_correlation!r}; valid names: {', '.join(HOG_CORRELATIONS)}"
-            )
-        if int(self.ssim_window) < 3 or int(self.ssim_window) % 2 == 0:
-            raise HarnessError(f"ssim_window must be an odd integer >= 3, got {self.ssim_window!r}")
-        if not float(self.ssim_data_range) > 0:
-            raise HarnessError(f"ssim_data_range must be > 0, got {self.ssim_data_range!r}")
-        if not float(self.ssim_sigma) > 0:
-            raise HarnessError(f"ssim_sigma must be > 0, got {self.ssim_sigma!r}")
-        if not float(self.ssim_truncate) > 0:
-            raise HarnessError(f"ssim_truncate must be > 0, got {self.ssim_truncate!r}")
-        if self.ssim_hog_map not in SSIM_HOG_MAPS:
-            raise HarnessError(f"unknown ssim_hog_map {self.ssim_hog_map!r}; valid names: {', '.join(SSIM_HOG_MAPS)}")
-        if self.hog_cell_px is not None and int(self.hog_cell_px) < 1:
-            raise HarnessError(f"hog_cell_px must be >= 1 or null, got {self.hog_cell_px!r}")
-        bins = self.emprt_bins
-        if not (bins in BIN_RULES or (isinstance(bins, int) and not isinstance(bins, bool) and bins >= 1)):
-            raise HarnessError(f"emprt_bins must be an integer >= 1 or one of {', '.join(BIN_RULES)}, got {bins!r}")
-        if int(self.hog_orientations) < 1 or int(self.hog_cells_per_block) < 1:
-            raise HarnessError("hog_orientations and hog_cells_per_block must be >= 1")
+        check(asdict(self), RULES, prefix="metrics.")
 
     @classmethod
     def from_config(cls, cfg: Mapping) -> "MetricSettings":
@@ -96,25 +97,15 @@ class MetricSettings:
             if key not in known:
                 raise HarnessError(f"unknown metrics setting {key!r}; valid settings: {', '.join(sorted(known))}")
             values[key] = cfg[key]
-        # Coerce YAML scalars (e.g. `ssim_data_range: 1`) and ListConfig to the declared types.
-        if "metrics" in values and not isinstance(values["metrics"], str):
-            values["metrics"] = tuple(values["metrics"])
-        for key in ("ssim_window", "hog_orientations", "hog_cells_per_block"):
-            if key in values:
-                values[key] = int(values[key])
-        for key in ("ssim_sigma", "ssim_data_range", "ssim_truncate"):
-            if key in values:
-                values[key] = float(values[key])
-        if values.get("hog_cell_px") is not None:
-            values["hog_cell_px"] = int(values["hog_cell_px"])
+        values = {k: list(v) if isinstance(v, Sequence) and not isinstance(v, str) else v for k, v in values.items()}
         if isinstance(values.get("emprt_bins"), str) and values["emprt_bins"].isdigit():  # a command-line count
             values["emprt_bins"] = int(values["emprt_bins"])
-        for key in ("ssim_gaussian", "ssim_sample_covariance"):
+        check(values, RULES, prefix="metrics.")  # before the conversions, which would hide a wrong type
+        if "metrics" in values and not isinstance(values["metrics"], str):
+            values["metrics"] = tuple(values["metrics"])
+        for key in FLOATS:
             if key in values:
-                values[key] = bool(values[key])
-        for key in ("hog_correlation", "preset", "ssim_hog_map"):
-            if key in values:
-                values[key] = str(values[key])
+                values[key] = float(values[key])
         return cls(**values)
 
     def to_record(self) -> dict[str, Any]:
