@@ -6,6 +6,7 @@ from __future__ import annotations
 import sys
 
 LOG_SECONDS = 30.0  # at most one line this often when the stream is not a terminal
+LINES_ONLY = False  # set by an entry point whose bars share a terminal with other processes' bars
 
 
 class _Lines:
@@ -29,13 +30,13 @@ class _Lines:
 
 
 def progress_bar(**options):
-    """`tqdm(**options)`, which on a stream that is not a terminal (`file`, default stderr) redraws at
-    most every LOG_SECONDS, each time as a line of its own."""
+    """`tqdm(**options)`, which on a stream that is not a terminal (`file`, default stderr), or with
+    LINES_ONLY, redraws at most every LOG_SECONDS, each time as a line of its own."""
     from tqdm import tqdm
 
     stream = options.get("file") or sys.stderr
     isatty = getattr(stream, "isatty", None)
-    if not (isatty and isatty()):
+    if LINES_ONLY or not (isatty and isatty()):
         options["file"] = _Lines(stream)
         options["mininterval"] = max(options.get("mininterval", 0.1), LOG_SECONDS)
     return tqdm(**options)

@@ -130,6 +130,36 @@ def _segmentation_figures(folder: Path, cfg, settings: dict[str, Any]) -> None:
     write(folder / "segmentation-figures", model, data, count, int(settings.get("classes", 2)))
 
 
+def builtin_models(names: list[str], known: dict[str, dict[str, Any]], extra: list[str], quick: bool) -> list[str]:
+    """The built-in models the experiments load, in run order: each run's model and donor model (the
+    data randomization test's random-label twin). A run that does not compose is left out: its
+    experiment reports it."""
+    from harness.config import group_defaults
+
+    found = []
+    for name in names:
+        for overrides in known[name].get("runs") or []:
+            try:
+                cfg, _ = compose_run([*overrides, *extra], OUT / name, quick)
+                sources = [str((cfg.get("model") or {}).get("source") or "")]
+                donor = (cfg.get("schedule") or {}).get("donor_model")
+                if donor:
+                    sources.append(str(group_defaults("model", donor).get("source") or ""))
+            except HarnessError:
+                continue
+            found += [s.removeprefix("builtin:") for s in sources if s.startswith("builtin:")]
+    return found
+
+
+def train_models(names: list[str], known: dict[str, dict[str, Any]], extra: list[str], quick: bool) -> None:
+    """Before the experiments: every built-in model they need and the cache lacks, trained with one
+    line up front on what and how long (harness.zoo.prepare), side by side where that is faster."""
+    from harness.zoo import prepare
+
+    prepare.train_all(builtin_models(names, known, extra, quick), log=print,
+                      quick_names=None if quick else lambda: builtin_models(names, known, extra, True))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m harness.reproduce", description=__doc__.split("\n\n")[0])
     parser.add_argument("items", nargs="*", help="experiment names (default: all), then Hydra overrides (key=value)")
@@ -150,6 +180,7 @@ def main(argv: list[str] | None = None) -> None:
         unknown = [n for n in names if n not in known]
         if unknown:
             raise HarnessError(f"unknown experiment {unknown[0]!r}; valid: {', '.join(known)}")
+        train_models(names, known, extra, args.quick)
         durations = {}
         for name in names:
             began = time.perf_counter()

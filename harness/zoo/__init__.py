@@ -102,6 +102,28 @@ def quick_name(name: str, at_most: int) -> str:
     return name
 
 
+def recipe_of(name: str) -> Recipe | StepRecipe | SegRecipe:
+    """The recipe of built-in model `NAME[@STEPS]` (an alias resolved); HarnessError if unknown."""
+    recipe = RECIPES.get(canonical(name).partition("@")[0])
+    if recipe is None:
+        raise HarnessError(f"unknown built-in model {canonical(name)!r}; valid: {', '.join(names())}"
+                           f" (step-budget models also as NAME@STEPS)")
+    return recipe
+
+
+def cached_path(name: str) -> Path:
+    """Where built-in model `name`'s SavedModel is cached, trained or not (a HarnessError for a name
+    that has none)."""
+    name = canonical(name)
+    base, recipe = name.partition("@")[0], recipe_of(name)
+    if isinstance(recipe, SegRecipe):
+        return segmenter.snapshot_path(base, recipe, segmenter.parse_steps(name, recipe))
+    if isinstance(recipe, StepRecipe) or "@" in name:
+        _, recipe, steps = budget.parse_name(name, RECIPES)
+        return budget.snapshot_path(base, recipe, steps)
+    return cache_dir() / "zoo" / f"{name}-{recipe.key()}"
+
+
 def model_path(name: str, log: Callable[[str], None] = print) -> Path:
     """The cached SavedModel folder of built-in model `name`, trained first if needed.
 
@@ -109,17 +131,12 @@ def model_path(name: str, log: Callable[[str], None] = print) -> Path:
     (trained, or resumed from its checkpoints, up to there); the segmenter too, at epoch boundaries.
     """
     name = canonical(name)
-    base = name.partition("@")[0]
-    recipe = RECIPES.get(base)
-    if recipe is None:
-        raise HarnessError(f"unknown built-in model {name!r}; valid: {', '.join(names())}"
-                           f" (step-budget models also as NAME@STEPS)")
+    recipe = recipe_of(name)
     if isinstance(recipe, SegRecipe):
         return segmenter.model_path(name, recipe, log=log)
     if isinstance(recipe, StepRecipe) or "@" in name:
         return budget.model_path(name, RECIPES, log=log)
-    return built_once(cache_dir() / "zoo" / f"{name}-{recipe.key()}", name,
-                      lambda path: _train_and_export(name, recipe, path, log))
+    return built_once(cached_path(name), name, lambda path: _train_and_export(name, recipe, path, log))
 
 
 def _train_and_export(name: str, recipe: Recipe, path: Path, log: Callable[[str], None]) -> None:

@@ -1,0 +1,235 @@
+"""Train, before a run's experiments start, every built-in model they need that is not cached yet.
+
+`make reproduce` used to train each model when its first experiment loaded it. Here the whole list
+is known up front, so one line says what will be trained and about how long that takes on this
+machine (2 idle cores as the reference, scaled by a short measured warm-up), and independent
+trainings run side by side in separate processes when the machine has the cores for it.
+
+    python -m harness.zoo.prepare NAME [NAME ...] --threads N   # one worker: these models in order
+    python -m harness.zoo.prepare --warm-up                     # seconds per step of the CNN here
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from typing import Callable
+
+from harness.errors import HarnessError
+
+# Seconds of training on 2 idle CPU cores (the reference machine): the authors' CNN at about 26
+# steps/s (README), their MLP at about MLP_STEPS_PER_SECOND, the random-label fits as measured in
+# harness.zoo (about 150 s and 55 s), the segmenter at 0.15 s a step (harness.zoo.segmenter).
+CNN_STEPS_PER_SECOND = 26.0
+MLP_STEPS_PER_SECOND = 60.0
+FIT_SECONDS = {"cnn": 150.0, "mlp": 55.0}
+SEG_STEP_SECONDS = 0.15
+# Cores a training uses well: on 2 cores two trainings side by side (one thread each) were no faster
+# than one after another (two threads each); see `workers`.
+CORES_PER_TRAINING = 2
+WARM_UP_STEPS = 60
+
+
+def plan(names: list[str]) -> list[list[str]]:
+    """The built-in models among `names` that must be trained, one list per training trajectory (a
+    worker trains its list in order: each snapshot resumes from the one before). Names that cannot
+    be trained here (unknown, past HARNESS_ZOO_MAX_STEPS) are left to the experiment that names them,
+    which reports them as it always has; with HARNESS_ZOO_TRAIN=0 nothing is trained ahead."""
+    from harness import zoo
+    from harness.zoo import budget
+
+    if os.environ.get("HARNESS_ZOO_TRAIN", "1") == "0":
+        return []
+    groups: dict[str, list[str]] = {}
+    for name in dict.fromkeys(zoo.canonical(n) for n in names):
+        try:
+            path = zoo.cached_path(name)
+            base = name.partition("@")[0]
+            budget.check_step_limit(base, _steps(name))
+        except HarnessError:
+            continue
+        if not (path / "saved_model.pb").is_file():
+            groups.setdefault(base, []).append(name)
+    return sorted((sorted(g, key=_steps) for g in groups.values()), key=reference_seconds, reverse=True)
+
+
+def _steps(name: str) -> int:
+    """Optimizer steps of a snapshot name (0 for a model that has no steps: the random-label fits)."""
+    from harness import zoo
+    from harness.zoo import budget, segmenter
+    from harness.zoo.budget import StepRecipe
+    from harness.zoo.segmenter import SegRecipe
+
+    recipe = zoo.recipe_of(name)
+    if isinstance(recipe, SegRecipe):
+        return segmenter.parse_steps(zoo.canonical(name), recipe)
+    if isinstance(recipe, StepRecipe):
+        return budget.parse_name(zoo.canonical(name), zoo.RECIPES)[2]
+    return 0
+
+
+def reference_seconds(group: list[str]) -> float:
+    """Seconds one trajectory's training takes on the reference machine, from its best checkpoint."""
+    from harness import zoo
+    from harness.zoo import budget
+    from harness.zoo.budget import StepRecipe
+    from harness.zoo.segmenter import SegRecipe
+
+    recipe = zoo.recipe_of(group[-1])
+    if isinstance(recipe, StepRecipe):
+        base, _, steps = budget.parse_name(zoo.canonical(group[-1]), zoo.RECIPES)
+        done = budget.best_checkpoint(budget.state_dir(base, recipe), steps)
+        left = steps - (budget.checkpoint_step(done) if done else 0)
+        return left / (CNN_STEPS_PER_SECOND if recipe.architecture == "cnn" else MLP_STEPS_PER_SECOND)
+    if isinstance(recipe, SegRecipe):
+        return sum(_steps(name) for name in group) * SEG_STEP_SECONDS
+    return FIT_SECONDS[recipe.architecture]
+
+
+def workers(count: int, cores: int | None = None, gpu: bool = False) -> int:
+    """Trainings at once: one where a GPU trains them (not measured side by side), else as many as
+    the cores give CORES_PER_TRAINING each."""
+    cores = cores or len(os.sched_getaffinity(0))
+    return 1 if gpu else max(1, min(count, cores // CORES_PER_TRAINING))
+
+
+def makespan(seconds: list[float], slots: int) -> float:
+    """Wall time of jobs of these lengths, longest first, each to the slot that frees first."""
+    ends = [0.0] * slots
+    for s in sorted(seconds, reverse=True):
+        ends[ends.index(min(ends))] += s
+    return max(ends)
+
+
+def announce(groups: list[list[str]], slowdown: float, slots: int, quick_seconds: float | None) -> str:
+    """The line said before training: what, how long here, and the quick run's training if offered."""
+    names = [name for group in groups for name in group]
+    seconds = makespan([reference_seconds(g) for g in groups], slots) * slowdown
+    line = (f"training {len(names)} model{'s' * (len(names) != 1)} ({', '.join(names)}), about "
+            f"{_duration(seconds)} on this machine{f', {slots} at a time' if slots > 1 else ''}")
+    if quick_seconds is not None:
+        line += f"; `--quick` trains early snapshots instead ({_duration(quick_seconds * slowdown)})"
+    return line
+
+
+def _duration(seconds: float) -> str:
+    return f"{max(1, round(seconds / 60))} min" if seconds >= 90 else f"{max(1, round(seconds))} s"
+
+
+def train_all(names: list[str], log: Callable[[str], None] = print,
+              quick_names: Callable[[], list[str]] | None = None) -> None:
+    """Train what `plan(names)` lists: one line up front, then side by side where `workers` says.
+    `quick_names`: the models a quick run would need instead (its training time is offered too)."""
+    import tensorflow as tf
+
+    groups = plan(names)
+    if not groups:
+        return
+    gpu = bool(tf.config.list_physical_devices("GPU"))
+    slots = workers(len(groups), gpu=gpu)
+    quick = plan(quick_names()) if quick_names is not None else None
+    quick_seconds = makespan([reference_seconds(g) for g in quick], slots) if quick else None
+    log(announce(groups, warm_up() * CNN_STEPS_PER_SECOND, slots, quick_seconds))
+    if slots == 1:
+        from harness import zoo
+
+        for name in [n for group in groups for n in group]:
+            zoo.model_path(name, log=log)
+        return
+    _side_by_side(groups, slots, threads=max(1, len(os.sched_getaffinity(0)) // slots))
+
+
+def warm_up() -> float:
+    """Seconds per optimizer step of the authors' CNN on this machine, in a process of its own (its
+    seeds and op determinism stay there)."""
+    done = subprocess.run([sys.executable, "-m", "harness.zoo.prepare", "--warm-up"], capture_output=True,
+                          text=True)
+    if done.returncode:
+        raise HarnessError(f"the training warm-up failed: {done.stderr.strip().splitlines()[-1:]}")
+    return float(json.loads(done.stdout.strip().splitlines()[-1])["seconds_per_step"])
+
+
+def _measure() -> float:
+    import numpy as np
+
+    from harness import zoo
+    from harness.zoo import budget
+
+    recipe = zoo.RECIPES["mnist_cnn_authors"]
+    x, y, _, _ = zoo.mnist.load_split()
+    budget.set_op_determinism(True)
+    model, _, optimizer = budget.build(recipe)
+    train = budget.make_train_fn(model, optimizer, x, y, chunk=WARM_UP_STEPS // 3)
+    steps = [budget.batch_indices(recipe.seed, len(x), recipe.batch_size, s, WARM_UP_STEPS // 3)
+             for s in range(0, WARM_UP_STEPS + 1, WARM_UP_STEPS // 3)]
+    float(train(steps[0], np.int32(len(steps[0]))))  # tracing
+    began = time.perf_counter()
+    for indices in steps[1:]:
+        float(train(indices, np.int32(len(indices))))
+    return (time.perf_counter() - began) / WARM_UP_STEPS
+
+
+def _side_by_side(groups: list[list[str]], slots: int, threads: int) -> None:
+    """Each trajectory in a `python -m harness.zoo.prepare` process, `slots` at a time, longest first."""
+    waiting, running = list(groups), []
+    try:
+        while waiting or running:
+            while waiting and len(running) < slots:
+                group = waiting.pop(0)
+                running.append(subprocess.Popen([sys.executable, "-m", "harness.zoo.prepare", *group,
+                                                 "--threads", str(threads)]))
+            time.sleep(0.5)
+            for process in [p for p in running if p.poll() is not None]:
+                running.remove(process)
+                if process.returncode:
+                    raise HarnessError(f"training {' '.join(process.args[3:-2])} failed (exit status "
+                                       f"{process.returncode}; its error is above)")
+    finally:
+        for process in running:  # Ctrl-C reached them too; a failure elsewhere stops them cleanly
+            process.terminate()
+        for process in running:
+            process.wait()
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m harness.zoo.prepare", description=__doc__.split("\n\n")[0])
+    parser.add_argument("names", nargs="*", help="built-in models of one trajectory, trained in this order")
+    parser.add_argument("--threads", type=int, default=None, help="TensorFlow's intra- and inter-op threads")
+    parser.add_argument("--warm-up", action="store_true", help="print the CNN's seconds per step here (JSON)")
+    args = parser.parse_args(argv)
+    from harness import progress
+    from harness.tf_logging import import_tensorflow_quietly
+
+    import_tensorflow_quietly()
+    import tensorflow as tf
+
+    if args.threads:
+        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(args.threads)
+    if args.warm_up:
+        print(json.dumps({"seconds_per_step": _measure()}), flush=True)
+        return
+    progress.LINES_ONLY = True  # bars of trainings side by side would overwrite each other's line
+    from harness import zoo
+
+    signal.signal(signal.SIGTERM, _interrupt)  # stopped by the parent: checkpoint, as on Ctrl-C
+    try:
+        for name in args.names:
+            zoo.model_path(name, log=lambda line: print(line, flush=True))
+    except HarnessError as error:
+        print(f"prepare: error: {error}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()
