@@ -22,9 +22,9 @@ def test_same_bits_compares_bytes(dtype):
 
 
 def test_same_bits_of_one_memory_and_of_large_arrays():
-    """Views of the same memory (a variable restored to its snapshot's buffer) are the same bits only
-    with the same strides; in an array past the first values compared (a model's kernel), a change
-    anywhere counts. Red with the strides or the rest of the array left unchecked."""
+    """Views of one memory are compared by their values like any arrays (the same bits only with the
+    same layout); in an array past the first values compared (a model's kernel), a change anywhere
+    counts. Red with the strides or the rest of the array left unchecked."""
     a = np.arange(16, dtype=np.int64).reshape(4, 4)
     assert same_bits(a, a) and same_bits(a.T, a.T) and same_bits(a[1:], a[1:])
     crossed = np.lib.stride_tricks.as_strided(a, (2, 2), a.strides[::-1])  # a[:2, :2] transposed

@@ -2,7 +2,7 @@
 
 Whatever a model's source (TF-Hub handle, SavedModel folder, Keras file, built-in), the harness sees
 logits for a batch, the input spec, the variables grouped into blocks in execution order, and an
-in-place snapshot / restore / randomize. Compiled functions capture the variables once, so assigning
+snapshot (a copy) / in-place restore / randomize. Compiled functions capture the variables once, so assigning
 new values never retraces (`trace_counts` lets tests prove it).
 """
 from __future__ import annotations
@@ -71,9 +71,10 @@ class ModelVariable:
 
     def read(self) -> np.ndarray:
         """The variable's current values, read-only and without a copy: a view of the tensor TF read,
-        which later assignments leave as it is (TF gives the variable a new buffer while a read of it
-        is alive). `variable.numpy()` copies: for a whole model, ~26 MB of fresh memory (the MNIST
-        MLP) that cost ~0.25 s to fault in on some machines."""
+        to use before the variable is next assigned (whether an assignment leaves that tensor as it
+        is is TensorFlow's business; `ModelUnderTest.snapshot` copies). `variable.numpy()` copies:
+        for a whole model, ~26 MB of fresh memory (the MNIST MLP) that cost ~0.25 s to fault in on
+        some machines."""
         return np.asarray(self.variable.read_value())
 
 
@@ -152,12 +153,18 @@ class ModelUnderTest:
                            f"valid: {', '.join(b.name for b in self.blocks)}")
 
     # -- state -----------------------------------------------------------------------------------
-    def snapshot(self) -> list[tf.Tensor]:
-        """Every variable's current value, as the tensors read (no copy: see ModelVariable.read);
-        `restore` assigns them back."""
-        return [v.variable.read_value() for v in self.variables]
+    def snapshot(self) -> list[np.ndarray]:
+        """Every variable's current values, copied into read-only arrays of the harness's own;
+        `restore` assigns them back. Copies, not the tensors read: a read tensor keeps its values only
+        while TensorFlow gives the variable a new buffer on the next assignment (it does while a read
+        is alive, on this version and device), and the randomization self-check compares the model with
+        this snapshot (tests/test_tf_internals.py simulates a TensorFlow that assigns in place)."""
+        copies = [np.array(v.read()) for v in self.variables]
+        for copy in copies:
+            copy.flags.writeable = False
+        return copies
 
-    def restore(self, snapshot: list[tf.Tensor], names: Collection[str] | None = None) -> None:
+    def restore(self, snapshot: list[np.ndarray], names: Collection[str] | None = None) -> None:
         """Assign the snapshot's values back: to every variable, or to those named in `names`."""
         for v, value in zip(self.variables, snapshot, strict=True):
             if names is None or v.name in names:
