@@ -73,29 +73,19 @@ def compile_counted(model: ModelUnderTest, key: str, body: Callable) -> Kernel:
 
 
 class Kernel:
-    """A compiled (images, targets) function, called through the one concrete function its fixed
-    input signature allows (traced at the first call).
-
-    A tf.function call binds its arguments to the signature and looks the concrete function up on
-    every call; `ConcreteFunction._call_flat` (private; TensorFlow's minor version is pinned in
-    pyproject.toml, and without it the public call is used) takes the two tensors as they are. That
-    was 5-12 % of a call on the MNIST CNN (2 cores; one image's gradient takes ~4 ms), and Guided
-    IG makes one call per image and step. `function` is the tf.function itself."""
+    """A compiled (images, targets) function: the tf.function (`function`), called with the images
+    and targets as tensors of its signature's dtypes, and the images' shape checked against the
+    signature first, so that a wrong size is named in the harness's terms."""
 
     def __init__(self, function):
         self.function = function
         self.shape = function.input_signature[0].shape  # of the images
-        self._call: Callable | None = None
 
     def __call__(self, x, targets) -> tf.Tensor:
-        if self._call is None:
-            concrete = self.function.get_concrete_function()
-            flat, captured = getattr(concrete, "_call_flat", None), concrete.captured_inputs
-            self._call = concrete if flat is None else lambda xs, ts: flat([xs, ts], captured)
         x, targets = _tensor(x, tf.float32), _tensor(targets, tf.int32)
-        if not self.shape.is_compatible_with(x.shape):  # what the tf.function call would have checked
+        if not self.shape.is_compatible_with(x.shape):
             raise ValueError(f"kernel input of shape {x.shape.as_list()}; it takes {self.shape.as_list()}")
-        return self._call(x, targets)
+        return self.function(x, targets)
 
 
 def _tensor(value, dtype: tf.DType) -> tf.Tensor:
