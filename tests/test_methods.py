@@ -147,6 +147,7 @@ def test_registrations_count_the_work_of_each_method():
 PAIR_MAPS = sorted(m for m in ALL if methods.spec(m).reference and not methods.spec(m).stochastic and m != "xrai")
 
 
+@pytest.mark.smoke
 @pytest.mark.parametrize("state", states(), indirect=True)
 @pytest.mark.parametrize("name", PAIR_MAPS)
 def test_every_method_with_a_pair_reference_equals_it_at_its_quick_settings(state, name):
@@ -238,7 +239,7 @@ def test_auto_max_batch_bounds_the_input_values_per_call():
 
 
 def test_a_compiled_kernel_names_images_of_the_wrong_size(cnn):
-    # Kernels skip the tf.function's argument binding (backends.Kernel), so they check the shape.
+    # Kernels check the shape before the tf.function does (backends.Kernel), to name it in our terms.
     for kernel in (cnn.model.backend.gradient_kernel(cnn.model, "logit"),
                    cnn.model.backend.guided_kernel(cnn.model, "logit", "live", "guided_backprop")):
         with pytest.raises(ValueError, match=r"input of shape \[1, 30, 30, 1\]; it takes \[None, 28, 28, 1\]"):
@@ -379,6 +380,7 @@ def test_occlusion_strided_windows_cover_the_border_and_mean_divides_by_coverage
 
 
 # -- XRAI, Blur IG, Guided IG: the harness's batched versions vs PAIR's per-image ones ---------------
+@pytest.mark.smoke
 @pytest.mark.parametrize("state", states(), indirect=True)
 def test_xrai_is_pairs_ranking_of_pairs_attribution_and_its_ig_is_pairs(state, monkeypatch):
     # XRAI's map is a greedy choice of segments by the mean IG attribution of their new pixels, and a
