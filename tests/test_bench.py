@@ -96,3 +96,42 @@ def test_xrai_cold_limit_holds_pairs_felzenszwalb_calls_for_every_image(monkeypa
     for mine, pairs in zip(sorted(ours, key=key), sorted(calls, key=key)):
         assert mine[1] == pairs[1]
         np.testing.assert_allclose(mine[0], pairs[0], rtol=0, atol=1e-6)
+
+
+def _frame(model: str, rows: list[tuple]) -> pd.DataFrame:
+    """Bench rows (method, harness_s, reference_s, limit_s) with their ratios, as `measure` gives them."""
+    return pd.DataFrame([{"model": model, "method": m, "harness_s": h, "reference_s": r, "limit_s": lim,
+                          "speedup": r / h, "limit_ratio": h / lim} for m, h, r, lim in rows])
+
+
+def test_cnn_targets_check_pair_and_limit_and_name_the_cause_of_a_miss():
+    lines = bench._target_lines(_frame("mnist_cnn", [
+        ("smoothgrad", 0.16, 0.96, 0.15), ("integrated_gradients", 0.1, 0.65, 0.1), ("occlusion", 0.3, 4.0, 0.25),
+        ("gradient", 0.0277, 0.0127, 0.0314),      # the raw-TF rows are themselves slower than PAIR's
+        ("gradcam", 0.02, 0.0123, 0.01)]))         # overhead: 2x its limit
+    text = "\n".join(lines)
+    assert "Target >= 5x PAIR for SmoothGrad, IG, Occlusion: smoothgrad 6x met, integrated_gradients 6.5x met" in text
+    assert ("Target no slower than PAIR: MISSED by gradient 0.458x (the raw-TF limit 0.0314 s is itself slower "
+            "than PAIR's one-image calls 0.0127 s on this CPU), gradcam 0.615x (harness overhead: 2x the raw-TF "
+            "limit 0.01 s)") in text
+    assert "Target within 1.3x of the raw-TF limit: MISSED by gradcam 2x" in text
+    met = "\n".join(bench._target_lines(_frame("mnist_cnn", [("gradient", 0.006, 0.016, 0.007)])))
+    assert "Target no slower than PAIR: met. Target within 1.3x of the raw-TF limit: met." in met
+
+
+def test_bench_md_names_the_cpu_beside_the_date(monkeypatch):
+    monkeypatch.setattr(bench, "_scenarios", lambda: {})
+    monkeypatch.setattr(bench, "cpu_model", lambda: "Test CPU 9000")
+    frame = _frame("mnist_cnn", [("gradient", 0.006, 0.016, 0.007)])
+    head = bench.markdown(frame.assign(images=3, settings="", agreement=0.0, note=""), {"mnist_cnn": ""}, 1)
+    assert " · Test CPU 9000 · " in head.splitlines()[2]
+
+
+def test_cpu_model_reads_the_model_name():
+    from pathlib import Path
+
+    name = bench.cpu_model()
+    assert name and "\n" not in name
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        assert name in cpuinfo.read_text()
