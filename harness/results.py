@@ -37,7 +37,9 @@ SKIPPED = "skipped.json"   # an optional experiment that could not run, and why
 SCORE_COLUMNS = ["model", "method", "variant", "schedule", "step", "block", "image_id", "target_class",
                  "reference_class", "metric", "value", "degenerate", "reason", "seed"]
 GROUP_COLUMNS = ["model", "method", "variant", "schedule", "step", "block", "metric"]
-SUMMARY_COLUMNS = GROUP_COLUMNS + ["n", "mean", "sd", "se", "ci_low", "ci_high", "n_degenerate"]
+# n_degenerate: undefined (NaN) scores, left out of the mean; n_flagged: finite degenerate scores
+# (the test's real outcome, e.g. eMPRT's -1 for a collapsed map), counted in the mean and in n.
+SUMMARY_COLUMNS = GROUP_COLUMNS + ["n", "mean", "sd", "se", "ci_low", "ci_high", "n_degenerate", "n_flagged"]
 # Read as text whatever they hold: a block may be called "NA", an image id may look like a number.
 TEXT_COLUMNS = ("model", "method", "variant", "schedule", "block", "image_id", "metric", "reason")
 

@@ -37,11 +37,13 @@ def _resamples(n: int, seed: int) -> np.ndarray:
 
 
 def summarize(scores: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
-    """Mean, SD, SE and a 95 % bootstrap CI per group over its non-degenerate rows.
+    """Mean, SD, SE and a 95 % bootstrap CI per group over its defined rows.
 
-    A degenerate row (flagged ``degenerate``, or with a NaN value) is left out of the mean, SD, SE
-    and CI even when its value is finite (SSIM of a constant map), and counted once: ``n`` = the
-    rows that entered the mean, ``n_degenerate`` = the rows left out, so n + n_degenerate = rows.
+    Only undefined scores (NaN) are left out of the mean, SD, SE and CI. A finite score flagged
+    ``degenerate`` is the test's real outcome (eMPRT's -1 when the randomized map collapses to a
+    constant, SSIM against a constant map; docs/protocol.md §5.1): it enters the mean and is counted
+    in ``n_flagged``. ``n`` = the rows that entered the mean, ``n_degenerate`` = the undefined rows
+    left out, so n + n_degenerate = rows, and n_flagged <= n.
     """
     grouped = scores.groupby(GROUP_COLUMNS, sort=False, dropna=False)
     group = grouped.ngroup().to_numpy()  # numbered in order of first appearance, as the groups are listed
@@ -51,17 +53,18 @@ def summarize(scores: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
     rows = np.split(order, np.cumsum(np.bincount(group, minlength=grouped.ngroups))[:-1]) if len(order) else []
     first_rows = scores.iloc[[r[0] for r in rows]][GROUP_COLUMNS].itertuples(index=False, name=None)
     all_values = scores["value"].to_numpy(dtype=float)
-    all_degenerate = scores["degenerate"].astype(bool).to_numpy() | np.isnan(all_values)
+    all_undefined = np.isnan(all_values)
+    all_flagged = scores["degenerate"].astype(bool).to_numpy() & ~all_undefined
     records = []
     for keys, at in zip(first_rows, rows, strict=True):
-        values, degenerate = all_values[at], all_degenerate[at]
-        valid = values[~degenerate]
+        values, undefined = all_values[at], all_undefined[at]
+        valid = values[~undefined]
         n = len(valid)
         sd = float(np.std(valid, ddof=1)) if n > 1 else float("nan")
         low, high = bootstrap_ci(valid, seed)
         records.append(dict(zip(GROUP_COLUMNS, keys)) | {
             "n": n, "mean": float(np.mean(valid)) if n else float("nan"), "sd": sd,
             "se": sd / np.sqrt(n) if n > 1 else float("nan"), "ci_low": low, "ci_high": high,
-            "n_degenerate": int(degenerate.sum()),
+            "n_degenerate": int(undefined.sum()), "n_flagged": int(all_flagged[at].sum()),
         })
     return pd.DataFrame.from_records(records, columns=SUMMARY_COLUMNS)

@@ -60,6 +60,19 @@ def test_constant_maps_make_emprt_undefined_or_flagged():
     assert score.value == -1.0 and score.degenerate and score.reason == "constant map (compared)"
 
 
+def test_one_bin_from_the_bin_rule_is_undefined_and_says_why():
+    """`fd` on a map of mostly zeros (interquartile range 0) gives one bin, so entropy 0 for a map
+    that is not constant: q is undefined, and the reason names the bin rule, not a constant map."""
+    sparse = np.zeros((4, 4, 1))
+    sparse[0, 0, 0], sparse[1, 1, 0] = 1.0, 2.0  # 14 zeros: IQR 0
+    assert np.histogram(sparse, bins="fd")[0].size == 1
+    for reference, compared, side in ((sparse, RAMP, "reference"), (RAMP, sparse, "compared")):
+        value, reason = emprt(reference, compared, emprt_bins="fd")
+        assert math.isnan(value) and f"emprt_bins=fd gives one histogram bin" in reason and side in reason
+    assert emprt(RAMP, RAMP, emprt_bins="fd") == (0.0, "")
+    assert emprt(sparse, RAMP)[1] == ""  # 100 bins: a defined value
+
+
 @pytest.mark.parametrize("bins, ok", [(100, True), ("fd", True), ("50", True), (0, False), ("octaves", False),
                                       (True, False)])
 def test_bin_rule_is_a_count_or_a_numpy_rule(bins, ok):

@@ -198,10 +198,10 @@ def test_summary_tables_and_claims_come_from_the_data(built):
     assert "| Guided Backprop | `guided_backprop` | max_batch=256 | predicted |" in markdown  # methods table
 
 
-def test_degenerate_score_with_a_finite_value_is_left_out_and_counted_once(tmp_path):
-    """SSIM of a constant map is finite but flagged degenerate: summary.csv, the merged summary and
-    the report agree that it is left out of mean and CI, n counts the rows in the mean, and
-    n_degenerate counts it once (n + n_degenerate = the images)."""
+def test_degenerate_score_with_a_finite_value_counts_in_the_mean_and_stays_flagged(tmp_path):
+    """SSIM of a constant map is finite and flagged degenerate: summary.csv, the merged summary and
+    the report agree that it is the test's outcome, in mean and CI (n counts it), and n_flagged
+    counts it once; n_degenerate counts only undefined scores (n + n_degenerate = the images)."""
     rows = _rows("mnist_cnn", "cascading", CNN_BLOCKS, {"gradient": CASCADE["gradient"]})
     cell = [r for r in rows if r["metric"] == "ssim" and r["step"] == 1]  # logits: 0.60, 0.62, 0.64
     cell[2].update(value=1.0, degenerate=True, reason="constant map (compared)")  # finite, flagged
@@ -211,15 +211,14 @@ def test_degenerate_score_with_a_finite_value_is_left_out_and_counted_once(tmp_p
     build_report(root)
     for summary in (pd.read_csv(run / "summary.csv"), pd.read_csv(root / "summary.csv")):
         row = summary[(summary["metric"] == "ssim") & (summary["step"] == 1)].iloc[0]
-        assert (row["n"], row["n_degenerate"]) == (2, 1)
-        assert row["mean"] == pytest.approx(0.61) and 0.60 <= row["ci_low"] <= row["ci_high"] <= 0.62
-        assert row["sd"] == pytest.approx(np.std([0.60, 0.62], ddof=1))
+        assert (row["n"], row["n_degenerate"], row["n_flagged"]) == (3, 0, 1)
+        assert row["mean"] == pytest.approx(np.mean([0.60, 0.62, 1.0])) and 0.60 <= row["ci_low"] <= row["ci_high"] <= 1.0
+        assert row["sd"] == pytest.approx(np.std([0.60, 0.62, 1.0], ddof=1))
         other = summary[(summary["metric"] == "ssim") & (summary["step"] == 2)].iloc[0]
-        assert (other["n"], other["n_degenerate"]) == (3, 0)
+        assert (other["n"], other["n_degenerate"], other["n_flagged"]) == (3, 0, 0)
     markdown = (root / "report.md").read_text()
-    assert "| Gradient | 1.00 [1.00, 1.00] | 0.61 [0.60, 0.62] (1 of 3 degenerate) | 0.41 [0.39, 0.43] |" in markdown
-    assert ("mean [95% bootstrap CI] over n = 2-3 images per cell (of 3: degenerate scores, from constant or "
-            "non-finite maps, are left out of mean and CI") in markdown
+    assert "| Gradient | 1.00 [1.00, 1.00] | 0.74 [0.60, 1.00] (1 of 3 from a constant map) | 0.41 [0.39, 0.43] |" in markdown
+    assert "counted in their cell as 'k of N from a constant map'" in markdown
     assert "undefined)" not in markdown and "n = 4" not in markdown
 
 

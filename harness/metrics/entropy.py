@@ -11,7 +11,10 @@ step of `schedule=bottom_up`). Unlike the similarities, higher is better: a map 
 entropy on a random model did not depend on the weights.
 
 A constant original map has entropy 0 and q is undefined (NaN, with the reason); a constant
-randomized map gives q = -1, kept and flagged, as SSIM of a constant map is (docs/protocol.md §5.1).
+randomized map gives q = -1, the test's real outcome: flagged, and counted in the mean
+(docs/protocol.md §5.1). A map that is not constant but whose histogram has one bin (a bin rule
+such as `fd` on a map of mostly equal values: its interquartile range is 0) has entropy 0 only by
+the bin rule: q is undefined (NaN), and the reason names the rule.
 """
 from __future__ import annotations
 
@@ -46,8 +49,19 @@ def emprt(ref: FormView, cmp: FormView, settings: MetricSettings) -> list[Result
     """(H(compared) - H(reference)) / H(reference), reference = the original map."""
     results = []
     for h_ref, h_cmp, a, b in zip(ref["entropy"], cmp["entropy"], ref[RAW], cmp[RAW]):
-        if h_ref == 0:
+        one_bin = _one_bin_reason(h_ref, a, "reference", settings) or _one_bin_reason(h_cmp, b, "compared", settings)
+        if one_bin:
+            results.append((NAN, one_bin))
+        elif h_ref == 0:
             results.append((NAN, "zero entropy: constant map (reference)"))
         else:
             results.append(((h_cmp - h_ref) / h_ref, constant_reason(a, b)))
     return results
+
+
+def _one_bin_reason(entropy: float, raw: np.ndarray, side: str, settings: MetricSettings) -> str:
+    """Why a map that is not constant has entropy 0: its histogram got one bin from the bin rule."""
+    if entropy != 0 or np.ptp(raw) == 0:
+        return ""
+    return (f"zero entropy: emprt_bins={settings.emprt_bins} gives one histogram bin for a map that is not "
+            f"constant ({side}; most of its values are equal); use a bin count of 2 or more")

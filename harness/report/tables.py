@@ -44,12 +44,13 @@ def percent(value) -> str:
 
 
 def _total(row: pd.Series) -> int:
-    """Images in the cell: those in the mean (n) plus the degenerate ones left out (summarize)."""
+    """Images in the cell: those in the mean (n) plus the undefined ones left out (summarize)."""
     return int(row["n"] + row["n_degenerate"])
 
 
 def mean(row: pd.Series, digits: int = 2) -> str:
-    """"0.60"; degenerate scores, left out of the mean, are counted in the cell, never hidden (docs/protocol.md §5.1)."""
+    """"0.60"; undefined scores, left out of the mean, and flagged ones, in it, are counted in the
+    cell, never hidden (docs/protocol.md §5.1)."""
     if math.isnan(row["mean"]):
         return f"undefined ({int(row['n_degenerate'])} of {_total(row)} degenerate)"
     return number(row["mean"], digits) + _degenerate(row)
@@ -64,7 +65,9 @@ def mean_ci(row: pd.Series, digits: int = 2) -> str:
 
 
 def _degenerate(row: pd.Series) -> str:
-    return f" ({int(row['n_degenerate'])} of {_total(row)} degenerate)" if row["n_degenerate"] else ""
+    undefined = f" ({int(row['n_degenerate'])} of {_total(row)} degenerate)" if row["n_degenerate"] else ""
+    flagged = int(row.get("n_flagged", 0) or 0)  # summaries written before the column have none
+    return undefined + (f" ({flagged} of {_total(row)} from a constant map)" if flagged else "")
 
 
 def ci(row: pd.Series, digits: int = 3) -> str:
@@ -124,8 +127,11 @@ def _sample_note(rows: pd.DataFrame) -> str:
     """n = the images whose score entered the mean (summary column n); degenerate ones are left out."""
     note = f"mean [95% bootstrap CI] over n = {span(rows['n'])} images per cell"
     if rows["n_degenerate"].any():
-        note += (f" (of {span(rows['n'] + rows['n_degenerate'])}: degenerate scores, from constant or "
+        note += (f" (of {span(rows['n'] + rows['n_degenerate'])}: undefined scores, from constant or "
                  f"non-finite maps, are left out of mean and CI and counted in their cell as 'k of N degenerate')")
+    if "n_flagged" in rows and rows["n_flagged"].fillna(0).any():
+        note += ("; finite scores a constant map gives (eMPRT's -1, SSIM) are the test's outcome: in the mean, "
+                 "counted in their cell as 'k of N from a constant map'")
     return note
 
 
