@@ -87,14 +87,15 @@ def split_forms() -> list[tuple[tuple[int, ...], int]]:
 
 
 def _timed_forms(fn: Callable, x: np.ndarray, targets: np.ndarray) -> tuple[bool, list]:
-    """(one-row calls faster by SPLIT_MARGIN, the chosen form's outputs): each form once untimed
-    (a new batch size may pick new kernels), then SPLIT_TRIALS alternating timed tries."""
+    """(one-row calls faster by SPLIT_MARGIN, the chosen form's outputs): one row first (a costly
+    row ends it: one call), each form once untimed (a new batch size may pick new kernels), then
+    SPLIT_TRIALS alternating timed tries."""
+    began = time.perf_counter()
+    _call(fn, x[:1], targets[:1])
+    if time.perf_counter() - began > SPLIT_CHEAP_S:
+        return False, [_call(fn, x, targets)]
     forms = {False: lambda: [_call(fn, x, targets)], True: lambda: _one_row_calls(fn, x, targets)}
     forms[False]()
-    began = time.perf_counter()
-    outputs = forms[True]()
-    if (time.perf_counter() - began) / len(x) > SPLIT_CHEAP_S:
-        return False, forms[False]()
     seconds: dict[bool, list[float]] = {False: [], True: []}
     for _ in range(SPLIT_TRIALS):
         for split, form in forms.items():
