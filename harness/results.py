@@ -25,6 +25,7 @@ FORMAT_VERSION = 2
 # -- file names --------------------------------------------------------------------------------------
 SCORES = "scores.csv"
 SUMMARY = "summary.csv"
+VERDICTS = "verdicts.csv"  # harness.verdicts: pass / fail / inconclusive / undefined per method and test
 MAPS = "maps.npz"
 RECORD = "run.json"        # written last: a folder with it holds a complete run
 PARTS = "parts"            # the runner's finished units, before assembly

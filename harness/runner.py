@@ -32,10 +32,11 @@ from harness.errors import HarnessError
 from harness.controls import CONTROLS
 from harness.schedules import SCHEDULES, Randomizer, Reinit, Smoothing, Step, schedule_steps, stable_hash
 from harness.results import (CONTROL_SCHEDULE, CONTROL_STEP, FORMAT_VERSION, MAPS, PARTS, RECORD,
-                             SCORE_COLUMNS, SCORES, SUMMARY, RunRecord, maps_key, read_table, write_csv,
+                             SCORE_COLUMNS, SCORES, SUMMARY, VERDICTS, RunRecord, maps_key, read_table, write_csv,
                              write_json, write_npz)
 from harness.metrics import MetricSettings, PreparedMap, compare_batch, prepare_stack
 from harness.summary import summarize
+from harness.verdicts import experiment_name, verdict_table
 
 TARGETS = ("predicted", "original", "label")
 # Settings that say how a run is executed, never what it computes: taken out of the run's config, so
@@ -397,7 +398,9 @@ class Runner:
         units = self._units()
         scores = pd.concat([self._rows(_stem(s, m)) for s, m in units], ignore_index=True)
         write_csv(self.run_dir / SCORES, scores)
-        write_csv(self.run_dir / SUMMARY, summarize(scores, self.plan.seed))
+        summary = summarize(scores, self.plan.seed)
+        write_csv(self.run_dir / SUMMARY, summary)
+        write_csv(self.run_dir / VERDICTS, verdict_table(summary, experiment_name(self.plan.config)))
         # Stored, not compressed: dense float32 maps barely compress (~7 %; a cascading_mlp run's
         # sparse Gradient x Input maps ~27 %), and compressing 18 states x 8 methods of InceptionV3
         # maps would take about a minute (results.write_npz)

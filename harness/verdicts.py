@@ -1,0 +1,175 @@
+"""verdicts.csv: pass / fail / inconclusive / undefined per model, method and test, from summary rows.
+
+Pure pandas (no TensorFlow), so the report and `harness verdicts PATH` rebuild it from a folder.
+
+Each test reads one row of the summary (a schedule's last step, or a control) for one metric and
+compares its 95 % CI with a threshold (docs/results-format.md, docs/protocol.md §7):
+
+- **pass** / **fail** only when the whole CI lies on one side of the threshold and n (the images
+  with a defined score) is at least the minimum (MIN_N unless the caller says otherwise);
+- **inconclusive** when the CI contains the threshold, or n is below the minimum;
+- **undefined** when no image has a defined score.
+
+The model-free controls calibrate each (model, experiment, test, metric): the random attribution
+must pass and the edge detector must fail (Adebayo et al. 2018, Figure 1). Where one of them does
+not, every verdict of that test on that model is marked uninformative, with the control's numbers.
+The ceiling and random-model controls of each method give its similarity a ceiling and a floor.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+from harness.results import CONTROL_SCHEDULE
+
+#: Fewest images with a defined score for a pass or a fail.
+MIN_N = 10
+
+# Thresholds on the mean over images (the report's claims read the same numbers):
+DEPENDS_BELOW = 0.5           # |Spearman| at the last step below this: the map depends on what was randomized
+STAYS_SIMILAR_FROM = 0.5      # |Spearman| after the top block alone is randomized at least this: insensitive to it
+INPUT_DOMINATED_ABS = 0.9     # |Spearman| at the last step at least this ...
+INPUT_DOMINATED_SIGNED = 0.2  # ... and |signed Spearman| at most this: the map is dominated by the input
+EMPRT_ABOVE = 0.0             # eMPRT's q at the fully randomized step above this: entropy rose
+
+PASS, FAIL, INCONCLUSIVE, UNDEFINED = "pass", "fail", "inconclusive", "undefined"
+BELOW, ABOVE = "below", "above"
+
+#: The model-free controls (pseudo-methods) and the verdict each must get for a test to discriminate.
+CONTROL_ROLES = {"random_attribution": PASS, "edge_detector": FAIL}
+UNINFORMATIVE = "uninformative on this model"
+
+VERDICT_COLUMNS = ["model", "experiment", "method", "variant", "test", "metric", "schedule", "step", "block",
+                   "value", "ci_low", "ci_high", "n", "n_degenerate", "threshold", "direction", "rule",
+                   "verdict", "reason", "calibration", "floor", "ceiling"]
+
+SIMILARITIES = ("spearman_abs", "spearman_abs_fg")
+
+
+@dataclass(frozen=True)
+class Test:
+    """A sanity test: which summary row it reads and how it is judged."""
+    name: str
+    schedule: str
+    metrics: tuple[str, ...]
+    threshold: float
+    direction: str        # BELOW: passes when the whole CI is below the threshold; ABOVE: above
+    block: str | None = None  # a control's block (schedule CONTROL_SCHEDULE); None: the last step
+    what: str = "at the last step"
+    roles: tuple[str, ...] = tuple(CONTROL_ROLES)  # the model-free controls that calibrate it
+
+
+TESTS = (
+    Test("MPRT cascading", "cascading", SIMILARITIES, DEPENDS_BELOW, BELOW),
+    Test("MPRT bottom-up", "bottom_up", SIMILARITIES, DEPENDS_BELOW, BELOW),
+    Test("MPRT independent", "independent", SIMILARITIES, DEPENDS_BELOW, BELOW),
+    Test("sMPRT", "smprt", SIMILARITIES, DEPENDS_BELOW, BELOW),
+    # Random attribution has the highest entropy on every model state, so its q is ~0 whatever the
+    # model: it cannot pass eMPRT and says nothing about it; the edge detector still must fail.
+    Test("eMPRT", "bottom_up", ("emprt",), EMPRT_ABOVE, ABOVE, roles=("edge_detector",)),
+    Test("data randomization", "data_randomization", SIMILARITIES, DEPENDS_BELOW, BELOW),
+    Test("random logit", CONTROL_SCHEDULE, SIMILARITIES, DEPENDS_BELOW, BELOW, block="random_logit",
+         what="against another class's map"),
+)
+
+
+def judge(row: Any, threshold: float, direction: str, min_n: int = MIN_N) -> tuple[str, str]:
+    """(verdict, reason) of one summary row (mean, ci_low, ci_high, n, n_degenerate) against a threshold."""
+    n, mean, low, high = int(row["n"]), float(row["mean"]), float(row["ci_low"]), float(row["ci_high"])
+    if n == 0 or math.isnan(mean):
+        return UNDEFINED, f"no defined score ({int(row['n_degenerate'])} undefined)"
+    if n < min_n:
+        return INCONCLUSIVE, f"n = {n} images with a defined score, below the minimum {min_n}"
+    # Pass strictly beyond the threshold; a CI that ends on it from the other side fails (the edge
+    # detector's eMPRT: q = 0 on every image, no rise at all).
+    passed = high < threshold if direction == BELOW else low > threshold
+    failed = low >= threshold if direction == BELOW else high <= threshold
+    ci = f"95 % CI [{low:.3g}, {high:.3g}]"
+    if passed:
+        return PASS, f"{ci} wholly {direction} {threshold:g}"
+    if failed:
+        return FAIL, f"{ci} not {direction} {threshold:g}"
+    return INCONCLUSIVE, f"{ci} contains the threshold {threshold:g}"
+
+
+def rule(test: Test, metric: str, min_n: int = MIN_N) -> str:
+    return (f"pass when the 95 % CI of the mean {metric} {test.what} lies wholly {test.direction} "
+            f"{test.threshold:g}, fail when wholly on the other side, with at least {min_n} images; "
+            f"else inconclusive")
+
+
+def verdict_table(summary: pd.DataFrame, experiment: str | None = None, min_n: int = MIN_N) -> pd.DataFrame:
+    """The verdict table of a summary (a run's, or merged with an `experiment` column)."""
+    if "experiment" not in summary.columns:
+        summary = summary.assign(experiment=experiment or "")
+    records = [_record(test, row, min_n) for test in TESTS for row in _rows(summary, test)]
+    table = pd.DataFrame.from_records(records, columns=VERDICT_COLUMNS)
+    return calibrate(_bounds(table, summary))
+
+
+def _rows(summary: pd.DataFrame, test: Test):
+    """The summary rows a test reads: per (experiment, model, variant, metric), its block or last step."""
+    rows = summary[(summary["schedule"] == test.schedule) & summary["metric"].isin(test.metrics)]
+    if test.block is not None:
+        yield from (row for _, row in rows[rows["block"] == test.block].iterrows())
+        return
+    rows = rows[rows["step"] > 0]
+    for _, group in rows.groupby(["experiment", "model", "variant", "metric"], sort=False, dropna=False):
+        yield group.loc[group["step"].idxmax()]
+
+
+def _record(test: Test, row: pd.Series, min_n: int) -> dict:
+    verdict, reason = judge(row, test.threshold, test.direction, min_n)
+    return {"model": row["model"], "experiment": row["experiment"], "method": row["method"],
+            "variant": row["variant"], "test": test.name, "metric": row["metric"], "schedule": row["schedule"],
+            "step": int(row["step"]), "block": row["block"], "value": row["mean"], "ci_low": row["ci_low"],
+            "ci_high": row["ci_high"], "n": int(row["n"]), "n_degenerate": int(row["n_degenerate"]),
+            "threshold": test.threshold, "direction": test.direction, "rule": rule(test, row["metric"], min_n),
+            "verdict": verdict, "reason": reason, "calibration": "", "floor": math.nan, "ceiling": math.nan}
+
+
+def _bounds(table: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
+    """floor / ceiling: the mean of the variant's random_model / ceiling control on the same metric."""
+    controls = summary[summary["schedule"] == CONTROL_SCHEDULE]
+    keys = ["experiment", "model", "variant", "metric"]
+    for column, block in (("floor", "random_model"), ("ceiling", "ceiling")):
+        means = controls[controls["block"] == block].drop_duplicates(keys).set_index(keys)["mean"]
+        if len(table) and len(means):
+            table[column] = [means.get(tuple(k), math.nan) for k in table[keys].itertuples(index=False)]
+    return table
+
+
+def calibrate(table: pd.DataFrame) -> pd.DataFrame:
+    """Mark each (experiment, model, test, metric) whose model-free controls do not play their role
+    (random attribution passes, edge detector fails) uninformative, naming the control's numbers."""
+    table = table.copy()
+    roles = {test.name: test.roles for test in TESTS}
+    for (_, _, name, _), group in table.groupby(["experiment", "model", "test", "metric"], sort=False, dropna=False):
+        failed = [f"{method} {_value(row)} is {row['verdict']}, not {CONTROL_ROLES[method]}"
+                  for method in roles.get(name, CONTROL_ROLES)
+                  for _, row in group[group["method"] == method].iterrows() if row["verdict"] != CONTROL_ROLES[method]]
+        present = group["method"].isin(list(CONTROL_ROLES))
+        if failed:
+            table.loc[group.index[~present], "calibration"] = f"{UNINFORMATIVE}: {'; '.join(failed)}"
+        elif present.any():
+            table.loc[group.index[~present], "calibration"] = "controls hold"
+        table.loc[group.index[present], "calibration"] = "control"
+    return table
+
+
+def _value(row) -> str:
+    if math.isnan(row["value"]):
+        return "undefined"
+    ci = "" if math.isnan(row["ci_low"]) else f" [{row['ci_low']:.2f}, {row['ci_high']:.2f}]"
+    return f"{row['value']:.2f}{ci} (n = {row['n']})"
+
+
+def experiment_name(config: dict) -> str:
+    """The experiment a run's config names (its preset's experiment_name), or ""."""
+    named = config.get("experiment_name") or config.get("experiment")
+    if isinstance(named, dict):
+        named = named.get("name")
+    return str(named) if named else ""
