@@ -30,6 +30,7 @@ def test_plan_groups_trajectories_and_leaves_out_what_is_cached_or_not_allowed(c
 
 def test_the_estimate_counts_from_the_checkpoint(cache, monkeypatch):
     monkeypatch.setattr(prepare, "CNN_STEPS_PER_SECOND", 10.0)
+    monkeypatch.setattr(prepare, "START_SECONDS", 0.0)
     assert prepare.reference_seconds(["mnist_cnn_authors@1200", "mnist_cnn_authors@5000"]) == 500.0
     recipe = zoo.RECIPES["mnist_cnn_authors"]
     folder = budget.state_dir("mnist_cnn_authors", recipe)
@@ -39,12 +40,14 @@ def test_the_estimate_counts_from_the_checkpoint(cache, monkeypatch):
     assert prepare.reference_seconds(["mnist_cnn_authors@5000"]) == 380.0
 
 
-def test_workers_and_wall_time():
-    assert prepare.workers(4, cores=2) == 1  # measured: side by side is no faster on 2 cores
-    assert prepare.workers(4, cores=8) == 4 and prepare.workers(2, cores=16) == 2
-    assert prepare.workers(4, cores=16, gpu=True) == 1
+def test_workers_threads_and_wall_time():
+    assert prepare.workers(4, cores=2) == 2 and prepare.threads(2, cores=2) == 2  # measured faster on 2 cores
+    assert prepare.workers(4, cores=1) == 1 and prepare.workers(4, cores=16, gpu=True) == 1
+    assert prepare.workers(5, cores=16) == 5 and prepare.threads(5, cores=16) == 3
     assert prepare.makespan([60, 30, 20, 10], 1) == 120
     assert prepare.makespan([60, 30, 20, 10], 2) == 60  # 60 | 30 + 20 + 10
+    assert prepare.wall_seconds([60, 30, 20, 10], 2, cores=2) == 120  # two cores: the reference's
+    assert prepare.wall_seconds([60, 30, 20, 10], 4, cores=16) == 60  # the longest training
 
 
 def test_one_line_before_training_says_what_and_how_long(cache, monkeypatch):
@@ -55,10 +58,11 @@ def test_one_line_before_training_says_what_and_how_long(cache, monkeypatch):
     monkeypatch.setattr(prepare, "workers", lambda count, gpu: 1)
     prepare.train_all(["mnist_mlp", "mnist_cnn_randlabels", "mnist_mlp_randlabels"], log=lines.append,
                       quick_names=lambda: ["mnist_mlp@1200"])
-    minutes = round(2 * (55_000 / prepare.MLP_STEPS_PER_SECOND + 150 + 55) / 60)
-    quick = round(2 * 1200 / prepare.MLP_STEPS_PER_SECOND)
+    full = 2 * (55_000 / prepare.MLP_STEPS_PER_SECOND + 150 + 55 + 3 * prepare.START_SECONDS)  # one at a time
+    quick = 2 * (1200 / prepare.MLP_STEPS_PER_SECOND + prepare.START_SECONDS)
     assert lines == [f"training 3 models (mnist_mlp_authors, mnist_cnn_randlabels, mnist_mlp_randlabels), about "
-                     f"{minutes} min on this machine; `--quick` trains early snapshots instead ({quick} s)"]
+                     f"{round(full / 60)} min on this machine; `--quick` trains early snapshots instead "
+                     f"({round(quick / 60)} min)"]
     assert trained == ["mnist_mlp_authors", "mnist_cnn_randlabels", "mnist_mlp_randlabels"]
     lines.clear()
     _export("mnist_mlp_authors")

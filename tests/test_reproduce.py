@@ -110,6 +110,7 @@ def test_quick_runs_default_to_their_own_folder(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     outs = []
     monkeypatch.setattr(reproduce, "run_experiment", lambda name, definition, out, quick, extra: outs.append((out, quick)) or "done")
+    monkeypatch.setattr(reproduce, "train_models", lambda *args: None)  # tests/test_prepare.py
     monkeypatch.setattr(harness.report, "build_report", lambda out: outs.append(("report", out)) or out / "report.html")
     reproduce.main(["--quick", "cascading_mlp"])
     reproduce.main(["cascading_mlp"])

@@ -22,15 +22,18 @@ from typing import Callable
 from harness.errors import HarnessError
 
 # Seconds of training on 2 idle CPU cores (the reference machine): the authors' CNN at about 26
-# steps/s (README), their MLP at about MLP_STEPS_PER_SECOND, the random-label fits as measured in
-# harness.zoo (about 150 s and 55 s), the segmenter at 0.15 s a step (harness.zoo.segmenter).
+# steps/s, their MLP 1.5x as fast (README: 2,722 s against the CNN's 4,066 s in one run), the
+# random-label fits as measured in harness.zoo (about 150 s and 55 s), the segmenter at 0.15 s a
+# step (harness.zoo.segmenter).
 CNN_STEPS_PER_SECOND = 26.0
-MLP_STEPS_PER_SECOND = 60.0
+MLP_STEPS_PER_SECOND = 39.0
 FIT_SECONDS = {"cnn": 150.0, "mlp": 55.0}
 SEG_STEP_SECONDS = 0.15
-# Cores a training uses well: on 2 cores two trainings side by side (one thread each) were no faster
-# than one after another (two threads each); see `workers`.
-CORES_PER_TRAINING = 2
+START_SECONDS = 15.0  # each training's own: TensorFlow's import, the digits' parsing, the export
+# Threads of each training side by side, at least: measured on 2 shared cores (CNN and MLP, 600
+# steps each, alternated), two trainings side by side with 2 threads each took 76-129 s against
+# 101-206 s one after another, with 1 thread each 128-233 s (the shorter one's core then idles).
+MIN_THREADS = 2
 WARM_UP_STEPS = 60
 
 
@@ -74,6 +77,10 @@ def _steps(name: str) -> int:
 
 def reference_seconds(group: list[str]) -> float:
     """Seconds one trajectory's training takes on the reference machine, from its best checkpoint."""
+    return START_SECONDS + _training_seconds(group)
+
+
+def _training_seconds(group: list[str]) -> float:
     from harness import zoo
     from harness.zoo import budget
     from harness.zoo.budget import StepRecipe
@@ -91,10 +98,25 @@ def reference_seconds(group: list[str]) -> float:
 
 
 def workers(count: int, cores: int | None = None, gpu: bool = False) -> int:
-    """Trainings at once: one where a GPU trains them (not measured side by side), else as many as
-    the cores give CORES_PER_TRAINING each."""
-    cores = cores or len(os.sched_getaffinity(0))
-    return 1 if gpu else max(1, min(count, cores // CORES_PER_TRAINING))
+    """Trainings at once: one where a GPU trains them (not measured side by side) or on one core,
+    else one per core at most."""
+    cores = cores or _cores()
+    return 1 if gpu or cores < 2 else min(count, cores)
+
+
+def threads(slots: int, cores: int | None = None) -> int:
+    """TensorFlow's intra- and inter-op threads of each of `slots` trainings side by side."""
+    return max(MIN_THREADS, (cores or _cores()) // slots)
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0))
+
+
+def wall_seconds(seconds: list[float], slots: int, cores: int | None = None) -> float:
+    """Wall time at the reference machine's speed of trainings of these reference lengths: the
+    busiest slot's, or all the work spread over the cores (the reference has 2), whichever is longer."""
+    return max(makespan(seconds, slots), sum(seconds) * 2 / max(cores or _cores(), 2))
 
 
 def makespan(seconds: list[float], slots: int) -> float:
@@ -108,7 +130,7 @@ def makespan(seconds: list[float], slots: int) -> float:
 def announce(groups: list[list[str]], slowdown: float, slots: int, quick_seconds: float | None) -> str:
     """The line said before training: what, how long here, and the quick run's training if offered."""
     names = [name for group in groups for name in group]
-    seconds = makespan([reference_seconds(g) for g in groups], slots) * slowdown
+    seconds = wall_seconds([reference_seconds(g) for g in groups], slots) * slowdown
     line = (f"training {len(names)} model{'s' * (len(names) != 1)} ({', '.join(names)}), about "
             f"{_duration(seconds)} on this machine{f', {slots} at a time' if slots > 1 else ''}")
     if quick_seconds is not None:
@@ -132,7 +154,7 @@ def train_all(names: list[str], log: Callable[[str], None] = print,
     gpu = bool(tf.config.list_physical_devices("GPU"))
     slots = workers(len(groups), gpu=gpu)
     quick = plan(quick_names()) if quick_names is not None else None
-    quick_seconds = makespan([reference_seconds(g) for g in quick], slots) if quick else None
+    quick_seconds = wall_seconds([reference_seconds(g) for g in quick], slots) if quick else None
     log(announce(groups, warm_up() * CNN_STEPS_PER_SECOND, slots, quick_seconds))
     if slots == 1:
         from harness import zoo
@@ -140,7 +162,7 @@ def train_all(names: list[str], log: Callable[[str], None] = print,
         for name in [n for group in groups for n in group]:
             zoo.model_path(name, log=log)
         return
-    _side_by_side(groups, slots, threads=max(1, len(os.sched_getaffinity(0)) // slots))
+    _side_by_side(groups, slots, threads(slots))
 
 
 def warm_up() -> float:
