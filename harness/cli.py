@@ -37,7 +37,8 @@ harness: sanity checks for saliency maps (Adebayo et al. 2018) on a TensorFlow i
 
 More: harness -m method=gradient,smoothgrad (a sweep: one run per combination; hydra/launcher=joblib runs
 jobs in parallel, hydra/launcher=submitit_slurm on a cluster: docs/sweeps.md), harness --cfg job ...
-(the resolved config), harness-report <folder> (tables and figures), harness cache [clear] (the shared
+(the resolved config), harness-report <folder> (tables and figures), harness verdicts <folder> [--csv]
+(pass / fail / inconclusive per method and test), harness cache [clear] (the shared
 cache of original maps), harness --hydra-help (Hydra's options).
 
 == Options: choose one per group (group=option); files under conf/<group>/ ==
@@ -67,6 +68,10 @@ def main() -> None:
     if "--help" in argv or "-h" in argv:
         print(help_text([a for a in argv if not a.startswith("-") and "=" in a]), end="")
         return
+    if argv[:1] == ["verdicts"]:  # the verdict matrix of a results folder: no Hydra, no TensorFlow
+        from harness import verdicts
+
+        sys.exit(verdicts.main(argv[1:]))
     if argv[:1] == ["cache"]:  # the map cache's place and size, or `harness cache clear`: no Hydra
         from harness import cache
 

@@ -129,6 +129,11 @@ class RunRecord:
             experiment = experiment.get("name")
         return str(experiment) if experiment else None
 
+    @property
+    def experiment_name(self) -> str:
+        """The experiment the run belongs to (its preset's experiment_name), or ""."""
+        return str(self.config.get("experiment_name") or self.experiment or "")
+
     def method_labels(self) -> list[str]:
         return [str(m.get("label") or m.get("name")) for m in self.methods]
 

@@ -169,7 +169,77 @@ def _value(row) -> str:
 
 def experiment_name(config: dict) -> str:
     """The experiment a run's config names (its preset's experiment_name), or ""."""
-    named = config.get("experiment_name") or config.get("experiment")
-    if isinstance(named, dict):
-        named = named.get("name")
-    return str(named) if named else ""
+    from harness.results import RunRecord
+
+    return RunRecord(config=dict(config)).experiment_name
+
+
+# -- reading a folder, and `harness verdicts PATH` ------------------------------------------------------
+def folder_verdicts(path, min_n: int = MIN_N) -> pd.DataFrame:
+    """The verdicts of a run folder, a sweep or reproduction folder (its merged summary.csv), or of
+    every run folder below `path`, computed from the summaries (so `min_n` applies)."""
+    from pathlib import Path
+
+    from harness.errors import HarnessError
+    from harness.results import RECORD, SUMMARY, RunRecord, read_table
+
+    path = Path(path)
+    if (path / SUMMARY).is_file():
+        folders = [path]
+    else:
+        folders = sorted(p.parent for p in path.rglob(SUMMARY) if (p.parent / RECORD).is_file())
+    if not folders:
+        raise HarnessError(f"no summary.csv in or below {str(path)!r}: give a run, sweep or reproduction folder")
+    tables = []
+    for folder in folders:
+        experiment = RunRecord.read(folder).experiment_name if (folder / RECORD).is_file() else ""
+        tables.append(verdict_table(read_table(folder / SUMMARY), experiment, min_n))
+    return pd.concat(tables, ignore_index=True)
+
+
+def matrix(table: pd.DataFrame) -> str:
+    """Per model (and experiment): methods x tests, each cell verdict, value and CI of the test's
+    first metric; `*` marks a verdict the controls call uninformative on that model."""
+    table = table[table["metric"].isin([t.metrics[0] for t in TESTS])]
+    tests = [t.name for t in TESTS if t.name in set(table["test"])]
+    blocks = []
+    for (model, experiment), rows in table.groupby(["model", "experiment"], sort=False, dropna=False):
+        cells = rows.assign(cell=[_cell(r) for _, r in rows.iterrows()])
+        grid = cells.pivot_table(index="variant", columns="test", values="cell", aggfunc="first", sort=False)
+        grid = grid.reindex(columns=[t for t in tests if t in grid.columns]).fillna("-")
+        title = f"{model}" + (f" ({experiment})" if isinstance(experiment, str) and experiment else "")
+        blocks.append(f"{title}\n{grid.to_string()}")
+    notes = "* uninformative on this model: a model-free control did not play its role (see verdicts.csv)"
+    return "\n\n".join(blocks) + (f"\n\n{notes}" if (table["calibration"].str.startswith(UNINFORMATIVE)).any() else "")
+
+
+def _cell(row) -> str:
+    mark = "*" if str(row["calibration"]).startswith(UNINFORMATIVE) else ""
+    return f"{row['verdict']}{mark} {_value(row).split(' (n =')[0]}"
+
+
+def main(argv: list[str]) -> int:
+    """`harness verdicts PATH [--csv] [--min-n N]`."""
+    import argparse
+    import sys
+
+    from harness.errors import HarnessError
+
+    parser = argparse.ArgumentParser(prog="harness verdicts",
+                                     description="pass / fail / inconclusive per method and test of a results folder")
+    parser.add_argument("path", help="a run folder, a sweep folder or a reproduction folder")
+    parser.add_argument("--csv", action="store_true", help="print verdicts.csv instead of the matrix")
+    parser.add_argument("--min-n", type=int, default=MIN_N, help=f"fewest images for a pass or a fail (default {MIN_N})")
+    args = parser.parse_args(argv)
+    try:
+        if args.min_n < 1:
+            raise HarnessError(f"--min-n must be an integer >= 1, got {args.min_n}")
+        table = folder_verdicts(args.path, args.min_n)
+    except HarnessError as error:
+        print(f"harness: error: {error}", file=sys.stderr)
+        return 2
+    if args.csv:
+        table.to_csv(sys.stdout, index=False)
+    else:
+        print(matrix(table) if len(table) else "no test in this folder has a verdict (no randomization step read)")
+    return 0

@@ -68,7 +68,7 @@ def test_one_bin_from_the_bin_rule_is_undefined_and_says_why():
     assert np.histogram(sparse, bins="fd")[0].size == 1
     for reference, compared, side in ((sparse, RAMP, "reference"), (RAMP, sparse, "compared")):
         value, reason = emprt(reference, compared, emprt_bins="fd")
-        assert math.isnan(value) and f"emprt_bins=fd gives one histogram bin" in reason and side in reason
+        assert math.isnan(value) and "emprt_bins=fd gives one histogram bin" in reason and side in reason
     assert emprt(RAMP, RAMP, emprt_bins="fd") == (0.0, "")
     assert emprt(sparse, RAMP)[1] == ""  # 100 bins: a defined value
 

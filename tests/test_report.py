@@ -189,7 +189,7 @@ def test_summary_tables_and_claims_come_from_the_data(built):
     assert "control: ceiling" in markdown
     assert "**calibration: MNIST CNN, |Spearman|**" in markdown and "| Gradient | 0.00 [-0.02, 0.02] |" in markdown
     assert "Gradient, MNIST CNN (cascading_cnn, cascading): |Spearman| 1.00 at original -> 0.09" in markdown
-    assert "depends on the weights: **confirmed**" in markdown
+    assert "depends on the weights: **inconclusive** (n = 3 images with a defined score, below the minimum 10)" in markdown
     assert "Grad-CAM, MNIST CNN (cascading_cnn, cascading)" in markdown and "**undetermined**" in markdown
     assert ("Guided Backprop, MNIST CNN (cascading_cnn, cascading): |Spearman| 0.72 [0.70, 0.74] (paper: 0.89) "
             "after logits") in markdown

@@ -1,11 +1,11 @@
 """The paper's claims (docs/protocol.md §7), each checked against this run's numbers.
 
-A claim is judged with a simple threshold on the mean |Spearman| (or signed Spearman), stated in
-the report's text, so a reader can disagree with the threshold rather than with hidden logic.
+A claim is judged as a verdict is (harness.verdicts.judge): its threshold on |Spearman| (or signed
+Spearman), stated in the report's text, against the whole 95 % CI, with at least verdicts.MIN_N
+images; otherwise it is inconclusive and says why.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import pandas as pd
@@ -13,12 +13,8 @@ import pandas as pd
 from harness.report import reference
 from harness.report.labels import ORIGINAL, base_model, block_label, method_label, model_label
 from harness.report.tables import mean_ci, number
-
-# Thresholds (means over images):
-DEPENDS_BELOW = 0.5           # |Spearman| at the last step below this: the map depends on what was randomized
-STAYS_SIMILAR_FROM = 0.5      # |Spearman| after the top block alone is randomized at least this: insensitive to it
-INPUT_DOMINATED_ABS = 0.9     # |Spearman| at the last step at least this ...
-INPUT_DOMINATED_SIGNED = 0.2  # ... and |signed Spearman| at most this: the map is dominated by the input
+from harness.verdicts import (ABOVE, BELOW, DEPENDS_BELOW, FAIL, INCONCLUSIVE, INPUT_DOMINATED_ABS,
+                              INPUT_DOMINATED_SIGNED, MIN_N, STAYS_SIMILAR_FROM, UNDEFINED, judge)
 
 # Schedules whose last step is "everything randomized" (weights or labels).
 FINAL_SCHEDULES = {"cascading": "the weights", "bottom_up": "the weights", "data_randomization": "the training labels"}
@@ -57,10 +53,16 @@ def _paper(keys, row: pd.Series) -> str:
     return f" (paper: {ref.text})" if ref else ""
 
 
-def _verdict(ok: bool, *values: float) -> str:
-    if any(math.isnan(v) for v in values):  # every image's score undefined (docs/protocol.md §5.1): no verdict
+def _verdict(*judged: tuple[str, str]) -> str:
+    """One claim's verdict from its parts' (verdict, reason): confirmed when every part passes."""
+    verdicts = [v for v, _ in judged]
+    if UNDEFINED in verdicts:  # every image's score undefined (docs/protocol.md §5.1): no verdict
         return "**undetermined** (scores undefined)"
-    return "**confirmed**" if ok else "**not confirmed**"
+    if FAIL in verdicts:
+        return "**not confirmed**"
+    if INCONCLUSIVE in verdicts:
+        return f"**inconclusive** ({'; '.join(r for v, r in judged if v == INCONCLUSIVE)})"
+    return "**confirmed**"
 
 
 def _claim(statement: str, rule: str, findings: list[str], needs: str) -> Claim:
@@ -69,8 +71,8 @@ def _claim(statement: str, rule: str, findings: list[str], needs: str) -> Claim:
 
 def _depends(summary: pd.DataFrame) -> Claim:
     return _claim("Gradient and Grad-CAM depend on the weights (and on the training labels).",
-                  f"confirmed when the mean |Spearman| at the last step (all blocks randomized, or random labels) "
-                  f"is below {DEPENDS_BELOW}.",
+                  f"confirmed when the 95 % CI of the mean |Spearman| at the last step (all blocks randomized, or "
+                  f"random labels) lies wholly below {DEPENDS_BELOW}, over at least {MIN_N} images.",
                   [_depends_finding(keys, rows)
                    for keys, rows in _series(summary, ("gradient", "gradcam"), FINAL_SCHEDULES)],
                   needs="a cascading or data randomization run of Gradient or Grad-CAM")
@@ -80,13 +82,14 @@ def _depends_finding(keys, rows: pd.DataFrame) -> str:
     first, last = rows.iloc[0], rows.iloc[-1]
     return (f"{_where(keys)}: |Spearman| {number(first['mean'])} at {block_label(first['block'])} -> "
             f"{mean_ci(last)}{_paper(keys, last)} at {block_label(last['block'])}: depends on "
-            f"{FINAL_SCHEDULES[keys[2]]}: {_verdict(last['mean'] < DEPENDS_BELOW, last['mean'])}")
+            f"{FINAL_SCHEDULES[keys[2]]}: {_verdict(judge(last, DEPENDS_BELOW, BELOW))}")
 
 
 def _stays_similar(summary: pd.DataFrame) -> Claim:
     return _claim("Guided Backprop and Guided Grad-CAM stay similar until the lowest layers are randomized.",
-                  f"confirmed when the mean |Spearman| after randomizing the top block alone is at least "
-                  f"{STAYS_SIMILAR_FROM}; how far down it stays there is shown too.",
+                  f"confirmed when the 95 % CI of the mean |Spearman| after randomizing the top block alone lies "
+                  f"wholly above {STAYS_SIMILAR_FROM}, over at least {MIN_N} images; how far down the mean "
+                  f"stays there is shown too.",
                   [_stays_similar_finding(keys, rows)
                    for keys, rows in _series(summary, ("guided_backprop", "guided_gradcam"), ("cascading",))],
                   needs="a cascading run of Guided Backprop or Guided Grad-CAM")
@@ -100,7 +103,7 @@ def _stays_similar_finding(keys, rows: pd.DataFrame) -> str:
              if similar.any() else f"below {STAYS_SIMILAR_FROM} from the start")
     return (f"{_where(keys)}: |Spearman| {mean_ci(top)}{_paper(keys, top)} after {block_label(top['block'])} is "
             f"randomized, {reach}, {number(randomized.iloc[-1]['mean'])} when all are: "
-            f"{_verdict(top['mean'] >= STAYS_SIMILAR_FROM, top['mean'])}")
+            f"{_verdict(judge(top, STAYS_SIMILAR_FROM, ABOVE))}")
 
 
 def _input_dominated(summary: pd.DataFrame) -> Claim:
@@ -110,15 +113,16 @@ def _input_dominated(summary: pd.DataFrame) -> Claim:
     for keys, rows in _series(summary, methods, FINAL_SCHEDULES):
         last = rows.iloc[-1]
         text = f"{_where(keys)}: at {block_label(last['block'])} |Spearman| {mean_ci(last)}{_paper(keys, last)}"
-        ok, values = last["mean"] >= INPUT_DOMINATED_ABS, [last["mean"]]
+        judged = [judge(last, INPUT_DOMINATED_ABS, ABOVE)]
         if keys in signed:
             text += f", signed Spearman {mean_ci(signed[keys])}"
-            ok, values = ok and abs(signed[keys]["mean"]) <= INPUT_DOMINATED_SIGNED, values + [signed[keys]["mean"]]
+            judged += [judge(signed[keys], INPUT_DOMINATED_SIGNED, BELOW), judge(signed[keys], -INPUT_DOMINATED_SIGNED, ABOVE)]
         else:
             text += " (signed Spearman not measured)"
-        findings.append(f"{text}: {_verdict(ok, *values)}")
+        findings.append(f"{text}: {_verdict(*judged)}")
     return _claim("Gradient ⊙ Input and Integrated Gradients stay input-dominated (high |Spearman|, signed "
                   "Spearman near 0).",
-                  f"confirmed when, at the last step, the mean |Spearman| is at least {INPUT_DOMINATED_ABS} and the "
-                  f"mean signed Spearman is within +-{INPUT_DOMINATED_SIGNED}.",
+                  f"confirmed when, at the last step, the 95 % CI of the mean |Spearman| lies wholly above "
+                  f"{INPUT_DOMINATED_ABS} and that of the mean signed Spearman wholly within "
+                  f"+-{INPUT_DOMINATED_SIGNED}, over at least {MIN_N} images.",
                   findings, needs="a cascading or data randomization run of Gradient ⊙ Input or IG")

@@ -66,7 +66,8 @@ def mean_ci(row: pd.Series, digits: int = 2) -> str:
 
 def _degenerate(row: pd.Series) -> str:
     undefined = f" ({int(row['n_degenerate'])} of {_total(row)} degenerate)" if row["n_degenerate"] else ""
-    flagged = int(row.get("n_flagged", 0) or 0)  # summaries written before the column have none
+    flagged = row.get("n_flagged", 0)  # summaries written before the column have none
+    flagged = 0 if pd.isna(flagged) else int(flagged)
     return undefined + (f" ({flagged} of {_total(row)} from a constant map)" if flagged else "")
 
 
