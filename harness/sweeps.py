@@ -9,7 +9,7 @@ ran the jobs and wherever:
   `failure.json` (the error that stopped it); a job killed from outside (out of memory, a timeout,
   scancel) leaves neither;
 - at the sweep's end, in the launching process, after the launcher returned: the finished jobs'
-  `scores.csv` and `summary.csv` concatenated, `failures.csv` (job, overrides, error) for the others,
+  `scores.csv`, `summary.csv` and `verdicts.csv` concatenated, `failures.csv` (job, overrides, error) for the others,
   and a non-zero exit naming them.
 
 A job never raises into the launcher: Hydra's sweeper stops the whole sweep at the first job whose
@@ -29,7 +29,7 @@ import pandas as pd
 from hydra.experimental.callback import Callback
 
 from harness.errors import HarnessError
-from harness.results import RECORD, SCORES, SUMMARY, read_table, write_csv, write_json
+from harness.results import RECORD, SCORES, SUMMARY, VERDICTS, read_table, write_csv, write_json
 
 POINTER = "run_dir.txt"
 FAILURE = "failure.json"
@@ -119,8 +119,8 @@ def merge(sweep_dir: Path) -> Outcome:
         else:
             failures.append({"job": job["job"], "overrides": " ".join(job["overrides"]), "error": _failure(folder)})
     written = []
-    for name in (SCORES, SUMMARY):
-        tables = [read_table(d / name) for d in finished]
+    for name in (SCORES, SUMMARY, VERDICTS):
+        tables = [read_table(d / name) for d in finished if (d / name).is_file()]  # runs before verdicts.csv: none
         if tables:
             written.append(write_csv(sweep_dir / name, pd.concat(tables, ignore_index=True)))
     failed = pd.DataFrame.from_records(failures, columns=FAILURE_COLUMNS)

@@ -3,7 +3,7 @@
 Pure pandas (no TensorFlow), so the report and `harness verdicts PATH` rebuild it from a folder.
 
 Each test reads one row of the summary (a schedule's last step, or a control) for one metric and
-compares its 95 % CI with a threshold (docs/results-format.md, docs/protocol.md §7):
+compares its 95 % CI with a threshold (docs/results-format.md, `verdicts.csv`):
 
 - **pass** / **fail** only when the whole CI lies on one side of the threshold and n (the images
   with a defined score) is at least the minimum (MIN_N unless the caller says otherwise);

@@ -219,6 +219,8 @@ def test_degenerate_score_with_a_finite_value_counts_in_the_mean_and_stays_flagg
     markdown = (root / "report.md").read_text()
     assert "| Gradient | 1.00 [1.00, 1.00] | 0.74 [0.60, 1.00] (1 of 3 from a constant map) | 0.41 [0.39, 0.43] |" in markdown
     assert "counted in their cell as 'k of N from a constant map'" in markdown
+    verdicts = pd.read_csv(root / "verdicts.csv")  # the reproduction folder's verdicts, by experiment
+    assert set(verdicts["experiment"]) == {"cascading_cnn"} and set(verdicts["verdict"]) == {"inconclusive"}
     assert "undefined)" not in markdown and "n = 4" not in markdown
 
 

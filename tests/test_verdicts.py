@@ -80,7 +80,7 @@ def test_a_control_failing_its_role_marks_the_test_uninformative_on_the_model():
     assert _one(_table(_row()))["calibration"] == ""  # no controls in the run: not calibrated
 
 
-def test_verdicts_csv_is_written_in_a_run_folder_and_two_images_decide_nothing(tmp_path):
+def test_verdicts_csv_is_written_in_a_run_folder_and_two_images_decide_nothing(tmp_path, capsys):
     run_dir = runner.run(config("data.count=2", f"model.source={CHEAP_CNN}", "methods=[gradient]",
                                 f"results_dir={tmp_path}", "progress=false"), log=lambda _: None)
     table = read_table(run_dir / "verdicts.csv")
@@ -93,3 +93,13 @@ def test_verdicts_csv_is_written_in_a_run_folder_and_two_images_decide_nothing(t
     assert (table["step"] == last).all()
     assert not math.isnan(table["floor"].iloc[0])  # the default controls: random_model gives the floor
     assert set(GROUP_COLUMNS) - {"step", "block"} <= set(table.columns)
+    # `harness verdicts PATH`: the matrix, and --csv the same table; --min-n decides
+    assert verdicts.main([str(run_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "MPRT cascading" in out and "gradient" in out and "inconclusive" in out
+    assert verdicts.main([str(tmp_path), "--csv"]) == 0  # a folder above the run
+    assert capsys.readouterr().out.splitlines()[0] == ",".join(verdicts.VERDICT_COLUMNS)
+    assert verdicts.main([str(run_dir), "--min-n", "2", "--csv"]) == 0
+    assert "below the minimum" not in capsys.readouterr().out
+    assert verdicts.main([str(tmp_path / "none")]) == 2
+    assert capsys.readouterr().err.startswith("harness: error: no summary.csv in or below")

@@ -1,8 +1,8 @@
 """build_report(folder): read every experiment, write the merged summary, figures and the page.
 
 Outputs, all written atomically and rebuilt from the result files alone (same files -> same bytes):
-`summary.csv` (the runs' summaries with a first column `experiment`), `figures/*.png`, `report.md`
-and `report.html`. They go into `folder`, or into `folder/report/` when `folder` is itself a run
+`summary.csv` (the runs' summaries with a first column `experiment`), `verdicts.csv` (harness.verdicts),
+`figures/*.png`, `report.md` and `report.html`. They go into `folder`, or into `folder/report/` when `folder` is itself a run
 folder, so the runner's own `summary.csv` is never overwritten.
 """
 from __future__ import annotations
@@ -20,7 +20,8 @@ from harness.report.segmentation import segmentation_section
 from harness.report.sections import (TITLE, claims_section, headline_section, results_section, skipped_section,
                                      what_ran_section)
 from harness.report.tables import merged_summary
-from harness.results import atomic_write, write_csv
+from harness.results import VERDICTS, atomic_write, write_csv
+from harness.verdicts import verdict_table
 
 
 def build_report(folder: Path) -> Path:
@@ -30,6 +31,7 @@ def build_report(folder: Path) -> Path:
     out = folder / "report" if (folder / RUN_RECORD).is_file() else folder
     summary = merged_summary(experiments)
     write_csv(out / "summary.csv", summary)
+    write_csv(out / VERDICTS, verdict_table(summary))
     ran = [e for e in experiments if e.runs]
     # The budget study's snapshots have their own section; their curves stay with the experiment's results.
     headline = {e.name: score_figures(e, out) for e in ran if e.name != BUDGET_EXPERIMENT}
