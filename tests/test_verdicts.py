@@ -5,7 +5,6 @@ import math
 
 import numpy as np
 import pandas as pd
-import pytest
 
 from harness import runner, verdicts
 from harness.results import GROUP_COLUMNS, SUMMARY_COLUMNS, read_table
