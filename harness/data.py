@@ -1,4 +1,5 @@
-"""Image sets: the built-in MNIST held-out split, a folder or glob of image files, skimage photos.
+"""Image sets: the built-in MNIST held-out split, a folder or glob of image files, skimage photos, a
+NumPy array of this process (`register_images`, used by harness.sanity_check: docs/api.md).
 
 Every source returns an `ImageSet` with images in [0, 1], float32, NHWC, resized to the model's input
 size; `ModelUnderTest.input_spec.to_model_space` maps them to the model's own value range.
@@ -16,7 +17,7 @@ from harness.config import NULL, TEXT, Rule, check, list_of, one_of, whole
 from harness.errors import HarnessError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
-SOURCES = ("mnist", "mnist_scenes", "folder", "skimage")
+SOURCES = ("mnist", "mnist_scenes", "folder", "skimage", "array")
 ALPHA = {2: 1, 4: 3}  # channels with alpha last -> the channels kept (grey+alpha, RGBA)
 SKIMAGE_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry",
                   "retina", "camera", "coins", "moon", "page", "text", "brick", "grass", "gravel")
@@ -24,13 +25,16 @@ SKIMAGE_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field
 # What each data setting may be (harness.config.check_config checks them before anything runs).
 RULES = {
     "source": one_of(*SOURCES),
-    "path": TEXT,
+    "path": Rule(lambda v: TEXT.test(v) and v != "???", "a folder of images or a glob"),  # ???: not given
     "count": Rule((NULL | whole(1)).test, "a whole number of images >= 1 (or null for all of them)"),
     "sample_seed": Rule((NULL | whole(0)).test, "null (the first data.count images in sorted order) or a whole "
                                                 "number >= 0 (a random sample drawn with that seed)"),
     "labels": NULL | list_of(whole(0)),
     "names": NULL | list_of(TEXT),
+    "array": TEXT,  # source array: the digest register_images gave
 }
+# Arrays handed to harness.sanity_check, by digest: [N, H, W, C] float32 in [0, 1].
+_ARRAYS: dict[str, np.ndarray] = {}
 
 
 @dataclass(frozen=True)
@@ -59,7 +63,7 @@ def load_images(cfg: Mapping[str, Any], size: tuple[int, int] | None, channels: 
     check_settings(cfg)
     count = parse_count(cfg.get("count"))
     ids, labels, read = {"mnist": _mnist, "mnist_scenes": _mnist_scenes, "folder": _folder,
-                         "skimage": _skimage}[source](cfg)
+                         "skimage": _skimage, "array": _array}[source](cfg)
     chosen = _select(len(ids), count, cfg.get("sample_seed"))
     images, alpha = [], []
     for i in chosen:
@@ -130,6 +134,25 @@ def _skimage(cfg):
     if unknown:
         raise HarnessError(f"unknown skimage photo {unknown[0]!r}; valid: {', '.join(SKIMAGE_PHOTOS)}")
     return names, _labels(cfg, len(names)), lambda i: _as_float(getattr(photos, names[i])())
+
+
+def register_images(images: np.ndarray) -> str:
+    """The digest under which `images` ([N, H, W, C] in [0, 1]) load as `data.source=array`,
+    `data.array=DIGEST`: the same pixels give the same digest, so the same run key."""
+    import hashlib
+
+    images = np.ascontiguousarray(images, np.float32)
+    digest = hashlib.sha256(f"{images.shape}|".encode() + images.tobytes()).hexdigest()[:16]
+    _ARRAYS[digest] = images
+    return digest
+
+
+def _array(cfg):
+    images = _ARRAYS.get(str(cfg.get("array")))
+    if images is None:
+        raise HarnessError(f"data.array {cfg.get('array')!r}: no image array of this process has that digest "
+                           "(array sources come from harness.sanity_check)")
+    return [f"array_{i:04d}" for i in range(len(images))], _labels(cfg, len(images)), images.__getitem__
 
 
 def _read(file: Path) -> np.ndarray:

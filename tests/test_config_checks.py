@@ -1,9 +1,7 @@
 """Every config value is checked before anything runs (harness.config.check_config): a value of the
 wrong type or out of range is one `harness: error:` line naming its key and what is valid, exit 2,
 nothing written; the rules live beside the pieces that read the values."""
-import contextlib
 import dataclasses
-import io
 import subprocess
 import sys
 
@@ -69,7 +67,8 @@ BAD = [
     (["metrics.ssim_sigma=abc"], "metrics.ssim_sigma must be a number > 0, got 'abc'"),
     (["metrics.hog_cell_px=abc"], "metrics.hog_cell_px must be null or an integer >= 1, got 'abc'"),
     (["metrics.ssim_gaussian=maybe"], "metrics.ssim_gaussian must be true or false, got 'maybe'"),
-    (["metrics.metrics=5"], "metrics.metrics must be "),
+    (["metrics.metrics=5"], "metrics.metrics must be a metric name or a list of metric names, got 5"),
+    (["data=folder"], "data.path must be a folder of images or a glob, got '???'"),
     (["metrics=repairs", "metrics.emprt_bins=0"], "metrics.emprt_bins must be an integer >= 1 or one of auto, fd"),
     (["model.input.size=[0,0]"], "model.input.size must be null or a list of 2 values, each an integer >= 1"),
     (["model.input.value_range=[1,0]"], "model.input.value_range must be [low, high] with low < high"),
@@ -104,42 +103,48 @@ def test_every_setting_has_a_rule():
     assert fields == set(metric_settings.RULES)
 
 
-def _main(*args):
-    """`harness ...` in this process (as the console script runs it): (exit status, stderr)."""
-    argv, stderr = sys.argv, io.StringIO()
-    sys.argv = ["harness", *args]
-    try:
-        with contextlib.redirect_stderr(stderr), pytest.raises(SystemExit) as done:
-            cli.main()
-    finally:
-        sys.argv = argv
-    return done.value.code, stderr.getvalue()
+def test_the_command_checks_before_loading_a_model(monkeypatch):
+    """`harness` (cli.command, each run and sweep job) refuses a bad value before it loads a model."""
+    from harness import models, runner
+
+    def must_not_run(*_, **__):
+        raise AssertionError("reached past the check")
+
+    monkeypatch.setattr(runner, "run", must_not_run)
+    monkeypatch.setattr(models, "load_model", must_not_run)
+    with pytest.raises(HarnessError, match="method.samples must be an integer >= 1, got 'abc'"):
+        cli.command(composed("method=smoothgrad", "method.samples=abc"))
 
 
+def _cli(tmp_path, *overrides):
+    return subprocess.run([*HARNESS, f"model.source={CHEAP_CNN}", "data.count=1", "progress=false",
+                           f"results_dir={tmp_path / 'results'}", *overrides],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=600)
+
+
+def _one_error(done, message):
+    errors = [line for line in done.stderr.splitlines() if line.startswith("harness:")]
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert len(errors) == 1 and errors[0].startswith(f"harness: error: {message}"), done.stderr
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("overrides, message", [
-    (["seed=-1"], "seed must be an integer >= 0"),  # NumPy: ValueError, expected non-negative
-    (["method=smoothgrad", "method.samples=abc"], "method.samples must be an integer >= 1"),  # int('abc')
-    (["method=occlusion", "method.stride=0"], "method.stride must be an integer >= 1"),
+    (["seed=-1"], "seed must be an integer >= 0"),  # was NumPy's ValueError (negative seed), a traceback
+    (["method=occlusion", "method.stride=abc"], "method.stride must be an integer >= 1"),  # int('abc')
     (["metrics.ssim_window=abc"], "metrics.ssim_window must be an odd integer >= 3"),  # int('abc')
     (["methods=[{samples:3}]"], "methods[0] must be a method name or a mapping"),  # KeyError: 'name'
-    (["schedule.std=0"], "schedule.std must be a number > 0"),  # every kernel zero: a failed self-check
+    (["schedule.scheme=uniform", "schedule.low=1", "schedule.high=0"], "schedule.low must be below"),
+    (["model.input.size=[0,0]"], "model.input.size must be null or a list of 2 values"),
 ])
-def test_cli_refuses_a_bad_value_before_loading_anything(tmp_path, monkeypatch, overrides, message):
-    monkeypatch.chdir(tmp_path)
-    code, stderr = _main(f"model.source={CHEAP_CNN}", "data.count=1", f"results_dir={tmp_path / 'results'}",
-                         "progress=false", *overrides)
-    errors = [line for line in stderr.splitlines() if line.startswith("harness:")]
-    assert code == 2 and len(errors) == 1, stderr
-    assert errors[0].startswith(f"harness: error: {message}") and "Traceback" not in stderr, stderr
+def test_cli_refuses_a_bad_value_with_one_line(tmp_path, overrides, message):
+    _one_error(_cli(tmp_path, *overrides), message)
     assert not list(tmp_path.iterdir())  # no results folder, no Hydra log
 
 
 def test_the_console_script_says_one_line(tmp_path):
-    """The same through a fresh process, as a user runs it."""
-    done = subprocess.run([*HARNESS, f"model.source={CHEAP_CNN}", "method=smoothgrad", "method.samples=abc",
-                           f"results_dir={tmp_path / 'results'}"], capture_output=True, text=True, cwd=tmp_path,
-                          timeout=600)
-    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
-    assert [line for line in done.stderr.splitlines() if line.startswith("harness:")] == [
-        "harness: error: method.samples must be an integer >= 1, got 'abc'"]
+    """A bad value through the real command line: one line, exit 2, nothing written (it was int('abc')'s
+    traceback, after the model was loaded and the run folder made)."""
+    _one_error(_cli(tmp_path, "method=smoothgrad", "method.samples=abc"),
+               "method.samples must be an integer >= 1, got 'abc'")
     assert not list(tmp_path.iterdir())

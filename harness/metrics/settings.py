@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from harness.config import FLAG, NULL, TEXT, check, list_of, number, one_of, whole
+from harness.config import FLAG, NULL, TEXT, Rule, check, list_of, number, one_of, whole
 from harness.errors import HarnessError
 from harness.metrics.entropy import BIN_RULES
 from harness.metrics.metrics import metric_names
@@ -20,7 +20,7 @@ SSIM_HOG_MAPS: tuple[str, ...] = ("raw01", "abs01")
 #: What each setting may be (`metrics` itself: registered names, checked in MetricSettings). A new
 #: setting is a field of MetricSettings and a rule here (a test checks every field has one).
 RULES = {
-    "metrics": TEXT | list_of(TEXT),
+    "metrics": Rule((TEXT | list_of(TEXT)).test, "a metric name or a list of metric names"),
     "ssim_window": whole(3, odd=True),
     "ssim_gaussian": FLAG,
     "ssim_sigma": number(above=0),
