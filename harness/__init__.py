@@ -5,3 +5,23 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 __version__ = "0.1.0"
+
+# The Python API (harness.api, docs/api.md), imported on first use: `import harness` stays cheap
+# (no TensorFlow, no Hydra) and changes nothing process-wide beyond the log level above.
+_API = ("sanity_check", "explain", "load", "Result", "HarnessError")
+
+
+def __getattr__(name: str):
+    if name == "HarnessError":
+        from harness.errors import HarnessError
+
+        return HarnessError
+    if name in _API:
+        from harness import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'harness' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_API])

@@ -9,13 +9,17 @@
 - `keras_applications:NAME`           `keras.applications.NAME` (weights: null or a local file)
 - `deeplabv3plus:BACKBONE`            DeepLab v3+ on a keras.applications ResNet (harness.zoo.deeplab;
                                       weights: null or a local file; a segmentation model)
+- `memory:DIGEST`                     a Keras model object of this process (`register_model`, used by
+                                      harness.sanity_check: docs/api.md)
 """
 from __future__ import annotations
 
 import hashlib
+import weakref
 from pathlib import Path
 from typing import Any, Mapping
 
+import numpy as np
 
 from harness.errors import HarnessError
 from harness.models.backends import KerasBackend, SavedModelBackend
@@ -38,6 +42,8 @@ def classify(source: str) -> str:
         return "keras_applications"
     if source.startswith("deeplabv3plus:"):
         return "deeplabv3plus"
+    if source.startswith("memory:"):
+        return "memory"
     if source.startswith(("http://", "https://")):
         return "hub"
     path = Path(source).expanduser()
@@ -61,7 +67,7 @@ def load_model(cfg: Mapping[str, Any], log=print) -> ModelUnderTest:
     kind = classify(source)
     loader = {"builtin": _load_builtin, "hub": _load_hub, "saved_model": _load_saved_model,
               "keras_file": _load_keras_file, "keras_applications": _load_keras_applications,
-              "deeplabv3plus": _load_deeplab}[kind]
+              "deeplabv3plus": _load_deeplab, "memory": _load_memory}[kind]
     from harness import segmentation
 
     model = loader(source, cfg, log)
@@ -241,6 +247,39 @@ def initializer_spec(initializer) -> dict | None:
         return {"kind": "variance_scaling", "scale": config["scale"], "mode": config["mode"],
                 "distribution": config["distribution"]}
     return None
+
+
+# -- in memory ------------------------------------------------------------------------------------
+# Model objects handed to harness.sanity_check / harness.explain, by source string. Weakly held: the
+# caller's variable keeps a model alive, the registry never does.
+_MEMORY: "weakref.WeakValueDictionary[str, Any]" = weakref.WeakValueDictionary()
+
+
+def register_model(model) -> str:
+    """The source string (`memory:DIGEST`) under which `model`, a Keras 3 model object, loads. The
+    digest covers its structure (config JSON) and every weight's path, dtype, shape and bytes: the
+    same model gives the same source, so the same run key, on every call."""
+    import keras
+
+    if not isinstance(model, keras.Model):
+        raise HarnessError(f"model {type(model).__name__!r} is not a Keras 3 model; give a keras.Model or a source "
+                           "string (builtin:NAME, a .keras/.h5 file, a SavedModel folder, a TF-Hub handle)")
+    digest = hashlib.sha256(model.to_json().encode())
+    for v in model.variables:
+        value = np.ascontiguousarray(keras.ops.convert_to_numpy(v.value))
+        digest.update(f"{v.path}|{value.dtype}|{value.shape}|".encode())
+        digest.update(value.tobytes())
+    source = f"memory:{digest.hexdigest()[:16]}"
+    _MEMORY[source] = model
+    return source
+
+
+def _load_memory(source: str, cfg, log) -> ModelUnderTest:
+    model = _MEMORY.get(source)
+    if model is None:
+        raise HarnessError(f"model source {source!r}: no model object of this process has that digest "
+                           "(memory: sources come from harness.sanity_check)")
+    return _from_keras(model, cfg, kind="memory", identity=source, log=log)
 
 
 # -- shared -----------------------------------------------------------------------------------------

@@ -1,0 +1,287 @@
+"""The harness from Python (docs/api.md): `sanity_check` a model object or source, get a `Result`.
+
+There is one code path: `sanity_check` composes the Hydra config the `harness` command composes from
+the same conf/ folder, runs the same config check (harness.config.check_config) and calls the same
+`harness.runner.run`; a `Result` reads the run folder through harness.results.
+"""
+from __future__ import annotations
+
+import html
+import shutil
+import tempfile
+import weakref
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+
+from harness.errors import HarnessError
+
+GROUPS = ("schedule", "metrics", "experiment")
+
+
+def sanity_check(model, images, *, methods: Iterable[Any] | str = ("gradient",), schedule: str = "cascading",
+                 metrics: str = "paper", labels=None, target: str = "predicted", blocks=None, seed: int = 0,
+                 results_dir=None, value_range=None, log=print, **overrides) -> "Result":
+    """Run a sanity check as `harness model=... method=...` would and return its `Result`.
+
+    model: a Keras 3 model object, or any source the CLI takes (a model config name such as
+    mnist_cnn, builtin:NAME, a .keras/.h5 file, a SavedModel folder, a TF-Hub handle).
+    images: a NumPy array [N, H, W, C] (or [N, H, W]) in `value_range` (default: the model config's
+    input range), or a data config name (mnist) or a folder / glob of image files.
+    methods: names or {"name": ..., **settings} mappings, as in configs.
+    blocks: a model.blocks mapping ({"depth": 2} or {"names": [...]}).
+    overrides: any other config key, dotted keys through **{"data.count": 2} or with `__` for `.`
+    (data__count=2).
+    With results_dir=None the run goes to a temporary folder kept until the Result is closed or saved.
+    """
+    from harness import runner
+    from harness.config import check_config
+
+    cfg = compose_config(model, images, methods=methods, schedule=schedule, metrics=metrics, labels=labels,
+                         target=target, blocks=blocks, seed=seed, results_dir=results_dir,
+                         value_range=value_range, overrides=overrides)
+    check_config(cfg)  # every value, before a model is loaded or a folder made (as the CLI)
+    from harness.tf_logging import import_tensorflow_quietly
+
+    import_tensorflow_quietly()
+    temporary = results_dir is None
+    if temporary:
+        cfg.results_dir = tempfile.mkdtemp(prefix="harness-")
+    try:
+        folder = runner.run(cfg, log=log)
+    except BaseException:
+        if temporary:  # a refused call leaves nothing behind
+            shutil.rmtree(cfg.results_dir, ignore_errors=True)
+        raise
+    return Result(folder, temporary=Path(cfg.results_dir) if temporary else None)
+
+
+def compose_config(model, images, *, methods=("gradient",), schedule="cascading", metrics="paper", labels=None,
+                   target="predicted", blocks=None, seed=0, results_dir=None, value_range=None,
+                   overrides: Mapping[str, Any] | None = None):
+    """The DictConfig the CLI composes for these arguments (conf/config.yaml and its groups)."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf, open_dict
+
+    from harness.cli import check_group_choices
+    from harness.config import CONFIG_DIR
+
+    labels = None if labels is None else [int(v) for v in np.asarray(labels).ravel()]
+    pixels = None if isinstance(images, (str, Path)) else _as_pixels(images, labels)
+    methods = [methods] if isinstance(methods, (str, Mapping)) else list(methods)
+    if not methods:
+        raise HarnessError("methods is empty; give at least one method name")
+    names = [m if isinstance(m, str) else None for m in methods]
+    choices = [*_model_choice(model), *_data_choice(images), f"schedule={schedule}", f"metrics={metrics}"]
+    if len(methods) == 1 and names[0]:  # one method by name: the CLI's `method=NAME`, the same run key
+        choices.append(f"method={names[0]}")
+    check_group_choices(choices)  # an unknown choice: the CLI's one line
+    settings = {"target": target, "seed": seed, **({"results_dir": str(results_dir)} if results_dir else {})}
+    if value_range is not None:
+        settings["model.input.value_range"] = [float(v) for v in value_range]
+    if labels is not None:
+        settings["data.labels"] = labels
+    if blocks is not None:
+        settings["model.blocks"] = dict(blocks)
+    if len(methods) > 1 or not names[0]:
+        settings["methods"] = [m if isinstance(m, str) else dict(m) for m in methods]
+    settings |= {key.replace("__", "."): value for key, value in (overrides or {}).items()}
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=[c for c in choices if not c.startswith("+")])
+    with open_dict(cfg):
+        for key, value in settings.items():
+            if OmegaConf.select(cfg, key, default=_ABSENT) is _ABSENT and not key.startswith(("data.", "methods")):
+                raise HarnessError(f"unknown setting {key!r}; see `harness --help` for the config's keys")
+            OmegaConf.update(cfg, key, value, merge=False, force_add=True)
+        for choice in choices:
+            if choice.startswith("+"):
+                key, _, value = choice[1:].partition("=")
+                OmegaConf.update(cfg, key, value, force_add=True)
+        if pixels is not None:  # mapped from the model's input range to [0, 1], as image files are
+            from harness.data import register_images
+
+            low, high = cfg.model.input.value_range
+            cfg.data.array = register_images((pixels - low) / (high - low))
+    return cfg
+
+
+_ABSENT = object()
+
+
+def _model_choice(model) -> list[str]:
+    """Group choice and source overrides for a model object or source string."""
+    from harness.config import group_options
+
+    if not isinstance(model, (str, Path)):
+        from harness.models.sources import register_model
+
+        return ["model=keras_file", f"+model.source={register_model(model)}"]
+    source = str(model)
+    if source in group_options("model"):
+        return [f"model={source}"]
+    base = source.removeprefix("builtin:").split("@")[0]
+    if source.startswith("builtin:") and base in group_options("model"):  # the CLI's model=NAME model.source=...
+        return [f"model={base}", f"+model.source={source}"]
+    return ["model=keras_file", f"+model.source={source}"]
+
+
+def _data_choice(images) -> list[str]:
+    from harness.config import group_options
+
+    if not isinstance(images, (str, Path)):
+        return ["data=folder", "+data.source=array", "+data.path=array"]
+    if str(images) in group_options("data"):
+        return [f"data={images}"]
+    return ["data=folder", f"+data.path={images}"]
+
+
+def _as_pixels(images, labels) -> np.ndarray:
+    """An array or tensor [N, H, W, C] ([N, H, W]: one channel) as float32, checked before anything runs."""
+    pixels = np.asarray(images, dtype=np.float32)
+    if pixels.ndim == 3:
+        pixels = pixels[..., None]
+    if pixels.ndim != 4 or not pixels.shape[0]:
+        raise HarnessError(f"images of shape {list(np.shape(images))}: give an array [N, H, W, C] with N >= 1")
+    if not np.all(np.isfinite(pixels)):
+        raise HarnessError("images hold NaN or inf pixels")
+    if labels is not None and len(labels) != len(pixels):
+        raise HarnessError(f"data.labels has {len(labels)} entries for {len(pixels)} images")
+    return pixels
+
+
+def explain(model, images, method: str, *, target: str = "predicted", labels=None, seed: int = 0,
+            value_range=None, **settings) -> np.ndarray:
+    """One method's maps of the trained model, computed as the runner computes a run's original
+    maps (the same method call, settings, target classes and seeded draws): [N, H, W] or [N, H, W, C]."""
+    from harness.config import check_config
+    from harness.models import load_model
+    from harness.runner import Plan, Runner
+
+    cfg = compose_config(model, images, methods=[{"name": method, **settings}], labels=labels, target=target,
+                         seed=seed, value_range=value_range,
+                         overrides={"controls": None, "map_cache": False, "progress": False})
+    check_config(cfg)
+    from harness.data import load_images
+
+    plan = Plan.from_config(cfg)
+    loaded = load_model(plan.config["model"], log=lambda _: None)
+    image_set = load_images(plan.config["data"], loaded.input_spec.size, loaded.input_spec.channels)
+    if plan.target == "label" and image_set.labels is None:
+        raise HarnessError("target 'label' needs labels")
+    run = Runner(plan, loaded, image_set, Path(tempfile.gettempdir()) / "unused", log=lambda _: None)
+    step0 = run.steps[0]
+    run.trained_argmax = run._argmax(loaded.predict(run.x), step0)
+    return run.maps(plan.methods[0], step0, run.targets(step0))
+
+
+class Result:
+    """A run folder's tables, maps and report (harness.results' format, docs/results-format.md)."""
+
+    def __init__(self, folder, temporary: Path | None = None):
+        from harness.results import RECORD, SUMMARY
+
+        self.folder = Path(folder)
+        if not (self.folder / SUMMARY).is_file() or not (self.folder / RECORD).is_file():
+            raise HarnessError(f"{str(self.folder)!r} is not a finished run folder (no summary.csv and run.json)")
+        self._temporary = temporary
+        # The temporary folder goes when the Result does (or at exit), unless saved first.
+        self._cleanup = weakref.finalize(self, shutil.rmtree, str(temporary), True) if temporary else None
+
+    # -- tables ----------------------------------------------------------------------------------
+    @property
+    def scores(self):
+        from harness.results import SCORES, read_table
+
+        return read_table(self.folder / SCORES)
+
+    @property
+    def summary(self):
+        from harness.results import SUMMARY, read_table
+
+        return read_table(self.folder / SUMMARY)
+
+    @property
+    def verdicts(self):
+        from harness import verdicts
+        from harness.results import VERDICTS, read_table
+
+        path = self.folder / VERDICTS
+        if not path.is_file():  # a folder from before verdicts.csv: computed as `harness verdicts` does
+            return verdicts.folder_verdicts(self.folder)
+        table = read_table(path)
+        text = [c for c in ("experiment", "test", "direction", "rule", "verdict", "reason", "calibration")
+                if c in table.columns]
+        table[text] = table[text].fillna("").astype(str)  # empty cells are "", as verdict_table makes them
+        return table
+
+    @property
+    def record(self):
+        from harness.results import RunRecord
+
+        return RunRecord.read(self.folder)
+
+    def maps(self, method: str, step: int) -> np.ndarray:
+        """The kept maps (the first maps_to_keep images) of a method label at a schedule step."""
+        from harness.results import MAPS, maps_key, split_maps_key
+
+        with np.load(self.folder / MAPS) as archive:
+            key = maps_key(method, int(step))
+            if key not in archive.files:
+                valid = sorted({f"{k[0]}@{k[1]}" for k in map(split_maps_key, archive.files) if k})
+                raise HarnessError(f"no maps for method {method!r} at step {step}; valid (method@step): {', '.join(valid)}")
+            return archive[key]
+
+    # -- files -----------------------------------------------------------------------------------
+    def report(self, path=None) -> Path:
+        """The HTML report (harness-report's); with `path`, the report folder is copied there."""
+        from harness.report import build_report
+
+        page = Path(build_report(self.folder))
+        if path is None:
+            return page
+        shutil.copytree(page.parent, path, dirs_exist_ok=True)
+        return Path(path) / page.name
+
+    def save(self, path) -> "Result":
+        """Copy the run folder to `path` (which must not exist); the Result reads from there after."""
+        path = Path(path)
+        if path.exists():
+            raise HarnessError(f"{str(path)!r} exists; save to a new folder")
+        shutil.copytree(self.folder, path, ignore=shutil.ignore_patterns(".lock"))
+        self.close()
+        self.folder = path
+        return self
+
+    def close(self) -> None:
+        """Remove the temporary folder of an unsaved run (nothing for a folder given or saved)."""
+        if self._cleanup is not None:
+            self._cleanup()
+            self._cleanup = None
+
+    def __enter__(self) -> "Result":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- display ---------------------------------------------------------------------------------
+    def _matrix(self) -> str:
+        from harness import verdicts
+
+        table = self.verdicts
+        if not len(table):
+            return "no test in this folder has a verdict (no randomization step read)"
+        return verdicts.matrix(table)
+
+    def __repr__(self) -> str:
+        return f"Result({str(self.folder)!r})\n{self._matrix()}"
+
+    def _repr_html_(self) -> str:
+        return (f"<p><code>{html.escape(str(self.folder))}</code></p>"
+                f"<pre>{html.escape(self._matrix())}</pre>")
+
+
+def load(path) -> Result:
+    """A run folder written by the CLI or by `sanity_check`, as a Result."""
+    return Result(path)
