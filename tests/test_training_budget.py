@@ -189,9 +189,7 @@ def test_shared_near_zero_fraction():
 def test_budget_table_reads_each_snapshots_run(tmp_path):
     """One run folder per snapshot -> rows (steps, method) with the logits step's |Spearman| and the
     shared-near-zero fraction of the kept maps; markdown and figure from it."""
-    import pandas as pd
-
-    from harness.results import SUMMARY_COLUMNS, maps_key
+    from harness.results import maps_key
     from harness.zoo import study
 
     for steps, value in ((5000, 0.4), (1200, 0.1)):
@@ -202,7 +200,7 @@ def test_budget_table_reads_each_snapshots_run(tmp_path):
         rows = [[model, m, m, "cascading", step, block, "spearman_abs", 3, v, 0.1, 0.05, v - 0.1, v + 0.1, 0]
                 for m in ("gradient", "gradcam") for step, block, v in ((0, "original", 1.0), (1, "logits", value))]
         rows.append([model, "gradient", "gradient", "cascading", 1, "logits", "ssim", 3, 0.9, 0, 0, 0.9, 0.9, 0])
-        pd.DataFrame(rows, columns=SUMMARY_COLUMNS).to_csv(run / "summary.csv", index=False)
+        _summary(rows).to_csv(run / "summary.csv", index=False)
         trained = np.ones((3, 4, 5, 1))
         trained[:, 0] = 0.0  # 5 of 20 pixels near zero ...
         logits = np.ones((3, 4, 5, 1))
@@ -251,18 +249,24 @@ def test_a_snapshot_exported_by_a_running_trainer_is_used_at_once(cache, monkeyp
             timers[1].cancel()
 
 
-def _cascade_run(folder, model: str, curves: dict[str, list[float]]) -> None:
-    """A fabricated run folder: `model`'s cascading |Spearman| means per method (steps 1, 2, ...)."""
+def _summary(rows):
+    """summary.csv rows given up to n_degenerate; the columns after it (counts) are 0."""
     import pandas as pd
 
     from harness.results import SUMMARY_COLUMNS
 
+    named = SUMMARY_COLUMNS[:SUMMARY_COLUMNS.index("n_degenerate") + 1]
+    return pd.DataFrame(rows, columns=named).reindex(columns=SUMMARY_COLUMNS, fill_value=0)
+
+
+def _cascade_run(folder, model: str, curves: dict[str, list[float]]) -> None:
+    """A fabricated run folder: `model`'s cascading |Spearman| means per method (steps 1, 2, ...)."""
     run = folder / "runs" / model.replace("@", "-")
     run.mkdir(parents=True)
     (run / "run.json").write_text(json.dumps({"config": {"model": {"source": f"builtin:{model}"}}}))
     rows = [[model, m, m, "cascading", step, f"block{step}", "spearman_abs", 3, v, 0.1, 0.05, v - 0.1, v + 0.1, 0]
             for m, values in curves.items() for step, v in enumerate([1.0, *values])]
-    pd.DataFrame(rows, columns=SUMMARY_COLUMNS).to_csv(run / "summary.csv", index=False)
+    _summary(rows).to_csv(run / "summary.csv", index=False)
 
 
 def test_budget_table_keeps_recipes_apart(tmp_path):
