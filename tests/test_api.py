@@ -1,0 +1,150 @@
+"""The Python API (harness.api, docs/api.md): the CLI's config, runner and files, from a notebook."""
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import harness
+from harness.errors import HarnessError
+from conftest import CHEAP_CNN, tiny_cnn
+
+HARNESS = [sys.executable, "-c", "from harness.cli import main; main()"]
+ROOT = Path(__file__).resolve().parents[1]
+QUIET = {"progress": False, "log": lambda *_: None}
+
+
+def _trained_tiny(steps: int = 5):
+    """The tests' tiny 8x8 CNN after a few Adam steps on seeded noise (weights off their initializers)."""
+    import keras
+
+    model = tiny_cnn(seed=3)
+    model.compile(optimizer=keras.optimizers.Adam(1e-2),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    rng = np.random.default_rng(0)
+    model.fit(rng.random((20, 8, 8, 1), np.float32), rng.integers(0, 3, 20), epochs=steps, batch_size=20, verbose=0)
+    return model
+
+
+def _tiny_images(n: int = 3) -> np.ndarray:
+    return np.random.default_rng(1).random((n, 8, 8, 1)).astype(np.float32)
+
+
+def test_import_harness_imports_neither_tensorflow_nor_hydra():
+    code = ("import sys, harness; harness.HarnessError; harness.sanity_check; "
+            "print(sorted(m for m in ('tensorflow', 'keras', 'hydra') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
+@pytest.fixture(scope="module")
+def cli_run(tmp_path_factory):
+    """The CLI's run of the cheap CNN on two MNIST images with one method (no map cache)."""
+    results = tmp_path_factory.mktemp("cli")
+    done = subprocess.run([*HARNESS, f"model.source={CHEAP_CNN}", "data.count=2", "method=gradient",
+                           f"results_dir={results}", "progress=false", "map_cache=false"],
+                          capture_output=True, text=True, cwd=results, timeout=600)
+    assert done.returncode == 0, done.stderr
+    return Path(done.stdout.strip().splitlines()[-1].removeprefix("results: "))
+
+
+@pytest.mark.slow
+def test_api_and_cli_write_the_same_run_byte_for_byte(cli_run, tmp_path):
+    result = harness.sanity_check(CHEAP_CNN, "mnist", methods="gradient", data__count=2, map_cache=False,
+                                  results_dir=tmp_path, **QUIET)
+    assert result.folder.name == cli_run.name  # the same config, so the same run key
+    for name in ("scores.csv", "summary.csv", "verdicts.csv"):
+        assert (result.folder / name).read_bytes() == (cli_run / name).read_bytes(), name
+
+
+@pytest.mark.slow
+def test_load_of_a_cli_folder_gives_its_tables(cli_run):
+    from harness.results import read_table
+
+    result = harness.load(cli_run)
+    pd.testing.assert_frame_equal(result.scores, read_table(cli_run / "scores.csv"))
+    pd.testing.assert_frame_equal(result.summary, read_table(cli_run / "summary.csv"))
+    assert list(result.verdicts["test"]) == list(pd.read_csv(cli_run / "verdicts.csv")["test"])
+    with np.load(cli_run / "maps.npz") as archive:
+        np.testing.assert_array_equal(result.maps("gradient", 3), archive["gradient/3"])
+    assert "MPRT cascading" in repr(result) and "<pre>" in result._repr_html_()
+
+
+def test_in_memory_model_and_its_keras_file_give_the_same_scores(tmp_path):
+    model = _trained_tiny()
+    path = tmp_path / "tiny.keras"
+    model.save(path)
+    images = _tiny_images()
+    settings = {"methods": ["gradient", "integrated_gradients"], "results_dir": tmp_path / "results", **QUIET}
+    in_memory = harness.sanity_check(model, images, **settings)
+    from_file = harness.sanity_check(str(path), images, **settings)
+    assert in_memory.record.model["source_kind"] == "memory"
+    assert in_memory.folder != from_file.folder  # the source is part of the config
+    assert in_memory.record.contents["model"] == from_file.record.contents["model"]  # the same weights
+    for name in ("scores.csv", "summary.csv"):
+        assert (in_memory.folder / name).read_bytes() == (from_file.folder / name).read_bytes(), name
+    # The same model object again: the same source digest, so the same run folder (resumed, not redone).
+    again = harness.sanity_check(model, images, **settings)
+    assert again.folder == in_memory.folder
+
+
+def test_explain_gives_the_runs_original_maps(tmp_path):
+    model = _trained_tiny()
+    images = _tiny_images(4)
+    result = harness.sanity_check(model, images, methods=[{"name": "smoothgrad", "samples": 3}],
+                                  results_dir=tmp_path, controls=None, **QUIET)
+    maps = harness.explain(model, images, "smoothgrad", samples=3)
+    assert maps.shape[0] == 4
+    np.testing.assert_array_equal(maps, result.maps("smoothgrad", 0))
+
+
+def test_temporary_folder_lives_until_close_or_save(tmp_path):
+    result = harness.sanity_check(_trained_tiny(1), _tiny_images(2), controls=None, **QUIET)
+    temporary = result.folder
+    assert temporary.is_dir()
+    saved = result.save(tmp_path / "kept")
+    assert not temporary.exists() and (saved.folder / "run.json").is_file()
+    assert harness.load(tmp_path / "kept").summary.equals(saved.summary)
+
+
+def _cli_error(*args) -> str:
+    done = subprocess.run([*HARNESS, *args], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert done.returncode == 2
+    return done.stderr.strip().splitlines()[-1].removeprefix("harness: error: ")
+
+
+@pytest.mark.parametrize("arguments, message", [
+    ({"methods": ["gradient", "saliency_magic"]}, "unknown saliency method 'saliency_magic'; valid: "),
+    ({"methods": "saliency_magic"}, "unknown method 'saliency_magic'; valid: "),
+    ({"labels": [1, 2]}, "data.labels has 2 entries for 3 images"),
+    ({"images": np.zeros((3, 8, 8, 3), np.float32)}, "image 'array_0000' has 3 channels; the model takes 1"),
+    ({"images": np.zeros((8, 8), np.float32)}, "images of shape [8, 8]: give an array [N, H, W, C]"),
+    ({"seed": -1}, "seed must be an integer >= 0, got -1"),
+    ({"schedule": "sideways"}, "unknown schedule 'sideways'; valid: "),
+])
+def test_bad_arguments_raise_before_anything_is_written(tmp_path, arguments, message):
+    arguments = {"images": _tiny_images(), **arguments}
+    results = tmp_path / "results"
+    with pytest.raises(HarnessError) as caught:
+        harness.sanity_check(tiny_cnn(), results_dir=results, **arguments, **QUIET)
+    assert str(caught.value).startswith(message)
+    assert not [p for p in tmp_path.rglob("*") if p.is_file()]
+
+
+def test_api_messages_are_the_clis(tmp_path):
+    for api_args, cli_args in [({"methods": "saliency_magic"}, ["method=saliency_magic"]),
+                               ({"seed": -1}, ["seed=-1"])]:
+        with pytest.raises(HarnessError) as caught:
+            harness.sanity_check(CHEAP_CNN, "mnist", results_dir=tmp_path, **api_args, **QUIET)
+        assert str(caught.value) == _cli_error(*cli_args, f"results_dir={tmp_path}")
+
+
+@pytest.mark.slow
+def test_quickstart_example_runs():
+    done = subprocess.run([sys.executable, "examples/quickstart.py"], capture_output=True, text=True,
+                          cwd=ROOT, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "MPRT cascading" in done.stdout
