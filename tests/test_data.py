@@ -131,3 +131,16 @@ def test_16_bit_pngs_decoded_as_int32_are_scaled_by_65535(tmp_path, monkeypatch)
     np.testing.assert_allclose(image, GREY16[..., None] / 65535, atol=1e-6)
     with pytest.raises(HarnessError, match=r"int32 pixels outside 0\.\.65535"):
         data._as_float(np.array([[-1, 70000]], np.int32))
+
+
+def test_alpha_is_said_once_for_all_images(tmp_path):
+    from skimage import io
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for name in ("a.png", "b.png", "c.png"):
+        io.imsave(folder / name, np.dstack([RGB, np.full((5, 6), 255, np.uint8)]), check_contrast=False)
+    said = []
+    images = data.load_images({"source": "folder", "path": str(folder)}, (4, 4), 3, log=said.append)
+    assert images.images.shape == (3, 4, 4, 3)
+    assert len(said) == 1 and said[0].startswith("note: 3 of 3 images have an alpha channel"), said
