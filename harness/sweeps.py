@@ -9,8 +9,9 @@ ran the jobs and wherever:
   `failure.json` (the error that stopped it); a job killed from outside (out of memory, a timeout,
   scancel) leaves neither;
 - at the sweep's end, in the launching process, after the launcher returned: the finished jobs'
-  `scores.csv`, `summary.csv` and `verdicts.csv` concatenated, `failures.csv` (job, overrides, error) for the others,
-  and a non-zero exit naming them.
+  `scores.csv`, `summary.csv` and `verdicts.csv` concatenated, each row led by its job's number and
+  swept overrides (the override keys whose values differ between jobs: `seed`, `schedule.scheme`,
+  ...), `failures.csv` (job, overrides, error) for the others, and a non-zero exit naming them.
 
 A job never raises into the launcher: Hydra's sweeper stops the whole sweep at the first job whose
 return value holds an exception, and the basic launcher lets a SystemExit through; recorded in the
@@ -109,18 +110,20 @@ def merge(sweep_dir: Path) -> Outcome:
     """Concatenate the finished jobs' tables (in job order) into `sweep_dir` and list the others in
     `failures.csv`. Reads only what finished jobs wrote: a run folder is read once its job has written
     the pointer, which it does after the run's last file."""
-    jobs = _jobs(sweep_dir)
+    jobs = read_jobs(sweep_dir)
     finished, failures = [], []
     for job in jobs:
         folder = sweep_dir / str(job["job"])
-        run_dir = _finished_run(folder)
+        run_dir = finished_run(folder)
         if run_dir is not None:
-            finished.append(run_dir)
+            finished.append((job, run_dir))
         else:
             failures.append({"job": job["job"], "overrides": " ".join(job["overrides"]), "error": _failure(folder)})
+    swept = swept_overrides(jobs)
     written = []
     for name in (SCORES, SUMMARY, VERDICTS):
-        tables = [read_table(d / name) for d in finished if (d / name).is_file()]  # runs before verdicts.csv: none
+        tables = [_with_job(read_table(d / name), job, swept) for job, d in finished
+                  if (d / name).is_file()]  # runs before verdicts.csv: none
         if tables:
             written.append(write_csv(sweep_dir / name, pd.concat(tables, ignore_index=True)))
     failed = pd.DataFrame.from_records(failures, columns=FAILURE_COLUMNS)
@@ -131,18 +134,57 @@ def merge(sweep_dir: Path) -> Outcome:
     return Outcome(len(jobs), written, failed)
 
 
-def _jobs(sweep_dir: Path) -> list[dict[str, Any]]:
-    """jobs.json; for a sweep folder written before it existed, the job folders that are there."""
+JOB_COLUMN = "job"
+
+
+def swept_overrides(jobs: list[dict[str, Any]]) -> dict[int, dict[str, str]]:
+    """Per job number, its overrides whose key has different values across the jobs (a key some jobs
+    lack counts as differing: those jobs get an empty cell). Keys as written, without Hydra's +/~."""
+    given = {job["job"]: dict(_key_value(o) for o in job["overrides"]) for job in jobs}
+    keys = list(dict.fromkeys(k for overrides in given.values() for k in overrides))
+    differ = [k for k in keys if len({overrides.get(k) for overrides in given.values()}) > 1]
+    return {num: {k: overrides.get(k, "") for k in differ} for num, overrides in given.items()}
+
+
+def _key_value(override: str) -> tuple[str, str]:
+    key, _, value = override.partition("=")
+    return key.lstrip("+~"), value
+
+
+def _with_job(table: pd.DataFrame, job: dict[str, Any], swept: dict[int, dict[str, str]]) -> pd.DataFrame:
+    """The job's table led by `job` and its swept overrides; a key that is already a column of the
+    table (`schedule=...` and the table's `schedule`) is named `override:<key>` so neither hides the other."""
+    columns = {JOB_COLUMN: job["job"]}
+    for key, value in swept.get(job["job"], {}).items():
+        columns[f"override:{key}" if key in table.columns or key == JOB_COLUMN else key] = value
+    lead = pd.DataFrame({k: [v] * len(table) for k, v in columns.items()}, index=table.index)
+    return pd.concat([lead, table], axis=1)
+
+
+def read_jobs(sweep_dir: Path) -> list[dict[str, Any]]:
+    """jobs.json; for a sweep folder written before it existed (or by a sweeper that chooses its jobs
+    as it goes), the job folders that are there with the overrides Hydra recorded in each."""
     import json
 
     listed = sweep_dir / JOBS
     if listed.is_file():
         return json.loads(listed.read_text())["jobs"]
     nums = sorted(int(p.name) for p in sweep_dir.iterdir() if p.is_dir() and p.name.isdigit())
-    return [{"job": num, "overrides": []} for num in nums]
+    return [{"job": num, "overrides": _hydra_overrides(sweep_dir / str(num))} for num in nums]
 
 
-def _finished_run(folder: Path) -> Path | None:
+def _hydra_overrides(folder: Path) -> list[str]:
+    """The task overrides Hydra wrote in a job folder (`.hydra/overrides.yaml`), or none."""
+    import yaml
+
+    path = folder / ".hydra" / "overrides.yaml"
+    try:
+        return [str(o) for o in yaml.safe_load(path.read_text()) or []]
+    except (OSError, yaml.YAMLError):
+        return []
+
+
+def finished_run(folder: Path) -> Path | None:
     pointer = folder / POINTER
     if not pointer.is_file():
         return None
@@ -235,7 +277,7 @@ def jobs_at_once() -> int:
 
     hydra = HydraConfig.get()
     listed = Path(hydra.sweep.dir) / JOBS
-    total = len(_jobs(listed.parent)) if listed.is_file() else os.cpu_count() or 1
+    total = len(read_jobs(listed.parent)) if listed.is_file() else os.cpu_count() or 1
     return concurrent_jobs(hydra.launcher, total)
 
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import pandas as pd
 
-from harness.results import CONTROL_SCHEDULE
+from harness.results import CONTROL_SCHEDULE, SUMMARY_COLUMNS
 
 #: Fewest images with a defined score for a pass or a fail.
 MIN_N = 10
@@ -105,19 +105,27 @@ def verdict_table(summary: pd.DataFrame, experiment: str | None = None, min_n: i
     """The verdict table of a summary (a run's, or merged with an `experiment` column)."""
     if "experiment" not in summary.columns:
         summary = summary.assign(experiment=experiment or "")
-    records = [_record(test, row, min_n) for test in TESTS for row in _rows(summary, test)]
-    table = pd.DataFrame.from_records(records, columns=VERDICT_COLUMNS)
-    return calibrate(_bounds(table, summary))
+    jobs = job_columns(summary)
+    records = [{**{c: row[c] for c in jobs}, **_record(test, row, min_n)}
+               for test in TESTS for row in _rows(summary, test, jobs)]
+    table = pd.DataFrame.from_records(records, columns=jobs + VERDICT_COLUMNS)
+    return calibrate(_bounds(table, summary, jobs), jobs)
 
 
-def _rows(summary: pd.DataFrame, test: Test):
-    """The summary rows a test reads: per (experiment, model, variant, metric), its block or last step."""
+def job_columns(summary: pd.DataFrame) -> list[str]:
+    """The columns a sweep's merged summary leads with (its job and swept overrides, harness.sweeps):
+    every row is judged within its job."""
+    return [c for c in summary.columns if c not in SUMMARY_COLUMNS and c != "experiment"]
+
+
+def _rows(summary: pd.DataFrame, test: Test, jobs: list[str]):
+    """The summary rows a test reads: per (job, experiment, model, variant, metric), its block or last step."""
     rows = summary[(summary["schedule"] == test.schedule) & summary["metric"].isin(test.metrics)]
     if test.block is not None:
         yield from (row for _, row in rows[rows["block"] == test.block].iterrows())
         return
     rows = rows[rows["step"] > 0]
-    for _, group in rows.groupby(["experiment", "model", "variant", "metric"], sort=False, dropna=False):
+    for _, group in rows.groupby([*jobs, "experiment", "model", "variant", "metric"], sort=False, dropna=False):
         yield group.loc[group["step"].idxmax()]
 
 
@@ -131,10 +139,10 @@ def _record(test: Test, row: pd.Series, min_n: int) -> dict:
             "verdict": verdict, "reason": reason, "calibration": "", "floor": math.nan, "ceiling": math.nan}
 
 
-def _bounds(table: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
+def _bounds(table: pd.DataFrame, summary: pd.DataFrame, jobs: list[str]) -> pd.DataFrame:
     """floor / ceiling: the mean of the variant's random_model / ceiling control on the same metric."""
     controls = summary[summary["schedule"] == CONTROL_SCHEDULE]
-    keys = ["experiment", "model", "variant", "metric"]
+    keys = [*jobs, "experiment", "model", "variant", "metric"]
     for column, block in (("floor", "random_model"), ("ceiling", "ceiling")):
         means = controls[controls["block"] == block].drop_duplicates(keys).set_index(keys)["mean"]
         if len(table) and len(means):
@@ -142,12 +150,13 @@ def _bounds(table: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
-def calibrate(table: pd.DataFrame) -> pd.DataFrame:
-    """Mark each (experiment, model, test, metric) whose model-free controls do not play their role
+def calibrate(table: pd.DataFrame, jobs: list[str] = ()) -> pd.DataFrame:
+    """Mark each (job, experiment, model, test, metric) whose model-free controls do not play their role
     (random attribution passes, edge detector fails) uninformative, naming the control's numbers."""
     table = table.copy()
     roles = {test.name: test.roles for test in TESTS}
-    for (_, _, name, _), group in table.groupby(["experiment", "model", "test", "metric"], sort=False, dropna=False):
+    for keys, group in table.groupby([*jobs, "experiment", "model", "test", "metric"], sort=False, dropna=False):
+        name = keys[-2]
         failed = [f"{method} {_value(row)} is {row['verdict']}, not {CONTROL_ROLES[method]}"
                   for method in roles.get(name, CONTROL_ROLES)
                   for _, row in group[group["method"] == method].iterrows() if row["verdict"] != CONTROL_ROLES[method]]
@@ -202,12 +211,15 @@ def matrix(table: pd.DataFrame) -> str:
     first metric; `*` marks a verdict the controls call uninformative on that model."""
     table = table[table["metric"].isin([t.metrics[0] for t in TESTS])]
     tests = [t.name for t in TESTS if t.name in set(table["test"])]
+    jobs = [c for c in table.columns if c not in VERDICT_COLUMNS]
     blocks = []
-    for (model, experiment), rows in table.groupby(["model", "experiment"], sort=False, dropna=False):
+    for keys, rows in table.groupby([*jobs, "model", "experiment"], sort=False, dropna=False):
+        *job, model, experiment = keys
         cells = rows.assign(cell=[_cell(r) for _, r in rows.iterrows()])
         grid = cells.pivot_table(index="variant", columns="test", values="cell", aggfunc="first", sort=False)
         grid = grid.reindex(columns=[t for t in tests if t in grid.columns]).fillna("-")
         title = f"{model}" + (f" ({experiment})" if isinstance(experiment, str) and experiment else "")
+        title += "".join(f", {c} {v}" for c, v in zip(jobs, job))
         blocks.append(f"{title}\n{grid.to_string()}")
     notes = "* uninformative on this model: a model-free control did not play its role (see verdicts.csv)"
     return "\n\n".join(blocks) + (f"\n\n{notes}" if (table["calibration"].str.startswith(UNINFORMATIVE)).any() else "")

@@ -87,7 +87,9 @@ def test_failed_job_keeps_the_others_and_a_rerun_resumes(tmp_path, tiny_saved_mo
     assert list(failures["job"]) == [1] and f"model.source={broken}" in failures["overrides"][0]
     assert "not a loadable SavedModel" in failures["error"][0]
     good_run = Path((sweep_dir / "0" / sweeps.POINTER).read_text())
-    assert (sweep_dir / "scores.csv").read_bytes() == (good_run / "scores.csv").read_bytes()
+    merged = pd.read_csv(sweep_dir / "scores.csv")
+    assert list(merged.columns[:2]) == ["job", "model.source"] and set(merged["model.source"]) == {str(path)}
+    pd.testing.assert_frame_equal(merged.drop(columns=["job", "model.source"]), pd.read_csv(good_run / "scores.csv"))
 
     shutil.rmtree(broken)
     shutil.copytree(path, broken)
@@ -115,7 +117,34 @@ def test_merge_lists_a_job_that_left_nothing(tmp_path):
     outcome = sweeps.merge(sweep_dir)
     assert outcome.jobs == 2 and list(outcome.failures["job"]) == [1]
     assert outcome.failures["overrides"][0] == "seed=1" and outcome.failures["error"][0] == sweeps.NO_RESULT
-    assert (sweep_dir / "scores.csv").read_bytes() == (run_dir / "scores.csv").read_bytes()
+    assert (sweep_dir / "scores.csv").read_text() == "job,seed,value\n0,0,1.0\n"  # job 0's row, named
+
+
+def test_a_seed_sweep_names_each_row_by_its_job(tmp_path):
+    """`seed=0,1`: the merged summary.csv and verdicts.csv lead with `job` and `seed` (what differs
+    between the jobs; data.count, the same in both, is no column), so no two rows are the same on
+    what names them; without `seed` they would be. `harness verdicts` and the sweep's report keep
+    the jobs apart."""
+    from conftest import CHEAP_CNN
+
+    from harness import verdicts
+    from harness.report.build import build_report
+    from harness.results import GROUP_COLUMNS
+
+    done, sweep_dir = sweep(f"model.source={CHEAP_CNN}", "seed=0,1", "data.count=2", "method=gradient",
+                            "schedule=cascading", f"results_dir={tmp_path / 'r'}", "progress=false", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary, table = pd.read_csv(sweep_dir / "summary.csv"), pd.read_csv(sweep_dir / "verdicts.csv")
+    for merged, names in ((summary, GROUP_COLUMNS), (table, ["model", "experiment", "variant", "test", "metric"])):
+        assert list(merged.columns[:2]) == ["job", "seed"] and "data.count" not in merged.columns
+        assert set(merged["seed"]) == {0, 1} and (merged["job"] == merged["seed"]).all()
+        assert not merged.duplicated(["seed", *names]).any()
+        assert merged.duplicated(names).any()  # the rows the column tells apart
+    shown = verdicts.matrix(verdicts.folder_verdicts(sweep_dir))
+    assert "seed 0" in shown and "seed 1" in shown
+    page = build_report(sweep_dir)
+    assert page.parent == sweep_dir / "report"
+    assert set(pd.read_csv(page.parent / "summary.csv")["experiment"]) == {"seed=0", "seed=1"}
 
 
 def test_unknown_launcher_is_one_line(tmp_path):

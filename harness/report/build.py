@@ -3,7 +3,7 @@
 Outputs, all written atomically and rebuilt from the result files alone (same files -> same bytes):
 `summary.csv` (the runs' summaries with a first column `experiment`), `verdicts.csv` (harness.verdicts),
 `figures/*.png`, `report.md` and `report.html`. They go into `folder`, or into `folder/report/` when `folder` is itself a run
-folder, so the runner's own `summary.csv` is never overwritten.
+or sweep folder, so the runner's (or the sweep's merged) `summary.csv` is never overwritten.
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 from harness.report.budget import EXPERIMENT as BUDGET_EXPERIMENT
 from harness.report.budget import budget_section
 from harness.report.gallery import FIGURES, map_figures, score_figures
-from harness.report.load import RUN_RECORD, Experiment, load_folder
+from harness.report.load import RUN_RECORD, Experiment, is_sweep, load_folder
 from harness.report.page import Heading, Paragraph, to_html, to_markdown
 from harness.report.paper import paper_section
 from harness.report.repairs import repairs_section
@@ -28,7 +28,7 @@ def build_report(folder: Path) -> Path:
     """Build the report for a results folder; returns the path of `report.html`."""
     folder = Path(folder)
     experiments = load_folder(folder)
-    out = folder / "report" if (folder / RUN_RECORD).is_file() else folder
+    out = folder / "report" if (folder / RUN_RECORD).is_file() or is_sweep(folder) else folder
     summary = merged_summary(experiments)
     write_csv(out / "summary.csv", summary)
     write_csv(out / VERDICTS, verdict_table(summary))

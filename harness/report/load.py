@@ -4,7 +4,9 @@ Layouts understood (docs/results-format.md describes a run folder):
 - a *run folder*: `run.json`, `scores.csv`, `summary.csv`, `maps.npz` (one experiment on its own);
 - a *reproduce folder*: one subfolder per experiment, holding either run folders at any depth
   (found by their `run.json`, which the runner writes last) or a `skipped.json`
-  {"experiment", "reason", "how_to_provide"}.
+  {"experiment", "reason", "how_to_provide"};
+- a *sweep folder* (harness.sweeps, docs/sweeps.md): each finished job is an experiment of its own,
+  named by its swept overrides (`seed=1`), in job order, so the report groups by them.
 
 The runs of one experiment must share their settings: a quick run (2 images, few samples) next to a
 full one, or the same run twice, would mix their numbers in one table and duplicate its groups, so
@@ -106,6 +108,8 @@ def load_folder(folder: Path) -> list[Experiment]:
         raise HarnessError(f"results folder {str(folder)!r} does not exist or is not a folder")
     if (folder / RUN_RECORD).is_file():
         return [Experiment(_run_name(folder), folder, [Run(folder)])]
+    if is_sweep(folder):
+        return _sweep_experiments(folder)
     experiments = [e for e in (_experiment(child) for child in sorted(folder.iterdir())) if e is not None]
     if not experiments:
         raise HarnessError(f"no run folders (with {RUN_RECORD}) and no {SKIPPED_RECORD} found under {str(folder)!r}")
@@ -189,6 +193,29 @@ def _experiment(path: Path) -> Experiment | None:
             "experiment": path.name, "reason": f"incomplete: no {RUN_RECORD} under {path}",
             "how_to_provide": "run the experiment again; a resumed run skips the finished parts"})
     return None
+
+
+def is_sweep(folder: Path) -> bool:
+    from harness.sweeps import JOBS, POINTER
+
+    return (folder / JOBS).is_file() or any(folder.glob(f"[0-9]*/{POINTER}"))
+
+
+def _sweep_experiments(folder: Path) -> list[Experiment]:
+    """A sweep folder's finished jobs, one experiment each, named by the job's swept overrides."""
+    from harness.sweeps import finished_run, read_jobs, swept_overrides
+
+    jobs = read_jobs(folder)
+    swept = swept_overrides(jobs)
+    experiments = []
+    for job in jobs:
+        run_dir = finished_run(folder / str(job["job"]))
+        if run_dir is not None:
+            name = " ".join(f"{k}={v}" for k, v in swept[job["job"]].items()) or f"job {job['job']}"
+            experiments.append(Experiment(name, run_dir, [Run(run_dir)]))
+    if not experiments:
+        raise HarnessError(f"no finished job in the sweep folder {str(folder)!r} (see its failures.csv)")
+    return experiments
 
 
 def _run_name(folder: Path) -> str:
