@@ -43,6 +43,7 @@ BAD = [
     (["method=smoothgrad", "method.samples=1.5"], "method.samples must be an integer >= 1, got 1.5"),
     (["method=smoothgrad", "method.spread=-1"], "method.spread must be a number >= 0, got -1"),
     (["method=smoothgrad", "method.spread=nan"], "method.spread must be a number >= 0, got nan"),
+    (["method=smoothgrad", "method.spread=inf"], "method.spread must be a number >= 0, got inf"),  # was NaN maps
     (["method=smoothgrad", "method.squared=maybe"], "method.squared must be true or false, got 'maybe'"),
     (["method=integrated_gradients", "method.steps=0"], "method.steps must be an integer >= 1, got 0"),
     (["method=integrated_gradients", "method.baseline=nope"], "unknown method.baseline 'nope'; valid: zeros, black"),
