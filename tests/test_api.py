@@ -62,14 +62,14 @@ def test_api_and_cli_write_the_same_run_byte_for_byte(cli_run, tmp_path):
 
 @pytest.mark.slow
 def test_load_of_a_cli_folder_gives_its_tables(cli_run):
-    from harness.results import read_table
+    from harness.results import maps_key, read_table
 
     result = harness.load(cli_run)
     pd.testing.assert_frame_equal(result.scores, read_table(cli_run / "scores.csv"))
     pd.testing.assert_frame_equal(result.summary, read_table(cli_run / "summary.csv"))
     assert list(result.verdicts["test"]) == list(pd.read_csv(cli_run / "verdicts.csv")["test"])
     with np.load(cli_run / "maps.npz") as archive:
-        np.testing.assert_array_equal(result.maps("gradient", 3), archive["gradient/3"])
+        np.testing.assert_array_equal(result.maps("gradient", 3), archive[maps_key("gradient", 3)])
     assert "MPRT cascading" in repr(result) and "<pre>" in result._repr_html_()
 
 
