@@ -11,11 +11,10 @@ Adding a method is one file plus one config: a module in this package whose func
 with `@register("name", ...)` (every module here is imported when the registry is first asked), and
 `conf/method/name.yaml`, the one place its default settings live (`register` reads them). What each
 setting may be is `setting_rules()`'s, by the setting's name (`samples` means the same everywhere); a
-setting of a new name declares its rule in `register(..., rules={...})` (a test checks every setting
-of every method has one). What the
-benchmark and the tests need to know of a method travels with its registration (`MethodSpec`): PAIR's
-map of one image (the reference `harness.oracle` compares with), the model rows one image costs, and
-quick settings.
+setting of a new name declares its rule in `register(..., rules={...})` (tests/test_config_checks.py
+checks every setting of every method has one). What the benchmark and the tests need to know of a
+method travels with its registration (`MethodSpec`): PAIR's map of one image (the reference
+`harness.oracle` compares with), the model rows one image costs, and quick settings.
 """
 from __future__ import annotations
 
