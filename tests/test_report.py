@@ -5,6 +5,7 @@ with chosen per-cell means, so the report's numbers can be checked exactly.
 """
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +17,7 @@ from PIL import Image
 
 from harness.report import build_report
 from harness.report.cli import main
+from harness.report.figures import PAGE_PX
 from harness.report.tables import MERGED_COLUMNS
 from harness.results import write_csv, write_json, write_npz
 from harness.results import SCORE_COLUMNS, SUMMARY_COLUMNS
@@ -149,8 +151,9 @@ def test_figures_are_readable_pngs(built):
         assert expected in names
     for figure in figures:
         assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-        with Image.open(figure) as image:
-            assert 300 <= image.width <= 4000 and 200 <= image.height <= 4000, (figure.name, image.size)
+        with Image.open(figure) as image:  # no wider than the page shows it; a palette keeps it light
+            assert 300 <= image.width <= PAGE_PX and 200 <= image.height <= 4000, (figure.name, image.size)
+            assert image.mode == "P", figure.name
         assert figure.stat().st_size > 5_000
     markdown = (root / "report.md").read_text()
     assert all(f"(figures/{name})" in markdown for name in names)  # every figure is shown with a caption
@@ -222,6 +225,23 @@ def test_degenerate_score_with_a_finite_value_counts_in_the_mean_and_stays_flagg
     verdicts = pd.read_csv(root / "verdicts.csv")  # the reproduction folder's verdicts, by experiment
     assert set(verdicts["experiment"]) == {"cascading_cnn"} and set(verdicts["verdict"]) == {"inconclusive"}
     assert "undefined)" not in markdown and "n = 4" not in markdown
+
+
+def test_the_verdict_matrix_comes_before_the_first_figure(built):
+    """Per model one matrix (methods x tests from every experiment on it), each cell coloured by its
+    verdict and giving the value and CI; all before the first figure, the claims folded after the
+    headline figures."""
+    root, page = built
+    html = page.read_text()
+    matrix = html.index("<h2>Verdicts</h2>")
+    assert matrix < html.index("<figure") < html.index("<details><summary>The paper")
+    cnn = html[html.index("<caption>MNIST CNN</caption>", matrix):]
+    cnn = cnn[:cnn.index("</table>")]
+    assert "<th>MPRT cascading</th>" in cnn and "<th>MPRT independent</th>" in cnn
+    gradient = re.search(r"<tr><td>Gradient</td>(.*?)</tr>", cnn).group(1)
+    assert re.search(r'<td class="inconclusive">inconclusive 0\.\d\d \[-?\d\.\d\d, \d\.\d\d\]</td>', gradient)
+    assert cnn.count("<tr><td>Gradient</td>") == 1
+    assert set(re.findall(r'<td class="(\w+)">(\w+)', cnn)) <= {(v, v) for v in ("pass", "fail", "inconclusive", "undefined")}
 
 
 def test_html_is_self_contained(built):

@@ -74,18 +74,19 @@ def _headings(markdown: str) -> list[str]:
     return re.findall(r"^## (.+)$", markdown, flags=re.M)
 
 
-def test_report_opens_with_the_claims_and_ends_with_what_ran(tmp_path):
+def test_report_opens_with_the_verdicts_and_ends_with_what_ran(tmp_path):
     root = write_run(tmp_path / "cascading_cnn", "mnist_cnn", "cascading",
                      _rows("mnist_cnn", "cascading", CNN_BLOCKS, CASCADE), _maps(CASCADE, CNN_BLOCKS), "cascading_cnn")
     headings = _headings((build_report(root).parent / "report.md").read_text())
-    assert headings == ["The paper's claims, checked on this run", "Headline figures", "Paper vs this run",
-                        "Results per experiment", "What ran"]
-    # With a skipped experiment, its notice stays on top, before the claims.
+    assert headings == ["Verdicts", "Headline figures", "Paper vs this run", "Results per experiment", "What ran"]
+    # With a skipped experiment, its notice stays on top, before the verdicts; the claims follow the
+    # headline figures, folded.
     folder = make_reproduce_folder(tmp_path / "reproduce")
     markdown = (build_report(folder).parent / "report.md").read_text()
-    assert _headings(markdown)[:3] == ["Skipped experiments", "The paper's claims, checked on this run", "Headline figures"]
+    assert _headings(markdown)[:3] == ["Skipped experiments", "Verdicts", "Headline figures"]
     curves = markdown.index("(figures/cascading_cnn-mnist_cnn-cascading-curves.png)")
-    assert markdown.index("## Headline figures") < curves < markdown.index("## Paper vs this run")
+    claims = markdown.index("<details><summary>The paper")
+    assert markdown.index("## Headline figures") < curves < claims < markdown.index("## Paper vs this run")
     assert markdown.index("(figures/cascading_cnn-mnist_cnn-cascading-maps-absolute-0.png)") > markdown.index(
         "## Results per experiment")
 

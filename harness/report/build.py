@@ -18,7 +18,7 @@ from harness.report.paper import paper_section
 from harness.report.repairs import repairs_section
 from harness.report.segmentation import segmentation_section
 from harness.report.sections import (TITLE, claims_section, headline_section, results_section, skipped_section,
-                                     what_ran_section)
+                                     verdicts_section, what_ran_section)
 from harness.report.tables import merged_summary
 from harness.results import VERDICTS, atomic_write, write_csv
 from harness.verdicts import verdict_table
@@ -31,7 +31,8 @@ def build_report(folder: Path) -> Path:
     out = folder / "report" if (folder / RUN_RECORD).is_file() or is_sweep(folder) else folder
     summary = merged_summary(experiments)
     write_csv(out / "summary.csv", summary)
-    write_csv(out / VERDICTS, verdict_table(summary))
+    verdicts = verdict_table(summary)
+    write_csv(out / VERDICTS, verdicts)
     ran = [e for e in experiments if e.runs]
     # The budget study's snapshots have their own section; their curves stay with the experiment's results.
     headline = {e.name: score_figures(e, out) for e in ran if e.name != BUDGET_EXPERIMENT}
@@ -41,9 +42,10 @@ def build_report(folder: Path) -> Path:
     written = [*budget_figures, *segmentation_figures,
                *(image for images in (*headline.values(), *maps.values()) for image in images)]
     _remove_stale(out / FIGURES, {out / image.path for image in written})
-    # What a reader came for first (verdicts, curves), the details and settings last.
+    # What a reader came for first (the verdict matrices, then the curves), the details and settings last.
     blocks = [Heading(1, TITLE), Paragraph(_intro(experiments)), *skipped_section(experiments),
-              *claims_section(summary), *headline_section(experiments, headline), *budget,
+              *verdicts_section(verdicts, per_experiment=is_sweep(folder)),
+              *headline_section(experiments, headline), *claims_section(summary), *budget,
               *repairs_section(experiments), *segmentation,
               *paper_section(summary, experiments), *results_section(experiments, summary, maps),
               *what_ran_section(experiments)]

@@ -21,6 +21,10 @@ from harness.report.labels import (CONTROL_LABELS, CONTROL_SCHEDULE, base_model,
 from harness.results import atomic_write
 
 DPI = 110
+# The page's column (page.py: `main` at most 1200 px wide, 2rem padding each side): a figure is saved
+# no wider than the page shows it, so the self-contained HTML carries no pixels the reader never sees.
+PAGE_PX = 1136
+COLOURS = 256  # the PNG's palette: line plots and colour-mapped maps need no more
 CONTROL_STYLES = {"ceiling": "--", "random_model": ":", "random_mask": "-.", "random_logit": (0, (5, 2, 1, 2, 1, 2))}
 SCHEDULE_AXIS = {
     "cascading": "randomized down to block (cumulative, from the top)",
@@ -30,8 +34,17 @@ SCHEDULE_AXIS = {
 
 
 def save(figure: Figure, path: Path) -> Path:
-    # No "Software" stamp: a rebuild with the same data writes the same bytes.
-    return atomic_write(path, lambda tmp: figure.savefig(tmp, format="png", dpi=DPI, metadata={"Software": None}))
+    """The figure as a palette PNG at most PAGE_PX wide. No "Software" stamp: a rebuild with the same
+    data writes the same bytes."""
+    import io
+
+    from PIL import Image
+
+    dpi = min(DPI, PAGE_PX / figure.get_figwidth())
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=dpi, metadata={"Software": None})
+    image = Image.open(buffer).convert("RGB").quantize(COLOURS)
+    return atomic_write(path, lambda tmp: image.save(tmp, format="png", optimize=True))
 
 
 def _method_handles(methods: list[str], patch: bool = False) -> list:

@@ -35,6 +35,7 @@ class Table:
     title: str
     frame: pd.DataFrame  # string cells
     note: str = ""
+    styles: pd.DataFrame | None = None  # a CSS class per cell of `frame` (same shape), "" for none
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,14 @@ class Image:
     caption: str
 
 
-Block = Heading | Paragraph | Bullets | Table | Image
+@dataclass(frozen=True)
+class Details:
+    """Blocks folded away under a one-line summary (HTML <details>, which Markdown viewers render too)."""
+    summary: str
+    blocks: tuple
+
+
+Block = Heading | Paragraph | Bullets | Table | Image | Details
 
 
 # -- Markdown ----------------------------------------------------------------------------------------------
@@ -61,6 +69,9 @@ def _md(block: Block) -> str:
         return "\n".join(f"- {item}" for item in block.items)
     if isinstance(block, Table):
         return _md_table(block)
+    if isinstance(block, Details):
+        inner = "\n\n".join(_md(b) for b in block.blocks)
+        return f"<details><summary>{html.escape(block.summary)}</summary>\n\n{inner}\n\n</details>"
     return f"![{block.title}]({block.path})\n\n*{block.caption}*"
 
 
@@ -90,6 +101,9 @@ td.long { white-space: normal; min-width: 24rem; text-align: left; }
 figure { margin: 1.2rem 0; } figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
 figcaption, .note { color: #555; font-size: .88rem; }
 code { background: #f2f2f2; padding: 0 .2rem; border-radius: 3px; }
+td.pass { background: #d6efd6; } td.fail { background: #f6d0d0; }
+td.inconclusive { background: #fbefc4; } td.undefined { background: #e4e4e4; }
+details > summary { cursor: pointer; font-weight: 600; margin: 1.2rem 0 .4rem; }
 """
 
 
@@ -119,21 +133,27 @@ def _html(block: Block, root: Path) -> str:
         return "<ul>\n" + "\n".join(f"<li>{_inline(item)}</li>" for item in block.items) + "\n</ul>"
     if isinstance(block, Table):
         return _html_table(block)
+    if isinstance(block, Details):
+        inner = "\n".join(_html(b, root) for b in block.blocks)
+        return f"<details><summary>{_inline(block.summary)}</summary>\n{inner}\n</details>"
     # Embedded, not linked: the page must open from disk, alone, with no server.
     data = base64.b64encode((root / block.path).read_bytes()).decode("ascii")
     return (f'<figure><img alt="{html.escape(block.title)}" src="data:image/png;base64,{data}">'
             f"<figcaption>{_inline(block.caption)}</figcaption></figure>")
 
 
-def _html_cell(text: str) -> str:
+def _html_cell(text: str, style: str = "") -> str:
     # Numbers stay on one line; a long settings list may wrap instead of widening the table.
-    return f'<td class="long">{_inline(text)}</td>' if len(text) > LONG_CELL else f"<td>{_inline(text)}</td>"
+    style = style or ("long" if len(text) > LONG_CELL else "")
+    return f'<td class="{style}">{_inline(text)}</td>' if style else f"<td>{_inline(text)}</td>"
 
 
 def _html_table(table: Table) -> str:
     head = "".join(f"<th>{_inline(str(c))}</th>" for c in table.frame.columns)
-    rows = "\n".join("<tr>" + "".join(_html_cell(str(v)) for v in values) + "</tr>"
-                     for values in table.frame.itertuples(index=False, name=None))
+    styles = table.styles if table.styles is not None else pd.DataFrame("", table.frame.index, table.frame.columns)
+    rows = "\n".join("<tr>" + "".join(_html_cell(str(v), str(c)) for v, c in zip(values, classes)) + "</tr>"
+                     for values, classes in zip(table.frame.itertuples(index=False, name=None),
+                                                styles.itertuples(index=False, name=None)))
     note = f'<p class="note">{_inline(table.note)}</p>' if table.note else ""
     return (f'<div class="scroll"><table><caption>{_inline(table.title)}</caption>\n'
             f"<thead><tr>{head}</tr></thead>\n<tbody>\n{rows}\n</tbody></table></div>{note}")

@@ -1,4 +1,4 @@
-"""The report's content, as page blocks: skipped experiments, claims, headline figures, per experiment
+"""The report's content, as page blocks: skipped experiments, the verdict matrices, claims, headline figures, per experiment
 its map figures and summary tables, and what ran (the paper comparison: paper.py; the training-budget
 study: budget.py). Everything is read from run.json / summaries.
 """
@@ -12,9 +12,10 @@ import pandas as pd
 from harness.report import claims as claim_checks
 from harness.report.labels import method_label, model_label
 from harness.report.load import Experiment, Run
-from harness.report.page import Block, Bullets, Heading, Image, Paragraph, Table
+from harness.report.page import Block, Bullets, Details, Heading, Image, Paragraph, Table
 from harness.report.tables import MISSING, compact_tables, percent
 from harness.results import RunRecord
+from harness.verdicts import CONTROL_ROLES, MIN_N, TESTS, UNINFORMATIVE
 
 TITLE = "Sanity checks for saliency maps: report"
 
@@ -122,14 +123,76 @@ def _unique(rows: Iterable[dict[str, str]]) -> list[dict[str, str]]:
     return list({json.dumps(row, sort_keys=True): row for row in rows}.values())
 
 
+# -- verdicts -------------------------------------------------------------------------------------------------
+VERDICTS_NOTE = (f"Each cell: the verdict, then the mean [95 % CI] over images of |Spearman| (eMPRT: q). Pass or "
+                 f"fail only when the whole CI lies on one side of the test's threshold, with at least {MIN_N} "
+                 f"images; else inconclusive. * uninformative on this model: a model-free control did not play "
+                 f"its role. A test measured by several experiments shows the first; every row, with its rule "
+                 f"and reason, is in `verdicts.csv`.")
+
+
+def verdicts_section(table: pd.DataFrame, per_experiment: bool = False) -> list[Block]:
+    """Per model (per experiment too, for a sweep's jobs), one matrix: methods x tests, each cell
+    coloured by its verdict; a (method, test) measured by several experiments appears once."""
+    table = table[table["metric"].isin([t.metrics[0] for t in TESTS])]
+    if not len(table):
+        return []
+    keys = ["experiment", "model"] if per_experiment else ["model"]
+    blocks: list[Block] = [Heading(2, "Verdicts")]
+    for key, rows in table.groupby(keys, sort=False):
+        rows = rows.drop_duplicates(["variant", "test"])
+        title = " · ".join(f"`{k}`" if per_experiment and i == 0 else model_label(k) for i, k in enumerate(
+            key if isinstance(key, tuple) else (key,)))
+        frame, styles = _matrix(rows)
+        blocks.append(Table(title, frame, styles=styles))
+    return [*blocks, Paragraph(VERDICTS_NOTE)]
+
+
+def _matrix(rows: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(cell texts, CSS classes), methods before the model-free controls, tests in TESTS' order."""
+    tests = [t.name for t in TESTS if t.name in set(rows["test"])]
+    variants = list(dict.fromkeys(rows.sort_values("method", key=lambda m: m.isin(list(CONTROL_ROLES)),
+                                                   kind="stable")["variant"]))
+    cells = {(r["variant"], r["test"]): r for _, r in rows.iterrows()}
+    names = [_row_name(cells, v, tests) for v in variants]
+    text = pd.DataFrame([[_cell_text(cells.get((v, t))) for t in tests] for v in variants], columns=tests)
+    style = pd.DataFrame([["", *(_cell_class(cells.get((v, t))) for t in tests)] for v in variants],
+                         columns=["method", *tests])
+    return text.assign(method=names)[["method", *tests]], style
+
+
+def _row_name(cells: dict, variant: str, tests: list[str]) -> str:
+    method = next(str(cells[(variant, t)]["method"]) for t in tests if (variant, t) in cells)
+    return method_label(method) if variant == method else f"{method_label(method)} (`{variant}`)"
+
+
+def _cell_text(row) -> str:
+    if row is None:
+        return MISSING
+    mark = "*" if str(row["calibration"]).startswith(UNINFORMATIVE) else ""
+    if pd.isna(row["value"]):
+        return f"{row['verdict']}{mark}"
+    ci = "" if pd.isna(row["ci_low"]) else f" [{row['ci_low']:.2f}, {row['ci_high']:.2f}]"
+    return f"{row['verdict']}{mark} {row['value']:.2f}{ci}"
+
+
+def _cell_class(row) -> str:
+    return "" if row is None else str(row["verdict"])
+
+
 # -- claims --------------------------------------------------------------------------------------------------
 def claims_section(summary: pd.DataFrame) -> list[Block]:
-    blocks: list[Block] = [Heading(2, "The paper's claims, checked on this run"), Paragraph(
-        "Each claim is judged from this run's means with the simple threshold stated below it; the "
-        "thresholds are fixed in `harness/report/claims.py`, not fitted to any result.")]
-    for claim in claim_checks.check_claims(summary):
+    """The paper's claims, folded: the verdict matrices above carry the same numbers."""
+    blocks: list[Block] = [Paragraph(
+        "Each claim is judged as a verdict is, with the threshold stated below it; the thresholds are "
+        "fixed in `harness/verdicts.py`, not fitted to any result. A finding measured by several "
+        "experiments is listed once, from the first.")]
+    claims = claim_checks.check_claims(summary)
+    for claim in claims:
         blocks += [Paragraph(f"**{claim.statement}** Rule: {claim.rule}"), Bullets(tuple(claim.findings))]
-    return blocks
+    findings = sum(len(c.findings) for c in claims)
+    return [Details(f"The paper's claims, checked on this folder ({len(claims)} claims, {findings} findings)",
+                    tuple(blocks))]
 
 
 # -- headline figures and results per experiment ----------------------------------------------------------
