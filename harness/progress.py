@@ -39,4 +39,5 @@ def progress_bar(**options):
     if LINES_ONLY or not (isatty and isatty()):
         options["file"] = _Lines(stream)
         options["mininterval"] = max(options.get("mininterval", 0.1), LOG_SECONDS)
+        options["maxinterval"] = options["mininterval"]  # tqdm's monitor redraws a slow bar after this
     return tqdm(**options)

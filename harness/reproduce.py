@@ -194,6 +194,10 @@ def main(argv: list[str] | None = None) -> None:
     except HarnessError as error:
         print(f"reproduce: error: {error}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:  # Ctrl-C, or `kill` while models train side by side
+        print("reproduce: interrupted; run the same command again to continue (trainings resume from "
+              "their checkpoints, finished runs are kept)", file=sys.stderr)
+        sys.exit(130)
     print("durations: " + ", ".join(f"{n} {s:.0f} s" for n, s in durations.items()))
     print(f"report: {report}")
 

@@ -16,6 +16,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from typing import Callable
 
@@ -198,6 +199,9 @@ def _measure() -> float:
 def _side_by_side(groups: list[list[str]], slots: int, threads: int) -> None:
     """Each trajectory in a `python -m harness.zoo.prepare` process, `slots` at a time, longest first."""
     waiting, running = list(groups), []
+    # `kill` stops the workers too (each writes its checkpoint), as Ctrl-C does, not only this process.
+    main = threading.current_thread() is threading.main_thread()  # signal handlers live there only
+    previous = signal.signal(signal.SIGTERM, _interrupt) if main else None
     try:
         while waiting or running:
             while waiting and len(running) < slots:
@@ -208,13 +212,15 @@ def _side_by_side(groups: list[list[str]], slots: int, threads: int) -> None:
             for process in [p for p in running if p.poll() is not None]:
                 running.remove(process)
                 if process.returncode:
-                    raise HarnessError(f"training {' '.join(process.args[3:-2])} failed (exit status "
-                                       f"{process.returncode}; its error is above)")
+                    raise HarnessError(f"training {' '.join(process.args[3:-2])} stopped (exit status "
+                                       f"{process.returncode}); the same command resumes it")
     finally:
-        for process in running:  # Ctrl-C reached them too; a failure elsewhere stops them cleanly
+        for process in running:
             process.terminate()
         for process in running:
             process.wait()
+        if main:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _interrupt(signum, frame):
