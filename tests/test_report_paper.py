@@ -137,3 +137,33 @@ def test_training_budget_section_only_when_its_runs_exist(tmp_path):
     # The snapshots' own curves are not headline figures: they stay with their experiment's results.
     curves = markdown.index("(figures/training_budget-mnist_cnn_authors_1200-cascading-curves.png)")
     assert curves > markdown.index("## Results per experiment")
+
+
+def test_a_labelled_variant_gets_its_claims_and_paper_value(tmp_path):
+    """Two entries of the Gradient family, the second labelled `grad_fast`: each gets its own claim
+    finding with the paper's Gradient value, the paper table finds the family's value, and
+    verdicts.csv names the family with the entry as its variant."""
+    values = {"gradient": CASCADE["gradient"], "grad_fast": [1.0, 0.60, 0.40, 0.20, 0.10]}
+    rows = _rows("mnist_cnn", "cascading", CNN_BLOCKS, values)
+    for row in rows:
+        row["variant"], row["method"] = row["method"], "gradient"
+    run = write_run(tmp_path / "cascading_cnn", "mnist_cnn", "cascading", rows, _maps(values, CNN_BLOCKS),
+                    "cascading_cnn")
+    record = json.loads((run / "run.json").read_text())
+    record["methods"] = [{"name": "gradient", "params": {}}, {"name": "gradient", "label": "grad_fast", "params": {}}]
+    (run / "run.json").write_text(json.dumps(record))
+    markdown = (build_report(run).parent / "report.md").read_text()
+    paper = reference.lookup("mnist_cnn", "cascading", "spearman_abs", "gradient", "conv1").text
+    findings = [line for line in markdown.splitlines() if line.startswith("- Gradient")]
+    assert len(findings) == 2 and all(f"(paper: {paper}) at conv1" in line for line in findings)
+    assert findings[1].startswith("- Gradient (`grad_fast`), MNIST CNN (cascading_cnn, cascading): |Spearman|")
+    assert "run of Gradient or Grad-CAM)" not in markdown
+    verdicts = pd.read_csv(run / "report" / "verdicts.csv")
+    assert set(zip(verdicts["method"], verdicts["variant"])) == {("gradient", "gradient"), ("gradient", "grad_fast")}
+    alone = run.parent / "fast_only"  # the family's only entry is the labelled one: the paper table still finds it
+    write_run(alone, "mnist_cnn", "cascading", [r for r in rows if r["variant"] == "grad_fast"],
+              _maps({"grad_fast": values["grad_fast"]}, CNN_BLOCKS), "cascading_cnn")
+    record["methods"] = record["methods"][1:]
+    (alone / "run.json").write_text(json.dumps(record))
+    table = (build_report(alone).parent / "report.md").read_text()
+    assert re.search(r"\| Gradient \| conv1 \| [^|]+ \| 0\.100 \[", table)

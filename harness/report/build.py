@@ -12,7 +12,7 @@ from pathlib import Path
 from harness.report.budget import EXPERIMENT as BUDGET_EXPERIMENT
 from harness.report.budget import budget_section
 from harness.report.gallery import FIGURES, map_figures, score_figures
-from harness.report.load import RUN_RECORD, Experiment, is_sweep, load_folder
+from harness.report.load import RUN_RECORD, Experiment, is_sweep, load_folder, with_family
 from harness.report.page import Heading, Paragraph, to_html, to_markdown
 from harness.report.paper import paper_section
 from harness.report.repairs import repairs_section
@@ -32,7 +32,10 @@ def build_report(folder: Path) -> Path:
     summary = merged_summary(experiments)
     write_csv(out / "summary.csv", summary)
     verdicts = verdict_table(summary)
+    # verdicts.csv names each row's method family and its entry (`variant`), as a run folder's does.
+    verdicts["method"] = with_family(verdicts, experiments)["family"]
     write_csv(out / VERDICTS, verdicts)
+    families = with_family(summary, experiments)
     ran = [e for e in experiments if e.runs]
     # The budget study's snapshots have their own section; their curves stay with the experiment's results.
     headline = {e.name: score_figures(e, out) for e in ran if e.name != BUDGET_EXPERIMENT}
@@ -45,9 +48,9 @@ def build_report(folder: Path) -> Path:
     # What a reader came for first (the verdict matrices, then the curves), the details and settings last.
     blocks = [Heading(1, TITLE), Paragraph(_intro(experiments)), *skipped_section(experiments),
               *verdicts_section(verdicts, per_experiment=is_sweep(folder)),
-              *headline_section(experiments, headline), *claims_section(summary), *budget,
+              *headline_section(experiments, headline), *claims_section(families), *budget,
               *repairs_section(experiments), *segmentation,
-              *paper_section(summary, experiments), *results_section(experiments, summary, maps),
+              *paper_section(families, experiments), *results_section(experiments, summary, maps),
               *what_ran_section(experiments)]
     atomic_write(out / "report.md", lambda tmp: tmp.write_text(to_markdown(blocks), encoding="utf-8"))
     page = to_html(blocks, out, TITLE)

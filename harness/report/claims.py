@@ -31,25 +31,32 @@ def check_claims(summary: pd.DataFrame) -> list[Claim]:
     return [_depends(summary), _stays_similar(summary), _input_dominated(summary)]
 
 
-def _series(summary: pd.DataFrame, methods: tuple[str, ...], schedules, metric: str = "spearman_abs"):
-    """(experiment, model, schedule, method) -> its rows sorted by step, for the given metric."""
-    rows = summary[summary["method"].isin(methods) & summary["schedule"].isin(schedules)
-                   & (summary["metric"] == metric)]
-    for keys, group in rows.groupby(["experiment", "model", "schedule", "method"], sort=False):
-        if (group["step"] > 0).any():
+def _series(summary: pd.DataFrame, families: tuple[str, ...], schedules, metric: str = "spearman_abs"):
+    """(experiment, model, schedule, method, family) -> its rows sorted by step, for the given metric:
+    every entry (`method`, a label where the run gave one) of the given method families, each
+    (model, schedule, entry) once, from the first experiment that measured it."""
+    family = summary["family"] if "family" in summary.columns else summary["method"]
+    rows = summary.assign(family=family)
+    rows = rows[rows["family"].isin(families) & rows["schedule"].isin(schedules) & (rows["metric"] == metric)]
+    seen = set()
+    for keys, group in rows.groupby(["experiment", "model", "schedule", "method", "family"], sort=False):
+        if (group["step"] > 0).any() and keys[1:4] not in seen:
+            seen.add(keys[1:4])
             yield keys, group.sort_values("step")
 
 
 def _where(keys) -> str:
-    experiment, model, schedule, method = keys
+    experiment, model, schedule, method, family = keys
     where = experiment if experiment == schedule else f"{experiment}, {schedule}"
-    return f"{method_label(method)}, {model_label(model)} ({where})"
+    name = method_label(family) if method == family else f"{method_label(family)} (`{method}`)"
+    return f"{name}, {model_label(model)} ({where})"
 
 
 def _paper(keys, row: pd.Series) -> str:
-    """" (paper: 0.08)" where the paper reports this cell: the reader sees how the paper itself fares."""
-    _, model, schedule, method = keys
-    ref = reference.lookup(base_model(model), schedule, str(row["metric"]), method, str(row["block"]))
+    """" (paper: 0.08)" where the paper reports this cell (for the entry's method family): the reader
+    sees how the paper itself fares."""
+    _, model, schedule, _, family = keys
+    ref = reference.lookup(base_model(model), schedule, str(row["metric"]), family, str(row["block"]))
     return f" (paper: {ref.text})" if ref else ""
 
 

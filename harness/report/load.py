@@ -237,6 +237,15 @@ def _variants_as_methods(frame: pd.DataFrame) -> pd.DataFrame:
                         variant=frame["variant"].where(labelled, frame["method"]))
 
 
+def with_family(frame: pd.DataFrame, experiments: list[Experiment]) -> pd.DataFrame:
+    """`frame` (its `method`: an entry's label, _variants_as_methods) with a `family` column: the
+    method each entry runs, from the run records; a label no record names (a model-free control) is
+    its own family. Claims and the paper's values are looked up by family, reported per entry."""
+    family = {label: str(method["name"]) for e in experiments for run in e.runs
+              for label, method in zip(run.record.method_labels(), run.record.methods) if method.get("name")}
+    return frame.assign(family=frame["method"].map(lambda m: family.get(m, m)))
+
+
 def _concat(frames: list[pd.DataFrame], columns: list[str]) -> pd.DataFrame:
     frames = [f for f in frames if len(f)]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)

@@ -160,8 +160,11 @@ def _comparison(table: ReferenceTable, summary: pd.DataFrame) -> PaperTable:
                    & (summary["metric"] == table.metric)]
     records, gaps, matched = [], [], []
     for ref in table.references():
-        match = ours[(ours["method"] == ref.method) & (ours["block"] == ref.block)]
-        row = match.iloc[0] if len(match) else None  # first experiment in order
+        family = ours["family"] if "family" in ours.columns else ours["method"]
+        match = ours[(family == ref.method) & (ours["block"] == ref.block)]
+        # The family's unlabelled entry where there is one, else its first variant; first experiment in order.
+        match = match.sort_values("method", key=lambda m: m != ref.method, kind="stable")
+        row = match.iloc[0] if len(match) else None
         records.append(_comparison_row(ref, row))
         if row is not None:
             matched.append(row)
