@@ -101,6 +101,10 @@ class MetricSettings:
         if isinstance(values.get("emprt_bins"), str) and values["emprt_bins"].isdigit():  # a command-line count
             values["emprt_bins"] = int(values["emprt_bins"])
         check(values, RULES, prefix="metrics.")  # before the conversions, which would hide a wrong type
+        if values.get("emprt_bins") == 1 and not isinstance(values["emprt_bins"], bool):
+            # One bin holds every value: every map's entropy is 0, and eMPRT's q is undefined or 0.
+            raise HarnessError("metrics.emprt_bins must be at least 2 (one bin gives every map entropy 0) or one "
+                               f"of {', '.join(BIN_RULES)}, got 1")
         if "metrics" in values and not isinstance(values["metrics"], str):
             values["metrics"] = tuple(values["metrics"])
         for key in FLOATS:
