@@ -158,6 +158,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("row_file", type=Path)
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args(argv)
+    from harness.tf_logging import import_tensorflow_quietly
+
+    import_tensorflow_quietly()  # the run below imports TensorFlow: without its start-up lines
     row = measure(args.experiment, args.images, args.quick)
     args.row_file.write_text(json.dumps(row))
 

@@ -161,8 +161,10 @@ class Plan:
 
 def run(cfg: Mapping[str, Any], log=print) -> Path:
     """Run one sanity check as configured; returns the run folder."""
+    from harness.config import check_config
     from harness.models import load_model
 
+    check_config(cfg)  # every caller (the CLI, the API, reproduce, sweeps) checked before anything is loaded
     allocator.keep_freed_memory()
     plan = Plan.from_config(cfg)
     _check_writable(plan.results_dir)

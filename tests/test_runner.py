@@ -58,7 +58,7 @@ def test_controls_and_summary(tmp_path, tiny_saved_model, image_folder):
     assert mask["value"].abs().mean() < 0.3
     summary = pd.read_csv(run_dir / "summary.csv")
     assert list(summary.columns) == ["model", "method", "variant", "schedule", "step", "block", "metric", "n", "mean",
-                                     "sd", "se", "ci_low", "ci_high", "n_degenerate"]
+                                     "sd", "se", "ci_low", "ci_high", "n_degenerate", "n_flagged"]
     row = summary[(summary["step"] == 1) & (summary["metric"] == "spearman_abs")].iloc[0]
     values = scores[(scores["step"] == 1) & (scores["metric"] == "spearman_abs")]["value"]
     assert row["n"] == 6 and np.isclose(row["mean"], values.mean()) and row["ci_low"] <= row["mean"] <= row["ci_high"]
@@ -156,8 +156,9 @@ def test_sweep_merges_jobs(tmp_path, tiny_saved_model, image_folder):
 
 @pytest.mark.parametrize("extra, message", [
     (["metrics.metrics=[spearman_abs,sharpness]"], "unknown metric 'sharpness'"),
-    (["controls=[placebo]"], "unknown control 'placebo'; valid: ceiling, random_model, random_mask"),
-    (["methods=[gradient,magic]"], "unknown method 'magic'"),
+    (["controls=[placebo]"], "controls must be null or a list of values, each one of ceiling, random_model, "
+                             "random_mask, random_logit, got \\['placebo'\\]"),
+    (["methods=[gradient,magic]"], "unknown saliency method 'magic'"),
 ])
 def test_bad_settings(tmp_path, tiny_saved_model, image_folder, extra, message):
     path, _ = tiny_saved_model
