@@ -116,6 +116,9 @@ class Plan:
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> "Plan":
+        from harness.config import check_config
+
+        check_config(cfg)  # every caller (the CLI, the API, reproduce, sweeps) checked before anything is loaded
         config = _plain(cfg)
         execution = {k: config.pop(k) for k in EXECUTION if k in config}
         schedule = config["schedule"]["name"]
@@ -161,10 +164,8 @@ class Plan:
 
 def run(cfg: Mapping[str, Any], log=print) -> Path:
     """Run one sanity check as configured; returns the run folder."""
-    from harness.config import check_config
     from harness.models import load_model
 
-    check_config(cfg)  # every caller (the CLI, the API, reproduce, sweeps) checked before anything is loaded
     allocator.keep_freed_memory()
     plan = Plan.from_config(cfg)
     _check_writable(plan.results_dir)

@@ -63,8 +63,8 @@ def test_saved_model_folder_through_the_runner(tmp_path, tiny_saved_model):
 
 @pytest.mark.parametrize("overrides, message", [
     (["model.blocks.names=[conv1,nope]"], "block 'nope' matches no variable of mnist_cnn"),
-    (["schedule.scheme=gaussian"], "unknown re-initialization scheme 'gaussian'"),
-    (["schedule.name=sideways"], "unknown schedule 'sideways'"),
+    (["schedule.scheme=gaussian"], "unknown schedule.scheme 'gaussian'; valid: auto, own"),
+    (["schedule.name=sideways"], "unknown schedule.name 'sideways'; valid: cascading"),
     (["data=photos"], "image 'chelsea' has 3 channels; the model takes 1"),
     (["target=best"], "unknown target 'best'; valid: predicted, original, label"),
     (["model.source=/no/such/model"], "model source '/no/such/model' does not resolve"),
