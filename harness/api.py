@@ -154,17 +154,14 @@ def explain(model, images, method: str, *, target: str = "predicted", labels=Non
             value_range=None, **settings) -> np.ndarray:
     """One method's maps of the trained model, computed as the runner computes a run's original
     maps (the same method call, settings, target classes and seeded draws): [N, H, W] or [N, H, W, C]."""
-    from harness.config import check_config
+    from harness.data import load_images
     from harness.models import load_model
     from harness.runner import Plan, Runner
 
     cfg = compose_config(model, images, methods=[{"name": method, **settings}], labels=labels, target=target,
                          seed=seed, value_range=value_range,
                          overrides={"controls": None, "map_cache": False, "progress": False})
-    check_config(cfg)
-    from harness.data import load_images
-
-    plan = Plan.from_config(cfg)
+    plan = Plan.from_config(cfg)  # checks every value first (harness.config.check_config)
     loaded = load_model(plan.config["model"], log=lambda _: None)
     image_set = load_images(plan.config["data"], loaded.input_spec.size, loaded.input_spec.channels)
     if plan.target == "label" and image_set.labels is None:
