@@ -20,6 +20,7 @@ no model and no preset.
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 import time
 from pathlib import Path
@@ -156,7 +157,8 @@ def train_models(names: list[str], known: dict[str, dict[str, Any]], extra: list
     line up front on what and how long (harness.zoo.prepare), side by side where that is faster."""
     from harness.zoo import prepare
 
-    prepare.train_all(builtin_models(names, known, extra, quick), log=print,
+    # Flushed: the estimate must come first even when stdout is a file or a pipe (block-buffered).
+    prepare.train_all(builtin_models(names, known, extra, quick), log=functools.partial(print, flush=True),
                       quick_names=None if quick else lambda: builtin_models(names, known, extra, True))
 
 

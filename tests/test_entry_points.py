@@ -35,3 +35,26 @@ def test_importing_harness_changes_nothing_process_wide():
             "assert 'tensorflow' not in sys.modules, 'tensorflow imported'; assert os.fstat(2).st_ino == before")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
+
+
+def test_the_training_estimate_is_flushed_before_the_trainings_start(monkeypatch):
+    # Catches the estimate line printed without a flush: with stdout a file or a pipe (CI, `| tee`),
+    # it reached the log after the training workers' lines, minutes late.
+    from harness import reproduce
+    from harness.zoo import prepare
+
+    class Stdout:
+        def __init__(self):
+            self.text, self.flushed = "", ""
+
+        def write(self, text):
+            self.text += text
+
+        def flush(self):
+            self.flushed = self.text
+
+    stdout = Stdout()
+    monkeypatch.setattr(sys, "stdout", stdout)
+    monkeypatch.setattr(prepare, "train_all", lambda names, log, quick_names: log("training 2 models, about 1 min"))
+    reproduce.train_models([], {}, [], quick=True)
+    assert stdout.flushed == "training 2 models, about 1 min\n"
