@@ -9,6 +9,10 @@ reuses its memory). Raising glibc's mmap threshold to its maximum (32 MiB on 64-
 threshold to 1 GiB keeps freed memory for the next request: the process's resident memory stays
 near its peak instead. Both are documented mallopt(3) settings; MALLOC_MMAP_THRESHOLD_ and
 MALLOC_TRIM_THRESHOLD_ in the environment set the same before a process starts.
+
+A process-wide setting, so only the commands apply it (`harness`, each run or sweep job, and
+`python -m harness.reproduce`), never `harness.runner.run` or the Python API (docs/api.md): a
+notebook's process keeps its own allocator settings.
 """
 from __future__ import annotations
 

@@ -140,8 +140,9 @@ def command(cfg: DictConfig):
     if cfg.command == "layers":
         print_layers(cfg)
         return None
-    from harness import runner
+    from harness import allocator, runner
 
+    allocator.keep_freed_memory()  # the command's process only: a library call leaves malloc alone
     run_dir = runner.run(cfg)
     print(f"results: {run_dir}")
     return run_dir

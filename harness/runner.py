@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from harness import allocator, methods as method_registry
+from harness import methods as method_registry
 from harness.data import ImageSet, load_images, parse_count
 from harness.errors import HarnessError
 from harness.controls import CONTROLS
@@ -166,7 +166,6 @@ def run(cfg: Mapping[str, Any], log=print) -> Path:
     """Run one sanity check as configured; returns the run folder."""
     from harness.models import load_model
 
-    allocator.keep_freed_memory()
     plan = Plan.from_config(cfg)
     _check_writable(plan.results_dir)
     began = time.perf_counter()

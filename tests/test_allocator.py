@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from harness import runner
+from harness import allocator, runner
 
 PROBE = """
 import resource, sys
@@ -36,12 +36,19 @@ def test_freed_arrays_are_reused_without_new_page_faults():
     assert _faults_after_the_first("keep") < 100
 
 
-def test_a_run_keeps_freed_memory(monkeypatch, tmp_path):
-    """runner.run applies the settings before it loads anything (the bench and the CLI both run
-    through it)."""
+def test_the_command_keeps_freed_memory_and_runner_run_does_not(monkeypatch):
+    """The setting is process-wide: the `harness` command (cli.command, each run and sweep job)
+    applies it before its run; runner.run, which the Python API calls, never does (docs/api.md)."""
+    from harness import cli
+    from test_config_checks import composed
+
     calls = []
-    monkeypatch.setattr(runner.allocator, "keep_freed_memory", lambda: calls.append("kept"))
+    monkeypatch.setattr(allocator, "keep_freed_memory", lambda: calls.append("kept"))
     monkeypatch.setattr(runner.Plan, "from_config", lambda cfg: (_ for _ in ()).throw(RuntimeError("stop")))
     with pytest.raises(RuntimeError, match="stop"):
         runner.run({})
-    assert calls == ["kept"]
+    assert calls == []
+    monkeypatch.setattr(cli, "configure_tensorflow", lambda *_, **__: None)
+    monkeypatch.setattr(runner, "run", lambda cfg: calls.append("run") or "folder")
+    cli.command(composed("method=gradient"))
+    assert calls == ["kept", "run"]
