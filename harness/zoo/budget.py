@@ -54,11 +54,26 @@ class StepRecipe:
     snapshots: tuple[int, ...] = (1_200, 5_000, 15_000, 30_000, 55_000)
     seed: int = 0
     version: int = 1                  # bump to invalidate caches when this training code changes
+    labels: str = "true"              # "true", or "permuted" (the data randomization test's training set)
 
     def trajectory_key(self) -> str:
-        """Everything that changes the weights after a given step: not the budget nor the snapshots."""
+        """Everything that changes the weights after a given step: not the budget nor the snapshots.
+        True labels, the default, are left out, so the true-label recipes keep the key (and the
+        cached models) they had before random-label recipes existed."""
         fields = {k: v for k, v in asdict(self).items() if k not in ("steps", "snapshots")}
+        if fields["labels"] == "true":
+            del fields["labels"]
         return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def training_labels(recipe: StepRecipe, y: np.ndarray) -> np.ndarray:
+    """The labels a recipe trains on: the true ones, or their permutation (`mnist.permuted_labels`,
+    drawn from the seed alone, so every snapshot of one trajectory saw the same labels)."""
+    if recipe.labels == "true":
+        return y
+    if recipe.labels == "permuted":
+        return mnist.permuted_labels(y, recipe.seed)
+    raise HarnessError(f"labels {recipe.labels!r}: valid are 'true' and 'permuted'")
 
 
 def parse_name(name: str, recipes: dict) -> tuple[str, StepRecipe, int]:
@@ -331,6 +346,7 @@ def train_until(base: str, recipe: StepRecipe, until: int, log: Callable[[str], 
     from harness.progress import progress_bar
 
     x_train, y_train, _, _ = mnist.load_split()
+    y_train = training_labels(recipe, y_train)
     set_op_determinism(not jit_compile)
     model, initializers, optimizer = build(recipe)
     folder = state_dir(base, recipe)
@@ -403,12 +419,21 @@ def train_until(base: str, recipe: StepRecipe, until: int, log: Callable[[str], 
 
 
 def training_metrics(model, recipe: StepRecipe, step: int, history: list[dict]) -> dict:
-    x_train, y_train, x_test, y_test = mnist.load_split()
+    """`train_accuracy` on the labels the model was trained on (the permuted ones for a random-label
+    recipe: how far it memorized them); `test_accuracy` on the held-out digits' true labels (chance,
+    about 10 %, expected of a random-label model); a random-label model also records its accuracy on
+    the training digits' true labels."""
+    x_train, y_true, x_test, y_test = mnist.load_split()
+    y_train = training_labels(recipe, y_true)
     seconds = sum(h["seconds"] for h in history)
     devices = sorted({h["device"] for h in history})
+    train_logits = model.predict(x_train, batch_size=500, verbose=0)
+    extra = {} if recipe.labels == "true" else {
+        "labels": recipe.labels, "train_accuracy_true_labels": _agreement(train_logits, y_true)}
     return {
-        "train_accuracy": _accuracy(model, x_train, y_train),
+        "train_accuracy": _agreement(train_logits, y_train),
         "test_accuracy": _accuracy(model, x_test, y_test),
+        **extra,
         "steps": int(step),
         "epochs": step * recipe.batch_size / len(x_train),
         "train_seconds": seconds,
@@ -421,7 +446,10 @@ def training_metrics(model, recipe: StepRecipe, step: int, history: list[dict]) 
 
 
 def _accuracy(model, x, y) -> float:
-    logits = model.predict(x, batch_size=500, verbose=0)
+    return _agreement(model.predict(x, batch_size=500, verbose=0), y)
+
+
+def _agreement(logits: np.ndarray, y: np.ndarray) -> float:
     return float(np.mean(np.argmax(logits, axis=1) == y))
 
 

@@ -1,0 +1,152 @@
+"""The random-label shortcut judged against the authors' random-label recipe, never against the paper.
+
+Input: result folders of the data randomization experiment (`data_randomization_cnn` /
+`data_randomization_mlp`, or `python -m harness.reproduce data_randomization`) run once per donor
+model, e.g. with `schedule.donor_model=` `mnist_cnn_randlabels_authors`, `..._authors_seed1` and the
+shortcut `mnist_cnn_randlabels`. Each run's donor is read from its run.json (`model.donor`: the
+donor's name, steps, training and held-out accuracy), not from folder names.
+
+Per true-label model and method, for |Spearman| and signed Spearman after the random-label step: the
+three donors' means [95 % CI] side by side with the paper's value, the seed-to-seed spread
+`|seed 1 - seed 0|` and the shortcut's distance `|shortcut - seed 0|`; the shortcut is *within*
+when its distance is at most the spread, for both metrics (the rule of
+`harness.zoo.study.recipe_agreement`, on the one step of this test).
+
+    python -m harness.zoo.randlabel_study results/dr-authors results/dr-authors-seed1 results/dr-shortcut
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from harness.results import RANDOM_LABELS, SUMMARY, read_table
+
+SCHEDULE = "data_randomization"
+METRICS = ("spearman_abs", "spearman_signed")
+AUTHORS, REPLICATE, SHORTCUT = "{model}_randlabels_authors", "{model}_randlabels_authors_seed1", "{model}_randlabels"
+
+
+def donor_cells(folders: list[Path]) -> pd.DataFrame:
+    """One row per (model, donor, method, metric) of the random-label step, with the donor's
+    recorded steps and accuracies. Runs are found under each folder at any depth (`**/run.json`)."""
+    rows = []
+    for folder in folders:
+        for run in sorted(Path(folder).glob("**/run.json")):
+            if not (run.parent / SUMMARY).is_file():
+                continue
+            donor = (json.loads(run.read_text()).get("model") or {}).get("donor") or {}
+            summary = read_table(run.parent / SUMMARY)
+            picked = summary[(summary["schedule"] == SCHEDULE) & (summary["block"] == RANDOM_LABELS)
+                             & summary["metric"].isin(METRICS)]
+            metrics = donor.get("metrics") or {}
+            for _, row in picked.iterrows():
+                rows.append({"model": row["model"], "donor": donor.get("name", "?"), "steps": metrics.get("steps"),
+                             "train_accuracy": metrics.get("train_accuracy"),
+                             "test_accuracy": metrics.get("test_accuracy"),
+                             "method": row["variant"], "family": row["method"], "metric": row["metric"],
+                             "mean": row["mean"], "ci_low": row["ci_low"], "ci_high": row["ci_high"], "n": row["n"]})
+    return pd.DataFrame(rows)
+
+
+def compare(cells: pd.DataFrame, model: str, reference: str, replicate: str, candidate: str) -> pd.DataFrame:
+    """Per (method, metric): the three donors' means, the paper's value, spread, distance, within.
+    A ValueError names a donor that has no runs for `model`."""
+    from harness.report.reference import lookup
+
+    ours = cells[cells["model"] == model]
+    missing = [d for d in (reference, replicate, candidate) if d not in set(ours["donor"])]
+    if missing:
+        raise ValueError(f"no data randomization runs of {model} with donor {', '.join(missing)}; donors with runs: "
+                         f"{sorted(set(ours['donor']))}")
+    means = ours.drop_duplicates(["donor", "method", "metric"]).pivot(
+        index=["method", "metric"], columns="donor", values="mean")
+    families = ours.drop_duplicates("method").set_index("method")["family"]
+    table = pd.DataFrame({"seed0": means[reference], "seed1": means[replicate], "shortcut": means[candidate]})
+    table["spread"] = (table["seed1"] - table["seed0"]).abs()
+    table["distance"] = (table["shortcut"] - table["seed0"]).abs()
+    table["within"] = table["distance"] <= table["spread"]
+    table["paper"] = [_paper(lookup(model, SCHEDULE, metric, families[method], RANDOM_LABELS))
+                      for method, metric in table.index]
+    order = {m: i for i, m in enumerate(dict.fromkeys(ours["method"]))}
+    return table.reset_index().sort_values(["method", "metric"], key=lambda c: c.map(order) if c.name == "method"
+                                           else c, ignore_index=True)
+
+
+def _paper(ref) -> str:
+    return "" if ref is None else ref.text
+
+
+def verdict(table: pd.DataFrame) -> pd.Series:
+    """Per method: the shortcut is within the seeds' spread for every metric (NaN counts as not within)."""
+    return table.groupby("method", sort=False)["within"].all()
+
+
+def donors_line(cells: pd.DataFrame, model: str, donors: list[str]) -> str:
+    """The donors' steps, training accuracy (on their permuted labels) and held-out accuracy."""
+    parts = []
+    for donor in donors:
+        row = cells[(cells["model"] == model) & (cells["donor"] == donor)].iloc[0]
+        steps = f"@{int(row['steps'])}" if pd.notna(row["steps"]) else ""
+        parts.append(f"{donor}{steps}: train {_percent(row['train_accuracy'])}, held-out {_percent(row['test_accuracy'])}")
+    return "; ".join(parts)
+
+
+def _percent(value) -> str:
+    return "?" if value is None or pd.isna(value) else f"{100 * float(value):.1f} %"
+
+
+def markdown(table: pd.DataFrame) -> str:
+    """Methods down; per metric seed 0, seed 1, shortcut, paper, spread, distance; the verdict."""
+    lines = ["| method | metric | authors seed 0 | authors seed 1 | shortcut | paper | spread | distance | within |",
+             "|---" * 9 + "|"]
+    for _, r in table.iterrows():
+        cells = [_number(r[c]) for c in ("seed0", "seed1", "shortcut")]
+        lines.append(f"| {r['method']} | {r['metric']} | " + " | ".join(cells) + f" | {r['paper'] or '—'} | "
+                     f"{_number(r['spread'])} | {_number(r['distance'])} | {'yes' if r['within'] else '**no**'} |")
+    return "\n".join(lines)
+
+
+def _number(value) -> str:
+    return "—" if pd.isna(value) else f"{value:.3f}"
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m harness.zoo.randlabel_study", description=(
+        "Data randomization cells per method with donor = the authors' random-label recipe (seeds 0 "
+        "and 1) and the shortcut, side by side with the paper's values; whether the shortcut is within "
+        "the seeds' spread."))
+    parser.add_argument("folders", nargs="+", type=Path, help="result folders of the data randomization runs")
+    parser.add_argument("--reference", default=AUTHORS, help=f"donor of seed 0 (default {AUTHORS})")
+    parser.add_argument("--replicate", default=REPLICATE, help=f"donor of seed 1 (default {REPLICATE})")
+    parser.add_argument("--candidate", default=SHORTCUT, help=f"the donor judged (default {SHORTCUT})")
+    args = parser.parse_args(argv)
+    cells = donor_cells(args.folders)
+    if cells.empty:
+        raise SystemExit(f"randlabel_study: error: no data randomization runs under {', '.join(map(str, args.folders))}")
+    for model in dict.fromkeys(cells["model"]):
+        donors = [name.format(model=model) for name in (args.reference, args.replicate, args.candidate)]
+        print(f"\n## {model}")
+        try:
+            table = compare(cells, model, *donors)
+        except ValueError as error:
+            print(f"(no comparison: {error})")
+            continue
+        print(donors_line(cells, model, donors))
+        print(markdown(table))
+        within = verdict(table)
+        answers = ", ".join(f"{method} {_yes(ok)}" for method, ok in within.items())
+        print(f"shortcut {donors[2]} within the seeds' spread for every metric: {answers}; "
+              f"all methods: {_yes(bool(np.all(within)))}")
+
+
+def _yes(ok: bool) -> str:
+    return "yes" if ok else "no"
+
+
+if __name__ == "__main__":
+    main()
