@@ -73,6 +73,11 @@ TESTS = (
     Test("data randomization", "data_randomization", SIMILARITIES, DEPENDS_BELOW, BELOW),
     Test("random logit", CONTROL_SCHEDULE, SIMILARITIES, DEPENDS_BELOW, BELOW, block="random_logit",
          what="against another class's map"),
+    # The paper's input-dominance finding (Gradient x Input, IG): a map that keeps |Spearman| of 0.9
+    # or more with every weight randomized is the input's, whatever the model learned. A weaker
+    # test than MPRT's 0.5: a map can fail MPRT and still not be dominated by the input.
+    Test("input dominance", "cascading", ("spearman_abs",), INPUT_DOMINATED_ABS, BELOW,
+         what="at the last cascading step"),
 )
 
 

@@ -84,7 +84,8 @@ def test_verdicts_csv_is_written_in_a_run_folder_and_two_images_decide_nothing(t
                                 f"results_dir={tmp_path}", "progress=false"), log=lambda _: None)
     table = read_table(run_dir / "verdicts.csv")
     assert list(table.columns) == verdicts.VERDICT_COLUMNS
-    assert set(table["test"]) == {"MPRT cascading"} and set(table["metric"]) <= set(verdicts.SIMILARITIES)
+    assert set(table["test"]) == {"MPRT cascading", "input dominance"}
+    assert set(table["metric"]) <= set(verdicts.SIMILARITIES)
     assert set(table["verdict"]) == {"inconclusive"}
     assert table["reason"].str.contains("n = 2 images with a defined score, below the minimum 10").all()
     summary = read_table(run_dir / "summary.csv")
@@ -102,3 +103,17 @@ def test_verdicts_csv_is_written_in_a_run_folder_and_two_images_decide_nothing(t
     assert "below the minimum" not in capsys.readouterr().out
     assert verdicts.main([str(tmp_path / "none")]) == 2
     assert capsys.readouterr().err.startswith("harness: error: no summary.csv in or below")
+
+
+def test_input_dominance_is_a_verdict_of_its_own_at_0_9():
+    # Catches the paper's input-dominance check missing from the table, or judged at MPRT's 0.5.
+    def verdicts_of(mean, low, high):
+        table = _table(_row(mean=mean, low=low, high=high))
+        return _one(table)["verdict"], _one(table, test="input dominance")["verdict"]
+
+    assert verdicts_of(0.95, 0.93, 0.97) == ("fail", "fail")          # the input's map
+    assert verdicts_of(0.70, 0.65, 0.75) == ("fail", "pass")          # not the model's, not the input's either
+    assert verdicts_of(0.20, 0.10, 0.30) == ("pass", "pass")
+    assert verdicts_of(0.90, 0.85, 0.95) == ("fail", "inconclusive")
+    rule = _one(_table(_row()), test="input dominance")["rule"]
+    assert "wholly below 0.9" in rule and "cascading" in rule
