@@ -89,7 +89,9 @@ def structure_digest(model) -> str:
 def _structure_digest(model) -> str:
     if model.keras_model is not None:
         try:
-            return hashlib.sha256(f"keras|{model.keras_model.to_json()}".encode()).hexdigest()
+            config = json.loads(model.keras_model.to_json())
+            config.pop("compile_config", None)  # the optimizer and loss: training, not what the model computes
+            return hashlib.sha256(f"keras|{json.dumps(config, sort_keys=True)}".encode()).hexdigest()
         except (NotImplementedError, TypeError, ValueError):  # a subclassed model without a config
             pass
     import tensorflow as tf

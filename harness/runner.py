@@ -144,7 +144,10 @@ class Plan:
 
     def with_contents(self, model, images: ImageSet, log) -> "Plan":
         """This plan with the digests of what it points at, and scheme `donor`'s weights."""
-        contents = {"model": weights_digest(model), "images": images_digest(images)}
+        from harness.cache import structure_digest
+
+        contents = {"model": weights_digest(model), "structure": structure_digest(model),
+                    "images": images_digest(images)}
         if self.reinit.scheme != "donor":
             return dataclasses.replace(self, contents=contents)
         donor = _donor_model(self.config["schedule"], log)
@@ -156,6 +159,9 @@ class Plan:
         """Hash of everything that changes the results (not where they go, nor the progress bar):
         the config and the contents it points at (model weights, images)."""
         relevant = {k: v for k, v in self.config.items() if k not in ("results_dir", "progress", "command")}
+        # The model by its contents (weights and structure digests), not by where it was read from: a
+        # model object and its .keras file, or a moved SavedModel, are the same run (docs/api.md).
+        relevant["model"] = {k: v for k, v in (relevant.get("model") or {}).items() if k != "source"}
         relevant["methods"] = [vars(m) for m in self.methods]  # the `method` group is moot when `methods` is set
         relevant.pop("method", None)
         relevant["contents"] = self.contents
