@@ -212,12 +212,16 @@ def _run(folder, donor: str, steps, values: dict[str, tuple[float, float]], mode
 def test_study_puts_donors_side_by_side_and_judges_the_shortcut(tmp_path, capsys):
     """Gradient: the shortcut 0.05 from seed 0, the seeds 0.10 apart on |Spearman| and 0.02 on the
     signed one (shortcut 0.01 off): within. Guided Backprop: the shortcut 0.30 off, seeds 0.05
-    apart: not within. The paper's values come from harness.report.reference."""
+    apart: not within. SmoothGrad: within on |Spearman|, 0.20 off on the signed one (seeds 0.01
+    apart): not within. The paper's values come from harness.report.reference."""
     from harness.zoo import randlabel_study as study
 
-    _run(tmp_path / "a", "mnist_mlp_randlabels_authors", 110000, {"gradient": (0.50, 0.05), "guided_backprop": (0.70, 0.10)})
-    _run(tmp_path / "b", "mnist_mlp_randlabels_authors_seed1", 110000, {"gradient": (0.60, 0.07), "guided_backprop": (0.65, 0.12)})
-    _run(tmp_path / "c", "mnist_mlp_randlabels", None, {"gradient": (0.55, 0.06), "guided_backprop": (0.40, 0.10)})
+    _run(tmp_path / "a", "mnist_mlp_randlabels_authors", 110000, {"gradient": (0.50, 0.05), "guided_backprop": (0.70, 0.10),
+                                                                    "smoothgrad": (0.50, 0.00)})
+    _run(tmp_path / "b", "mnist_mlp_randlabels_authors_seed1", 110000, {"gradient": (0.60, 0.07), "guided_backprop": (0.65, 0.12),
+                                                                          "smoothgrad": (0.55, 0.01)})
+    _run(tmp_path / "c", "mnist_mlp_randlabels", None, {"gradient": (0.55, 0.06), "guided_backprop": (0.40, 0.10),
+                                                       "smoothgrad": (0.52, 0.20)})
     cells = study.donor_cells([tmp_path / "a", tmp_path / "b", tmp_path / "c"])
     table = study.compare(cells, "mnist_mlp", "mnist_mlp_randlabels_authors", "mnist_mlp_randlabels_authors_seed1",
                           "mnist_mlp_randlabels")
@@ -226,14 +230,14 @@ def test_study_puts_donors_side_by_side_and_judges_the_shortcut(tmp_path, capsys
     assert gradient.loc["spearman_abs", "spread"] == pytest.approx(0.10)
     assert gradient.loc["spearman_abs", "distance"] == pytest.approx(0.05)
     assert gradient.loc["spearman_abs", "paper"] == "0.60" and gradient.loc["spearman_signed", "paper"] == ""
-    assert study.verdict(table).to_dict() == {"gradient": True, "guided_backprop": False}
+    assert study.verdict(table).to_dict() == {"gradient": True, "guided_backprop": False, "smoothgrad": False}
     assert table["method"].tolist()[:2] == ["gradient", "gradient"]  # the experiment's method order
     study.main([str(tmp_path)])
     out = capsys.readouterr().out
     assert "mnist_mlp_randlabels_authors@110000: train 97.0 %, held-out 11.0 %" in out
     assert "| gradient | spearman_abs | 0.500 | 0.600 | 0.550 | 0.60 | 0.100 | 0.050 | yes |" in out
     assert "| guided_backprop | spearman_abs | 0.700 | 0.650 | 0.400 | 0.70 | 0.050 | 0.300 | **no** |" in out
-    assert "gradient yes, guided_backprop no; all methods: no" in out
+    assert "gradient yes, guided_backprop no, smoothgrad no; all methods: no" in out
 
 
 def test_study_says_which_donor_has_no_runs(tmp_path, capsys):
