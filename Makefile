@@ -47,11 +47,11 @@ package: $(STAMP)  ## build the wheel, install it in a fresh venv, run `harness 
 reproduce: $(STAMP)  ## the paper's experiments on the built-in models, then the report
 	$(BIN)/python -m harness.reproduce --out results/reproduce
 
-bench: $(STAMP)  ## harness vs. PAIR saliency vs. raw TensorFlow
+bench: $(STAMP)  ## every benchmark (harness/bench/): results/bench/bench.md and the generated docs/benchmarks.md
 	$(BIN)/python -m harness.bench
 
-bench-sweep: $(STAMP)  ## one 8-job sweep through the basic and the joblib launcher: wall time, speedup
-	$(BIN)/python -m harness.bench_sweep
+bench-sweep: $(STAMP)  ## only the sweep scenario (basic vs joblib launcher): results/bench/sweep/bench.md
+	$(BIN)/python -m harness.bench --scenarios sweep --out results/bench/sweep
 
 clean:  ## remove generated results and build output (keeps .venv and the model cache)
 	rm -rf results/runs results/sweeps results/reproduce results/reproduce-quick results/bench .pytest_cache build dist

@@ -82,9 +82,10 @@ def test_in_a_run_the_edge_detector_never_changes_and_random_attribution_never_a
 
 def test_the_bench_gives_a_pseudo_method_no_raw_tf_limit(tmp_path):
     from harness import bench
+    from harness.bench.common import Options
 
-    rows = pd.read_csv(bench.run(["cnn"], ["edge_detector", "gradient"], tmp_path, quick=True,
-                                 log=lambda _: None)).set_index("method")
+    rows = pd.read_csv(bench.run(["methods"], Options(quick=True, models=("cnn",), methods=("edge_detector", "gradient")),
+                                 tmp_path, log=lambda _: None)).set_index("method")
     assert rows.loc["edge_detector", "rows"] == 0 and rows.loc["edge_detector", "harness_s"] > 0
     assert np.isnan(rows.loc["edge_detector", "limit_s"]) and np.isnan(rows.loc["edge_detector", "limit_ratio"])
     assert rows.loc["edge_detector", "note"] == "no model rows: no raw-TF limit"

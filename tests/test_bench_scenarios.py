@@ -6,7 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness import bench, bench_overhead, bench_protocol
+from harness import bench
+from harness.bench import overhead as bench_overhead
+from harness.bench import protocol as bench_protocol
+from harness.bench.common import Options
 from harness.config import group_defaults
 
 from conftest import wrap_keras
@@ -83,10 +86,10 @@ def test_cpu_defaults_to_scaled_settings_and_one_step(monkeypatch):
     assert bench_protocol.defaults() == ("paper", None)
     called = []
     monkeypatch.setattr(bench_protocol, "measure", lambda *args: called.append(args[:3]) or {})
-    bench_protocol.measure_all(False, images=3)
-    bench_protocol.measure_all(False, images=3, settings="scaled", steps=2)
-    bench_protocol.measure_all(False, every_step=True, settings="scaled")
-    assert called == [(3, None, "paper"), (3, 2, "scaled"), (1, None, "scaled")]
+    for given in ({"images": 3}, {"images": 3, "settings": "scaled", "steps": 2}, {"steps": None, "settings": "scaled"}):
+        bench_protocol.measure_all(Options(protocol=given))
+    bench_protocol.measure_all(Options(quick=True, protocol={"images": 2, "steps": None}))
+    assert called == [(3, None, "paper"), (3, 2, "scaled"), (1, None, "scaled"), (2, 1, "quick")]
 
 
 def test_overhead_rows_come_from_run_json_and_have_their_section(tmp_path, monkeypatch):
@@ -94,11 +97,8 @@ def test_overhead_rows_come_from_run_json_and_have_their_section(tmp_path, monke
         raise AssertionError("an overhead row measured in the bench's own process")
 
     monkeypatch.setattr(bench_overhead, "measure", in_this_process)  # each run goes to a process of its own
-    csv = bench.run(["cnn"], ["gradient"], tmp_path, quick=True, log=lambda _: None, repairs=False,
-                    scenarios={"overhead": {}})
-    table = pd.read_csv(csv)
-    assert list(table.columns) == [*bench.COLUMNS, *bench_overhead.COLUMNS]
-    rows = table[table["model"] == "runner"].set_index("method")
+    csv = bench.run(["overhead"], Options(quick=True), tmp_path, log=lambda _: None)
+    rows = pd.read_csv(csv).set_index("method")
     assert list(rows.index) == list(bench_overhead.EXPERIMENTS)
     np.testing.assert_allclose(rows["overhead_fraction"], 1 - rows["limit_s"] / rows["harness_s"], rtol=1e-9)
     assert (rows["images"] == bench_overhead.QUICK_IMAGES).all()
@@ -108,35 +108,13 @@ def test_overhead_rows_come_from_run_json_and_have_their_section(tmp_path, monke
         split = re.search(r"score [\d.]+% \(([^)]*)\)", note).group(1).split(", ")
         assert sorted(part.split()[0] for part in split) == ["hog", "rest", "spearman_abs", "spearman_signed", "ssim"]
     markdown = (tmp_path / "bench.md").read_text()
-    assert "## Runner overhead" in markdown and "Target runner overhead under 10% at the experiments' images: " \
-        "cascading_mlp " in markdown
+    assert "## Runner overhead" in markdown and "| cascading_mlp | 2 |" in markdown
 
 
 def test_a_failed_overhead_process_is_an_error_naming_its_experiment(capfd):
     with pytest.raises(RuntimeError, match="measuring no_such_experiment in its own process failed \\(exit 2"):
         bench_overhead.measure_apart("no_such_experiment", 2)
     assert "invalid choice: 'no_such_experiment'" in capfd.readouterr().err  # the process's own error, shown
-
-
-def test_overhead_rows_report_the_median_of_their_runs(monkeypatch):
-    """Each experiment runs RUNS times (once when quick) and reports the row of its median run, its
-    note naming every run's share; red with the first or the last run reported, or one run taken."""
-    shares = iter([0.112, 0.104, 0.098, 0.061])  # cascading_mlp's three runs, then cascading_cnn's one
-    calls = []
-
-    def fake(experiment, images, quick=False):
-        calls.append(experiment)
-        share = next(shares)
-        return {"method": experiment, "projected_fraction": share, "note": f"run at {share:.1%}"}
-
-    monkeypatch.setattr(bench_overhead, "measure_apart", fake)
-    mlp, cnn = bench_overhead.measure_all(quick=False)
-    assert calls == ["cascading_mlp"] * 3 + ["cascading_cnn"]
-    assert mlp["projected_fraction"] == 0.104
-    assert mlp["note"] == "the median of 3 runs in processes of their own (11.2%, 10.4%, 9.8%, in order): run at 10.4%"
-    assert cnn == {"method": "cascading_cnn", "projected_fraction": 0.061, "note": "run at 6.1%"}
-    assert bench_overhead.median_run([{"projected_fraction": 0.2, "note": "b"},
-                                      {"projected_fraction": 0.1, "note": "a"}])["note"].endswith(": a")
 
 
 def test_projected_overhead_scales_kernels_and_per_image_parts_only():
@@ -149,7 +127,7 @@ def test_projected_overhead_scales_kernels_and_per_image_parts_only():
 
 @pytest.mark.slow  # a random-weight InceptionV3 built, its 8 methods traced and run on 2 model states
 def test_quick_protocol_runs_through_the_runner_on_the_papers_blocks():
-    (row,) = bench_protocol.measure_all(quick=True, log=lambda _: None)
+    (row,) = bench_protocol.measure_all(Options(quick=True), log=lambda _: None)
     assert row["measured_states"] == 2 and row["device"].startswith(("CPU", "GPU"))
     assert row["method"] == "cascading: 8 methods x 17 blocks"
     assert row["projected_200_s"] == pytest.approx(200 * row["harness_s"])
@@ -165,3 +143,15 @@ def test_bad_protocol_steps_are_one_line_before_anything_runs(value, tmp_path, c
         bench.main(["--protocol-steps", value, "--out", str(tmp_path)])
     assert exit_.value.code == 2 and not any(tmp_path.iterdir())
     assert f"{value!r}: valid: a positive number of cascade steps, or 'all'" in capsys.readouterr().err
+
+
+def test_protocol_steps_reach_the_scenario_as_given(tmp_path, monkeypatch):
+    """Catches: `--protocol-steps all` lost on the way (the CPU default of one step measured instead),
+    or a default step count forced on a GPU run."""
+    seen = []
+    monkeypatch.setattr(bench, "run", lambda scenarios, options, *a, **k: seen.append(options.protocol))
+    bench.main(["--scenarios", "protocol", "--protocol-steps", "all", "--out", str(tmp_path)])
+    bench.main(["--scenarios", "protocol", "--protocol-steps", "3", "--protocol-images", "2", "--out", str(tmp_path)])
+    bench.main(["--scenarios", "protocol", "--out", str(tmp_path)])
+    assert seen == [{"images": 1, "settings": None, "steps": None}, {"images": 2, "settings": None, "steps": 3},
+                    {"images": 1, "settings": None}]

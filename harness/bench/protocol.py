@@ -1,4 +1,4 @@
-"""`make bench` scenario: the paper's Inception protocol end to end, through the real runner.
+"""Scenario `protocol`: the paper's Inception protocol end to end, through the real runner.
 
 The cascading test of Adebayo et al. 2018 (docs/protocol.md):
 a random-weight Keras InceptionV3 at 299 x 299 (conf/model/inception_v3.yaml), its variables grouped
@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from harness import bench
+from harness.bench.common import WARM_UP, Options
 
 METHODS = ("gradient", "smoothgrad", "gradient_x_input", "integrated_gradients", "ig_smoothgrad",
            "guided_backprop", "gradcam", "guided_gradcam")
@@ -141,7 +141,7 @@ def run_config(methods: list[dict], data: dict, results_dir: Path):
 
 def method_entries(settings: str) -> list[dict]:
     """The 8 methods at `settings`: paper (conf/method/ defaults), scaled (SCALED) or quick (each
-    method's registered quick settings: `bench --quick`)."""
+    method's registered quick settings: `python -m harness.bench --quick`)."""
     from harness import methods
 
     chosen = {"paper": {}, "scaled": SCALED, "quick": {m: dict(methods.spec(m).quick) for m in METHODS}}[settings]
@@ -207,7 +207,7 @@ def run_protocol(images: int, steps: int | None, settings: str, log: Callable[[s
     began = time.perf_counter()
     for entry in entries:  # trace every kernel once, as bench.measure's warm-up does
         params = {k: v for k, v in entry.items() if k != "name"} | {"gradcam_endpoint": model_endpoint()}
-        warm = {k: v for k, v in bench.WARM_UP.items() if k in methods.defaults(entry["name"])}
+        warm = {k: v for k, v in WARM_UP.items() if k in methods.defaults(entry["name"])}
         methods.get(entry["name"])(model, x[:1], targets, np.random.default_rng(0), params | warm)
     traced_s = time.perf_counter() - began
     with tempfile.TemporaryDirectory(prefix="bench-protocol-") as folder:
@@ -233,7 +233,6 @@ def run_protocol(images: int, steps: int | None, settings: str, log: Callable[[s
 
 
 MODEL_ROW = f"cascading: {len(METHODS)} methods"
-COLUMNS = ["device", "measured_s", "measured_states", "projected_200_s"]  # bench.csv's beyond bench.COLUMNS
 
 
 def measure(images: int, steps: int | None, settings: str, log: Callable[[str], None] = print) -> dict:
@@ -241,45 +240,38 @@ def measure(images: int, steps: int | None, settings: str, log: Callable[[str], 
     measured, once = run_protocol(images, steps, settings, log)
     per_image, what = project(measured)
     where = device()
-    nan = float("nan")
     return {
         "model": MODEL, "method": f"{MODEL_ROW} x {measured.all_states - 1} blocks", "images": images,
         "settings": settings, "harness_s": per_image, "reference_s": AUTHORS_SECONDS_PER_IMAGE,
-        "speedup": AUTHORS_SECONDS_PER_IMAGE / per_image, "limit_s": nan, "limit_ratio": nan,
-        "rows": sum(measured.paper_rows.values()) * measured.all_states, "forward_rows": 0, "agreement": nan,
+        "speedup": AUTHORS_SECONDS_PER_IMAGE / per_image, "rows": sum(measured.paper_rows.values()) * measured.all_states,
         "reference": "the authors' notebook: about 1.5 h per image for the cascade, unaccelerated",
         "note": (f"{what}. Device: {where}. Not in the figures: building the model {once['built_s']:.3g} s and "
                  f"tracing the 8 methods {once['traced_s']:.3g} s, once per run; the measured run's kernels "
                  f"took {once['kernel_s'] / measured.total_s:.1%} of it"),
         "device": where, "measured_s": measured.total_s, "measured_states": measured.states,
-        "projected_200_s": per_image * PAPER_IMAGES, "harness_rounds_s": "", "reference_rounds_s": "",
-        "limit_rounds_s": "",
+        "projected_200_s": per_image * PAPER_IMAGES,
     }
 
 
-def measure_all(quick: bool, images: int = 1, steps: int | None = None, settings: str | None = None,
-                every_step: bool = False, log: Callable[[str], None] = print) -> list[dict]:
-    """The scenario's row. Not given, `settings` and `steps` are the device's (`defaults`: every
-    step at the paper's settings on a GPU); `every_step`: all of them; `quick`: the methods' quick
-    settings and one step (a smoke run)."""
+def measure_all(options: Options, log: Callable[[str], None] = print) -> list[dict]:
+    """The scenario's row, at `options.protocol`'s `images`, `steps` (a number, None: every block)
+    and `settings`; those not given are the device's (`defaults`: every step at the paper's settings
+    on a GPU); `quick`: the methods' quick settings and one step (a smoke run)."""
+    given = options.protocol
     auto_settings, auto_steps = defaults()
-    if quick:
-        settings, steps = "quick", 1
-    steps = None if every_step else (auto_steps if steps is None else steps)
-    return [measure(images, steps, settings or auto_settings, log)]
+    settings, steps = ("quick", 1) if options.quick else (given.get("settings") or auto_settings,
+                                                           given["steps"] if "steps" in given else auto_steps)
+    return [measure(given.get("images", 1), steps, settings, log)]
 
 
 def section(frame) -> list[str]:
     """bench.md's section of the protocol row."""
-    part = frame[frame["model"] == MODEL]
-    if part.empty:
-        return []
     lines = ["## The paper's Inception protocol", "", __doc__.split("\n\n")[1].replace("\n", " "), "",
              "| device | images | settings | measured s | states measured | s per image | 200 images | "
              "authors' s per image | note |", "|---|---:|---|---:|---:|---:|---:|---:|---|"]
     lines += [f"| {r.device} | {r.images} | {r.settings} | {r.measured_s:.4g} | {r.measured_states} | "
               f"{r.harness_s:.4g} | {r.projected_200_s / 3600:.3g} h | {r.reference_s:.0f} (~1.5 h) | {r.note} |"
-              for r in part.itertuples()]
+              for r in frame.itertuples()]
     return [*lines, ""]
 
 

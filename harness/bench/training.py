@@ -1,0 +1,95 @@
+"""Scenario `training`: optimizer steps per second of the built-in CNN's step-budget recipe
+(`harness.zoo.budget`), in several ways of training it, alternated in one process.
+
+A shared, noisy machine makes timings from separate runs incomparable, so every configuration is
+timed in turn, round after round, after a warm-up, and the section gives each one's median and its
+ratio to the first (`model.fit` on NumPy arrays). The trainer's own path is `loop100`: a custom
+tf.function of 100 steps a call under TensorFlow's op determinism (resumable bit for bit); XLA
+cannot keep that determinism for MaxPool's gradient, so its rows train without it.
+"""
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+
+from harness.bench.common import Options
+
+RECIPE = "mnist_cnn_authors"
+# name -> (how, steps per compiled call, XLA, op determinism)
+CONFIGS = {
+    "fit": ("fit", None, False, True),           # keras model.fit, batch 50, shuffled NumPy arrays
+    "loop1": ("loop", 1, False, True),           # custom tf.function step, one step a call
+    "loop10": ("loop", 10, False, True),         # ... 10 steps a call (tf.while_loop)
+    "loop100": ("loop", 100, False, True),       # ... 100 steps a call: the trainer's setting
+    "loop1-nondet": ("loop", 1, False, False),   # one step a call, op determinism off
+    "xla1": ("loop", 1, True, False),            # jit_compile=True, one step a call
+    "xla100": ("loop", 100, True, False),        # jit_compile=True, 100 steps a call
+}
+STEPS, ROUNDS = 160, 3  # steps per timing (fit: whole epochs), rounds
+QUICK_STEPS, QUICK_CONFIGS = 10, ("fit", "loop1")
+
+
+class _Trainer:
+    def __init__(self, recipe, how: str, chunk: int | None, jit: bool, deterministic: bool):
+        import keras
+
+        from harness.zoo import budget, mnist
+
+        self.how, self.chunk, self.recipe, self.deterministic = how, chunk, recipe, deterministic
+        budget.set_op_determinism(deterministic)
+        self.x, self.y, _, _ = mnist.load_split()
+        self.model, _, self.optimizer = budget.build(recipe)
+        self.step = 0
+        if how == "fit":
+            self.model.compile(optimizer=self.optimizer,
+                               loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        else:
+            self.fn = budget.make_train_fn(self.model, self.optimizer, self.x, self.y, chunk, jit_compile=jit)
+
+    def seconds_per_step(self, steps: int) -> float:
+        import numpy as np
+
+        from harness.zoo import budget
+
+        budget.set_op_determinism(self.deterministic)
+        began, before = time.perf_counter(), int(self.optimizer.iterations.numpy())
+        if self.how == "fit":  # whole epochs: a partial one would restart the dataset iterator
+            epochs = max(1, steps // (len(self.x) // self.recipe.batch_size))
+            self.model.fit(self.x, self.y, batch_size=self.recipe.batch_size, epochs=epochs, shuffle=True, verbose=0)
+        else:
+            while int(self.optimizer.iterations.numpy()) - before < steps:
+                idx = budget.batch_indices(self.recipe.seed, len(self.x), self.recipe.batch_size, self.step, self.chunk)
+                float(self.fn(idx, np.int32(self.chunk)))
+                self.step += self.chunk
+        return (time.perf_counter() - began) / (int(self.optimizer.iterations.numpy()) - before)
+
+
+def measure_all(options: Options, log: Callable[[str], None] = print) -> list[dict]:
+    from harness import zoo
+
+    steps, names = (QUICK_STEPS, QUICK_CONFIGS) if options.quick else (STEPS, tuple(CONFIGS))
+    trainers = {name: _Trainer(zoo.RECIPES[RECIPE], *CONFIGS[name]) for name in names}
+    for trainer in trainers.values():
+        trainer.seconds_per_step(min(steps, 100))  # warm-up: tracing, compilation
+    times = {name: [] for name in names}
+    for _ in range(1 if options.quick else max(ROUNDS, options.repeats)):
+        for name, trainer in trainers.items():
+            times[name].append(trainer.seconds_per_step(steps))
+    base = 1 / statistics.median(times[names[0]])
+    rows = [{"model": RECIPE, "method": name, "steps_per_s": 1 / statistics.median(t),
+             "vs_fit": 1 / statistics.median(t) / base, "rounds_s_per_step": " ".join(f"{x:.5g}" for x in t)}
+            for name, t in times.items()]
+    for r in rows:
+        log(f"training {r['method']:<13} {r['steps_per_s']:7.2f} steps/s  x{r['vs_fit']:.2f}")
+    return rows
+
+
+def section(frame) -> list[str]:
+    lines = ["## Training speed", "", __doc__.split("\n\n", 1)[1].replace("\n", " ").strip(), "",
+             f"Recipe `{RECIPE}`; the configurations: {', '.join(f'`{n}`' for n in CONFIGS)} "
+             "(`harness/bench/training.py`).", "",
+             "| configuration | steps/s | x fit | s per step, each round |", "|---|---:|---:|---|"]
+    lines += [f"| {r.method} | {r.steps_per_s:.3g} | {r.vs_fit:.2f} | {r.rounds_s_per_step} |"
+              for r in frame.itertuples()]
+    return [*lines, ""]
