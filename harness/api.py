@@ -229,6 +229,45 @@ class Result:
                 raise HarnessError(f"no maps for method {method!r} at step {step}; valid (method@step): {', '.join(valid)}")
             return archive[key]
 
+    # -- figures: the HTML report's own drawing (harness.report.figures, harness.report.grids) ------
+    def plot_curves(self):
+        """The report's similarity curves of this run (one panel per metric, a line and 95% CI band
+        per method, controls as horizontal lines): a matplotlib Figure. Cascading and bottom-up runs."""
+        from harness.report.figures import curves_figure
+        from harness.report.gallery import CURVE_SCHEDULES
+
+        run, schedule = self._report_run()
+        if schedule not in CURVE_SCHEDULES:
+            raise HarnessError(f"plot_curves draws the schedules {', '.join(CURVE_SCHEDULES)}; this run's is "
+                               f"{schedule!r} (its scores: result.scores; its maps: result.plot_maps())")
+        return curves_figure(run.summary, schedule, f"{_model_label(run)}: {schedule} randomization")
+
+    def plot_maps(self, image: int = 0, kind: str = "absolute"):
+        """The report's map grid of one kept image (rows: methods; columns: the input, the trained
+        model's map, then each step), `kind` "absolute" or "signed": a matplotlib Figure."""
+        from harness.report import grids
+
+        if kind not in grids.KINDS:
+            raise HarnessError(f"unknown map kind {kind!r}; valid: {', '.join(grids.KINDS)}")
+        run, schedule = self._report_run()
+        maps = grids.load_maps([run], max_images=max(int(image), 0) + 1)
+        kept = len(maps.image_ids) if maps else 0
+        if not 0 <= int(image) < kept:
+            raise HarnessError(f"image {image} has no kept maps; valid: 0 to {kept - 1} (maps_to_keep, at most "
+                               f"one image past {grids.MAX_STEPS_FOR_SEVERAL_IMAGES} steps)" if kept else
+                               f"no maps kept in {str(self.folder)!r} (maps_to_keep=0)")
+        title = f"{_model_label(run)}, {schedule}: {kind} maps, image {maps.image_ids[int(image)]}"
+        return grids.grid_figure(maps, int(image), kind, title)
+
+    def _report_run(self):
+        """The run folder as the report reads it, and its schedule (not the controls')."""
+        from harness.report.labels import CONTROL_SCHEDULE
+        from harness.report.load import Run
+
+        run = Run(self.folder)
+        schedules = [s for s in dict.fromkeys(run.summary["schedule"]) if s != CONTROL_SCHEDULE]
+        return run, (schedules[0] if schedules else CONTROL_SCHEDULE)
+
     # -- files -----------------------------------------------------------------------------------
     def report(self, path=None) -> Path:
         """The HTML report (harness-report's); with `path`, the report folder is copied there."""
@@ -277,6 +316,12 @@ class Result:
     def _repr_html_(self) -> str:
         return (f"<p><code>{html.escape(str(self.folder))}</code></p>"
                 f"<pre>{html.escape(self._matrix())}</pre>")
+
+
+def _model_label(run) -> str:
+    from harness.report.labels import model_label
+
+    return model_label(run.model)
 
 
 def load(path) -> Result:

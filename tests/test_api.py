@@ -149,3 +149,46 @@ def test_quickstart_example_runs():
                           cwd=ROOT, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "MPRT cascading" in done.stdout
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """Two methods on the trained tiny CNN, cascading, with the random-model control."""
+    result = harness.sanity_check(_trained_tiny(), _tiny_images(2), methods=["gradient", "integrated_gradients"],
+                                  controls=["random_model"], results_dir=tmp_path_factory.mktemp("tiny"), **QUIET)
+    return result
+
+
+def test_plot_curves_is_the_reports_figure(tiny_run):
+    from matplotlib.figure import Figure
+
+    from harness.report.labels import method_label, metric_label
+
+    figure = tiny_run.plot_curves()
+    assert isinstance(figure, Figure)
+    panels = [ax for ax in figure.axes if ax.get_visible()]
+    metrics = list(dict.fromkeys(tiny_run.summary.query("schedule == 'cascading'")["metric"]))
+    assert sorted(ax.get_title() for ax in panels) == sorted(map(metric_label, metrics))
+    steps = tiny_run.summary.query("schedule == 'cascading'")["step"].nunique()
+    for ax in panels:  # per method: its curve over every step, and its random-model control level
+        curves = [line for line in ax.lines if line.get_label() in {method_label("gradient"),
+                                                                      method_label("integrated_gradients")}]
+        assert len(curves) == 2 and all(len(line.get_xdata()) == steps for line in curves)
+        assert sum(line.get_linestyle() == ":" for line in ax.lines) == 2
+
+
+def test_plot_maps_is_the_reports_grid(tiny_run):
+    from harness.report.labels import method_label
+
+    figure = tiny_run.plot_maps(1, kind="signed")
+    mosaic = figure.axes[0].images[0].get_array()
+    steps = len(tiny_run.summary.query("schedule == 'cascading'")["step"].unique())
+    assert mosaic.shape == (2 * 9 - 1, (steps + 1) * 9 - 1, 3)  # 8x8 cells, 1-pixel gaps: 2 methods x input + steps
+    texts = {t.get_text() for t in figure.axes[0].texts}
+    assert {method_label("gradient"), method_label("integrated_gradients"), "input"} <= texts
+    assert len(figure.axes) == 2  # the mosaic and the colour bar
+    np.testing.assert_allclose(mosaic[:8, :8, 0], _tiny_images(2)[1, ..., 0], atol=1e-6)  # image 1's input cell
+    with pytest.raises(HarnessError, match="image 2 has no kept maps; valid: 0 to 1"):
+        tiny_run.plot_maps(2)
+    with pytest.raises(HarnessError, match="unknown map kind 'log'; valid: absolute, signed"):
+        tiny_run.plot_maps(kind="log")

@@ -77,7 +77,13 @@ def _control_style(control: str):
 
 
 def similarity_curves(summary: pd.DataFrame, schedule: str, title: str, path: Path) -> Path:
-    """One panel per metric: mean and 95% CI band per method along the schedule; controls dashed."""
+    """The curves figure below, saved as the report's PNG."""
+    return save(curves_figure(summary, schedule, title), path)
+
+
+def curves_figure(summary: pd.DataFrame, schedule: str, title: str) -> Figure:
+    """One panel per metric: mean and 95% CI band per method along the schedule; controls dashed.
+    Also `harness.Result.plot_curves` (docs/api.md)."""
     steps = summary[summary["schedule"] == schedule]
     controls = summary[summary["schedule"] == CONTROL_SCHEDULE]
     metrics = order_metrics(steps["metric"])
@@ -94,7 +100,7 @@ def similarity_curves(summary: pd.DataFrame, schedule: str, title: str, path: Pa
         handles.append(Line2D([], [], color="black", linestyle="none", marker="x", label="undefined (constant maps)"))
     figure.legend(handles=handles, loc="outside right upper", title="method / control", fontsize=9)
     figure.suptitle(title)
-    return save(figure, path)
+    return figure
 
 
 def _curve_panel(ax, rows: pd.DataFrame, controls: pd.DataFrame, methods: list[str]) -> None:

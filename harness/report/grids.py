@@ -77,7 +77,13 @@ def _add_run(maps: MapSet, path: Path) -> None:
 
 
 def cascade_grid(maps: MapSet, image: int, kind: str, title: str, path: Path) -> Path:
-    """One image: rows = methods, columns = input, original, each randomized block.
+    """The grid figure below, saved as the report's PNG."""
+    return save(grid_figure(maps, image, kind, title), path)
+
+
+def grid_figure(maps: MapSet, image: int, kind: str, title: str) -> Figure:
+    """One image: rows = methods, columns = input, original, each randomized block. Also
+    `harness.Result.plot_maps` (docs/api.md).
 
     The cells are assembled into one RGB mosaic drawn on a single axes: a figure of 9 x 18 separate
     axes takes seconds to lay out, a mosaic a fraction of that, and it looks the same.
@@ -110,7 +116,7 @@ def cascade_grid(maps: MapSet, image: int, kind: str, title: str, path: Path) ->
     # columns is narrower than its title.
     figure.suptitle(textwrap.fill(title, int(9 * figure.get_figwidth())), y=1 - 0.12 / figure.get_figheight(),
                     va="top")
-    return save(figure, path)
+    return figure
 
 
 def _mosaic_figure(rows: int, columns: int):
