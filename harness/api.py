@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import html
 import shutil
+import sys
 import tempfile
 import weakref
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -25,8 +27,9 @@ def sanity_check(model, images, *, methods: Iterable[Any] | str = ("gradient",),
                  results_dir=None, value_range=None, log=print, **overrides) -> "Result":
     """Run a sanity check as `harness model=... method=...` would and return its `Result`.
 
-    model: a Keras 3 model object, or any source the CLI takes (a model config name such as
-    mnist_cnn, builtin:NAME, a .keras/.h5 file, a SavedModel folder, a TF-Hub handle).
+    model: a Keras 3 or tf-keras model, a tf.Module or loaded SavedModel with a serving signature,
+    or any source the CLI takes (a model config name such as mnist_cnn, builtin:NAME, a .keras/.h5
+    file, a SavedModel folder, a TF-Hub handle).
     images: a NumPy array [N, H, W, C] (or [N, H, W]) in `value_range` (default: the model config's
     input range), or a data config name (mnist) or a folder / glob of image files.
     methods: names or {"name": ..., **settings} mappings, as in configs.
@@ -38,23 +41,102 @@ def sanity_check(model, images, *, methods: Iterable[Any] | str = ("gradient",),
     from harness import runner
     from harness.config import check_config
 
-    cfg = compose_config(model, images, methods=methods, schedule=schedule, metrics=metrics, labels=labels,
-                         target=target, blocks=blocks, seed=seed, results_dir=results_dir,
-                         value_range=value_range, overrides=overrides)
-    check_config(cfg)  # every value, before a model is loaded or a folder made (as the CLI)
+    with _as_source(model, overrides) as (model, overrides):
+        cfg = compose_config(model, images, methods=methods, schedule=schedule, metrics=metrics, labels=labels,
+                             target=target, blocks=blocks, seed=seed, results_dir=results_dir,
+                             value_range=value_range, overrides=overrides)
+        check_config(cfg)  # every value, before a model is loaded or a folder made (as the CLI)
+        from harness.tf_logging import import_tensorflow_quietly
+
+        import_tensorflow_quietly()
+        temporary = results_dir is None
+        if temporary:
+            cfg.results_dir = tempfile.mkdtemp(prefix="harness-")
+        try:
+            folder = runner.run(cfg, log=log)
+        except BaseException:
+            if temporary:  # a refused call leaves nothing behind
+                shutil.rmtree(cfg.results_dir, ignore_errors=True)
+            raise
+    return Result(folder, temporary=Path(cfg.results_dir) if temporary else None)
+
+
+# What a model argument may be, for the one line that refuses anything else.
+MODEL_KINDS = ("a Keras 3 or tf-keras model, a tf.Module or loaded SavedModel (tf.saved_model.load) with a "
+               "serving_default signature or a __call__ traced for one input, or a source string (a model "
+               "config name, builtin:NAME, a .keras/.h5 file, a SavedModel folder, a TF-Hub handle)")
+
+
+@contextmanager
+def _as_source(model, overrides: Mapping[str, Any]):
+    """(model, overrides) as `compose_config` takes them. A source string or a Keras 3 model (the
+    `memory:` source) as given; a tf-keras model, tf.Module or loaded SavedModel written to a
+    temporary SavedModel folder as the built-in models are (harness.models.export), which the run
+    loads as the CLI loads any SavedModel folder, named after the object; removed after the call.
+    The run key holds the model's weights and structure digests, not the folder (harness.runner)."""
+    if isinstance(model, (str, Path)) or _is_keras3(model):
+        yield model, overrides
+        return
+    tf = sys.modules.get("tensorflow")
+    if tf is None or not (isinstance(model, tf.Module) or hasattr(model, "signatures")):
+        raise HarnessError(f"model of type {type(model).__module__}.{type(model).__qualname__} is not one the "
+                           f"harness takes; give {MODEL_KINDS}")
     from harness.tf_logging import import_tensorflow_quietly
 
     import_tensorflow_quietly()
-    temporary = results_dir is None
-    if temporary:
-        cfg.results_dir = tempfile.mkdtemp(prefix="harness-")
+    folder = Path(tempfile.mkdtemp(prefix="harness-model-"))
     try:
-        folder = runner.run(cfg, log=log)
-    except BaseException:
-        if temporary:  # a refused call leaves nothing behind
-            shutil.rmtree(cfg.results_dir, ignore_errors=True)
-        raise
-    return Result(folder, temporary=Path(cfg.results_dir) if temporary else None)
+        path = _export(model, folder / "model")
+        name = {"model.name": getattr(model, "name", None) or "saved_model"}
+        yield str(path), {**name, **{k.replace("__", "."): v for k, v in (overrides or {}).items()}}
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _is_keras3(model) -> bool:
+    keras = sys.modules.get("keras")  # a Keras model object means Keras is imported
+    return keras is not None and isinstance(model, getattr(keras, "Model", ()))
+
+
+def _export(model, path: Path) -> Path:
+    """A tf-keras model as it is; a tf.Module / loaded SavedModel through its forward pass."""
+    from harness.models.export import export_hub_style
+
+    if hasattr(model, "inputs") and hasattr(model, "get_config"):  # tf-keras: called with training=False
+        return export_hub_style(model, path)
+    return export_hub_style(_Forward(model), path)
+
+
+class _Forward:
+    """What export_hub_style reads of a Keras model (inputs, variables, a call), for a tf.Module or a
+    loaded SavedModel: its `__call__` when that is one traced function of one image batch, else its
+    serving_default signature with one input and one output (as harness.models.sources calls one)."""
+
+    def __init__(self, module):
+        call = getattr(module, "__call__", None)
+        concrete = None
+        try:
+            concrete = call.get_concrete_function()  # a tf.function with an input signature, or one trace
+            self._call, spec = call, concrete.structured_input_signature[0][0]
+        except (AttributeError, TypeError, ValueError, IndexError):
+            signature = (getattr(module, "signatures", None) or {}).get("serving_default")
+            if signature is None:
+                raise HarnessError(f"model of type {type(module).__qualname__} has neither a serving_default "
+                                   f"signature nor a __call__ traced for one input; give {MODEL_KINDS}") from None
+            inputs, outputs = signature.structured_input_signature[1], list(signature.structured_outputs)
+            if len(inputs) != 1 or len(outputs) != 1:
+                raise HarnessError(f"the model's serving_default signature takes {sorted(inputs)} and gives "
+                                   f"{outputs}; the harness needs one image input and one logit output")
+            (key, spec), = inputs.items()
+            self._call, concrete = (lambda x: signature(**{key: x})[outputs[0]]), signature
+        if spec.shape.rank != 4:
+            raise HarnessError(f"the model takes inputs of shape {spec.shape}; the harness needs [batch, H, W, C]")
+        self.inputs = [spec]
+        self.variables = list(getattr(module, "variables", None) or concrete.variables)
+        self.trainable_variables = [v for v in self.variables if v.trainable]
+
+    def __call__(self, x, training=False):
+        return self._call(x)
 
 
 def compose_config(model, images, *, methods=("gradient",), schedule="cascading", metrics="paper", labels=None,
@@ -158,11 +240,12 @@ def explain(model, images, method: str, *, target: str = "predicted", labels=Non
     from harness.models import load_model
     from harness.runner import Plan, Runner
 
-    cfg = compose_config(model, images, methods=[{"name": method, **settings}], labels=labels, target=target,
-                         seed=seed, value_range=value_range,
-                         overrides={"controls": None, "map_cache": False, "progress": False})
-    plan = Plan.from_config(cfg)  # checks every value first (harness.config.check_config)
-    loaded = load_model(plan.config["model"], log=lambda _: None)
+    execution = {"controls": None, "map_cache": False, "progress": False}
+    with _as_source(model, execution) as (model, overrides):
+        cfg = compose_config(model, images, methods=[{"name": method, **settings}], labels=labels, target=target,
+                             seed=seed, value_range=value_range, overrides=overrides)
+        plan = Plan.from_config(cfg)  # checks every value first (harness.config.check_config)
+        loaded = load_model(plan.config["model"], log=lambda _: None)
     image_set = load_images(plan.config["data"], loaded.input_spec.size, loaded.input_spec.channels)
     if plan.target == "label" and image_set.labels is None:
         raise HarnessError("target 'label' needs labels")

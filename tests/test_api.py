@@ -1,5 +1,6 @@
 """The Python API (harness.api, docs/api.md): the CLI's config, runner and files, from a notebook."""
 import subprocess
+import tempfile
 import sys
 from pathlib import Path
 
@@ -192,3 +193,85 @@ def test_plot_maps_is_the_reports_grid(tiny_run):
         tiny_run.plot_maps(2)
     with pytest.raises(HarnessError, match="unknown map kind 'log'; valid: absolute, signed"):
         tiny_run.plot_maps(kind="log")
+
+
+def _tf_keras_twin(model):
+    """The tiny CNN rebuilt in tf-keras (Keras 2) with the Keras 3 model's weights."""
+    import tf_keras
+
+    x = inputs = tf_keras.Input((8, 8, 1), name="image")
+    for layer in model.layers[1:]:
+        config = {k: v for k, v in layer.get_config().items() if k in ("name", "filters", "kernel_size", "padding",
+                                                                       "activation", "units")}
+        x = getattr(tf_keras.layers, type(layer).__name__)(**config)(x)
+    twin = tf_keras.Model(inputs, x, name="tiny_tf_keras")
+    twin.set_weights(model.get_weights())
+    return twin
+
+
+class _Linear:
+    """A tf.Module with a serving signature only (a dict output), made lazily (TensorFlow imported)."""
+
+    @staticmethod
+    def saved(path):
+        import tensorflow as tf
+
+        class Linear(tf.Module):
+            def __init__(self):
+                super().__init__(name="linear")
+                rng = np.random.default_rng(5)
+                with tf.name_scope("hidden"):
+                    self.w1 = tf.Variable(rng.normal(size=(64, 6)).astype(np.float32), name="kernel")
+                with tf.name_scope("logits"):
+                    self.w2 = tf.Variable(rng.normal(size=(6, 3)).astype(np.float32), name="kernel")
+
+            @tf.function(input_signature=[tf.TensorSpec([None, 8, 8, 1], tf.float32)])
+            def serve(self, x):
+                return {"scores": tf.nn.relu(tf.reshape(x, [-1, 64]) @ self.w1) @ self.w2}
+
+        module = Linear()
+        tf.saved_model.save(module, str(path), signatures={"serving_default": module.serve})
+        return module
+
+
+def test_tf_keras_and_loaded_savedmodel_objects_run_as_savedmodel_folders(tmp_path, monkeypatch):
+    """A tf-keras model and a loaded SavedModel (serving signature only) go through the SavedModel
+    loader (source kind saved_model, named after the object); their original maps are the model's."""
+    import tensorflow as tf
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))  # where the exported folders go
+    (tmp_path / "tmp").mkdir()
+    model, images = _trained_tiny(), _tiny_images()
+    twin = harness.sanity_check(_tf_keras_twin(model), images, results_dir=tmp_path / "a", controls=None, **QUIET)
+    keras3 = harness.sanity_check(model, images, results_dir=tmp_path / "b", controls=None, **QUIET)
+    assert (twin.record.model["source_kind"], twin.record.model["name"]) == ("saved_model", "tiny_tf_keras")
+    assert [b["name"] for b in twin.record.model["blocks"]] == ["conv1", "conv2", "fc1", "logits"]
+    np.testing.assert_allclose(twin.maps("gradient", 0), keras3.maps("gradient", 0), rtol=1e-5, atol=1e-7)
+
+    module = _Linear.saved(tmp_path / "linear")
+    loaded = tf.saved_model.load(str(tmp_path / "linear"))
+    result = harness.sanity_check(loaded, images, results_dir=tmp_path / "c", controls=None, **QUIET)
+    assert result.record.model["source_kind"] == "saved_model"
+    assert [b["name"] for b in result.record.model["blocks"]] == ["hidden", "logits"]
+    x = tf.constant(images)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        logits = module.serve(x)["scores"]
+        chosen = tf.reduce_sum(logits * tf.one_hot(tf.argmax(logits, 1), 3))
+    np.testing.assert_allclose(result.maps("gradient", 0), tape.gradient(chosen, x).numpy(), rtol=1e-5, atol=1e-7)
+    assert not list((tmp_path / "tmp").glob("harness-model-*"))  # the exported SavedModel folders are gone
+
+
+@pytest.mark.parametrize("model, message", [
+    (object(), "model of type builtins.object is not one the harness takes; give a Keras 3 or tf-keras model"),
+    ("tf.Module", "model of type Module has neither a serving_default signature nor a __call__ traced"),
+])
+def test_a_model_object_the_harness_cannot_take_is_one_line(tmp_path, model, message):
+    import tensorflow as tf
+
+    model = tf.Module() if model == "tf.Module" else model
+    with pytest.raises(HarnessError) as caught:
+        harness.sanity_check(model, _tiny_images(), results_dir=tmp_path / "results", **QUIET)
+    assert str(caught.value).startswith(message)
+    assert "a source string (a model config name, builtin:NAME" in str(caught.value)
+    assert not list(tmp_path.rglob("*"))
