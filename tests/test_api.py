@@ -1,4 +1,5 @@
 """The Python API (harness.api, docs/api.md): the CLI's config, runner and files, from a notebook."""
+import os
 import subprocess
 import tempfile
 import sys
@@ -39,6 +40,22 @@ def test_import_harness_imports_neither_tensorflow_nor_hydra():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_sanity_check_leaves_the_process_allocator_alone(tmp_path):
+    """harness.allocator's mallopt settings are the commands' (tests/test_allocator.py), never a
+    notebook's: a whole sanity_check in a fresh process never calls it."""
+    code = ("import sys; sys.path.insert(0, 'tests'); import numpy as np; import harness\n"
+            "from harness import allocator\n"
+            "calls = []; allocator.keep_freed_memory = lambda: calls.append(1)\n"
+            "from conftest import tiny_cnn\n"
+            "result = harness.sanity_check(tiny_cnn(), np.random.default_rng(0).random((2, 8, 8, 1)),\n"
+            "                              controls=None, progress=False, log=lambda *_: None)\n"
+            "print('runs:', len(result.scores) > 0, 'calls:', len(calls))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300,
+                          env={**os.environ, "HARNESS_MAP_CACHE_DIR": str(tmp_path)})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "runs: True calls: 0"
 
 
 @pytest.fixture(scope="module")
