@@ -250,3 +250,53 @@ def test_study_says_which_donor_has_no_runs(tmp_path, capsys):
                       "mnist_mlp_randlabels")
     study.main([str(tmp_path)])
     assert "(no comparison: no data randomization runs of mnist_mlp" in capsys.readouterr().out
+
+
+# -- the report's data randomization tables ------------------------------------------------------------
+def _donor_run(folder, donor: dict, value: float):
+    from test_report import _maps, _rows, write_run
+
+    values = {"gradient": [1.0, value], "guided_backprop": [1.0, 0.55]}
+    run = write_run(folder, "mnist_cnn", "data_randomization",
+                    _rows("mnist_cnn", "data_randomization", ["random_labels"], values, ["spearman_abs", "spearman_signed"]),
+                    _maps(values, ["random_labels"]), "data_randomization")
+    record = json.loads((run / "run.json").read_text())
+    record["model"]["donor"] = donor
+    (run / "run.json").write_text(json.dumps(record))
+    return run
+
+
+AUTHORS_DONOR = {"name": "mnist_cnn_randlabels_authors",
+                 "recipe": {"architecture": "cnn", "labels": "permuted", "learning_rate": 1e-4, "batch_size": 50,
+                            "steps": 8000, "weight_decay": 1e-3, "seed": 0},
+                 "metrics": {"steps": 8000, "train_accuracy": 0.991, "test_accuracy": 0.102}}
+SHORTCUT_DONOR = {"name": "mnist_cnn_randlabels",
+                  "recipe": {"architecture": "cnn", "labels": "permuted", "learning_rate": 1e-3, "batch_size": 128,
+                             "target_train_accuracy": 0.97, "seed": 0},
+                  "metrics": {"epochs": 40, "train_accuracy": 0.974, "test_accuracy": 0.113}}
+
+
+@pytest.mark.parametrize("donor, label, details", [
+    (AUTHORS_DONOR, "`mnist_cnn_randlabels_authors@8000` (authors' recipe, seed 0)",
+     "`mnist_cnn_randlabels_authors@8000`: learning rate 0.0001, batch 50, 8,000 steps, weight decay 0.001, training "
+     "accuracy (on its permuted labels) 99.1 %, held-out accuracy 10.2 %"),
+    (SHORTCUT_DONOR, "`mnist_cnn_randlabels` (shortcut)",
+     "`mnist_cnn_randlabels`: learning rate 0.001, batch 128, until 97 % training accuracy, 40 epochs, training "
+     "accuracy (on its permuted labels) 97.4 %, held-out accuracy 11.3 %")])
+def test_report_names_each_cells_random_label_model(tmp_path, donor, label, details):
+    """Every cell of the data randomization tables names the donor the run recorded (and its recipe);
+    the note under the table gives its settings and accuracies. Other tables get no such column."""
+    from harness.report import build_report
+
+    run = _donor_run(tmp_path / "dr", donor, 0.20)
+    markdown = (build_report(run).parent / "report.md").read_text()
+    table = markdown[markdown.index("**MNIST CNN, data randomization, |Spearman|**"):]
+    table = table[:table.index("\n\n*authors")]
+    assert "| random-label model |" in table.splitlines()[2]
+    gradient = next(line for line in table.splitlines() if line.startswith("| Gradient |"))
+    assert gradient.endswith(f"| data_randomization | {label} |")
+    not_run = next(line for line in table.splitlines() if line.startswith("| Grad-CAM |"))
+    assert not_run.endswith("| — | — |")
+    assert f"Random-label models: {details}*" in markdown
+    cascading = markdown[markdown.index("**MNIST CNN, cascading randomization, |Spearman|**"):]
+    assert "random-label model" not in cascading[:cascading.index("\n\n*authors")]

@@ -17,7 +17,7 @@ from harness.report.load import Experiment
 from harness.report.page import Block, Bullets, Heading, Paragraph, Table
 from harness.report.reference import (AUTHORS_BATCH, AUTHORS_EPOCHS, AUTHORS_IMAGES, AUTHORS_STEPS,
                                       AUTHORS_TRAIN_DIGITS, FIGURE_TOLERANCE, SD_LIMIT)
-from harness.report.tables import PaperTable, paper_comparison, span
+from harness.report.tables import RANDOM_LABEL_MODEL, PaperTable, paper_comparison, span
 
 REGULARIZERS = ("dropout", "l2", "weight_decay")  # recipe fields shown as recorded (the authors' training has no dropout)
 
@@ -27,12 +27,69 @@ def paper_section(summary: pd.DataFrame, experiments: list[Experiment]) -> list[
         "Reference values from the paper and the authors' notebooks (docs/protocol.md §7), with the authors' "
         "standard deviation over their test images where their notebook gives one. They are shown for "
         "comparison only and are never used to tune anything. The random-label model is matched to its "
-        "true-label model by name (`mnist_cnn_randlabels` -> `mnist_cnn`).")]
-    for paper in paper_comparison(summary):
-        blocks.append(Table(paper.table.title, paper.table.frame, paper.table.note))
+        "true-label model by name (`mnist_cnn_randlabels` -> `mnist_cnn`); each data randomization cell names "
+        "the random-label model the run recorded as its donor, with the recipe that trained it.")]
+    records = donors(experiments)
+    for paper in paper_comparison(summary, {key: donor_label(r) for key, r in records.items()}):
+        blocks.append(Table(paper.table.title, paper.table.frame, paper.table.note + _donors_note(paper, records)))
         if paper.gaps:
             blocks += differences(paper, experiments)
     return blocks
+
+
+def donors(experiments: list[Experiment]) -> dict[tuple[str, str], dict]:
+    """(experiment, model) -> its first run's donor record (runs without a donor: none)."""
+    found: dict[tuple[str, str], dict] = {}
+    for experiment in experiments:
+        for run in experiment.runs:
+            donor = run.record.model.get("donor")
+            if donor and donor.get("name"):
+                found.setdefault((experiment.name, run.model), donor)
+    return found
+
+
+def donor_name(record: dict) -> str:
+    """`mnist_cnn_randlabels_authors@110000`: the donor's name, with its steps where it has a step budget."""
+    steps = (record.get("metrics") or {}).get("steps", (record.get("recipe") or {}).get("steps"))
+    name = str(record["name"])
+    return f"{name}@{int(steps)}" if steps is not None and "@" not in name else name
+
+
+def donor_label(record: dict) -> str:
+    """A table cell: `mnist_cnn_randlabels` (shortcut), `mnist_cnn_randlabels_authors@110000` (authors' recipe, seed 0)."""
+    recipe = record.get("recipe") or {}
+    if "target_train_accuracy" in recipe:
+        kind = "shortcut"
+    elif recipe.get("labels") == "permuted":
+        kind = f"authors' recipe, seed {recipe.get('seed', 0)}"
+    else:
+        kind = "recipe not recorded" if not recipe else "other recipe"
+    return f"`{donor_name(record)}` ({kind})"
+
+
+def donor_details(record: dict) -> str:
+    """The table note's line on one donor: its recipe's settings and how well it fit its labels."""
+    recipe, metrics = record.get("recipe") or {}, record.get("metrics") or {}
+    settings = [f"learning rate {recipe['learning_rate']:g}" if "learning_rate" in recipe else "",
+                f"batch {recipe['batch_size']}" if "batch_size" in recipe else "",
+                f"until {100 * recipe['target_train_accuracy']:.0f} % training accuracy"
+                if "target_train_accuracy" in recipe else "",
+                f"{metrics['epochs']:,.4g} epochs" if metrics.get("epochs") is not None else "",
+                f"{int(metrics['steps']):,} steps" if metrics.get("steps") is not None else "",
+                f"weight decay {recipe['weight_decay']:g}" if recipe.get("weight_decay") else ""]
+    accuracy = [f"{label} {100 * float(metrics[key]):.1f} %" for key, label in
+                (("train_accuracy", "training accuracy (on its permuted labels)"),
+                 ("test_accuracy", "held-out accuracy")) if metrics.get(key) is not None]
+    return f"`{donor_name(record)}`: " + ", ".join(x for x in settings + accuracy if x)
+
+
+def _donors_note(paper: PaperTable, records: dict[tuple[str, str], dict]) -> str:
+    """Under a data randomization table: each donor its cells name, with its recipe and accuracies."""
+    if RANDOM_LABEL_MODEL not in paper.table.frame.columns or paper.ours.empty:
+        return ""
+    keys = dict.fromkeys(zip(paper.ours["experiment"].astype(str), paper.ours["model"].astype(str)))
+    lines = [donor_details(records[key]) for key in keys if key in records]
+    return f". Random-label models: {'; '.join(lines)}" if lines else ""
 
 
 def differences(paper: PaperTable, experiments: list[Experiment]) -> list[Block]:

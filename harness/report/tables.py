@@ -18,6 +18,7 @@ from harness.results import SUMMARY_COLUMNS
 
 MERGED_COLUMNS = ["experiment"] + SUMMARY_COLUMNS
 MISSING = "—"
+RANDOM_LABEL_MODEL = "random-label model"  # the data randomization tables' column: the donor of each cell
 
 
 @dataclass(frozen=True)
@@ -151,11 +152,14 @@ class PaperTable:
     has_sd: bool          # the authors give an SD for (some of) its cells
 
 
-def paper_comparison(summary: pd.DataFrame) -> list[PaperTable]:
-    return [_comparison(table, summary) for table in TABLES]
+def paper_comparison(summary: pd.DataFrame, donors: dict[tuple[str, str], str] | None = None) -> list[PaperTable]:
+    """`donors`: (experiment, model) -> the random-label model the run took its weights from; the data
+    randomization tables then say per cell which one (and so which recipe) made it."""
+    return [_comparison(table, summary, donors) for table in TABLES]
 
 
-def _comparison(table: ReferenceTable, summary: pd.DataFrame) -> PaperTable:
+def _comparison(table: ReferenceTable, summary: pd.DataFrame,
+                donors: dict[tuple[str, str], str] | None = None) -> PaperTable:
     ours = summary[(summary["model"].map(base_model) == table.model) & (summary["schedule"] == table.schedule)
                    & (summary["metric"] == table.metric)]
     records, gaps, matched = [], [], []
@@ -166,6 +170,9 @@ def _comparison(table: ReferenceTable, summary: pd.DataFrame) -> PaperTable:
         match = match.sort_values("method", key=lambda m: m != ref.method, kind="stable")
         row = match.iloc[0] if len(match) else None
         records.append(_comparison_row(ref, row))
+        if donors is not None and table.schedule == "data_randomization":
+            records[-1][RANDOM_LABEL_MODEL] = MISSING if row is None else donors.get(
+                (str(row["experiment"]), str(row["model"])), "not recorded")
         if row is not None:
             matched.append(row)
             if outside(ref, row["mean"]):

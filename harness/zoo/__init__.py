@@ -68,8 +68,8 @@ RECIPES: dict[str, Recipe | StepRecipe | SegRecipe] = {
                                        snapshots=(1_200, 2_500, 5_500), seed=1),
     "mnist_mlp_authors": StepRecipe("mlp"),
     "mnist_mlp_authors_seed1": StepRecipe("mlp", seed=1),
-    # The random-label twins as the authors' code trains them with --randlabels (docs/training.md,
-    # "Random-label models"): the true-label recipe above on permuted labels, for their step count
+    # The random-label twins as the authors' code trains them with --randlabels (docs/random-labels.md):
+    # the true-label recipe above on permuted labels, for their step count
     # (100 epochs over 55,000 digits at batch 50 = 110,000 steps). 8,000 steps are their 100 epochs
     # over our 4,000 digits; 55,000 the true-label models' budget.
     "mnist_cnn_randlabels_authors": StepRecipe("cnn", weight_decay=1e-3, **RANDLABELS_AUTHORS),

