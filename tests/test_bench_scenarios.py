@@ -155,3 +155,39 @@ def test_protocol_steps_reach_the_scenario_as_given(tmp_path, monkeypatch):
     bench.main(["--scenarios", "protocol", "--out", str(tmp_path)])
     assert seen == [{"images": 1, "settings": None, "steps": None}, {"images": 2, "settings": None, "steps": 3},
                     {"images": 1, "settings": None}]
+
+
+def test_training_rows_are_medians_of_alternated_rounds_against_fit(monkeypatch):
+    """Catches: a row's speed from its mean or last round instead of the median, its ratio taken
+    against another configuration than the first (`fit`), or the configurations not alternated."""
+    from harness.bench import training
+
+    seconds = {"fit": iter([9, 0.4, 0.5, 0.2]), "loop1": iter([9, 0.1, 0.3, 0.2])}  # warm-up, then 3 rounds
+    order = []
+
+    class Fake:
+        def __init__(self, recipe, how, chunk, deterministic):
+            self.name = "fit" if how == "fit" else "loop1"
+
+        def seconds_per_step(self, steps):
+            order.append(self.name)
+            return next(seconds[self.name])
+
+    monkeypatch.setattr(training, "_Trainer", Fake)
+    monkeypatch.setattr(training, "CONFIGS", {k: training.CONFIGS[k] for k in ("fit", "loop1")})
+    fit, loop1 = training.measure_all(Options(), log=lambda _: None)
+    assert order == ["fit", "loop1"] * 4
+    assert fit["steps_per_s"] == pytest.approx(1 / 0.4) and loop1["steps_per_s"] == pytest.approx(1 / 0.2)
+    assert fit["vs_fit"] == 1.0 and loop1["vs_fit"] == pytest.approx(2.0)
+    assert "| loop1 | 5 | 2.00 |" in "\n".join(training.section(pd.DataFrame([fit, loop1])))
+
+
+def test_sweep_rows_give_each_launchers_speedup_over_the_basic_one(monkeypatch, tmp_path):
+    from harness.bench import sweep
+
+    walls = {"basic": 100.0, "joblib": 40.0}
+    monkeypatch.setattr(sweep, "time_sweep", lambda launcher, folder, runs, job: {
+        "launcher": launcher, "jobs": len(runs), "wall_s": walls[launcher]})
+    basic, joblib = sweep.measure_all(Options(quick=True), log=lambda _: None)
+    assert (basic["speedup"], joblib["speedup"]) == (1.0, 2.5)
+    assert "data.count=2" in joblib["sweep"] and "data.count=20" not in joblib["sweep"]  # quick: replaced, not doubled

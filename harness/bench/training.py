@@ -1,11 +1,11 @@
 """Scenario `training`: optimizer steps per second of the built-in CNN's step-budget recipe
-(`harness.zoo.budget`), in several ways of training it, alternated in one process.
+(`harness.zoo.budget`), trained several ways, the ways alternated in one process.
 
 A shared, noisy machine makes timings from separate runs incomparable, so every configuration is
 timed in turn, round after round, after a warm-up, and the section gives each one's median and its
 ratio to the first (`model.fit` on NumPy arrays). The trainer's own path is `loop100`: a custom
-tf.function of 100 steps a call under TensorFlow's op determinism (resumable bit for bit); XLA
-cannot keep that determinism for MaxPool's gradient, so its rows train without it.
+tf.function of 100 steps a call under TensorFlow's op determinism (resumable bit for bit). XLA is not
+timed: it cannot keep that determinism for MaxPool's gradient (`harness.zoo.budget.set_op_determinism`).
 """
 from __future__ import annotations
 
@@ -16,22 +16,20 @@ from collections.abc import Callable
 from harness.bench.common import Options
 
 RECIPE = "mnist_cnn_authors"
-# name -> (how, steps per compiled call, XLA, op determinism)
+# name -> (how, steps per compiled call, op determinism)
 CONFIGS = {
-    "fit": ("fit", None, False, True),           # keras model.fit, batch 50, shuffled NumPy arrays
-    "loop1": ("loop", 1, False, True),           # custom tf.function step, one step a call
-    "loop10": ("loop", 10, False, True),         # ... 10 steps a call (tf.while_loop)
-    "loop100": ("loop", 100, False, True),       # ... 100 steps a call: the trainer's setting
-    "loop1-nondet": ("loop", 1, False, False),   # one step a call, op determinism off
-    "xla1": ("loop", 1, True, False),            # jit_compile=True, one step a call
-    "xla100": ("loop", 100, True, False),        # jit_compile=True, 100 steps a call
+    "fit": ("fit", None, True),           # keras model.fit, batch 50, shuffled NumPy arrays
+    "loop1": ("loop", 1, True),           # custom tf.function step, one step a call
+    "loop10": ("loop", 10, True),         # ... 10 steps a call (tf.while_loop)
+    "loop100": ("loop", 100, True),       # ... 100 steps a call: the trainer's setting
+    "loop1-nondet": ("loop", 1, False),   # one step a call, op determinism off
 }
 STEPS, ROUNDS = 160, 3  # steps per timing (fit: whole epochs), rounds
 QUICK_STEPS, QUICK_CONFIGS = 10, ("fit", "loop1")
 
 
 class _Trainer:
-    def __init__(self, recipe, how: str, chunk: int | None, jit: bool, deterministic: bool):
+    def __init__(self, recipe, how: str, chunk: int | None, deterministic: bool):
         import keras
 
         from harness.zoo import budget, mnist
@@ -45,7 +43,7 @@ class _Trainer:
             self.model.compile(optimizer=self.optimizer,
                                loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
         else:
-            self.fn = budget.make_train_fn(self.model, self.optimizer, self.x, self.y, chunk, jit_compile=jit)
+            self.fn = budget.make_train_fn(self.model, self.optimizer, self.x, self.y, chunk)
 
     def seconds_per_step(self, steps: int) -> float:
         import numpy as np
