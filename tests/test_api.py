@@ -161,14 +161,6 @@ def test_api_messages_are_the_clis(tmp_path):
         assert str(caught.value) == _cli_error(*cli_args, f"results_dir={tmp_path}")
 
 
-@pytest.mark.slow
-def test_quickstart_example_runs():
-    done = subprocess.run([sys.executable, "examples/quickstart.py"], capture_output=True, text=True,
-                          cwd=ROOT, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert "MPRT cascading" in done.stdout
-
-
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     """Two methods on the trained tiny CNN, cascading, with the random-model control."""
