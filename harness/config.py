@@ -51,6 +51,21 @@ def group_defaults(group: str, name: str) -> dict[str, Any]:
     return OmegaConf.to_container(_composed(group, name, ()), resolve=True)
 
 
+def model_defaults(name: str) -> dict[str, Any]:
+    """conf/model/<name>.yaml; `NAME@STEPS` is that config's built-in model at snapshot STEPS of its
+    training (a step-budget built-in, docs/random-labels.md), e.g. a donor
+    `schedule.donor_model=mnist_cnn_randlabels_authors@8000`."""
+    base, at, steps = name.partition("@")
+    config = group_defaults("model", base)
+    if not at:
+        return config
+    source = str(config.get("source") or "")
+    if not (source.startswith("builtin:") and steps.isdigit() and int(steps) > 0):
+        raise HarnessError(f"model {name!r}: `@STEPS` (a positive integer) names a snapshot of a built-in "
+                           f"model's training; conf/model/{base}.yaml has source {source!r}")
+    return config | {"source": f"{source.partition('@')[0]}@{int(steps)}"}
+
+
 def _composed(group: str, name: str, seen: tuple[str, ...]):
     """One group file merged over the files its defaults list names (same group only): each entry in
     order, the file itself where `_self_` stands (last when it is not listed, as Hydra does)."""

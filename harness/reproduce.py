@@ -62,6 +62,8 @@ def compose_run(overrides: list[str], results_dir: Path, quick: bool):
         cfg.schedule.samples = min(cfg.schedule.samples, QUICK_METHOD_PARAMS["samples"])
     if quick and cfg.get("model"):
         cfg.model.source = _early_snapshot(str(cfg.model.source))
+    if quick and (cfg.get("schedule") or {}).get("donor_model"):
+        cfg.schedule.donor_model = _early_donor(str(cfg.schedule.donor_model))
     return cfg, preset
 
 
@@ -91,6 +93,16 @@ def _early_snapshot(source: str) -> str:
     if not source.startswith("builtin:"):
         return source
     return "builtin:" + zoo.quick_name(source.removeprefix("builtin:"), QUICK_TRAINING_STEPS)
+
+
+def _early_donor(name: str) -> str:
+    """A quick run's donor model (a config name): the cheap snapshot of a step-budget training
+    (`mnist_cnn_randlabels_authors` -> `mnist_cnn_randlabels_authors@1200`), any other unchanged."""
+    from harness.config import model_defaults
+
+    source = str(model_defaults(name).get("source") or "")
+    early = _early_snapshot(source)
+    return name if early == source else f"{name.partition('@')[0]}@{early.rpartition('@')[2]}"
 
 
 def run_experiment(name: str, definition: dict[str, Any], out: Path, quick: bool, extra: list[str]) -> str:
@@ -135,7 +147,7 @@ def builtin_models(names: list[str], known: dict[str, dict[str, Any]], extra: li
     """The built-in models the experiments load, in run order: each run's model and donor model (the
     data randomization test's random-label twin). A run that does not compose is left out: its
     experiment reports it."""
-    from harness.config import group_defaults
+    from harness.config import model_defaults
 
     found = []
     for name in names:
@@ -145,7 +157,7 @@ def builtin_models(names: list[str], known: dict[str, dict[str, Any]], extra: li
                 sources = [str((cfg.get("model") or {}).get("source") or "")]
                 donor = (cfg.get("schedule") or {}).get("donor_model")
                 if donor:
-                    sources.append(str(group_defaults("model", donor).get("source") or ""))
+                    sources.append(str(model_defaults(str(donor)).get("source") or ""))
             except HarnessError:
                 continue
             found += [s.removeprefix("builtin:") for s in sources if s.startswith("builtin:")]

@@ -626,14 +626,15 @@ def _model_record(model) -> dict[str, Any]:
 
 
 def _donor_model(schedule: Mapping[str, Any], log):
-    """The model whose weights scheme `donor` copies in: `schedule.donor_model` names a model config."""
-    from harness.config import group_defaults
+    """The model whose weights scheme `donor` copies in: `schedule.donor_model` names a model config,
+    or a snapshot of a built-in one (`NAME@STEPS`, harness.config.model_defaults)."""
+    from harness.config import model_defaults
     from harness.models import load_model
 
     name = schedule.get("donor_model")
     if not name:
         raise HarnessError("scheme 'donor' needs schedule.donor_model (a model config name, e.g. mnist_cnn_randlabels)")
-    return load_model(group_defaults("model", name), log=log)
+    return load_model(model_defaults(str(name)), log=log)
 
 
 def _method_config(entry: Any) -> dict[str, Any]:

@@ -120,3 +120,33 @@ def test_quick_runs_default_to_their_own_folder(tmp_path, monkeypatch):
                     (Path("results/reproduce"), False), ("report", Path("results/reproduce")),
                     (Path("elsewhere"), True), ("report", Path("elsewhere")),
                     (Path("after"), False), ("report", Path("after"))]
+
+
+def test_a_donor_may_be_a_snapshot_and_quick_runs_take_the_donors_early_one(monkeypatch):
+    # Catches a donor `NAME@STEPS` refused as an unknown config (the authors' random-label recipe's
+    # 8,000-step snapshot could not be a donor), and a quick run starting the donor's full 110,000
+    # steps (its donor not cut to the early snapshot, as its model is).
+    from harness import runner
+    from harness.config import model_defaults
+    from harness.errors import HarnessError
+
+    assert model_defaults("mnist_cnn_randlabels_authors@8000")["source"] == "builtin:mnist_cnn_randlabels_authors@8000"
+    assert model_defaults("mnist_cnn_randlabels_authors") == model_defaults("mnist_cnn_randlabels_authors@8000") | {
+        "source": "builtin:mnist_cnn_randlabels_authors"}
+    for bad in ("mnist_cnn_randlabels_authors@x", "mnist_cnn_randlabels_authors@0", "inception_v3@100"):
+        with pytest.raises(HarnessError, match="@STEPS"):
+            model_defaults(bad)
+    loaded = []
+    monkeypatch.setattr("harness.models.load_model", lambda config, log: loaded.append(config["source"]))
+    runner._donor_model({"donor_model": "mnist_mlp_randlabels_authors@8000"}, log=print)
+    assert loaded == ["builtin:mnist_mlp_randlabels_authors@8000"]
+
+    def donor(quick, name):
+        cfg, _ = reproduce.compose_run(["experiment=data_randomization_cnn", f"schedule.donor_model={name}"],
+                                       Path("unused"), quick)
+        return cfg.schedule.donor_model
+
+    assert donor(True, "mnist_cnn_randlabels_authors") == f"mnist_cnn_randlabels_authors@{reproduce.QUICK_TRAINING_STEPS}"
+    assert donor(True, "mnist_cnn_randlabels_authors@900") == "mnist_cnn_randlabels_authors@900"
+    assert donor(True, "mnist_cnn_randlabels") == "mnist_cnn_randlabels"  # a fit without snapshots: as it is
+    assert donor(False, "mnist_cnn_randlabels_authors") == "mnist_cnn_randlabels_authors"
