@@ -296,7 +296,7 @@ def set_op_determinism(on: bool) -> None:
     """TensorFlow's deterministic kernels (the default path; tests/test_training_budget.py checks
     resumed == uninterrupted bit for bit). XLA refuses MaxPool's gradient under op determinism ("no
     deterministic XLA implementation"), so `jit_compile=True` trains without it. On 2 CPU cores XLA
-    is ~20x slower than TensorFlow's own kernels for this CNN (python -m harness.zoo.speed)."""
+    is ~20x slower than TensorFlow's own kernels for this CNN (docs/benchmarks.md, training speed)."""
     from tensorflow.python.framework import config
 
     (config.enable_op_determinism if on else config.disable_op_determinism)()
