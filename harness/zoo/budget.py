@@ -295,8 +295,8 @@ def make_train_fn(model, optimizer, x, y, chunk: int, jit_compile: bool = False)
 def set_op_determinism(on: bool) -> None:
     """TensorFlow's deterministic kernels (the default path; tests/test_training_budget.py checks
     resumed == uninterrupted bit for bit). XLA refuses MaxPool's gradient under op determinism ("no
-    deterministic XLA implementation"), so `jit_compile=True` trains without it. On 2 CPU cores XLA
-    is ~20x slower than TensorFlow's own kernels for this CNN (docs/benchmarks.md, training speed)."""
+    deterministic XLA implementation"), so `jit_compile=True` trains without it (and trained this CNN ~20x slower than
+    TensorFlow's own kernels on 2 CPU cores when last measured, 2026-12-03)."""
     from tensorflow.python.framework import config
 
     (config.enable_op_determinism if on else config.disable_op_determinism)()
