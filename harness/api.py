@@ -87,7 +87,8 @@ def _as_source(model, overrides: Mapping[str, Any]):
     folder = Path(tempfile.mkdtemp(prefix="harness-model-"))
     try:
         path = _export(model, folder / "model")
-        name = {"model.name": getattr(model, "name", None) or "saved_model"}
+        name = getattr(model, "name", None)  # a tf-keras model's or tf.Module's; a loaded SavedModel has none
+        name = {"model.name": name if isinstance(name, str) and name else "saved_model"}
         yield str(path), {**name, **{k.replace("__", "."): v for k, v in (overrides or {}).items()}}
     finally:
         shutil.rmtree(folder, ignore_errors=True)
@@ -102,7 +103,7 @@ def _export(model, path: Path) -> Path:
     """A tf-keras model as it is; a tf.Module / loaded SavedModel through its forward pass."""
     from harness.models.export import export_hub_style
 
-    if hasattr(model, "inputs") and hasattr(model, "get_config"):  # tf-keras: called with training=False
+    if getattr(model, "inputs", None) and hasattr(model, "get_config"):  # a built tf-keras model: training=False
         return export_hub_style(model, path)
     return export_hub_style(_Forward(model), path)
 
