@@ -267,25 +267,12 @@ def test_paper_and_notebook_presets_default_to_the_raw_min_max_map_and_record_it
     assert got != pytest.approx(compare(ref, cmp, MetricSettings(metrics=("ssim",)))[0].value, abs=1e-3)
 
 
-@pytest.mark.parametrize("truncate", [3.5, 4.0])
-def test_gaussian_ssim_truncate_and_covariance_settings_match_skimage(truncate, monkeypatch):
-    """ssim_truncate 4.0 is skimage 0.14's filter (scipy's default truncate, 13 taps, win_size 11 for
-    the crop); today's skimage fixes 3.5, so its Gaussian is swapped for scipy's at that truncate."""
-    import skimage.metrics._structural_similarity as skimage_ssim
-    from scipy import ndimage
-
-    monkeypatch.setattr(skimage_ssim, "gaussian",
-                        lambda im, sigma, truncate, mode: ndimage.gaussian_filter(im, sigma, mode=mode,
-                                                                                  truncate=truncate_))
-    truncate_ = truncate
-    rng = np.random.default_rng(14)
-    ref, cmp = _smooth_map(rng, (40, 40, 3)), _smooth_map(rng, (40, 40, 3))
-    for sample in (True, False):
-        settings = MetricSettings(metrics=("ssim",), ssim_window=11, ssim_gaussian=True, ssim_truncate=truncate,
-                                  ssim_sample_covariance=sample, ssim_data_range=2.0)
-        expected = structural_similarity(minmax01(ref), minmax01(cmp), gaussian_weights=True, sigma=1.5, win_size=11,
-                                         use_sample_covariance=sample, data_range=2.0, channel_axis=-1)
-        assert compare(ref, cmp, settings)[0].value == pytest.approx(expected, abs=1e-12)
+def test_ssim_truncate_is_skimages_fixed_value_and_other_values_are_refused():
+    """skimage's structural_similarity fixes its Gaussian's truncate at 3.5 (0.14 took scipy's 4.0):
+    the setting records it, and another value is one clear error naming the setting."""
+    assert MetricSettings().ssim_truncate == 3.5 and MetricSettings().to_record()["ssim_truncate"] == 3.5
+    with pytest.raises(HarnessError, match="ssim_truncate"):
+        MetricSettings.from_config({"ssim_truncate": 4.0})
 
 
 @pytest.mark.parametrize("channels", [1, 3])
@@ -596,83 +583,56 @@ def test_calibration_hog_uniform_three_channel_absolute_map_is_lower():
     assert 0.25 < raw["hog"] < 0.5
 
 
+# ---------------------------------------------------------------------------------------------
+# Library calls, and the code kept here: each compared with the installed library
+# ---------------------------------------------------------------------------------------------
+
+
+def test_the_metrics_are_the_settings_names_in_order():
+    from harness.metrics import METRICS
+
+    assert tuple(METRICS) == METRIC_NAMES
+
+
+@pytest.mark.parametrize("shape", [(28, 28), (31, 17), (1, 300), (12, 12, 3)])
+def test_own_pearson_of_ranks_is_scipys_spearmanr_and_pearsonr(shape):
+    """metrics.correlation (NumPy over a stack of pairs; SciPy's pearsonr and spearmanr work pair by
+    pair) against SciPy on random maps of several shapes, with a tied zero background and a constant
+    pair (NaN on both sides)."""
+    from harness.metrics.forms import average_ranks
+    from harness.metrics.metrics import correlation
+
+    rng = np.random.default_rng(sum(shape))
+    x, y = rng.standard_normal((6, *shape)), rng.standard_normal((6, *shape))
+    x[1:3, : shape[0] // 2] = 0.0  # ties
+    y[2] += 0.5 * x[2]
+    x[5] = 1.0  # constant: undefined
+    rho, r = correlation(average_ranks(x), average_ranks(y)), correlation(x, y)
+    for k in range(5):
+        assert rho[k] == pytest.approx(stats.spearmanr(x[k].ravel(), y[k].ravel()).statistic, abs=1e-14)
+        assert r[k] == pytest.approx(stats.pearsonr(x[k].ravel(), y[k].ravel()).statistic, abs=1e-14)
+    assert math.isnan(rho[5]) and math.isnan(r[5])
+
+
 @pytest.mark.parametrize("size, settings", [
     (28, MetricSettings()),                                        # MNIST: 2 px cells, 3x3 blocks
     (64, MetricSettings(hog_cell_px=8, hog_orientations=6)),
-    (299, MetricSettings()),                                       # Inception: 16 px cells
     (10, MetricSettings(hog_cell_px=4)),                           # blocks reduced to 2x2 cells
 ])
-def test_batched_hog_equals_skimage_hog_map_by_map(size, settings):
-    from harness.metrics.forms import _hog_features_batch
+def test_hog_features_are_skimages_of_each_map(size, settings):
+    from harness.metrics.forms import hog_features
 
     rng = np.random.default_rng(size)
     maps = np.stack([minmax01(_smooth_map(rng, (size, size, 1))[..., 0]) for _ in range(3)])
-    maps[1, : size // 2] = 0.0  # a flat half: zero gradients, the epsilon of the block norm matters
     cell, block = hog_geometry(size, size, settings)
-    batched = _hog_features_batch(maps, settings)
-    for m, got in zip(maps, batched):
-        expected = hog(m, orientations=settings.hog_orientations, pixels_per_cell=(cell, cell),
-                       cells_per_block=(block, block), block_norm="L2-Hys", feature_vector=True)
-        np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
-
-
-@pytest.mark.parametrize("size,cell,orientations", [
-    ((28, 28), 2, 9), ((31, 29), 3, 9), ((40, 37), 4, 7), ((64, 64), 5, 12), ((33, 33), 16, 9), ((20, 20), 1, 8),
-    ((20, 20), 2, 1), ((20, 20), 2, 180),
-])
-def test_cell_histograms_are_scikit_images_kernel_bit_for_bit(size, cell, orientations):
-    """forms._cell_histograms against the Cython kernel skimage.feature.hog calls, map by map: odd
-    cells, partial cells at the edges, 1 to 180 bins; maps with flat regions (zero gradients), values
-    on a coarse grid (orientations exactly on bin bounds) and gradients pointing at exactly 0 and 180
-    degrees. Catches a pixel binned on the wrong side of a bound, sums kept in float64 instead of the
-    kernel's float32, pixels summed in another order, a partial cell counted, degrees % 180 wrong."""
-    kernel = pytest.importorskip("skimage.feature._hoghistogram").hog_histograms
-    from harness.metrics.forms import _cell_histograms, _central_differences
-
-    rng = np.random.default_rng(cell * 1000 + orientations)
-    maps = rng.random((5, *size))
-    maps[0, : size[0] // 2] = 0.5  # flat: zero gradients
-    maps[1] = np.round(maps[1] * 4) / 4  # a coarse grid: angles of 0, 45, 90, ... degrees
-    maps[2, :, ::2] = 0.25  # columns alike: gradients along the rows only
-    maps[3] = np.linspace(1, 0, size[1])[None, :]  # falling to the right: exactly 180 degrees
-    g_rows, g_cols = _central_differences(maps)
-    # and gradients whose angles lie within 20 ulps of each bin bound, on both sides
-    bounds = 180.0 / orientations * np.arange(orientations + 1)
-    degrees = bounds[:, None] + np.arange(-20, 21)[None, :] * np.spacing(bounds)[:, None]
-    angles = np.resize(np.deg2rad(degrees.ravel()), size)
-    g_rows = np.concatenate([g_rows, np.sin(angles)[None]])
-    g_cols = np.concatenate([g_cols, np.cos(angles)[None]])
-    got = _cell_histograms(g_rows, g_cols, cell, orientations)
-    rows, cols = size[0] // cell, size[1] // cell
-    for g_row, g_col, histogram in zip(g_rows, g_cols, got):
-        expected = np.zeros((rows, cols, orientations))
-        kernel(g_col, g_row, cell, cell, size[1], size[0], cols, rows, orientations, expected)
-        np.testing.assert_array_equal(histogram.view(np.uint64), expected.view(np.uint64))
-
-
-@pytest.mark.parametrize("orientations", [1, 7, 9, 12, 180, 359])
-def test_orientation_bins_are_the_kernels_at_and_beside_every_bound(orientations):
-    """forms._orientation_bins against scikit-image's rule written out: orientation = degrees % 180,
-    bin i unless orientation >= (i + 1) * 180 / n or orientation < i * 180 / n (bounds in float64); at
-    each bound, 1-3 ulps either side of it, the same 180 degrees lower, and +-180, +-0.0, the
-    smallest negatives. Catches a quotient taken as the bin without either correction (at a bound it
-    falls on either side for some n), a bound compared the wrong way, a wrong remainder."""
-    from harness.metrics.forms import _orientation_bins
-
-    bounds = 180.0 / orientations * np.arange(orientations + 1)
-    ulps = np.arange(-3, 4)[None, :] * np.spacing(bounds)[:, None]
-    near = (bounds[:, None] + ulps).ravel()
-    degrees = np.concatenate([near, near - 180.0, [180.0, -180.0, 0.0, -0.0, -5e-324, -1e-300, -1e-14]])
-    degrees = degrees[(degrees >= -180.0) & (degrees <= 180.0)]
-    orientation = degrees % 180
-    i = np.arange(orientations)
-    inside = ~((orientation[:, None] >= 180.0 / orientations * (i + 1)) | (orientation[:, None] < 180.0 / orientations * i))
-    expected = np.where(inside.any(axis=1), inside.argmax(axis=1), orientations)
-    np.testing.assert_array_equal(_orientation_bins(degrees, orientations), expected)
+    got = hog_features(maps[..., None], settings)
+    for m, features in zip(maps, got):
+        assert np.array_equal(features, hog(m, orientations=settings.hog_orientations, pixels_per_cell=(cell, cell),
+                                            cells_per_block=(block, block), block_norm="L2-Hys"))
 
 
 def test_prepared_reference_gives_the_same_scores_as_raw_maps():
-    from harness.metrics import PreparedMap
+    from harness.metrics import PreparedMap, prepare_stack
 
     rng = np.random.default_rng(11)
     settings = MetricSettings(metrics=ALL_METRICS)
@@ -683,272 +643,96 @@ def test_prepared_reference_gives_the_same_scores_as_raw_maps():
         assert compare(prepared, cmp, settings, image=image) == compare(ref, cmp, settings, image=image)
     assert compare_batch([prepared] * 4, cmps, settings, images=[image] * 4) == \
         [compare(ref, c, settings, image=image) for c in cmps]
+    stacked = prepare_stack(cmps.astype(np.float32)[..., 0], settings, [image] * 4)
+    assert compare_batch(stacked, cmps[::-1], settings, images=[image] * 4) == \
+        [compare(c.astype(np.float32), d, settings, image=image) for c, d in zip(cmps, cmps[::-1])]
 
 
-def test_batched_hog_of_three_channel_maps_equals_skimage_dominant_channel_hog():
-    from harness.metrics.forms import _hog_features_batch
+def _counting_forms(monkeypatch) -> dict[str, int]:
+    """Wrap every form to count the maps it is computed for."""
+    from harness.metrics import FORMS
 
-    rng = np.random.default_rng(15)
-    settings = MetricSettings(hog_cell_px=4)
-    maps = np.stack([minmax01(_smooth_map(rng, (40, 40, 3))) for _ in range(3)])
-    maps[1, :20] = 0.5  # a flat half: ties between the channels' (zero) gradients
-    for m, got in zip(maps, _hog_features_batch(maps, settings)):
-        expected = hog(m, orientations=9, pixels_per_cell=(4, 4), cells_per_block=(3, 3), block_norm="L2-Hys",
-                       channel_axis=-1)
-        np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
-
-
-# ---------------------------------------------------------------------------------------------
-# Metrics and forms as registered pieces
-# ---------------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def restore_registries():
-    """Tests that register their own forms and metrics leave the registries as they found them."""
-    from harness.metrics import FORMS, METRICS
-
-    saved = dict(FORMS), dict(METRICS)
-    yield
-    for registry, entries in zip((FORMS, METRICS), saved):
-        registry.clear()
-        registry.update(entries)
-
-
-def test_a_registered_metric_is_computed_by_compare_and_compare_batch(restore_registries):
-    """A new metric is one registered piece: a form and a metric defined here, nothing else touched,
-    are validated by MetricSettings and scored by compare and compare_batch next to a built-in."""
-    from harness.metrics import IMAGE, RAW, form, metric
-
-    with pytest.raises(HarnessError, match="toy_gap"):
-        MetricSettings(metrics=("toy_gap",))
-
-    @form("toy_fg_mean", (RAW, IMAGE), batched=True)
-    def toy_fg_mean(raw, images, settings):  # mean of each map over the input's non-zero pixels
-        fg = np.asarray(images != 0, dtype=float).reshape(raw.shape[:3] + (-1,))
-        return (raw * fg).sum(axis=(1, 2, 3)) / fg.sum(axis=(1, 2, 3))
-
-    @metric("toy_gap", ("toy_fg_mean", "abs"))
-    def toy_gap(ref, cmp, settings):
-        gaps = np.abs(ref.stack("toy_fg_mean") - cmp.stack("toy_fg_mean"))
-        return [(gap, "" if gap else "equal means") for gap in gaps]
-
-    settings = MetricSettings(metrics=("spearman_abs", "toy_gap"))
-    rng = np.random.default_rng(16)
-    refs, cmps = rng.normal(size=(3, 12, 12, 1)), rng.normal(size=(3, 12, 12, 1))
-    cmps[2] = refs[2]
-    images = (rng.uniform(size=(3, 12, 12, 1)) > 0.5).astype(float)
-    batch = compare_batch(refs, cmps, settings, images=images)
-    for ref, cmp, image, scores in zip(refs, cmps, images, batch):
-        fg = image[..., 0] != 0
-        expected = abs(ref[fg].mean() - cmp[fg].mean())
-        assert [s.metric for s in scores] == ["spearman_abs", "toy_gap"]
-        assert scores[1].value == pytest.approx(expected, abs=1e-12)
-        assert (scores[1].degenerate, scores[1].reason) == ((False, "") if expected else (True, "equal means"))
-        assert scores == compare(ref, cmp, settings, image=image)
-    assert batch[2][1].degenerate and batch[0][1].value > 0
-    with pytest.raises(ValueError, match="metric 'toy_gap' needs the input image"):
-        compare(refs[0], cmps[0], settings)
-    with pytest.raises(ValueError, match="already registered"):
-        metric("toy_gap", ("abs",))(toy_gap)
-    with pytest.raises(ValueError, match="unknown map forms"):
-        metric("toy_other", ("no_such_form",))
-
-    @metric("toy_undeclared", ("abs",))  # reads a form it does not name: it would be computed map by map
-    def toy_undeclared(ref, cmp, settings):
-        return [(float(a.mean() - b.mean()), "") for a, b in zip(ref["signed"], cmp["signed"])]
-
-    with pytest.raises(ValueError, match="metric 'toy_undeclared' reads the map form 'signed' without declaring it"):
-        compare(refs[0], cmps[0], MetricSettings(metrics=("toy_undeclared",)))
-
-
-def test_a_batch_is_scored_in_chunks_with_the_scores_of_pair_by_pair(monkeypatch):
-    """compare_batch scores a big batch chunk by chunk (harness.metrics.scoring.CHUNK_VALUES: a
-    chunk's forms stay in the caches): every pair gets the scores compare gives it alone, in order,
-    across chunk boundaries, non-finite maps, two map sizes and prepared references listed twice; and
-    no batched form sees more maps at once than a chunk holds (both sides)."""
-    import dataclasses
-
-    from harness.metrics import FORMS, PreparedMap
-    from harness.metrics import scoring
-
-    monkeypatch.setattr(scoring, "CHUNK_VALUES", 3 * 16 * 16)  # 3 pairs of 16 x 16 maps a chunk
-    widest: dict[str, int] = {}
-
-    def watching(name, f):
-        def compute(*args):
-            widest[name] = max(widest.get(name, 0), len(args[0]))
-            return f.compute(*args)
-        return dataclasses.replace(f, compute=compute)
-
+    computed: dict[str, int] = {}
     for name, f in list(FORMS.items()):
-        if f.batched:
-            monkeypatch.setitem(FORMS, name, watching(name, f))
-    settings = MetricSettings(metrics=ALL_METRICS)
-    rng = np.random.default_rng(21)
-    shapes = [(16, 16, 1)] * 5 + [(12, 16, 1)] + [(16, 16, 1)] * 4  # 9 pairs of one size, 1 of another
-    images = [(rng.uniform(size=s) > 0.4).astype(float) for s in shapes]
-    refs = [_smooth_map(rng, s) for s in shapes]
-    cmps = [_smooth_map(rng, s) for s in shapes]
-    cmps[4][2, 2] = np.inf
-    shared = PreparedMap(refs[0], settings, images[0])
-    references = [shared, *refs[1:7], shared, *refs[8:]]
-    images[7], refs[7] = images[0], refs[0]
-    batch = compare_batch(references, cmps, settings, images=images)
-    assert batch == [compare(r, c, settings, image=i) for r, c, i in zip(refs, cmps, images)]
-    assert widest and max(widest.values()) == 2 * 3  # a chunk's 3 references and 3 compared maps
-
-
-def test_maps_prepared_for_a_chunk_are_dropped_once_it_is_scored(monkeypatch):
-    """compare_batch keeps one chunk's prepared maps at a time (scoring._release): when a chunk's
-    forms are computed, no map it prepared for an earlier chunk is alive (one a metric's view still
-    held was); a reference given prepared (the runner's originals) keeps its forms for the next
-    batch. Red when chunks keep their maps to the end of the batch."""
-    import gc
-    import weakref
-
-    from harness.metrics import PreparedMap
-    from harness.metrics import scoring
-
-    monkeypatch.setattr(scoring, "CHUNK_VALUES", 2 * 16 * 16)  # 2 pairs of 16 x 16 maps a chunk
-    settings = MetricSettings(metrics=("spearman_abs", "hog"))
-    rng = np.random.default_rng(5)
-    given = [PreparedMap(_smooth_map(rng, (16, 16, 1)), settings) for _ in range(6)]
-    earlier: list[weakref.ref] = []
-    chunks = []
-    real_fill = scoring.fill
-
-    def fill(maps, names, s):  # once per metric and chunk
-        gc.collect()  # nothing is left to a cycle collection: only references count
-        assert [r for r in earlier if r() is not None] == [], "a scored chunk's maps are still alive"
-        chunks.append(len(maps))
-        real_fill(maps, names, s)
-        if len(chunks) % 2 == 0:  # the chunk's second and last metric: its maps are done
-            earlier.extend(weakref.ref(m) for m in maps if not any(m is g for g in given))
-    monkeypatch.setattr(scoring, "fill", fill)
-    compare_batch(given, np.stack([_smooth_map(rng, (16, 16, 1)) for _ in range(6)]), settings)
-    assert chunks == [4] * 6 and len(earlier) == 6
-    assert all(g.has("unit_rank_abs") and g.has("hog") for g in given)
+        def compute(stack, settings, _name=name, _f=f):
+            computed[_name] = computed.get(_name, 0) + len(stack)
+            return _f.compute(stack, settings)
+        monkeypatch.setitem(FORMS, name, dataclasses.replace(f, compute=compute))
+    return computed
 
 
 def test_each_form_is_computed_once_per_map_however_many_metrics_use_it(monkeypatch):
-    """Every form (counted by wrapping each registered one) is computed once per map, though several
-    metrics use it ('abs' feeds spearman_abs, the abs01 map of ssim and hog, and spearman_abs_fg) and
-    a prepared reference appears twice in the batch; a prepared reference keeps its forms for the
-    next batch."""
-    import dataclasses
+    """Every form is computed once per map, though several metrics use it ('abs' feeds spearman_abs,
+    the abs01 map of ssim and hog, and spearman_abs_fg) and a prepared reference appears twice in the
+    batch; a prepared reference keeps its forms for the next batch (the runner compares its original
+    maps with every step's)."""
+    from harness.metrics import PreparedMap
 
-    from harness.metrics import FORMS, PreparedMap
-
-    computed: dict[str, int] = {}
-
-    def counting(name, f):
-        def compute(*args):
-            maps = len(args[0]) if f.batched else 1
-            computed[name] = computed.get(name, 0) + maps
-            return f.compute(*args)
-        return dataclasses.replace(f, compute=compute)
-
-    for name, f in list(FORMS.items()):
-        monkeypatch.setitem(FORMS, name, counting(name, f))
+    computed = _counting_forms(monkeypatch)
     settings = MetricSettings(metrics=ALL_METRICS, ssim_hog_map="abs01", hog_correlation="spearman")
     rng = np.random.default_rng(17)
     image = (rng.uniform(size=(16, 16, 1)) > 0.3).astype(float)
     refs = [PreparedMap(_smooth_map(rng, (16, 16, 1)), settings, image) for _ in range(2)]
     batch = [refs[0], refs[1], refs[0]]  # the same prepared reference twice
     compare_batch(batch, [_smooth_map(rng, (16, 16, 1)) for _ in range(3)], settings, images=[image] * 3)
-    used = {"abs", "signed", "abs01", "ssim_hog", "ssim_moments", "hog", "fg", "abs_fg",
-            "rank_abs", "rank_signed", "rank_abs_fg", "rank_hog", "unit_rank_abs", "unit_rank_signed", "unit_rank_hog"}
+    used = {"abs", "signed", "abs01", "ssim_hog", "hog", "rank_abs", "rank_signed", "rank_hog"}
     assert computed == {name: 2 + 3 for name in used}  # 2 references + 3 compared maps
     compare_batch(batch, [_smooth_map(rng, (16, 16, 1)) for _ in range(3)], settings, images=[image] * 3)
     compare(refs[1], _smooth_map(rng, (16, 16, 1)), settings, image=image)
     assert computed == {name: 2 + 3 + 3 + 1 for name in used}  # the references' forms were kept
 
 
-def test_a_stack_of_maps_is_prepared_as_one_array():
-    """forms.prepare_stack: each map's raw map is a float64 row of one array (a 3-D stack gets its
-    channel axis), stacking them again gives that array without a copy, and the scores are those of
-    the maps prepared one by one. Red when the rows are not registered as one batch (each form of
-    the raw map would stack them again)."""
-    from harness.metrics import PreparedMap, prepare_stack
-    from harness.metrics.forms import RAW, stack
+def test_a_batch_is_scored_in_chunks_with_the_scores_of_pair_by_pair(monkeypatch):
+    """compare_batch scores a batch chunk by chunk (scoring.CHUNK_VALUES): every pair gets the scores
+    compare gives it alone, in order, across chunk boundaries, non-finite maps, two map sizes and a
+    prepared reference listed twice; no form sees more maps at once than a chunk holds."""
+    from harness.metrics import FORMS, PreparedMap, scoring
 
-    settings = MetricSettings(metrics=ALL_METRICS)
-    rng = np.random.default_rng(29)
-    maps = np.stack([_smooth_map(rng, (16, 16, 1))[..., 0] for _ in range(5)]).astype(np.float32)
-    images = [(rng.uniform(size=(16, 16, 1)) > 0.3).astype(float) for _ in range(5)]
-    prepared = prepare_stack(maps, settings, images)
-    assert all(m.raw.dtype == np.float64 and m.raw.shape == (16, 16, 1) for m in prepared)
-    raws = stack(prepared, RAW)
-    assert np.array_equal(raws[..., 0], maps) and all(np.shares_memory(raws, m.raw) for m in prepared)
-    one_by_one = [PreparedMap(m, settings, i) for m, i in zip(maps, images)]
-    others = maps[::-1].copy()
-    assert compare_batch(prepared, others, settings, images=images) == \
-        compare_batch(one_by_one, list(others), settings, images=images)
+    monkeypatch.setattr(scoring, "CHUNK_VALUES", 3 * 16 * 16)  # 3 pairs of 16 x 16 maps a chunk
+    widest = 0
+    for name, f in list(FORMS.items()):
+        def compute(stack, settings, _f=f):
+            nonlocal widest
+            widest = max(widest, len(stack))
+            return _f.compute(stack, settings)
+        monkeypatch.setitem(FORMS, name, dataclasses.replace(f, compute=compute))
+    settings = MetricSettings(metrics=(*ALL_METRICS, "emprt"))
+    rng = np.random.default_rng(21)
+    shapes = [(16, 16, 1)] * 5 + [(12, 16, 1)] + [(16, 16, 1)] * 4
+    images = [(rng.uniform(size=s) > 0.4).astype(float) for s in shapes]
+    refs = [_smooth_map(rng, s) for s in shapes]
+    cmps = [_smooth_map(rng, s) for s in shapes]
+    cmps[4][2, 2] = np.inf
+    shared = PreparedMap(refs[0], settings, images[0])
+    images[7], refs[7] = images[0], refs[0]
+    batch = compare_batch([shared, *refs[1:7], shared, *refs[8:]], cmps, settings, images=images)
+    assert batch == [compare(r, c, settings, image=i) for r, c, i in zip(refs, cmps, images)]
+    assert widest == 3
 
 
 def test_a_compared_map_identical_to_its_reference_shares_its_forms(monkeypatch):
-    """A compared map with its reference's bytes and input (a deterministic method's ceiling control)
-    gets no forms of its own and the scores of comparing two separately prepared copies; one that
-    differs only by -0.0 for 0.0, or explains another input, is prepared itself. Red when identical
-    maps are prepared again, and when a map is taken for its reference by value (-0.0 == 0.0) or
-    without its input."""
-    import dataclasses
-
-    from harness.metrics import FORMS, PreparedMap
-    from harness.metrics import scoring
-
-    computed: dict[str, int] = {}
-
-    def counting(name, f):
-        def compute(*args):
-            computed[name] = computed.get(name, 0) + (len(args[0]) if f.batched else 1)
-            return f.compute(*args)
-        return dataclasses.replace(f, compute=compute)
+    """A compared map with its reference's bytes and input (step 0; a deterministic method's ceiling
+    control) gets no forms of its own, and the scores of two separately prepared copies; one that
+    differs only by -0.0 for 0.0, or explains another input, is prepared itself."""
+    from harness.metrics import PreparedMap
 
     settings = MetricSettings(metrics=ALL_METRICS)
     rng = np.random.default_rng(23)
     images = [(rng.uniform(size=(16, 16, 1)) > 0.3).astype(float) for _ in range(4)]
     maps = np.stack([_smooth_map(rng, (16, 16, 1)) for _ in range(4)]).astype(np.float32)
     maps[:, 0, 0] = 0.0
-    with monkeypatch.context() as patch:  # each side prepared from its own copy
-        patch.setattr(scoring, "same_bits", lambda a, b: False)
-        apart = compare_batch(maps, maps.copy(), settings, images=images)
-    for name, f in list(FORMS.items()):
-        monkeypatch.setitem(FORMS, name, counting(name, f))
+    apart = [compare(PreparedMap(m, settings, i), PreparedMap(m.copy(), settings, i), settings, image=i)
+             for m, i in zip(maps, images)]
+    computed = _counting_forms(monkeypatch)
     refs = [PreparedMap(m, settings, i) for m, i in zip(maps, images)]
     assert compare_batch(refs, maps.copy(), settings, images=[i.copy() for i in images]) == apart
-    assert computed.get("hog") == 4 and computed.get("rank_abs") == 4  # the references' own, once each
+    assert computed["hog"] == 4 and computed["rank_abs"] == 4  # the references' own, once each
 
     computed.clear()
     other = maps.copy()
     other[0, 0, 0] = -0.0  # the same values, other bytes
     other_images = [i.copy() for i in images]
     other_images[1][0, 0] = 1.0 - other_images[1][0, 0]  # the same map, another input
-    no_fg = MetricSettings(metrics=("spearman_abs", "hog"))  # the foreground's form compares one input
+    no_fg = MetricSettings(metrics=("spearman_abs", "hog"))
     compare_batch([PreparedMap(m, no_fg, i) for m, i in zip(maps, images)], other, no_fg, images=other_images)
-    assert computed.get("hog") == 4 + 2 and computed.get("rank_abs") == 4 + 2  # 4 references; maps 0 and 1
-
-
-@pytest.mark.parametrize("tied_share", [0.0, 1.0])  # the stable sort for every stack, then quicksort
-def test_average_ranks_are_scipys_rankdata_bit_for_bit(monkeypatch, tied_share):
-    """forms.average_ranks (the rank forms' own, faster ranking) against scipy.stats.rankdata(axis=1):
-    rows with no ties, a zero background, ties elsewhere, -0.0 beside 0.0, one constant row, one
-    value, no value, float32. Catches a run of ties averaged wrongly, ranks off by one (with and
-    without ties), a run that crosses from one row into the next, a row's values taken from another
-    row, and a sort whose ties are not averaged."""
-    from harness.metrics import forms
-
-    monkeypatch.setattr(forms, "_TIED_SHARE", tied_share)
-    rng = np.random.default_rng(3)
-    dense = rng.standard_normal((20, 784))
-    background = np.abs(dense) * (rng.random((20, 784)) < 0.3)  # ~70 % zeros
-    rounded = np.round(rng.standard_normal((5, 300)), 1)  # ties all over
-    signed_zeros = np.array([[0.0, -0.0, 1.0, -0.0, 0.0, -1.0]])
-    last_row_ties_first = np.array([[1.0, 2.0, 3.0], [1.0, 1.0, 1.0]])  # a run must not span rows
-    for stack in (dense, background, rounded, signed_zeros, last_row_ties_first, np.ones((3, 7)),
-                  np.array([[5.0]]), np.empty((2, 0)), rounded.astype(np.float32)):
-        got = forms.average_ranks(stack)
-        expected = stats.rankdata(stack, axis=1)
-        assert got.dtype == np.float64 and got.shape == stack.shape
-        assert got.tobytes() == np.asarray(expected, np.float64).tobytes(), stack[:2]
+    assert computed["hog"] == 4 + 2 and computed["rank_abs"] == 4 + 2  # 4 references; maps 0 and 1

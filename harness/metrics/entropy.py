@@ -18,19 +18,19 @@ the bin rule: q is undefined (NaN), and the reason names the rule.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from scipy import stats
 
-from harness.metrics.forms import RAW, form
-from harness.metrics.metrics import NAN, FormView, Result, constant_reason, metric
+from harness.metrics.forms import RAW
+from harness.metrics.reasons import NAN, Result, constant_reason
+from harness.metrics.settings import BIN_RULES
 
 if TYPE_CHECKING:
     from harness.metrics.settings import MetricSettings
 
-#: Bin rules np.histogram takes by name (emprt_bins may also be a count).
-BIN_RULES: tuple[str, ...] = ("auto", "fd", "doane", "scott", "stone", "rice", "sturges", "sqrt")
+__all__ = ["BIN_RULES", "emprt", "histogram_entropy"]
 
 
 def histogram_entropy(values: np.ndarray, bins: int | str) -> float:
@@ -39,16 +39,12 @@ def histogram_entropy(values: np.ndarray, bins: int | str) -> float:
     return float(stats.entropy(counts))
 
 
-@form("entropy", (RAW,), about="entropy of a histogram of the map's values (emprt_bins)")
-def _entropy(raw: np.ndarray, settings: MetricSettings) -> float:
-    return histogram_entropy(raw, settings.emprt_bins)
-
-
-@metric("emprt", ("entropy",))
-def emprt(ref: FormView, cmp: FormView, settings: MetricSettings) -> list[Result]:
-    """(H(compared) - H(reference)) / H(reference), reference = the original map."""
+def emprt(ref: Any, cmp: Any, settings: MetricSettings) -> list[Result]:
+    """(H(compared) - H(reference)) / H(reference), reference = the original map (one signature with
+    the other metrics, harness.metrics.metrics)."""
     results = []
-    for h_ref, h_cmp, a, b in zip(ref["entropy"], cmp["entropy"], ref[RAW], cmp[RAW]):
+    for a, b in zip(ref[RAW], cmp[RAW], strict=True):
+        h_ref, h_cmp = histogram_entropy(a, settings.emprt_bins), histogram_entropy(b, settings.emprt_bins)
         one_bin = _one_bin_reason(h_ref, a, "reference", settings) or _one_bin_reason(h_cmp, b, "compared", settings)
         if one_bin:
             results.append((NAN, one_bin))

@@ -8,8 +8,13 @@ from typing import Any
 
 from harness.config import FLAG, NULL, TEXT, Rule, check, list_of, number, one_of, whole
 from harness.errors import HarnessError
-from harness.metrics.entropy import BIN_RULES
-from harness.metrics.metrics import metric_names
+
+#: The metrics (harness.metrics.metrics.METRICS, in this order).
+METRIC_NAMES: tuple[str, ...] = ("spearman_abs", "spearman_signed", "ssim", "hog", "spearman_abs_fg", "emprt")
+#: Bin rules np.histogram takes by name (emprt_bins may also be a count; harness.metrics.entropy).
+BIN_RULES: tuple[str, ...] = ("auto", "fd", "doane", "scott", "stone", "rice", "sturges", "sqrt")
+#: skimage's structural_similarity fixes its Gaussian's truncate at this (since skimage 0.15).
+SKIMAGE_SSIM_TRUNCATE = 3.5
 
 #: Correlations usable on the two HOG feature vectors (paper: Pearson, notebook: Spearman).
 HOG_CORRELATIONS: tuple[str, ...] = ("pearson", "spearman")
@@ -26,7 +31,7 @@ RULES = {
     "ssim_sigma": number(above=0),
     "ssim_data_range": number(above=0),
     "ssim_sample_covariance": FLAG,
-    "ssim_truncate": number(above=0),
+    "ssim_truncate": one_of(SKIMAGE_SSIM_TRUNCATE),
     "ssim_hog_map": one_of(*SSIM_HOG_MAPS),
     "hog_cell_px": NULL | whole(1),
     "hog_orientations": whole(1),
@@ -42,7 +47,7 @@ FLOATS = ("ssim_sigma", "ssim_data_range", "ssim_truncate")  # YAML writes 1.0 a
 class MetricSettings:
     """Which metrics to compute and how. Defaults are the paper's preset (``conf/metrics/paper.yaml``)."""
 
-    # Which metrics to compute, in this order; valid names: the registered metrics (METRIC_NAMES).
+    # Which metrics to compute, in this order; valid names: METRIC_NAMES.
     metrics: tuple[str, ...] = ("spearman_abs", "spearman_signed", "ssim", "hog")
     ssim_window: int = 5  # paper text: skimage SSIM, window 5 (uniform filter)
     ssim_gaussian: bool = False  # notebook: Gaussian weights, sigma 1.5, window 11
@@ -51,9 +56,9 @@ class MetricSettings:
     # skimage's default, both presets: NP / (NP - 1) with NP = ssim_window ** 2 (also with Gaussian
     # weights, as skimage does); False: population covariance (Wang et al. 2004).
     ssim_sample_covariance: bool = True
-    # Gaussian weights only: filter radius int(truncate * sigma + 0.5). skimage >= 0.15 (the notebook
-    # pinned 0.15.0) uses 3.5, an 11-tap filter; skimage 0.14 took scipy's default 4.0 (13 taps).
-    ssim_truncate: float = 3.5
+    # Gaussian weights only: filter radius int(truncate * sigma + 0.5). Recorded, not chosen: skimage
+    # >= 0.15 (the notebook pinned 0.15.0) fixes 3.5, an 11-tap filter (0.14 took scipy's 4.0).
+    ssim_truncate: float = SKIMAGE_SSIM_TRUNCATE
     # The map SSIM and HOG see (SSIM_HOG_MAPS): raw01 (protocol, paper text "without abs", notebook)
     # or abs01 (the absolute map, min-max scaled; what this harness used before).
     ssim_hog_map: str = "raw01"
@@ -75,11 +80,11 @@ class MetricSettings:
             metrics = (metrics,)
         metrics = tuple(str(m) for m in metrics)
         object.__setattr__(self, "metrics", metrics)
-        valid = ", ".join(metric_names())
+        valid = ", ".join(METRIC_NAMES)
         if not metrics:
             raise HarnessError(f"metrics: at least one metric is needed; valid names: {valid}")
         for name in metrics:
-            if name not in metric_names():
+            if name not in METRIC_NAMES:
                 raise HarnessError(f"unknown metric {name!r}; valid names: {valid}")
         if len(set(metrics)) != len(metrics):
             raise HarnessError(f"metrics: duplicate names in {list(metrics)}")
