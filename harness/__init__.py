@@ -1,13 +1,9 @@
 """Sanity checks for saliency maps: a benchmarking harness (Adebayo et al., NeurIPS 2018 and successors)."""
-import os
-
-# TensorFlow's C++ start-up chatter (CUDA probing, oneDNN notices) buries the harness's own output.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
 __version__ = "0.1.0"
 
 # The Python API (harness.api, docs/api.md), imported on first use: `import harness` stays cheap
-# (no TensorFlow, no Hydra) and changes nothing process-wide beyond the log level above.
+# (no TensorFlow, no Hydra) and changes nothing process-wide: the commands set TensorFlow's log
+# levels (harness.tf_logging) and malloc (harness.allocator).
 _API = ("sanity_check", "explain", "load", "Result", "HarnessError")
 
 

@@ -46,9 +46,6 @@ def sanity_check(model, images, *, methods: Iterable[Any] | str = ("gradient",),
                              target=target, blocks=blocks, seed=seed, results_dir=results_dir,
                              value_range=value_range, overrides=overrides)
         check_config(cfg)  # every value, before a model is loaded or a folder made (as the CLI)
-        from harness.tf_logging import import_tensorflow_quietly
-
-        import_tensorflow_quietly()
         temporary = results_dir is None
         if temporary:
             cfg.results_dir = tempfile.mkdtemp(prefix="harness-")
@@ -81,9 +78,6 @@ def _as_source(model, overrides: Mapping[str, Any]):
     if tf is None or not (isinstance(model, tf.Module) or hasattr(model, "signatures")):
         raise HarnessError(f"model of type {type(model).__module__}.{type(model).__qualname__} is not one the "
                            f"harness takes; give {MODEL_KINDS}")
-    from harness.tf_logging import import_tensorflow_quietly
-
-    import_tensorflow_quietly()
     folder = Path(tempfile.mkdtemp(prefix="harness-model-"))
     try:
         path = _export(model, folder / "model")

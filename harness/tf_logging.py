@@ -29,9 +29,12 @@ def _stderr_silenced():
 
 
 def import_tensorflow_quietly() -> None:
-    """Import TensorFlow and probe its devices with stderr silenced; Python-side TF logs at ERROR."""
+    """Import TensorFlow and probe its devices with stderr silenced; Python-side TF logs at ERROR.
+    Process-wide: for the commands' entry points only, never the library (docs/api.md)."""
     if "tensorflow" in sys.modules or os.environ.get("HARNESS_TF_LOGS") == "1":
         return
+    # The C++ notices that come after start-up (oneDNN, CUDA); the commands' setting, never the package's.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     with _stderr_silenced():
         import tensorflow as tf
 
