@@ -617,18 +617,91 @@ def test_own_pearson_of_ranks_is_scipys_spearmanr_and_pearsonr(shape):
 @pytest.mark.parametrize("size, settings", [
     (28, MetricSettings()),                                        # MNIST: 2 px cells, 3x3 blocks
     (64, MetricSettings(hog_cell_px=8, hog_orientations=6)),
+    (299, MetricSettings()),                                       # Inception: 16 px cells
     (10, MetricSettings(hog_cell_px=4)),                           # blocks reduced to 2x2 cells
 ])
-def test_hog_features_are_skimages_of_each_map(size, settings):
-    from harness.metrics.forms import hog_features
+def test_own_batched_hog_equals_the_installed_skimage_hog_map_by_map(size, settings):
+    """harness.metrics.hog (kept for speed, see its docstring) against skimage.feature.hog: equal to
+    within the last bits (its block sums run in another order)."""
+    from harness.metrics.hog import hog_features
 
     rng = np.random.default_rng(size)
     maps = np.stack([minmax01(_smooth_map(rng, (size, size, 1))[..., 0]) for _ in range(3)])
+    maps[1, : size // 2] = 0.0  # a flat half: zero gradients, the epsilon of the block norm matters
     cell, block = hog_geometry(size, size, settings)
-    got = hog_features(maps[..., None], settings)
-    for m, features in zip(maps, got):
-        assert np.array_equal(features, hog(m, orientations=settings.hog_orientations, pixels_per_cell=(cell, cell),
-                                            cells_per_block=(block, block), block_norm="L2-Hys"))
+    batched = hog_features(maps, settings)
+    for m, got in zip(maps, batched):
+        expected = hog(m, orientations=settings.hog_orientations, pixels_per_cell=(cell, cell),
+                       cells_per_block=(block, block), block_norm="L2-Hys", feature_vector=True)
+        np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("size,cell,orientations", [
+    ((28, 28), 2, 9), ((31, 29), 3, 9), ((40, 37), 4, 7), ((64, 64), 5, 12), ((33, 33), 16, 9), ((20, 20), 1, 8),
+    ((20, 20), 2, 1), ((20, 20), 2, 180),
+])
+def test_cell_histograms_are_scikit_images_kernel_bit_for_bit(size, cell, orientations):
+    """forms._cell_histograms against the Cython kernel skimage.feature.hog calls, map by map: odd
+    cells, partial cells at the edges, 1 to 180 bins; maps with flat regions (zero gradients), values
+    on a coarse grid (orientations exactly on bin bounds) and gradients pointing at exactly 0 and 180
+    degrees. Catches a pixel binned on the wrong side of a bound, sums kept in float64 instead of the
+    kernel's float32, pixels summed in another order, a partial cell counted, degrees % 180 wrong."""
+    kernel = pytest.importorskip("skimage.feature._hoghistogram").hog_histograms
+    from harness.metrics.hog import _cell_histograms, _central_differences
+
+    rng = np.random.default_rng(cell * 1000 + orientations)
+    maps = rng.random((5, *size))
+    maps[0, : size[0] // 2] = 0.5  # flat: zero gradients
+    maps[1] = np.round(maps[1] * 4) / 4  # a coarse grid: angles of 0, 45, 90, ... degrees
+    maps[2, :, ::2] = 0.25  # columns alike: gradients along the rows only
+    maps[3] = np.linspace(1, 0, size[1])[None, :]  # falling to the right: exactly 180 degrees
+    g_rows, g_cols = _central_differences(maps)
+    # and gradients whose angles lie within 20 ulps of each bin bound, on both sides
+    bounds = 180.0 / orientations * np.arange(orientations + 1)
+    degrees = bounds[:, None] + np.arange(-20, 21)[None, :] * np.spacing(bounds)[:, None]
+    angles = np.resize(np.deg2rad(degrees.ravel()), size)
+    g_rows = np.concatenate([g_rows, np.sin(angles)[None]])
+    g_cols = np.concatenate([g_cols, np.cos(angles)[None]])
+    got = _cell_histograms(g_rows, g_cols, cell, orientations)
+    rows, cols = size[0] // cell, size[1] // cell
+    for g_row, g_col, histogram in zip(g_rows, g_cols, got):
+        expected = np.zeros((rows, cols, orientations))
+        kernel(g_col, g_row, cell, cell, size[1], size[0], cols, rows, orientations, expected)
+        np.testing.assert_array_equal(histogram.view(np.uint64), expected.view(np.uint64))
+
+
+@pytest.mark.parametrize("orientations", [1, 7, 9, 12, 180, 359])
+def test_orientation_bins_are_the_kernels_at_and_beside_every_bound(orientations):
+    """forms._orientation_bins against scikit-image's rule written out: orientation = degrees % 180,
+    bin i unless orientation >= (i + 1) * 180 / n or orientation < i * 180 / n (bounds in float64); at
+    each bound, 1-3 ulps either side of it, the same 180 degrees lower, and +-180, +-0.0, the
+    smallest negatives. Catches a quotient taken as the bin without either correction (at a bound it
+    falls on either side for some n), a bound compared the wrong way, a wrong remainder."""
+    from harness.metrics.hog import _orientation_bins
+
+    bounds = 180.0 / orientations * np.arange(orientations + 1)
+    ulps = np.arange(-3, 4)[None, :] * np.spacing(bounds)[:, None]
+    near = (bounds[:, None] + ulps).ravel()
+    degrees = np.concatenate([near, near - 180.0, [180.0, -180.0, 0.0, -0.0, -5e-324, -1e-300, -1e-14]])
+    degrees = degrees[(degrees >= -180.0) & (degrees <= 180.0)]
+    orientation = degrees % 180
+    i = np.arange(orientations)
+    inside = ~((orientation[:, None] >= 180.0 / orientations * (i + 1)) | (orientation[:, None] < 180.0 / orientations * i))
+    expected = np.where(inside.any(axis=1), inside.argmax(axis=1), orientations)
+    np.testing.assert_array_equal(_orientation_bins(degrees, orientations), expected)
+
+
+def test_own_batched_hog_of_three_channel_maps_equals_skimage_dominant_channel_hog():
+    from harness.metrics.hog import hog_features
+
+    rng = np.random.default_rng(15)
+    settings = MetricSettings(hog_cell_px=4)
+    maps = np.stack([minmax01(_smooth_map(rng, (40, 40, 3))) for _ in range(3)])
+    maps[1, :20] = 0.5  # a flat half: ties between the channels' (zero) gradients
+    for m, got in zip(maps, hog_features(maps, settings)):
+        expected = hog(m, orientations=9, pixels_per_cell=(4, 4), cells_per_block=(3, 3), block_norm="L2-Hys",
+                       channel_axis=-1)
+        np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
 
 
 def test_prepared_reference_gives_the_same_scores_as_raw_maps():

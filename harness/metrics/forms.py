@@ -4,7 +4,7 @@ Adebayo et al. 2018, "Sanity Checks for Saliency Maps").
 Every form is a function of a stack of maps of one size [n, ...] -> one value per map, computed from
 one other form (`FORMS`): the absolute and signed visualisation maps (PAIR's VisualizeImageGrayscale
 and VisualizeImageDiverging), the min-max scaled map SSIM and HOG see, HOG features
-(`skimage.feature.hog`) and average ranks (`scipy.stats.rankdata`). Pure NumPy / SciPy / scikit-image:
+(scikit-image's, batched: harness.metrics.hog) and average ranks (`scipy.stats.rankdata`). Pure NumPy / SciPy / scikit-image:
 this package must not import TensorFlow.
 """
 
@@ -16,16 +16,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy import stats
-from skimage.feature import hog
+
+from harness.metrics.hog import hog_features, hog_geometry  # noqa: F401 - hog_geometry: part of this API
 
 if TYPE_CHECKING:
     from harness.metrics.settings import MetricSettings
 
 RAW = "raw"  # every map's own input: the raw map as float64 [H, W, C]
 _PERCENTILE = 99.0  # clip level of 3-channel maps (PAIR's VisualizeImageGrayscale/Diverging default)
-_HOG_REFERENCE_CELL_PX = 16  # the paper's HOG cell size ...
-_HOG_REFERENCE_SIZE_PX = 299  # ... meant for Inception's 299 px inputs
-_HOG_MIN_CELL_PX = 2
 
 
 def as_hwc(m: np.ndarray) -> np.ndarray:
@@ -100,34 +98,6 @@ def signed_map(m: np.ndarray) -> np.ndarray:
 def minmax01(m: np.ndarray) -> np.ndarray:
     """One map (any shape) min-max scaled to [0, 1] (see minmax_maps)."""
     return minmax_maps(np.asarray(m, dtype=np.float64)[None])[0]
-
-
-def hog_geometry(height: int, width: int, settings: MetricSettings) -> tuple[int, int]:
-    """(cell size in px, cells per block side) actually used for an image of this size.
-
-    Cell size: settings.hog_cell_px, or scaled to the image: round(16 * min(H, W) / 299), at least
-    2 px (16 px is the paper's value for 299 px inputs; 28 px MNIST gets 2 px cells).
-    Cells per block: settings.hog_cells_per_block, reduced when the image has fewer cells than that
-    along a side (skimage's hog would otherwise fail or return an empty feature vector).
-    """
-    cell = settings.hog_cell_px
-    if cell is None:
-        cell = max(_HOG_MIN_CELL_PX, round(_HOG_REFERENCE_CELL_PX * min(height, width) / _HOG_REFERENCE_SIZE_PX))
-    n_cells = min(height // cell, width // cell)
-    if n_cells < 1:
-        raise ValueError(f"image of {height}x{width} px is smaller than one HOG cell of {cell} px")
-    return cell, min(settings.hog_cells_per_block, n_cells)
-
-
-def hog_features(maps01: np.ndarray, settings: MetricSettings) -> np.ndarray:
-    """`skimage.feature.hog` (L2-Hys blocks, feature vector) of each map [n, H, W] or [n, H, W, C]
-    -> [n, F]; a map with channels takes each pixel's dominant channel (skimage's channel_axis)."""
-    if maps01.ndim == 4 and maps01.shape[3] == 1:
-        maps01 = maps01[..., 0]
-    cell, block = hog_geometry(maps01.shape[1], maps01.shape[2], settings)
-    return np.stack([hog(m, orientations=int(settings.hog_orientations), pixels_per_cell=(cell, cell),
-                         cells_per_block=(block, block), block_norm="L2-Hys", feature_vector=True,
-                         channel_axis=-1 if m.ndim == 3 else None) for m in maps01])
 
 
 def average_ranks(stack: np.ndarray) -> np.ndarray:
