@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import Any, Callable
 
 import numpy as np
 
@@ -20,8 +20,10 @@ from harness.schedules import Randomizer, Step, stable_hash
 from harness.results import CONTROL_STEP, NO_CLASS
 from harness.metrics import random_mask
 
-if TYPE_CHECKING:
-    from harness.runner import MethodSpec, Runner
+# What a control is given: the runner (harness.runner.Runner) and its method entries (MethodSpec).
+# Named here, not imported: the runner imports the controls, never the other way round.
+Runner = Any
+MethodSpec = Any
 
 # Draw indices of the random_model control's two models: past any schedule's step indices, so
 # neither model repeats a schedule step's draws.
@@ -37,7 +39,7 @@ class ControlMaps:
     reference_targets: np.ndarray | None = None
 
 
-Control = Callable[["Runner", list["MethodSpec"]], dict[str, ControlMaps]]
+Control = Callable[[Runner, list[MethodSpec]], dict[str, ControlMaps]]
 CONTROLS: dict[str, Control] = {}
 
 

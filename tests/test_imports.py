@@ -1,10 +1,12 @@
 """Import circles in harness/: the graph of every `import` in its modules (at the top or inside a
 function: a lazy import still ties the two modules together), read with `ast`, its circles found as
-strongly connected components (SciPy). None is allowed inside harness/bench; those elsewhere are
-printed (`pytest -s`) as known ones."""
+strongly connected components (SciPy). No circle is allowed: the few imports that still close one
+are listed in KNOWN_BACK_EDGES, each with its reason; any other circle fails, and so does a listed
+import that no longer exists (take it off the list)."""
 from __future__ import annotations
 
 import ast
+from collections.abc import Collection
 from pathlib import Path
 
 import numpy as np
@@ -40,12 +42,13 @@ def imported(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
     return {m for m in found if m in modules and m != name}
 
 
-def import_cycles(root: Path = ROOT) -> list[list[str]]:
-    """Each import circle: the modules of a strongly connected component of more than one module."""
+def import_cycles(root: Path = ROOT, leave_out: Collection[tuple[str, str]] = ()) -> list[list[str]]:
+    """Each import circle: the modules of a strongly connected component of more than one module
+    (the imports `leave_out`, (importer, imported), left out)."""
     modules = module_names(root)
     names = list(modules)
     index = {n: i for i, n in enumerate(names)}
-    edges = [(index[a], index[b]) for a in names for b in imported(a, modules[a], modules)]
+    edges = [(index[a], index[b]) for a in names for b in imported(a, modules[a], modules) if (a, b) not in leave_out]
     rows, cols = np.array(edges, int).reshape(-1, 2).T
     graph = csr_matrix((np.ones(len(edges)), (rows, cols)), shape=(len(names), len(names)))
     _, labels = connected_components(graph, directed=True, connection="strong")
@@ -63,6 +66,37 @@ def test_the_graph_sees_lazy_and_relative_imports(tmp_path):
         (tmp_path / PACKAGE / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / PACKAGE / name).write_text(text)
     assert import_cycles(tmp_path) == [["harness.a", "harness.b"], ["harness.sub.d", "harness.sub.e"]]
+
+
+#: Imports that close the circles still in harness/ (importer, imported): what each needs to go.
+KNOWN_BACK_EDGES = {
+    # config.check_config / run_rules walk the rules every piece declares, and the pieces import the
+    # rule primitives (Rule, check, one_of, ...) from config: the primitives in a module of their own
+    # would end these.
+    **{("harness.config", piece): "config checks every piece's rules; the pieces import its primitives"
+       for piece in ("harness.controls", "harness.data", "harness.methods", "harness.metrics.settings",
+                     "harness.runner", "harness.schedules")},
+    # the methods package reads its families' rules, and each family registers into it
+    **{("harness.methods", f"harness.methods.{family}"): "methods reads the rules of its families"
+       for family in ("baselines", "integrated", "occlusion", "xrai")},
+    # models call two helpers of harness.methods (`choose`, `rows_per_call`), which builds on models:
+    # the helpers in harness.models would end these
+    ("harness.models.backends", "harness.methods"): "backends validates graph_mode with methods.choose",
+    ("harness.models.wrapper", "harness.methods"): "ModelUnderTest.predict sizes batches with methods.rows_per_call",
+    # models.sources loads the zoo's built-in models; the zoo's segmenter takes models.sources'
+    # initializer_spec (in models.export or a module of its own it would not close a circle)
+    ("harness.zoo.segmenter", "harness.models.sources"): "segmenter reads initializer_spec from models.sources",
+}
+
+
+def test_no_import_circle_but_the_known_ones():
+    """Without the known back edges the graph has no circle: a new circle anywhere in harness/ fails
+    (the metrics package, controls <-> runner and the models' backends / keras_guided / wrapper have
+    none left); a known edge that is gone must leave the list."""
+    modules = module_names()
+    gone = [(a, b) for a, b in KNOWN_BACK_EDGES if a not in modules or b not in imported(a, modules[a], modules)]
+    assert not gone, f"no longer imported, take off KNOWN_BACK_EDGES: {gone}"
+    assert import_cycles(leave_out=KNOWN_BACK_EDGES) == []
 
 
 def mutual_imports(root: Path = ROOT) -> list[tuple[str, str]]:

@@ -25,43 +25,20 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import tensorflow as tf
 
 from harness.errors import HarnessError
+# the computations every kernel shares (also keras_guided's), kept importable from here
+from harness.models.gradients import endpoint_gradients, selected_output, target_gradient  # noqa: F401
 
-if TYPE_CHECKING:
-    from harness.models.wrapper import ModelUnderTest
+# harness.models.wrapper.ModelUnderTest, named not imported: the wrapper imports this module.
+ModelUnderTest = Any
 
 GRAPH_MODES = ("live", "frozen")
 # reduce(endpoint values, their gradients) -> what an endpoint kernel returns
 Reduce = Callable[[tf.Tensor, tf.Tensor], tf.Tensor]
-
-
-# -- the computations every kernel shares --------------------------------------------------------------
-def selected_output(logits: tf.Tensor, targets: tf.Tensor, output: str = "logit") -> tf.Tensor:
-    """The explained scalar of each row: the target's logit or its softmax probability."""
-    values = tf.nn.softmax(logits) if output == "probability" else logits
-    return tf.gather(values, targets, batch_dims=1)
-
-
-def target_gradient(forward: Callable, x: tf.Tensor, targets: tf.Tensor, output: str = "logit") -> tf.Tensor:
-    """d output[target] / d x of every row, `forward(x) -> logits` (to call inside a tf.function)."""
-    with tf.GradientTape() as tape:
-        tape.watch(x)
-        selected = selected_output(forward(x), targets, output)
-    return tape.gradient(selected, x)
-
-
-def endpoint_gradients(two_outputs: Callable, x: tf.Tensor, targets: tf.Tensor,
-                       output: str = "logit") -> tuple[tf.Tensor, tf.Tensor]:
-    """(endpoint values, d output[target] / d values), `two_outputs(x) -> (values, logits)` a Keras
-    model (called in inference mode)."""
-    with tf.GradientTape() as tape:
-        values, logits = two_outputs(x, training=False)
-        selected = selected_output(logits, targets, output)
-    return values, tape.gradient(selected, values)
 
 
 def compile_counted(model: ModelUnderTest, key: str, body: Callable) -> Kernel:

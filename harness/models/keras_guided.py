@@ -24,6 +24,7 @@ import keras
 import tensorflow as tf
 
 from harness.errors import HarnessError
+from harness.models.gradients import target_gradient
 
 __all__ = [
     "guided_relu",
@@ -201,8 +202,6 @@ def make_grad_fn(model: keras.Model, guided: bool = False) -> Callable:
     and all other functions stay plain. Build a separate function for each
     mode; never reuse one traced function for both.
     """
-
-    from harness.models.backends import target_gradient
 
     def body(x, targets):
         return target_gradient(lambda v: model(v, training=False), x, tf.cast(targets, tf.int32))
