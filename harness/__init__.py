@@ -3,7 +3,7 @@ __version__ = "0.1.0"
 
 # The Python API (harness.api, docs/api.md), imported on first use: `import harness` stays cheap
 # (no TensorFlow, no Hydra) and changes nothing process-wide: the commands set TensorFlow's log
-# levels (harness.tf_logging) and malloc (harness.allocator).
+# levels and threads (harness.tf_logging, harness.cli).
 _API = ("sanity_check", "explain", "load", "Result", "HarnessError")
 
 

@@ -140,9 +140,8 @@ def command(cfg: DictConfig):
     if cfg.command == "layers":
         print_layers(cfg)
         return None
-    from harness import allocator, runner
+    from harness import runner
 
-    allocator.keep_freed_memory()  # the command's process only: a library call leaves malloc alone
     run_dir = runner.run(cfg)
     print(f"results: {run_dir}")
     return run_dir

@@ -186,9 +186,6 @@ def main(argv: list[str] | None = None) -> None:
     from harness.tf_logging import import_tensorflow_quietly
 
     import_tensorflow_quietly()
-    from harness import allocator
-
-    allocator.keep_freed_memory()  # this command's process (harness.allocator); runner.run leaves malloc alone
     known = definitions()
     # `default: false` experiments (training_budget: hours of training) run only when named.
     names = [i for i in args.items if "=" not in i] or [n for n, d in known.items() if d.get("default", True)]

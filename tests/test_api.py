@@ -43,26 +43,24 @@ def test_import_harness_imports_neither_tensorflow_nor_hydra():
 
 
 def test_sanity_check_leaves_the_process_alone(tmp_path):
-    """harness.allocator's mallopt settings, the environment and TensorFlow's log levels are the
-    commands' (tests/test_allocator.py, tests/test_cli.py), never a notebook's: a whole sanity_check
-    in a fresh process calls no allocator setting, adds no variable to os.environ (the import
+    """The environment and TensorFlow's log levels are the commands' (tests/test_cli.py), never a
+    notebook's: a whole sanity_check in a fresh process adds no variable to os.environ (the import
     included) and leaves TensorFlow's Python logger where the user had it."""
     code = ("import sys, os, logging; sys.path.insert(0, 'tests'); import numpy as np\n"
             "from conftest import tiny_cnn; os.environ.pop('TF_CPP_MIN_LOG_LEVEL')  # the test's own setting undone\n"
             "import tensorflow as tf, keras; tf.get_logger().setLevel(logging.INFO); env = dict(os.environ)\n"
             "import harness\n"
-            "from harness import allocator\n"
-            "calls = []; allocator.keep_freed_memory = lambda: calls.append(1)\n"
+
             "result = harness.sanity_check(tiny_cnn(), np.random.default_rng(0).random((2, 8, 8, 1)),\n"
             "                              controls=None, progress=False, log=lambda *_: None)\n"
             "changed = sorted(k for k in {*env, *os.environ} if env.get(k) != os.environ.get(k))\n"
-            "print('runs:', len(result.scores) > 0, 'calls:', len(calls), 'env:', changed,\n"
+            "print('runs:', len(result.scores) > 0, 'env:', changed,\n"
             "      'tf log:', logging.getLevelName(tf.get_logger().level))")
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300,
                           env={**env, "HARNESS_MAP_CACHE_DIR": str(tmp_path)})
     assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.strip().splitlines()[-1] == "runs: True calls: 0 env: [] tf log: INFO"
+    assert done.stdout.strip().splitlines()[-1] == "runs: True env: [] tf log: INFO"
 
 
 @pytest.fixture(scope="module")

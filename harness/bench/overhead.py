@@ -131,9 +131,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     from harness.tf_logging import import_tensorflow_quietly
 
     import_tensorflow_quietly()  # the run below imports TensorFlow: without its start-up lines
-    from harness import allocator
-
-    allocator.keep_freed_memory()  # measured as `harness` runs it (the command sets malloc, runner.run does not)
     row = measure(args.experiment, args.images, args.quick)
     args.row_file.write_text(json.dumps(row))
 
