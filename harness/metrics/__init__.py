@@ -3,7 +3,7 @@ Adebayo et al. 2018, "Sanity Checks for Saliency Maps"). Pure NumPy / SciPy / sc
 package must not import TensorFlow.
 
 - `forms`: the post-processed forms of a map the metrics compare (absolute, signed, min-max scaled,
-  HOG features, ranks).
+  HOG features, ranks); `hog`: the HOG features of a stack of maps.
 - `metrics`: the metrics, one function each with one signature (`METRICS`).
 - `entropy`: eMPRT (`emprt`), the rise in a map's histogram entropy.
 - `settings`: `MetricSettings`, one preset per file in conf/metrics/.
@@ -12,7 +12,8 @@ package must not import TensorFlow.
 """
 
 from harness.metrics.entropy import histogram_entropy
-from harness.metrics.forms import FORMS, absolute_map, hog_geometry, minmax01, signed_map
+from harness.metrics.forms import FORMS, absolute_map, minmax01, signed_map
+from harness.metrics.hog import hog_geometry
 from harness.metrics.masks import MASK_KINDS, random_mask
 from harness.metrics.metrics import METRICS, Score
 from harness.metrics.scoring import PreparedMap, compare, compare_batch, prepare, prepare_stack

@@ -3,9 +3,9 @@ Adebayo et al. 2018, "Sanity Checks for Saliency Maps").
 
 Every form is a function of a stack of maps of one size [n, ...] -> one value per map, computed from
 one other form (`FORMS`): the absolute and signed visualisation maps (PAIR's VisualizeImageGrayscale
-and VisualizeImageDiverging), the min-max scaled map SSIM and HOG see, HOG features
-(scikit-image's, batched: harness.metrics.hog) and average ranks (`scipy.stats.rankdata`). Pure NumPy / SciPy / scikit-image:
-this package must not import TensorFlow.
+and VisualizeImageDiverging), the min-max scaled map SSIM and HOG see, HOG features (scikit-image's,
+batched: harness.metrics.hog) and average ranks (`scipy.stats.rankdata`). Pure NumPy / SciPy /
+scikit-image: this package must not import TensorFlow.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from scipy import stats
 
-from harness.metrics.hog import hog_features, hog_geometry  # noqa: F401 - hog_geometry: part of this API
+from harness.metrics.hog import hog_features
 
 if TYPE_CHECKING:
     from harness.metrics.settings import MetricSettings
