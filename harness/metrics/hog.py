@@ -1,14 +1,14 @@
 """HOG features (Dalal and Triggs; scikit-image's `skimage.feature.hog`: L2-Hys blocks, feature
 vector) of a stack of maps in NumPy, kept here rather than calling scikit-image map by map.
 
-Why: `skimage.feature.hog` takes one map a call (a Cython loop over its cells, a Python loop over its
-blocks), ~5-10 ms a 28 x 28 map with 2 px cells. Measured on whole runs (`harness run
-experiment=cascading_cnn model.source=builtin:mnist_cnn@1200 data.count=20`, map cache off, A/B
-alternated, 2 cores under load, 2026-12-07): with skimage's hog the run took 1.48-1.72 x the wall time
-of this code (HOG 5-17 s of scoring against 0.3 s); and its features differ from these in the last
-bit of some values (block sums in another order), which moved 639 of 1,440 HOG scores of that run by
-up to 4.4e-16. tests/test_metrics.py compares these features with the installed scikit-image's on
-maps of several shapes, channels and cell sizes on every run of the suite.
+Why: scikit-image's `hog` does not give these numbers bit for bit (this code sums each block's
+squares in another order): on `harness run experiment=cascading_cnn model.source=builtin:mnist_cnn@1200
+data.count=20` it moved 639 of the 1,440 HOG scores by up to 4.4e-16, so results would no longer be
+byte-identical to the runs made with this code. Speed alone would not keep it: `skimage.feature.hog`
+takes one map a call (~5-10 ms a 28 x 28 map with 2 px cells), and with it that run took 1.07-1.72 x
+the wall time (median 1.31, five A/B pairs on 2 loaded cores, 2026-12-07; HOG 3.7-17 s of scoring
+against 0.3-0.7 s), cascading_mlp 0.90-1.32 x. tests/test_metrics.py compares these features with
+the installed scikit-image's on maps of several shapes, channels and cell sizes on every run.
 """
 
 from __future__ import annotations
