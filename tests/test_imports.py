@@ -97,18 +97,3 @@ def test_no_import_circle_but_the_known_ones():
     gone = [(a, b) for a, b in KNOWN_BACK_EDGES if a not in modules or b not in imported(a, modules[a], modules)]
     assert not gone, f"no longer imported, take off KNOWN_BACK_EDGES: {gone}"
     assert import_cycles(leave_out=KNOWN_BACK_EDGES) == []
-
-
-def mutual_imports(root: Path = ROOT) -> list[tuple[str, str]]:
-    """The two-module circles: pairs of modules that import each other."""
-    modules = module_names(root)
-    edges = {(a, b) for a in modules for b in imported(a, modules[a], modules)}
-    return sorted((a, b) for a, b in edges if a < b and (b, a) in edges)
-
-
-def test_no_import_circle_in_the_bench_package():
-    cycles = import_cycles()
-    for cycle in cycles:
-        print(f"known import circle of {len(cycle)} modules:", ", ".join(cycle))
-    print("of them, modules importing each other:", "; ".join(f"{a} <-> {b}" for a, b in mutual_imports()))
-    assert not [c for c in cycles if any(m.startswith(f"{PACKAGE}.bench") for m in c)]
