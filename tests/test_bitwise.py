@@ -1,8 +1,8 @@
-"""harness.bitwise: the bitwise equality the randomization self-check and the scorer share."""
+"""harness.bitwise: the bitwise equality of the randomization self-check."""
 import numpy as np
 import pytest
 
-from harness.bitwise import same_bits, same_rows
+from harness.bitwise import same_bits
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16, np.int64, np.bool_, np.complex128])
@@ -35,22 +35,3 @@ def test_same_bits_of_one_memory_and_of_large_arrays():
         changed[at] = 1.0
         assert not same_bits(big, changed) and not same_bits(changed, big)
     assert same_bits(big, big.copy())
-
-
-def test_same_rows_is_same_bits_row_by_row():
-    """The scorer's check of a whole unit's maps against their references at once: per row what
-    same_bits says (a NaN is unchanged, -0.0 is a change), for stacks of any layout; stacks that
-    differ in shape or dtype are an error, not rows that differ. Red with values compared, not bits."""
-    rng = np.random.default_rng(0)
-    a = rng.standard_normal((6, 5, 4))
-    a[2, 1, 1] = np.nan
-    b = a.copy()
-    b[1, 4, 3] += 1e-12
-    b[3, 0, 0] = -a[3, 0, 0] if a[3, 0, 0] == 0 else b[3, 0, 0]
-    a[4, 2, 2], b[4, 2, 2] = 0.0, -0.0
-    for x, y in ((a, b), (a.transpose(0, 2, 1), b.transpose(0, 2, 1))):
-        assert same_rows(x, y).tolist() == [same_bits(r, s) for r, s in zip(x, y)] == \
-            [True, False, True, True, False, True]
-    assert same_rows(a[:0], b[:0]).shape == (0,)
-    with pytest.raises(ValueError, match="stacks differ"):
-        same_rows(a, b.astype(np.float32))
