@@ -83,9 +83,6 @@ KNOWN_BACK_EDGES = {
     # the helpers in harness.models would end these
     ("harness.models.backends", "harness.methods"): "backends validates graph_mode with methods.choose",
     ("harness.models.wrapper", "harness.methods"): "ModelUnderTest.predict sizes batches with methods.rows_per_call",
-    # models.sources loads the zoo's built-in models; the zoo's segmenter takes models.sources'
-    # initializer_spec (in models.export or a module of its own it would not close a circle)
-    ("harness.zoo.segmenter", "harness.models.sources"): "segmenter reads initializer_spec from models.sources",
 }
 
 

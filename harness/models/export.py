@@ -45,3 +45,26 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
     """The sidecar written by `export_hub_style`, or {} for a SavedModel the harness did not make."""
     file = Path(path) / METADATA_FILE
     return json.loads(file.read_text()) if file.is_file() else {}
+
+
+def initializer_spec(initializer) -> dict | None:
+    """Translate a Keras initializer into the spec dicts `harness.schedules` draws from (stored with
+    an exported model, read back by harness.models.sources)."""
+    config = initializer.get_config()
+    kind = type(initializer).__name__
+    if kind == "TruncatedNormal":
+        return {"kind": "truncated_normal", "std": config["stddev"], "mean": config.get("mean", 0.0)}
+    if kind == "RandomNormal":
+        return {"kind": "normal", "std": config["stddev"], "mean": config.get("mean", 0.0)}
+    if kind == "RandomUniform":
+        return {"kind": "uniform", "low": config["minval"], "high": config["maxval"]}
+    if kind in ("Zeros", "Ones", "Constant"):
+        return {"kind": "constant", "value": {"Zeros": 0.0, "Ones": 1.0}.get(kind, config.get("value"))}
+    if kind in ("GlorotUniform", "HeNormal", "HeUniform", "GlorotNormal", "LecunNormal", "LecunUniform"):
+        return {"kind": "variance_scaling", "scale": {"He": 2.0}.get(kind[:2], 1.0),
+                "mode": "fan_avg" if kind.startswith("Glorot") else "fan_in",
+                "distribution": "uniform" if kind.endswith("Uniform") else "truncated_normal"}
+    if kind == "VarianceScaling":
+        return {"kind": "variance_scaling", "scale": config["scale"], "mode": config["mode"],
+                "distribution": config["distribution"]}
+    return None

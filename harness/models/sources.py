@@ -24,7 +24,7 @@ import numpy as np
 from harness.errors import HarnessError
 from harness.models.backends import KerasBackend, SavedModelBackend
 from harness.models.blocks import clean_name
-from harness.models.export import read_metadata
+from harness.models.export import initializer_spec, read_metadata
 from harness.models.wrapper import (InputSpec, ModelUnderTest, ModelVariable, build_blocks,
                                     check_logit_output, execution_order)
 
@@ -225,28 +225,6 @@ def _keras_initializer(model, path: str) -> dict | None:
         return None
     initializer = getattr(layer, f"{attribute}_initializer", None)
     return initializer_spec(initializer) if initializer is not None else None
-
-
-def initializer_spec(initializer) -> dict | None:
-    """Translate a Keras initializer into the spec dicts `harness.schedules` draws from."""
-    config = initializer.get_config()
-    kind = type(initializer).__name__
-    if kind == "TruncatedNormal":
-        return {"kind": "truncated_normal", "std": config["stddev"], "mean": config.get("mean", 0.0)}
-    if kind == "RandomNormal":
-        return {"kind": "normal", "std": config["stddev"], "mean": config.get("mean", 0.0)}
-    if kind == "RandomUniform":
-        return {"kind": "uniform", "low": config["minval"], "high": config["maxval"]}
-    if kind in ("Zeros", "Ones", "Constant"):
-        return {"kind": "constant", "value": {"Zeros": 0.0, "Ones": 1.0}.get(kind, config.get("value"))}
-    if kind in ("GlorotUniform", "HeNormal", "HeUniform", "GlorotNormal", "LecunNormal", "LecunUniform"):
-        return {"kind": "variance_scaling", "scale": {"He": 2.0}.get(kind[:2], 1.0),
-                "mode": "fan_avg" if kind.startswith("Glorot") else "fan_in",
-                "distribution": "uniform" if kind.endswith("Uniform") else "truncated_normal"}
-    if kind == "VarianceScaling":
-        return {"kind": "variance_scaling", "scale": config["scale"], "mode": config["mode"],
-                "distribution": config["distribution"]}
-    return None
 
 
 # -- in memory ------------------------------------------------------------------------------------

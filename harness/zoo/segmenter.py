@@ -162,7 +162,7 @@ def evaluate(model, count: int) -> dict:
 def export(model, path: Path, name: str, recipe: SegRecipe, metrics: dict) -> None:
     """Export hub-style with the harness's metadata, atomically (written beside, then renamed)."""
     from harness.models.export import export_hub_style
-    from harness.models.sources import initializer_spec
+    from harness.models.export import initializer_spec
     from harness.zoo import scenes
 
     initializers = {}
