@@ -79,10 +79,6 @@ KNOWN_BACK_EDGES = {
     # the methods package reads its families' rules, and each family registers into it
     **{("harness.methods", f"harness.methods.{family}"): "methods reads the rules of its families"
        for family in ("baselines", "integrated", "occlusion", "xrai")},
-    # models call two helpers of harness.methods (`choose`, `rows_per_call`), which builds on models:
-    # the helpers in harness.models would end these
-    ("harness.models.backends", "harness.methods"): "backends validates graph_mode with methods.choose",
-    ("harness.models.wrapper", "harness.methods"): "ModelUnderTest.predict sizes batches with methods.rows_per_call",
 }
 
 

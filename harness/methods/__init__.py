@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import functools
 import importlib
-import math
 import pkgutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -30,6 +29,7 @@ import numpy as np
 
 from harness.config import FLAG, NULL, TEXT, Rule, check, number, one_of, whole
 from harness.errors import HarnessError
+from harness.batching import rows_per_call  # noqa: F401  (the methods call it as methods.rows_per_call)
 
 Method = Callable[..., np.ndarray]
 # reference(pair, x, call_model_function, call_model_args, s) -> PAIR's map of the one image x with
@@ -38,10 +38,6 @@ Reference = Callable[..., np.ndarray]
 # rows(s, image_shape) -> (forward+backward rows, forward-only rows) the method costs per image.
 Rows = Callable[[Mapping[str, Any], tuple[int, ...]], tuple[int, int]]
 OUTPUTS = ("logit", "probability")
-# max_batch "auto": as many rows as hold this many input values, within [4, 256]: 256 rows of a
-# 28x28 image (a small CNN runs ~1.5x faster per row at 256 than at 64), 15 of a 299x299x3 one
-# (InceptionV3 needs ~70 MB per row with gradients and runs no faster per row beyond ~4).
-AUTO_BATCH_VALUES, AUTO_BATCH_RANGE = 2 ** 22, (4, 256)
 # Keys the runner adds to every method's parameters.
 RUNNER_KEYS = ("gradcam_endpoint",)
 
@@ -173,15 +169,6 @@ def check_entry(entry: Mapping[str, Any], prefix: str) -> None:
         raise HarnessError(f"unknown setting {prefix}{unknown[0]} of method {name}; valid: {', '.join(sorted(defaults(name)))}")
     check(entry, {"label": NULL | TEXT}, prefix=prefix)
     check(params, rules(name), prefix=prefix)
-
-
-def rows_per_call(max_batch: int | str, image_shape) -> int:
-    """`max_batch` as a row count ("auto" resolved for images of `image_shape`)."""
-    if max_batch != "auto":
-        return int(max_batch)
-    low, high = AUTO_BATCH_RANGE
-    # Plain integers: this runs on every method call, and np.prod / np.clip cost ~50 us a call.
-    return min(max(AUTO_BATCH_VALUES // max(math.prod(int(d) for d in image_shape), 1), low), high)
 
 
 def choose(method: str, key: str, value: Any, valid: tuple[str, ...]) -> str:

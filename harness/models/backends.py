@@ -184,9 +184,9 @@ class SavedModelBackend(Backend):
 
     @staticmethod
     def _graph_kernel(model, key: str, graph_mode: str, method: str, body: Callable) -> Callable:
-        from harness.methods import choose
-
-        mode = choose(method, "graph_mode", graph_mode, GRAPH_MODES)
+        if graph_mode not in GRAPH_MODES:  # methods.choose's message (harness.methods builds on models)
+            raise HarnessError(f"method {method}: unknown graph_mode {graph_mode!r}; valid: {', '.join(GRAPH_MODES)}")
+        mode = graph_mode
         graph_key = f"{key}/{mode}"
         return model.compiled(graph_key, lambda: GraphKernel(model, graph_key, mode, body))
 

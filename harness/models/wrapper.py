@@ -129,7 +129,7 @@ class ModelUnderTest:
 
     def predict(self, x: np.ndarray, max_batch: int | str = "auto") -> np.ndarray:
         """Logits of every row of x, at most `max_batch` rows per forward pass ("auto": as the methods)."""
-        from harness.methods import rows_per_call
+        from harness.batching import rows_per_call
 
         fn = self.compiled("logits", lambda: tf.function(self._counted("logits", self.logits),
                                                         input_signature=[self.tensor_spec()]))
