@@ -1,7 +1,7 @@
 """The harness from Python (docs/api.md): `sanity_check` a model object or source, get a `Result`.
 
 There is one code path: `sanity_check` composes the Hydra config the `harness` command composes from
-the same conf/ folder, runs the same config check (harness.config.check_config) and calls the same
+the same conf/ folder, runs the same config check (harness.checks.check_config) and calls the same
 `harness.runner.run`; a `Result` reads the run folder through harness.results.
 """
 from __future__ import annotations
@@ -39,7 +39,7 @@ def sanity_check(model, images, *, methods: Iterable[Any] | str = ("gradient",),
     With results_dir=None the run goes to a temporary folder kept until the Result is closed or saved.
     """
     from harness import runner
-    from harness.config import check_config
+    from harness.checks import check_config
 
     with _as_source(model, overrides) as (model, overrides):
         cfg = compose_config(model, images, methods=methods, schedule=schedule, metrics=metrics, labels=labels,
@@ -239,7 +239,7 @@ def explain(model, images, method: str, *, target: str = "predicted", labels=Non
     with _as_source(model, execution) as (model, overrides):
         cfg = compose_config(model, images, methods=[{"name": method, **settings}], labels=labels, target=target,
                              seed=seed, value_range=value_range, overrides=overrides)
-        plan = Plan.from_config(cfg)  # checks every value first (harness.config.check_config)
+        plan = Plan.from_config(cfg)  # checks every value first (harness.checks.check_config)
         loaded = load_model(plan.config["model"], log=lambda _: None)
     image_set = load_images(plan.config["data"], loaded.input_spec.size, loaded.input_spec.channels)
     if plan.target == "label" and image_set.labels is None:

@@ -19,7 +19,8 @@ import sys
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from harness.config import CONFIG_DIR, check_config, group_options
+from harness.checks import check_config
+from harness.config import CONFIG_DIR, group_options
 from harness.errors import HarnessError
 from harness.tf_logging import import_tensorflow_quietly
 

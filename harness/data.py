@@ -13,7 +13,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from harness.config import NULL, TEXT, Rule, check, list_of, one_of, whole
+from harness.rules import NULL, TEXT, Rule, check, list_of, one_of, whole
 from harness.errors import HarnessError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
@@ -22,7 +22,7 @@ ALPHA = {2: 1, 4: 3}  # channels with alpha last -> the channels kept (grey+alph
 SKIMAGE_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry",
                   "retina", "camera", "coins", "moon", "page", "text", "brick", "grass", "gravel")
 
-# What each data setting may be (harness.config.check_config checks them before anything runs).
+# What each data setting may be (harness.checks.check_config checks them before anything runs).
 RULES = {
     "source": one_of(*SOURCES),
     "path": Rule(lambda v: TEXT.test(v) and v != "???", "a folder of images or a glob"),  # ???: not given

@@ -28,6 +28,7 @@ import pandas as pd
 
 from harness import methods as method_registry
 from harness.data import ImageSet, load_images, parse_count
+from harness.checks import TARGETS
 from harness.errors import HarnessError
 from harness.controls import CONTROLS
 from harness.schedules import SCHEDULES, Randomizer, Reinit, Smoothing, Step, schedule_steps, stable_hash
@@ -38,7 +39,6 @@ from harness.metrics import MetricSettings, PreparedMap, compare_batch, prepare_
 from harness.summary import summarize
 from harness.verdicts import experiment_name, verdict_table
 
-TARGETS = ("predicted", "original", "label")
 # Settings that say how a run is executed, never what it computes: taken out of the run's config, so
 # they are in neither its key nor run.json (a run resumed with other values is the same run).
 # `map_cache`: read / write the trained model's maps in the shared cache (harness.cache);
@@ -116,7 +116,7 @@ class Plan:
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> "Plan":
-        from harness.config import check_config
+        from harness.checks import check_config
 
         check_config(cfg)  # every caller (the CLI, the API, reproduce, sweeps) checked before anything is loaded
         config = _plain(cfg)

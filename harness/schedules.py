@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from harness.bitwise import same_bits
-from harness.config import NULL, TEXT, check, number, one_of, whole
+from harness.rules import NULL, TEXT, check, number, one_of, whole
 from harness.errors import HarnessError
 from harness.results import ORIGINAL, RANDOM_LABELS
 from harness.models.wrapper import Block, ModelUnderTest, ModelVariable, variable_role
@@ -99,7 +99,7 @@ def _data_randomization(names: list[str]) -> list[Step]:
 
 # -- settings ----------------------------------------------------------------------------------------
 def rules() -> dict:
-    """What each schedule setting may be (harness.config.check_config checks them before anything runs)."""
+    """What each schedule setting may be (harness.checks.check_config checks them before anything runs)."""
     return {
         "name": one_of(*SCHEDULES),
         "scheme": one_of(*SCHEMES),

@@ -1,4 +1,4 @@
-"""Every config value is checked before anything runs (harness.config.check_config): a value of the
+"""Every config value is checked before anything runs (harness.checks.check_config): a value of the
 wrong type or out of range is one `harness: error:` line naming its key and what is valid, exit 2,
 nothing written; the rules live beside the pieces that read the values."""
 import dataclasses
@@ -9,7 +9,8 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from harness import cli, methods
-from harness.config import CONFIG_DIR, check_config, group_options
+from harness.checks import check_config
+from harness.config import CONFIG_DIR, group_options
 from harness.errors import HarnessError
 from harness.metrics import settings as metric_settings
 from conftest import CHEAP_CNN

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from harness.config import FLAG, NULL, TEXT, Rule, check, number, one_of, whole
+from harness.rules import FLAG, NULL, TEXT, Rule, check, number, one_of, whole
 from harness.errors import HarnessError
 from harness.batching import rows_per_call  # noqa: F401  (the methods call it as methods.rows_per_call)
 

@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from harness.config import FLAG, NULL, TEXT, Rule, check, list_of, number, one_of, whole
+from harness.rules import FLAG, NULL, TEXT, Rule, check, list_of, number, one_of, whole
 from harness.errors import HarnessError
 
 #: The metrics (harness.metrics.metrics.METRICS, in this order).
