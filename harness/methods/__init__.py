@@ -103,23 +103,31 @@ def config_defaults(name: str) -> dict[str, Any]:
     return config
 
 
+# Settings a family's methods share, with their rules, declared by the family (`shared_settings`).
+_FAMILY_RULES: dict[str, Rule] = {}
+
+
+def shared_settings(**rules: Rule) -> None:
+    """Declare the rules of settings a family's methods take (its baselines, its algorithms): the
+    family names its own choices, and this registry never imports a family by name."""
+    _FAMILY_RULES.update(rules)
+
+
 @functools.cache
 def setting_rules() -> dict[str, Rule]:
     """What a method setting may be, by its name: one rule for every method that takes it."""
-    from harness.methods import baselines, integrated, occlusion, xrai
     from harness.models.backends import GRAPH_MODES
 
-    return {
+    _load_families()
+    return _FAMILY_RULES | {
         "output": one_of(*OUTPUTS),
         "max_batch": one_of("auto") | whole(1),
         "samples": whole(1),                     # noisy copies (SmoothGrad, VarGrad, IG-SmoothGrad)
         "spread": number(0),                     # noise sigma / the image's value range
         "squared": FLAG,
         "steps": whole(1),                       # path points (integrated.path: trapezoid needs 2)
-        "baseline": one_of(*integrated.BASELINES),
         "baseline_value": number(),
         "blur_sigma": number(0),
-        "rule": one_of(*integrated.RULES),
         "max_sigma": number(above=0),
         "grad_step": number(above=0),
         "sqrt": FLAG,
@@ -128,13 +136,9 @@ def setting_rules() -> dict[str, Rule]:
         "size": whole(1),                        # occlusion window (at most the image side: at run time)
         "stride": whole(1),
         "value": number(),
-        "aggregate": one_of(*occlusion.AGGREGATES),
         "endpoint": NULL | TEXT,
         "normalize": FLAG,
         "graph_mode": one_of(*GRAPH_MODES),
-        "algorithm": one_of(*xrai.ALGORITHMS),
-        "distribution": one_of(*baselines.DISTRIBUTIONS),
-        "mode": one_of(*baselines.BORDER_MODES),
         "gradcam_endpoint": NULL | TEXT,         # RUNNER_KEYS
     }
 

@@ -18,10 +18,12 @@ from __future__ import annotations
 import numpy as np
 from skimage.filters import sobel
 
-from harness.methods import choose, register
+from harness.methods import choose, register, shared_settings
+from harness.rules import one_of
 
 DISTRIBUTIONS = ("normal", "uniform")
 BORDER_MODES = ("reflect", "constant", "nearest", "mirror", "wrap")  # scipy.ndimage's, as sobel takes them
+shared_settings(distribution=one_of(*DISTRIBUTIONS), mode=one_of(*BORDER_MODES))
 
 
 def no_model_rows(s, image_shape) -> tuple[int, int]:

@@ -10,11 +10,13 @@ import numpy as np
 from scipy import ndimage
 
 from harness.errors import HarnessError
-from harness.methods import choose, register
+from harness.methods import choose, register, shared_settings
+from harness.rules import one_of
 from harness.methods.kernels import input_gradients
 
 BASELINES = ("zeros", "black", "gray", "constant", "blur")
 RULES = ("pair", "trapezoid")
+shared_settings(baseline=one_of(*BASELINES), rule=one_of(*RULES))
 WORK_VALUES = 2 ** 19  # values per temporary in `row_parts`
 
 

@@ -13,10 +13,12 @@ from __future__ import annotations
 import numpy as np
 
 from harness.errors import HarnessError
-from harness.methods import choose, register
+from harness.methods import choose, register, shared_settings
+from harness.rules import one_of
 from harness.methods.kernels import output_values
 
 AGGREGATES = ("sum", "mean")
+shared_settings(aggregate=one_of(*AGGREGATES))
 
 
 def window_starts(length: int, size: int, stride: int) -> list[int]:

@@ -21,11 +21,13 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from harness.methods import choose, integrated, register
+from harness.methods import choose, integrated, register, shared_settings
+from harness.rules import one_of
 from harness.methods.kernels import to_channels
 from harness.methods.segments import masks_of
 
 ALGORITHMS = ("full", "fast")
+shared_settings(algorithm=one_of(*ALGORITHMS))
 MIN_PIXEL_DIFF = 50  # PAIR's XRAIParameters.experimental_params["min_pixel_diff"]
 # Gains closer than this (times max |attribution|) to the best are re-ranked by PAIR's own float32
 # means; float32 means of up to ~1e5 pixels err by < 1e-6 of that scale.
