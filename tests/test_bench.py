@@ -174,3 +174,12 @@ def test_cpu_model_reads_the_model_name():
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.is_file():
         assert name in cpuinfo.read_text()
+
+
+def test_quick_inception_keeps_the_few_occlusion_windows():
+    """Breakage caught: `--quick` giving Inception occlusion's 21-px quick window, which PAIR's
+    stride-1 loop slides over 299 x 299 for hours (the quick bench never finished)."""
+    quick, full = common.inception_params(True), common.inception_params(False)
+    assert quick["occlusion"]["size"] == full["occlusion"]["size"] == common.INCEPTION["occlusion"]["size"]
+    assert quick["smoothgrad"]["samples"] < full["smoothgrad"]["samples"]  # the rest stays quick
+    assert quick["gradcam"]["endpoint"] == "mixed10"
