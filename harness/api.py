@@ -1,8 +1,6 @@
 """The harness from Python (docs/api.md): `sanity_check` a model object or source, get a `Result`.
 
-There is one code path: `sanity_check` composes the Hydra config the `harness` command composes from
-the same conf/ folder, runs the same config check (harness.checks.check_config) and calls the same
-`harness.runner.run`; a `Result` reads the run folder through harness.results.
+One code path: the config the `harness` command composes, the same check and `harness.runner.run`.
 """
 from __future__ import annotations
 
@@ -19,23 +17,14 @@ import numpy as np
 
 from harness.errors import HarnessError
 
-GROUPS = ("schedule", "metrics", "experiment")
-
-
 def sanity_check(model, images, *, methods: Iterable[Any] | str = ("gradient",), schedule: str = "cascading",
                  metrics: str = "paper", labels=None, target: str = "predicted", blocks=None, seed: int = 0,
                  results_dir=None, value_range=None, log=print, **overrides) -> "Result":
     """Run a sanity check as `harness model=... method=...` would and return its `Result`.
 
-    model: a Keras 3 or tf-keras model, a tf.Module or loaded SavedModel with a serving signature,
-    or any source the CLI takes (a model config name such as mnist_cnn, builtin:NAME, a .keras/.h5
-    file, a SavedModel folder, a TF-Hub handle).
-    images: a NumPy array [N, H, W, C] (or [N, H, W]) in `value_range` (default: the model config's
-    input range), or a data config name (mnist) or a folder / glob of image files.
-    methods: names or {"name": ..., **settings} mappings, as in configs.
-    blocks: a model.blocks mapping ({"depth": 2} or {"names": [...]}).
-    overrides: any other config key, dotted keys through **{"data.count": 2} or with `__` for `.`
-    (data__count=2).
+    model: a model object or source (MODEL_KINDS); images: an array [N, H, W(, C)] in `value_range` (default: the model config's),
+    a data config name or a folder / glob of image files; methods: names or {"name": ..., **settings};
+    blocks: a model.blocks mapping; overrides: any other config key (`data__count=2` for data.count).
     With results_dir=None the run goes to a temporary folder kept until the Result is closed or saved.
     """
     from harness import runner
@@ -45,7 +34,7 @@ def sanity_check(model, images, *, methods: Iterable[Any] | str = ("gradient",),
         cfg = compose_config(model, images, methods=methods, schedule=schedule, metrics=metrics, labels=labels,
                              target=target, blocks=blocks, seed=seed, results_dir=results_dir,
                              value_range=value_range, overrides=overrides)
-        check_config(cfg)  # every value, before a model is loaded or a folder made (as the CLI)
+        check_config(cfg)  # before a model is loaded or a folder made (as the CLI)
         temporary = results_dir is None
         if temporary:
             cfg.results_dir = tempfile.mkdtemp(prefix="harness-")
@@ -66,21 +55,23 @@ MODEL_KINDS = ("a Keras 3 or tf-keras model, a tf.Module or loaded SavedModel (t
 
 @contextmanager
 def _as_source(model, overrides: Mapping[str, Any]):
-    """(model, overrides) as `compose_config` takes them. A source string or a Keras 3 model (the
-    `memory:` source) as given; a tf-keras model, tf.Module or loaded SavedModel written to a
-    temporary SavedModel folder as the built-in models are (harness.models.export), which the run
-    loads as the CLI loads any SavedModel folder, named after the object; removed after the call.
-    The run key holds the model's weights and structure digests, not the folder (harness.runner)."""
-    if isinstance(model, (str, Path)) or _is_keras3(model):
+    """(model, overrides) for `compose_config`: a source string or a Keras 3 model as given; anything
+    else written to a temporary SavedModel folder (harness.models.export) that the run loads as the
+    CLI loads any, named after the object, removed after the call."""
+    keras = sys.modules.get("keras")  # a Keras model object means Keras is imported
+    if isinstance(model, (str, Path)) or (keras is not None and isinstance(model, getattr(keras, "Model", ()))):
         yield model, overrides
         return
     tf = sys.modules.get("tensorflow")
     if tf is None or not (isinstance(model, tf.Module) or hasattr(model, "signatures")):
         raise HarnessError(f"model of type {type(model).__module__}.{type(model).__qualname__} is not one the "
                            f"harness takes; give {MODEL_KINDS}")
+    from harness.models.export import export_hub_style
+
     folder = Path(tempfile.mkdtemp(prefix="harness-model-"))
     try:
-        path = _export(model, folder / "model")
+        keras_like = getattr(model, "inputs", None) and hasattr(model, "get_config")  # a built tf-keras model
+        path = export_hub_style(model if keras_like else _Forward(model), folder / "model")
         name = getattr(model, "name", None)  # a tf-keras model's or tf.Module's; a loaded SavedModel has none
         name = {"model.name": name if isinstance(name, str) and name else "saved_model"}
         yield str(path), {**name, **{k.replace("__", "."): v for k, v in (overrides or {}).items()}}
@@ -88,24 +79,9 @@ def _as_source(model, overrides: Mapping[str, Any]):
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def _is_keras3(model) -> bool:
-    keras = sys.modules.get("keras")  # a Keras model object means Keras is imported
-    return keras is not None and isinstance(model, getattr(keras, "Model", ()))
-
-
-def _export(model, path: Path) -> Path:
-    """A tf-keras model as it is; a tf.Module / loaded SavedModel through its forward pass."""
-    from harness.models.export import export_hub_style
-
-    if getattr(model, "inputs", None) and hasattr(model, "get_config"):  # a built tf-keras model: training=False
-        return export_hub_style(model, path)
-    return export_hub_style(_Forward(model), path)
-
-
 class _Forward:
-    """What export_hub_style reads of a Keras model (inputs, variables, a call), for a tf.Module or a
-    loaded SavedModel: its `__call__` when that is one traced function of one image batch, else its
-    serving_default signature with one input and one output (as harness.models.sources calls one)."""
+    """What export_hub_style reads of a Keras model (inputs, variables, a call) for a tf.Module or a
+    loaded SavedModel: its `__call__` traced for one image batch, else its serving_default signature."""
 
     def __init__(self, module):
         call = getattr(module, "__call__", None)
@@ -137,7 +113,7 @@ class _Forward:
 def compose_config(model, images, *, methods=("gradient",), schedule="cascading", metrics="paper", labels=None,
                    target="predicted", blocks=None, seed=0, results_dir=None, value_range=None,
                    overrides: Mapping[str, Any] | None = None):
-    """The DictConfig the CLI composes for these arguments (conf/config.yaml and its groups)."""
+    """The DictConfig the CLI composes for these arguments."""
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf, open_dict
 
@@ -187,7 +163,6 @@ _ABSENT = object()
 
 
 def _model_choice(model) -> list[str]:
-    """Group choice and source overrides for a model object or source string."""
     from harness.config import group_options
 
     if not isinstance(model, (str, Path)):
@@ -214,7 +189,7 @@ def _data_choice(images) -> list[str]:
 
 
 def _as_pixels(images, labels) -> np.ndarray:
-    """An array or tensor [N, H, W, C] ([N, H, W]: one channel) as float32, checked before anything runs."""
+    """[N, H, W, C] ([N, H, W]: one channel) as float32, checked before anything runs."""
     pixels = np.asarray(images, dtype=np.float32)
     if pixels.ndim == 3:
         pixels = pixels[..., None]
@@ -229,8 +204,7 @@ def _as_pixels(images, labels) -> np.ndarray:
 
 def explain(model, images, method: str, *, target: str = "predicted", labels=None, seed: int = 0,
             value_range=None, **settings) -> np.ndarray:
-    """One method's maps of the trained model, computed as the runner computes a run's original
-    maps (the same method call, settings, target classes and seeded draws): [N, H, W] or [N, H, W, C]."""
+    """One method's maps of the trained model, as the runner computes a run's original maps."""
     from harness.data import load_images
     from harness.models import load_model
     from harness.runner import Plan, Runner
@@ -239,7 +213,7 @@ def explain(model, images, method: str, *, target: str = "predicted", labels=Non
     with _as_source(model, execution) as (model, overrides):
         cfg = compose_config(model, images, methods=[{"name": method, **settings}], labels=labels, target=target,
                              seed=seed, value_range=value_range, overrides=overrides)
-        plan = Plan.from_config(cfg)  # checks every value first (harness.checks.check_config)
+        plan = Plan.from_config(cfg)  # checks every value first
         loaded = load_model(plan.config["model"], log=lambda _: None)
     image_set = load_images(plan.config["data"], loaded.input_spec.size, loaded.input_spec.channels)
     if plan.target == "label" and image_set.labels is None:
@@ -259,11 +233,9 @@ class Result:
         self.folder = Path(folder)
         if not (self.folder / SUMMARY).is_file() or not (self.folder / RECORD).is_file():
             raise HarnessError(f"{str(self.folder)!r} is not a finished run folder (no summary.csv and run.json)")
-        self._temporary = temporary
         # The temporary folder goes when the Result does (or at exit), unless saved first.
         self._cleanup = weakref.finalize(self, shutil.rmtree, str(temporary), True) if temporary else None
 
-    # -- tables ----------------------------------------------------------------------------------
     @property
     def scores(self):
         from harness.results import SCORES, read_table
@@ -307,23 +279,22 @@ class Result:
                 raise HarnessError(f"no maps for method {method!r} at step {step}; valid (method@step): {', '.join(valid)}")
             return archive[key]
 
-    # -- figures: the HTML report's own drawing (harness.report.figures, harness.report.grids) ------
     def plot_curves(self):
-        """The report's similarity curves of this run (one panel per metric, a line and 95% CI band
-        per method, controls as horizontal lines): a matplotlib Figure. Cascading and bottom-up runs."""
+        """The HTML report's similarity curves of a cascading or bottom-up run: a matplotlib Figure."""
         from harness.report.figures import curves_figure
         from harness.report.gallery import CURVE_SCHEDULES
+        from harness.report.labels import model_label
 
         run, schedule = self._report_run()
         if schedule not in CURVE_SCHEDULES:
             raise HarnessError(f"plot_curves draws the schedules {', '.join(CURVE_SCHEDULES)}; this run's is "
                                f"{schedule!r} (its scores: result.scores; its maps: result.plot_maps())")
-        return curves_figure(run.summary, schedule, f"{_model_label(run)}: {schedule} randomization")
+        return curves_figure(run.summary, schedule, f"{model_label(run.model)}: {schedule} randomization")
 
     def plot_maps(self, image: int = 0, kind: str = "absolute"):
-        """The report's map grid of one kept image (rows: methods; columns: the input, the trained
-        model's map, then each step), `kind` "absolute" or "signed": a matplotlib Figure."""
+        """The HTML report's map grid of one kept image, `kind` "absolute" or "signed": a matplotlib Figure."""
         from harness.report import grids
+        from harness.report.labels import model_label
 
         if kind not in grids.KINDS:
             raise HarnessError(f"unknown map kind {kind!r}; valid: {', '.join(grids.KINDS)}")
@@ -334,7 +305,7 @@ class Result:
             raise HarnessError(f"image {image} has no kept maps; valid: 0 to {kept - 1} (maps_to_keep, at most "
                                f"one image past {grids.MAX_STEPS_FOR_SEVERAL_IMAGES} steps)" if kept else
                                f"no maps kept in {str(self.folder)!r} (maps_to_keep=0)")
-        title = f"{_model_label(run)}, {schedule}: {kind} maps, image {maps.image_ids[int(image)]}"
+        title = f"{model_label(run.model)}, {schedule}: {kind} maps, image {maps.image_ids[int(image)]}"
         return grids.grid_figure(maps, int(image), kind, title)
 
     def _report_run(self):
@@ -346,7 +317,6 @@ class Result:
         schedules = [s for s in dict.fromkeys(run.summary["schedule"]) if s != CONTROL_SCHEDULE]
         return run, (schedules[0] if schedules else CONTROL_SCHEDULE)
 
-    # -- files -----------------------------------------------------------------------------------
     def report(self, path=None) -> Path:
         """The HTML report (harness-report's); with `path`, the report folder is copied there."""
         from harness.report import build_report
@@ -379,7 +349,6 @@ class Result:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    # -- display ---------------------------------------------------------------------------------
     def _matrix(self) -> str:
         from harness import verdicts
 
@@ -394,12 +363,6 @@ class Result:
     def _repr_html_(self) -> str:
         return (f"<p><code>{html.escape(str(self.folder))}</code></p>"
                 f"<pre>{html.escape(self._matrix())}</pre>")
-
-
-def _model_label(run) -> str:
-    from harness.report.labels import model_label
-
-    return model_label(run.model)
 
 
 def load(path) -> Result:

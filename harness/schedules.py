@@ -1,9 +1,8 @@
-"""Layer randomization: schedules of steps, re-initialization schemes, in place and self-checked.
+"""Layer randomization: schedules of steps and re-initialization schemes, applied in place, self-checked.
 
-A schedule is a list of steps; step 0 is always the unrandomized model. Applying a step assigns new
-values to the existing variables of its blocks (no clone, no rebuild, so compiled functions keep
-working without a retrace), proves that exactly those blocks changed, and afterwards restores every
-variable bit for bit from the trained snapshot (and proves that too).
+Step 0 is always the unrandomized model. A step assigns new values to the existing variables of its
+blocks (no rebuild, so compiled functions do not retrace), proves that exactly those blocks changed,
+and afterwards restores them bit for bit from the trained snapshot (and proves that too).
 """
 from __future__ import annotations
 
@@ -34,7 +33,6 @@ class RandomizationCheckError(RuntimeError):
     """The self-check found a variable that should (not) have changed: the run must not go on."""
 
 
-# -- schedules ---------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Step:
     index: int
@@ -42,64 +40,32 @@ class Step:
     randomized: tuple[str, ...]      # every block randomized at this step
 
 
-# name -> steps over block names given in execution order (input -> output); a new schedule is one
-# registered function plus conf/schedule/<name>.yaml.
-SCHEDULES: dict[str, Callable[[list[str]], list[Step]]] = {}
+def _accumulating(names: list[str]) -> list[Step]:
+    return [Step(i, block, tuple(names[:i])) for i, block in enumerate(names, start=1)]
+
+
+# name -> the steps after step 0, over block names in execution order (input -> output); a new
+# schedule is one entry here plus conf/schedule/<name>.yaml.
+SCHEDULES: dict[str, Callable[[list[str]], list[Step]]] = {
+    "cascading": lambda names: _accumulating(names[::-1]),  # top block first (the paper's Figure 2)
+    "bottom_up": _accumulating,  # from the input upward (Hedström et al.)
+    "smprt": _accumulating,  # sMPRT (Hedström et al. 2024): bottom-up, every map denoised (Smoothing)
+    "independent": lambda names: [Step(i, block, (block,)) for i, block in enumerate(names[::-1], start=1)],
+    # the paper's data randomization test: every block from the random-label model (scheme `donor`)
+    "data_randomization": lambda names: [Step(1, RANDOM_LABELS, tuple(names))],
+}
 # Schedules whose every map is averaged over noisy copies of the input (`Smoothing`).
-SMOOTHED: set[str] = set()
-
-
-def schedule(name: str, smoothed: bool = False):
-    def register(steps: Callable[[list[str]], list[Step]]):
-        SCHEDULES[name] = steps
-        if smoothed:
-            SMOOTHED.add(name)
-        return steps
-    return register
+SMOOTHED = {"smprt"}
 
 
 def schedule_steps(kind: str, block_names: Sequence[str]) -> list[Step]:
-    """Steps of a schedule: step 0 is always the unrandomized model."""
     if kind not in SCHEDULES:
         raise HarnessError(f"unknown schedule {kind!r}; valid: {', '.join(SCHEDULES)}")
     return [Step(0, ORIGINAL, ()), *SCHEDULES[kind](list(block_names))]
 
 
-@schedule("cascading")
-def _cascading(names: list[str]) -> list[Step]:
-    """Top block first, then each next one down, accumulating (the paper's Figure 2)."""
-    top_down = names[::-1]
-    return [Step(i, block, tuple(top_down[:i])) for i, block in enumerate(top_down, start=1)]
-
-
-@schedule("bottom_up")
-def _bottom_up(names: list[str]) -> list[Step]:
-    """From the input upward, accumulating (Hedström et al.)."""
-    return [Step(i, block, tuple(names[:i])) for i, block in enumerate(names, start=1)]
-
-
-@schedule("smprt", smoothed=True)
-def _smprt(names: list[str]) -> list[Step]:
-    """sMPRT (Hedström et al. 2024): the bottom-up cascade, every map denoised (see `Smoothing`)."""
-    return _bottom_up(names)
-
-
-@schedule("independent")
-def _independent(names: list[str]) -> list[Step]:
-    """One block at a time, top-down, all others trained."""
-    return [Step(i, block, (block,)) for i, block in enumerate(names[::-1], start=1)]
-
-
-@schedule("data_randomization")
-def _data_randomization(names: list[str]) -> list[Step]:
-    """One step that takes every block from the random-label model (scheme `donor`): the paper's
-    data randomization test."""
-    return [Step(1, RANDOM_LABELS, tuple(names))]
-
-
-# -- settings ----------------------------------------------------------------------------------------
 def rules() -> dict:
-    """What each schedule setting may be (harness.checks.check_config checks them before anything runs)."""
+    """What each schedule setting may be (checked by harness.checks.check_config)."""
     return {
         "name": one_of(*SCHEDULES),
         "scheme": one_of(*SCHEMES),
@@ -115,7 +81,6 @@ def rules() -> dict:
 
 
 def check_settings(cfg: Mapping[str, Any]) -> None:
-    """The schedule group's values: each against rules(), the uniform range, smoothing's settings."""
     check(cfg, rules(), prefix="schedule.")
     if "low" in cfg and "high" in cfg and not cfg["low"] < cfg["high"]:
         raise HarnessError(f"schedule.low must be below schedule.high, got low {cfg['low']!r}, high {cfg['high']!r}")
@@ -124,18 +89,16 @@ def check_settings(cfg: Mapping[str, Any]) -> None:
 
 @dataclass(frozen=True)
 class Smoothing:
-    """sMPRT's denoising (Hedström et al. 2024): every map of a smoothed schedule, at every step and in
-    every control, is the mean of the method's maps over `samples` copies of each image with Gaussian
-    noise of sigma = spread x (max - min of the image), the last copy noise-free (so one sample is
-    the method's own map, exactly); `harness.methods.smoothgrad.denoised` computes it. The runner draws
-    the same copies for every model state, so maps differ by the model, not by the noise."""
+    """sMPRT's denoising (Hedström et al. 2024): each map of a smoothed schedule is the mean of the
+    method's maps over `samples` copies of the image with Gaussian noise of sigma = spread x (max - min
+    of the image), the last copy noise-free (harness.methods.smoothgrad.denoised). The runner draws the
+    same copies for every model state, so maps differ by the model, not by the noise."""
     samples: int = 50
     spread: float = 0.1
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> "Smoothing | None":
-        """The schedule config's smoothing, None for a schedule without; its settings on any other
-        schedule are an error (they would be silently ignored)."""
+        """None for a schedule without smoothing, whose smoothing settings are an error (else ignored)."""
         given = [k for k in ("samples", "spread") if cfg.get(k) is not None]
         if cfg["name"] not in SMOOTHED:
             if given:
@@ -157,8 +120,8 @@ class Reinit:
     bn_stats: str = "keep"           # batch-norm moving statistics: keep (authors' code) or reset
     draws: str = "per_step"          # fresh draws every step (paper) or once per block (nested)
     seed: int = 0
-    # scheme "donor": every variable takes the value of the same-named variable of another model
-    # of the same architecture (the random-label model of the data randomization test).
+    # scheme "donor": each variable takes the value of the same-named variable of another model of the
+    # same architecture (the random-label model of the data randomization test).
     donor: Mapping[str, np.ndarray] | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self):
@@ -183,14 +146,9 @@ class Reinit:
         return dataclasses.replace(self, donor=values)
 
 
-# -- drawing new values ------------------------------------------------------------------------------
-def role(v: ModelVariable) -> str:
-    """kernel | bias | gamma | moving_stat | other, from the variable's name, shape and dtype.
-
-    Not from its trainability: a frozen model's kernel (Keras `trainable = False`) is still a kernel
-    and is randomized; moving statistics follow `bn_stats`; RNG state and counters are left alone.
-    """
-    return variable_role(v)
+# kernel | bias | gamma | moving_stat | other, from the variable's name, shape and dtype (not its
+# trainability: a frozen kernel is still randomized).
+role = variable_role
 
 
 def _fans(shape: tuple[int, ...]) -> tuple[int, int]:
@@ -200,28 +158,19 @@ def _fans(shape: tuple[int, ...]) -> tuple[int, int]:
 
 # Standard deviation of a unit normal truncated at +-2 standard deviations.
 TRUNCATED_STD = 0.87962566103423978
-
-
 # Values drawn at a time by _truncated_normal: a float64 scratch of 512 KiB that stays in the CPU's
-# caches. Drawing a whole kernel in float64 first (30 MB for the MNIST MLP's 2,500 x 1,500), then
-# testing, scaling and casting it, went over that memory five times, and fresh memory is slow to
-# fault in on some machines: inside a cascading_mlp run the draws took 2.5x their time in a loop.
+# caches (a whole kernel drawn in float64 first was slow to fault in on some machines).
 DRAW_CHUNK = 1 << 16
 # Threads drawing a step's variables side by side (draw_blocks): one per core this process may use.
 DRAW_THREADS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def _truncated_normal(rng, shape, std, mean=0.0, dtype=np.float64) -> np.ndarray:
-    """Normal truncated at two standard deviations, as tf / keras TruncatedNormal draw, as `dtype`.
-
-    `std` is the standard deviation *before* truncation (keras TruncatedNormal(stddev) semantics):
-    the values drawn have standard deviation TRUNCATED_STD * std. Rejection sampling (redraw the
-    ~4.6 % outside +-2): 30x faster than scipy's truncnorm.rvs, which costs more than a whole MNIST
-    step on the 3.2 M-weight fc1 kernel. The values are those of drawing the whole array in float64,
-    redrawing every value outside +-2 until none is, scaling (`mean + std * value`, in float64) and
-    casting to `dtype`, bit for bit (tests/test_schedules.py): drawn DRAW_CHUNK values at a time (a
-    generator's stream does not depend on how its draws are split), then only the values just redrawn
-    are tested again (the others are inside).
+    """Normal truncated at two standard deviations, as keras TruncatedNormal(stddev) draws it: `std` is
+    the std before truncation. Rejection sampling, bit for bit the values of drawing the whole array in
+    float64, redrawing every value outside +-2 until none is, scaling (`mean + std * value`) and
+    casting to `dtype` (tests/test_schedules.py); drawn DRAW_CHUNK values at a time (a generator's
+    stream does not depend on how its draws are split), and only the values just redrawn tested again.
     """
     out = np.empty(shape, dtype)
     flat = out.reshape(-1)  # a view: `out` is contiguous
@@ -263,24 +212,13 @@ def _from_spec(spec: Mapping[str, Any], shape, rng, dtype=np.float64) -> np.ndar
     raise HarnessError(f"unknown initializer kind {kind!r} in model metadata")
 
 
-def _draw_dtype(current: np.ndarray | None) -> np.dtype:
-    """The dtype a truncated normal is drawn in: the variable's own when it is a NumPy float type
-    (the float64 values cast, as assigning them would), else float64 (cast on assignment)."""
-    if current is not None and current.dtype in (np.float16, np.float32, np.float64):
-        return current.dtype
-    return np.dtype(np.float64)
-
-
-def scheme_for(v: ModelVariable, reinit: Reinit) -> str:
-    if reinit.scheme == "auto":
-        return "own" if v.initializer else "he_truncated_normal"
-    return reinit.scheme
-
-
 def draw(v: ModelVariable, reinit: Reinit, rng: np.random.Generator, current: np.ndarray) -> np.ndarray | None:
-    """New value for one variable, or None when the scheme leaves it alone."""
-    kind, scheme, shape = role(v), scheme_for(v, reinit), v.shape
-    dtype = _draw_dtype(current)
+    """New value for one variable, or None when the scheme leaves it alone. A truncated normal is drawn
+    in the variable's dtype when NumPy has it (the float64 values cast, as assigning them would)."""
+    kind, shape = role(v), v.shape
+    scheme = ("own" if v.initializer else "he_truncated_normal") if reinit.scheme == "auto" else reinit.scheme
+    floats = (np.float16, np.float32, np.float64)
+    dtype = current.dtype if current is not None and current.dtype in floats else np.dtype(np.float64)
     if scheme == "donor":
         return reinit.donor[v.name]
     if kind == "moving_stat":
@@ -303,13 +241,12 @@ def draw(v: ModelVariable, reinit: Reinit, rng: np.random.Generator, current: np
         return np.full(shape, 1.0 if kind == "gamma" else 0.0)
     fan_in, fan_out = _fans(shape)
     if scheme == "he_truncated_normal":
-        # He: the values drawn have std sqrt(2 / fan_in), as keras HeNormal and slim's
-        # variance_scaling_initializer (truncated) give; so the pre-truncation std is larger.
+        # The values drawn have std sqrt(2 / fan_in), as keras HeNormal and slim's
+        # variance_scaling_initializer give; so the pre-truncation std is larger.
         return _truncated_normal(rng, shape, np.sqrt(2.0 / fan_in) / TRUNCATED_STD, dtype=dtype)
     if scheme == "truncated_normal":
         # schedule.std is the pre-truncation std, as keras TruncatedNormal(stddev) and
-        # tf.truncated_normal_initializer take it (the paper's "truncated normal"): the values drawn
-        # have std 0.88 x schedule.std. Kept so on purpose: the same number means the same draw.
+        # tf.truncated_normal_initializer take it (the paper's "truncated normal").
         return _truncated_normal(rng, shape, reinit.std, dtype=dtype)
     if scheme == "glorot_uniform":
         limit = np.sqrt(6.0 / (fan_in + fan_out))
@@ -329,12 +266,9 @@ def block_rng(reinit: Reinit, block: str, step: int, variable: str) -> np.random
 
 
 def draw_blocks(blocks: Sequence[Block], reinit: Reinit, step: int) -> list[list[np.ndarray | None]]:
-    """New values for every variable of each block (None: the scheme leaves it alone), drawn side by
-    side in threads. Each variable has its own generator (block_rng), so the values are those of
-    drawing the variables one after another, and NumPy lets go of the GIL while it fills arrays: a
-    step's large kernels draw on every core (the MNIST MLP's 2,500 x 1,500 and 784 x 2,500 kernels
-    at once; drawing them one after another was ~0.4 s of a cascading_mlp run). All of a step's new
-    values are held until they are assigned: for the whole of InceptionV3, ~100 MB."""
+    """New values for every variable of each block (None: left alone), drawn in threads, largest first.
+    Each variable has its own generator (block_rng), so the values are those of drawing them one after
+    another; NumPy lets go of the GIL while it fills arrays, so large kernels draw on every core."""
     jobs = [(block.name, v, v.read()) for block in blocks for v in block.variables]
 
     def new_value(job) -> np.ndarray | None:
@@ -351,7 +285,7 @@ def draw_blocks(blocks: Sequence[Block], reinit: Reinit, step: int) -> list[list
 
 
 def randomize_block(block: Block, values: Sequence[np.ndarray | None]) -> list[str]:
-    """Assign a block's new values (draw_blocks) to its variables in place; returns the names assigned."""
+    """Assign a block's new values (draw_blocks) in place; returns the names assigned."""
     assigned = []
     for v, value in zip(block.variables, values, strict=True):
         if value is not None:
@@ -360,7 +294,6 @@ def randomize_block(block: Block, values: Sequence[np.ndarray | None]) -> list[s
     return assigned
 
 
-# -- applying steps, with the self-check -------------------------------------------------------------
 @dataclass
 class Randomizer:
     """Applies schedule steps to a model in place; proves each step and the final restore."""
@@ -375,8 +308,8 @@ class Randomizer:
     @contextmanager
     def step(self, step: Step) -> Iterator[None]:
         self.assigned = {}
-        # Only the step's blocks are assigned back (a cascade's first steps touch a sliver of the
-        # model); the check after restoring proves every other variable is still the trained one.
+        # Only the step's blocks are assigned back; the check after restoring proves every other
+        # variable is still the trained one.
         touched = {v.name for name in step.randomized for v in self.model.block(name).variables}
         try:
             blocks = [self.model.block(name) for name in step.randomized]
@@ -390,8 +323,8 @@ class Randomizer:
 
     def check(self, randomized: Sequence[str]) -> None:
         """Untouched variables bit-identical to the trained ones; each randomized block changed."""
-        # A block of constants (an untrained batch-norm beta) may legitimately be re-assigned the
-        # same values, so "changed" is demanded of kernels only; every block must be assigned.
+        # A block of constants (an untrained batch-norm beta) may be re-assigned the same values, so
+        # "changed" is demanded of kernels only; every block must be assigned.
         for name in randomized:
             if not self.assigned.get(name):
                 raise RandomizationCheckError(f"self-check failed: nothing in block {name} was re-initialized")

@@ -1,24 +1,15 @@
-"""Sweeps (Hydra multirun): one job per combination of the swept values, each an ordinary run with its
-own run folder, started by whichever Hydra launcher is chosen (basic: one after another in this
-process; joblib: local worker processes; submitit_local and submitit_slurm: a process or a Slurm job
-each; docs/sweeps.md). Jobs and merge talk through files only, so the merge works the same whatever
-ran the jobs and wherever:
+"""Sweeps (Hydra multirun): one ordinary run per combination of the swept values, started by any
+Hydra launcher (basic, joblib, submitit_local, submitit_slurm; docs/sweeps.md). Jobs and merge talk
+through files only: `jobs.json` (written at the start), each job folder's `run_dir.txt` or
+`failure.json` (a job killed from outside leaves neither), and at the end the finished jobs' tables
+concatenated, each row led by its job's number and swept overrides, plus `failures.csv`.
 
-- at the sweep's start, in the launching process: `jobs.json`, every job's number and overrides;
-- in each job, in its job folder `<sweep>/<num>/`: `run_dir.txt` (the run folder it finished) or
-  `failure.json` (the error that stopped it); a job killed from outside (out of memory, a timeout,
-  scancel) leaves neither;
-- at the sweep's end, in the launching process, after the launcher returned: the finished jobs'
-  `scores.csv`, `summary.csv` and `verdicts.csv` concatenated, each row led by its job's number and
-  swept overrides (the override keys whose values differ between jobs: `seed`, `schedule.scheme`,
-  ...), `failures.csv` (job, overrides, error) for the others, and a non-zero exit naming them.
-
-A job never raises into the launcher: Hydra's sweeper stops the whole sweep at the first job whose
-return value holds an exception, and the basic launcher lets a SystemExit through; recorded in the
-job folder instead, one job's failure leaves the others running.
+A job never raises into the launcher (Hydra's sweeper would stop the whole sweep): its failure is
+recorded in its job folder and the others go on.
 """
 from __future__ import annotations
 
+import json
 import os
 import sys
 import traceback
@@ -30,7 +21,7 @@ import pandas as pd
 from hydra.experimental.callback import Callback
 
 from harness.errors import HarnessError
-from harness.results import RECORD, SCORES, SUMMARY, VERDICTS, read_table, write_csv, write_json
+from harness.results import RECORD, SCORES, SUMMARY, VERDICTS, atomic_write, read_table, write_csv, write_json
 
 POINTER = "run_dir.txt"
 FAILURE = "failure.json"
@@ -41,15 +32,13 @@ NO_RESULT = ("no result: the job was killed (out of memory, a timeout, scancel) 
              "see its log (submitit: <sweep>/.submitit/)")
 SHOWN_FAILURES = 3  # jobs named on the error line; failures.csv has them all
 
-# Sweeps started in this process whose merge has not run yet: the CLI merges them on its way out when
-# a launcher raised instead of returning (a killed joblib worker, a Slurm job that vanished).
+# Sweeps started in this process not merged yet: the CLI merges them on its way out when a launcher
+# raised instead of returning (a killed joblib worker, a Slurm job that vanished).
 _PENDING: list[Path] = []
 
 
-# -- the launching process -----------------------------------------------------------------------------
 def sweep_jobs(config: Any) -> list[list[str]]:
-    """Every job of the sweep `config` describes, in job-number order: the overrides of the command
-    line (and `hydra.sweeper.params`) expanded as Hydra's basic sweeper expands them."""
+    """Every job's overrides, in job-number order, as Hydra's basic sweeper expands them."""
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
@@ -63,8 +52,7 @@ class MergeSweep(Callback):
     def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
         if str(config.hydra.sweeper.get("_target_", "")).endswith("BasicSweeper"):
-            # Another sweeper (a plugin's search) chooses its jobs as it goes: without jobs.json the
-            # merge takes the job folders it finds.
+            # Another sweeper chooses its jobs as it goes: without jobs.json the merge takes the job folders.
             jobs = [{"job": num, "overrides": overrides} for num, overrides in enumerate(sweep_jobs(config))]
             write_json(sweep_dir / JOBS, {"jobs": jobs})
         _PENDING.append(sweep_dir)
@@ -74,9 +62,7 @@ class MergeSweep(Callback):
 
 
 def finish_pending() -> None:
-    """Merge the sweeps whose launcher raised before the sweep's end (their callback never ran), if
-    any job had started; a sweep stopped before its first job (a config Hydra could not compose, a
-    launcher that could not submit) is left to the error Hydra printed."""
+    """Merge the sweeps whose launcher raised, if any job had started (else Hydra's error said why)."""
     while _PENDING:
         sweep_dir = _PENDING.pop()
         if any(p.is_dir() and p.name.isdigit() for p in sweep_dir.iterdir()):
@@ -107,9 +93,8 @@ class Outcome:
 
 
 def merge(sweep_dir: Path) -> Outcome:
-    """Concatenate the finished jobs' tables (in job order) into `sweep_dir` and list the others in
-    `failures.csv`. Reads only what finished jobs wrote: a run folder is read once its job has written
-    the pointer, which it does after the run's last file."""
+    """Concatenate the finished jobs' tables (in job order) into `sweep_dir`, list the others in
+    `failures.csv`. A run folder is read only once its job wrote the pointer, after the run's last file."""
     jobs = read_jobs(sweep_dir)
     finished, failures = [], []
     for job in jobs:
@@ -138,22 +123,16 @@ JOB_COLUMN = "job"
 
 
 def swept_overrides(jobs: list[dict[str, Any]]) -> dict[int, dict[str, str]]:
-    """Per job number, its overrides whose key has different values across the jobs (a key some jobs
-    lack counts as differing: those jobs get an empty cell). Keys as written, without Hydra's +/~."""
-    given = {job["job"]: dict(_key_value(o) for o in job["overrides"]) for job in jobs}
+    """Per job number, its overrides whose key's value differs between jobs ("" where a job lacks it)."""
+    given = {job["job"]: {k.lstrip("+~"): v for k, _, v in (o.partition("=") for o in job["overrides"])}
+             for job in jobs}
     keys = list(dict.fromkeys(k for overrides in given.values() for k in overrides))
     differ = [k for k in keys if len({overrides.get(k) for overrides in given.values()}) > 1]
     return {num: {k: overrides.get(k, "") for k in differ} for num, overrides in given.items()}
 
 
-def _key_value(override: str) -> tuple[str, str]:
-    key, _, value = override.partition("=")
-    return key.lstrip("+~"), value
-
-
 def _with_job(table: pd.DataFrame, job: dict[str, Any], swept: dict[int, dict[str, str]]) -> pd.DataFrame:
-    """The job's table led by `job` and its swept overrides; a key that is already a column of the
-    table (`schedule=...` and the table's `schedule`) is named `override:<key>` so neither hides the other."""
+    """The job's table led by `job` and its swept overrides (`override:<key>` for a key that is a column)."""
     columns = {JOB_COLUMN: job["job"]}
     for key, value in swept.get(job["job"], {}).items():
         columns[f"override:{key}" if key in table.columns or key == JOB_COLUMN else key] = value
@@ -162,10 +141,7 @@ def _with_job(table: pd.DataFrame, job: dict[str, Any], swept: dict[int, dict[st
 
 
 def read_jobs(sweep_dir: Path) -> list[dict[str, Any]]:
-    """jobs.json; for a sweep folder written before it existed (or by a sweeper that chooses its jobs
-    as it goes), the job folders that are there with the overrides Hydra recorded in each."""
-    import json
-
+    """jobs.json; without it (another sweeper), the job folders there with the overrides Hydra recorded."""
     listed = sweep_dir / JOBS
     if listed.is_file():
         return json.loads(listed.read_text())["jobs"]
@@ -174,7 +150,6 @@ def read_jobs(sweep_dir: Path) -> list[dict[str, Any]]:
 
 
 def _hydra_overrides(folder: Path) -> list[str]:
-    """The task overrides Hydra wrote in a job folder (`.hydra/overrides.yaml`), or none."""
     import yaml
 
     path = folder / ".hydra" / "overrides.yaml"
@@ -193,15 +168,12 @@ def finished_run(folder: Path) -> Path | None:
 
 
 def _failure(folder: Path) -> str:
-    import json
-
     try:
         return str(json.loads((folder / FAILURE).read_text())["error"])
     except (OSError, ValueError, KeyError):
         return NO_RESULT
 
 
-# -- inside a job --------------------------------------------------------------------------------------
 def in_multirun() -> bool:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
@@ -210,8 +182,7 @@ def in_multirun() -> bool:
 
 
 def run_job(work: Callable[[], Path]) -> None:
-    """Run one sweep job and leave its outcome in the job folder: the run folder, or the error line
-    (the traceback too, on stderr, for an error that is no user mistake)."""
+    """Run one sweep job and leave its outcome in the job folder: the run folder or the error line."""
     from hydra.core.hydra_config import HydraConfig
 
     hydra = HydraConfig.get()
@@ -229,13 +200,7 @@ def run_job(work: Callable[[], Path]) -> None:
         write_json(folder / FAILURE, {"job": hydra.job.num, "overrides": list(hydra.overrides.task), "error": line})
         return
     if run_dir is not None:  # `harness -m layers ...` writes no run folder
-        _write_text(folder / POINTER, str(Path(run_dir).resolve()))
-
-
-def _write_text(path: Path, text: str) -> None:
-    from harness.results import atomic_write
-
-    atomic_write(path, lambda tmp: tmp.write_text(text))
+        atomic_write(folder / POINTER, lambda tmp: tmp.write_text(str(Path(run_dir).resolve())))
 
 
 def error_line(error: BaseException) -> str:
@@ -244,12 +209,9 @@ def error_line(error: BaseException) -> str:
     return text if isinstance(error, HarnessError) else f"{type(error).__name__}: {text[:500]}"
 
 
-# -- TensorFlow threads -----------------------------------------------------------------------------------
 def tf_threads(setting: Any) -> int | None:
-    """The intra-op threads for this process's TensorFlow: `threads` as a number, or for `auto` None
-    (TensorFlow's default: every core) in a single run, and in a sweep job the cores this process may
-    use divided by the jobs running at once (`jobs_at_once`), at least 1: jobs x threads <= cores,
-    so parallel jobs do not oversubscribe the cores (each would otherwise start a pool of every core)."""
+    """TensorFlow's intra-op threads: `threads` as a number; `auto` None (every core) in a single run,
+    and in a sweep job the cores divided by the jobs running at once, so jobs do not oversubscribe them."""
     if setting != "auto":
         if isinstance(setting, bool) or not isinstance(setting, int) or setting < 1:
             raise HarnessError(f"threads must be auto or a whole number >= 1; got {setting!r}")
@@ -260,17 +222,15 @@ def tf_threads(setting: Any) -> int | None:
 
 
 def job_cores() -> int:
-    """The cores this process may use: its CPU affinity, and in a Slurm job at most the CPUs it was
-    given (SLURM_CPUS_PER_TASK; a cluster that does not bind tasks to their CPUs leaves the affinity
-    at the whole node)."""
+    """The cores this process may use: its CPU affinity, in a Slurm job at most SLURM_CPUS_PER_TASK
+    (a cluster that does not bind tasks to their CPUs leaves the affinity at the whole node)."""
     cores = len(os.sched_getaffinity(0))
     given = os.environ.get("SLURM_CPUS_PER_TASK", "")
     return min(cores, int(given)) if given.isdigit() and int(given) > 0 else cores
 
 
 def jobs_at_once() -> int:
-    """How many jobs of this process's sweep its launcher runs at once on this machine (1 outside a
-    sweep; the sweep's size from jobs.json, which the launching process wrote before any job)."""
+    """How many jobs of this process's sweep run at once on this machine (1 outside a sweep)."""
     if not in_multirun():
         return 1
     from hydra.core.hydra_config import HydraConfig
