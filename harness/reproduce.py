@@ -5,17 +5,11 @@
     python -m harness.reproduce --quick              # few images, few samples -> results/reproduce-quick/
     python -m harness.reproduce inception_cascading model.source=/path data=folder data.path=/imgs
 
-Each experiment lands in `<out>/<experiment>/`; finished runs are not recomputed (the runner resumes
-by config), so a rerun only rebuilds what changed. An optional experiment whose model cannot be had
-is written as `skipped.json` with the reason; the rest of the run is unaffected. A quick run has its
-own folder by default: the report refuses a folder that mixes runs of one experiment with different
-settings (harness.report.load), so quick numbers never land in a full report.
-
-An experiment file lists its runs, each a list of overrides (usually `experiment=<preset>` from
-conf/experiment/); the preset's `experiment:` block gives the title and whether the experiment is
-optional (with how to provide what it needs). A file's own `title` / `optional` win: an experiment of
-several presets (data randomization, CNN and MLP) has a title of its own. `kind: calibration` needs
-no model and no preset.
+Each experiment lands in `<out>/<experiment>/`; finished runs are not recomputed. An optional
+experiment whose model cannot be had is written as `skipped.json` with the reason. A quick run has its
+own folder: the report refuses a folder that mixes runs of one experiment with different settings.
+An experiment file lists its runs, each a list of overrides (usually `experiment=<preset>`); its own
+`title` / `optional` win over the preset's `experiment:` block; `kind: calibration` needs no model.
 """
 from __future__ import annotations
 
@@ -47,7 +41,7 @@ def definitions() -> dict[str, dict[str, Any]]:
 
 def compose_run(overrides: list[str], results_dir: Path, quick: bool):
     """The run's config, and the preset's `experiment:` block (title, optional, how_to_provide) taken
-    out of it: that block describes the preset, it is no setting, so it stays out of the run's key."""
+    out of it: it describes the preset, so it stays out of the run's key."""
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf, open_dict
 
@@ -86,8 +80,7 @@ def _shrunk(entry: Any) -> dict[str, Any]:
 
 
 def _early_snapshot(source: str) -> str:
-    """A quick run's built-in model: a cheap snapshot of the same training (the defaults train for
-    55,000 steps, most of an hour on 2 cores; harness.zoo.quick_name); any other model unchanged."""
+    """A quick run's built-in model: a cheap snapshot of the same training (harness.zoo.quick_name)."""
     from harness import zoo
 
     if not source.startswith("builtin:"):
@@ -96,8 +89,7 @@ def _early_snapshot(source: str) -> str:
 
 
 def _early_donor(name: str) -> str:
-    """A quick run's donor model (a config name): the cheap snapshot of a step-budget training
-    (`mnist_cnn_randlabels_authors` -> `mnist_cnn_randlabels_authors@1200`), any other unchanged."""
+    """A quick run's donor model config name (`mnist_cnn_randlabels_authors` -> `...@1200`)."""
     from harness.config import model_defaults
 
     source = str(model_defaults(name).get("source") or "")
@@ -132,8 +124,7 @@ def run_experiment(name: str, definition: dict[str, Any], out: Path, quick: bool
 
 
 def _segmentation_figures(folder: Path, cfg, settings: dict[str, Any]) -> None:
-    """`<folder>/segmentation-figures/explained.npz` for the last run's model and images (at most its
-    data.count of them: --quick shrinks it too)."""
+    """`<folder>/segmentation-figures/explained.npz` for the last run's model and (at most data.count) images."""
     from omegaconf import OmegaConf
 
     from harness.segmentation_figures import write
@@ -144,9 +135,8 @@ def _segmentation_figures(folder: Path, cfg, settings: dict[str, Any]) -> None:
 
 
 def builtin_models(names: list[str], known: dict[str, dict[str, Any]], extra: list[str], quick: bool) -> list[str]:
-    """The built-in models the experiments load, in run order: each run's model and donor model (the
-    data randomization test's random-label twin). A run that does not compose is left out: its
-    experiment reports it."""
+    """The built-in models the experiments load, in run order (models and donor models); a run that does
+    not compose is left out (its experiment reports it)."""
     from harness.config import model_defaults
 
     found = []
@@ -165,8 +155,7 @@ def builtin_models(names: list[str], known: dict[str, dict[str, Any]], extra: li
 
 
 def train_models(names: list[str], known: dict[str, dict[str, Any]], extra: list[str], quick: bool) -> None:
-    """Before the experiments: every built-in model they need and the cache lacks, trained with one
-    line up front on what and how long (harness.zoo.prepare), side by side where that is faster."""
+    """Train every built-in model the experiments need and the cache lacks (harness.zoo.prepare)."""
     from harness.zoo import prepare
 
     # Flushed: the estimate must come first even when stdout is a file or a pipe (block-buffered).

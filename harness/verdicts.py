@@ -1,29 +1,24 @@
-"""verdicts.csv: pass / fail / inconclusive / undefined per model, method and test, from summary rows.
+"""verdicts.csv: pass / fail / inconclusive / undefined per model, method and test, from summary rows
+(pure pandas; docs/results-format.md, `verdicts.csv`).
 
-Pure pandas (no TensorFlow), so the report and `harness verdicts PATH` rebuild it from a folder.
-
-Each test reads one row of the summary (a schedule's last step, or a control) for one metric and
-compares its 95 % CI with a threshold (docs/results-format.md, `verdicts.csv`):
-
-- **pass** / **fail** only when the whole CI lies on one side of the threshold and n (the images
-  with a defined score) is at least the minimum (MIN_N unless the caller says otherwise);
-- **inconclusive** when the CI contains the threshold, or n is below the minimum;
-- **undefined** when no image has a defined score.
-
-The model-free controls calibrate each (model, experiment, test, metric): the random attribution
-must pass and the edge detector must fail (Adebayo et al. 2018, Figure 1). Where one of them does
-not, every verdict of that test on that model is marked uninformative, with the control's numbers.
-The ceiling and random-model controls of each method give its similarity a ceiling and a floor.
+Pass or fail only when the whole 95 % CI lies on one side of the threshold and n is at least the
+minimum; inconclusive otherwise; undefined when no image has a defined score. The model-free controls
+calibrate each test on each model (Adebayo et al. 2018, Figure 1): the random attribution must pass and
+the edge detector fail, else the test's verdicts on that model are marked uninformative.
 """
 from __future__ import annotations
 
+import argparse
 import math
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from harness.results import CONTROL_SCHEDULE, SUMMARY_COLUMNS
+from harness.errors import HarnessError
+from harness.results import CONTROL_SCHEDULE, RECORD, SUMMARY, SUMMARY_COLUMNS, RunRecord, read_table
 
 #: Fewest images with a defined score for a pass or a fail.
 MIN_N = 10
@@ -110,17 +105,12 @@ def verdict_table(summary: pd.DataFrame, experiment: str | None = None, min_n: i
     """The verdict table of a summary (a run's, or merged with an `experiment` column)."""
     if "experiment" not in summary.columns:
         summary = summary.assign(experiment=experiment or "")
-    jobs = job_columns(summary)
+    # A sweep's merged summary leads with its job and swept overrides: every row is judged within its job.
+    jobs = [c for c in summary.columns if c not in SUMMARY_COLUMNS and c != "experiment"]
     records = [{**{c: row[c] for c in jobs}, **_record(test, row, min_n)}
                for test in TESTS for row in _rows(summary, test, jobs)]
     table = pd.DataFrame.from_records(records, columns=jobs + VERDICT_COLUMNS)
     return calibrate(_bounds(table, summary, jobs), jobs)
-
-
-def job_columns(summary: pd.DataFrame) -> list[str]:
-    """The columns a sweep's merged summary leads with (its job and swept overrides, harness.sweeps):
-    every row is judged within its job."""
-    return [c for c in summary.columns if c not in SUMMARY_COLUMNS and c != "experiment"]
 
 
 def _rows(summary: pd.DataFrame, test: Test, jobs: list[str]):
@@ -157,7 +147,7 @@ def _bounds(table: pd.DataFrame, summary: pd.DataFrame, jobs: list[str]) -> pd.D
 
 def calibrate(table: pd.DataFrame, jobs: list[str] = ()) -> pd.DataFrame:
     """Mark each (job, experiment, model, test, metric) whose model-free controls do not play their role
-    (random attribution passes, edge detector fails) uninformative, naming the control's numbers."""
+    uninformative, naming the control's numbers."""
     table = table.copy()
     roles = {test.name: test.roles for test in TESTS}
     for keys, group in table.groupby([*jobs, "experiment", "model", "test", "metric"], sort=False, dropna=False):
@@ -183,20 +173,11 @@ def _value(row) -> str:
 
 def experiment_name(config: dict) -> str:
     """The experiment a run's config names (its preset's experiment_name), or ""."""
-    from harness.results import RunRecord
-
     return RunRecord(config=dict(config)).experiment_name
 
 
-# -- reading a folder, and `harness verdicts PATH` ------------------------------------------------------
 def folder_verdicts(path, min_n: int = MIN_N) -> pd.DataFrame:
-    """The verdicts of a run folder, a sweep or reproduction folder (its merged summary.csv), or of
-    every run folder below `path`, computed from the summaries (so `min_n` applies)."""
-    from pathlib import Path
-
-    from harness.errors import HarnessError
-    from harness.results import RECORD, SUMMARY, RunRecord, read_table
-
+    """The verdicts of a run, sweep or reproduction folder, or of every run folder below `path`."""
     path = Path(path)
     if (path / SUMMARY).is_file():
         folders = [path]
@@ -212,8 +193,8 @@ def folder_verdicts(path, min_n: int = MIN_N) -> pd.DataFrame:
 
 
 def matrix(table: pd.DataFrame) -> str:
-    """Per model (and experiment): methods x tests, each cell verdict, value and CI of the test's
-    first metric; `*` marks a verdict the controls call uninformative on that model."""
+    """Per model (and experiment): methods x tests, each cell the verdict, value and CI of the test's
+    first metric; `*` marks a verdict the controls call uninformative."""
     table = table[table["metric"].isin([t.metrics[0] for t in TESTS])]
     tests = [t.name for t in TESTS if t.name in set(table["test"])]
     jobs = [c for c in table.columns if c not in VERDICT_COLUMNS]
@@ -237,11 +218,6 @@ def _cell(row) -> str:
 
 def main(argv: list[str]) -> int:
     """`harness verdicts PATH [--csv] [--min-n N]`."""
-    import argparse
-    import sys
-
-    from harness.errors import HarnessError
-
     parser = argparse.ArgumentParser(prog="harness verdicts",
                                      description="pass / fail / inconclusive per method and test of a results folder")
     parser.add_argument("path", help="a run folder, a sweep folder or a reproduction folder")
