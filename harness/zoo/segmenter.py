@@ -1,22 +1,15 @@
 """The built-in segmentation model `mnist_seg`: `deeplab.small_deeplab` trained on MNIST scenes.
 
-Trained once, deterministically, on `scenes.make_scenes` training scenes (digits of the MNIST training
-split), measured on held-out scenes (digits of the held-out split), exported as a TF-Hub-style
-SavedModel like the other built-ins and cached under `harness.cache.cache_dir()/zoo`. Its metrics
-(`mean_iou`, per-class IoU, pixel accuracy, training seconds) travel in the model's metadata, so
-every run.json of it carries them (`model.metrics`).
-
-`mnist_seg@STEPS` is the same training stopped after STEPS optimizer steps (an epoch boundary): the
-learning-rate schedule spans the whole recipe, so the snapshot is the full training's state at that
-step, and the full training exports the recipe's `snapshots` on its way. Tests and `--quick` runs
-use the recipe's `quick` snapshot: a minute of training instead of most of ten.
+Trained once, deterministically, on `scenes.make_scenes` training scenes, measured on held-out scenes
+(mean and per-class IoU, pixel accuracy: in the model's metadata, so in every run.json of it), and
+cached like the other built-ins (docs/segmentation.md). `mnist_seg@STEPS` is the same training stopped
+at an epoch boundary (the learning-rate schedule spans the whole recipe); tests and `--quick` runs use
+the recipe's `quick` snapshot.
 """
 from __future__ import annotations
 
 import hashlib
 import json
-import shutil
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -86,23 +79,19 @@ def model_path(name: str, recipe: SegRecipe, log: Callable[[str], None] = print)
     steps = parse_steps(name, recipe)
     check_step_limit(base, steps, quick=recipe.quick)
 
+    def on_the_way(at: int, model, metrics: dict) -> None:
+        if not (snapshot_path(base, recipe, at) / "saved_model.pb").is_file():
+            export(model, snapshot_path(base, recipe, at), f"{base}@{at}", recipe, metrics)
+
     def build(path: Path) -> None:
         log(f"training built-in model {base}@{steps} (once; {steps} of its recipe's {recipe.steps} steps, "
             f"about {steps * 0.15 / 60:.0f} min on 2 cores; cached in {path.parent}) ...")
-        model, metrics = train(recipe, steps, export_on_the_way=lambda s, m, ms: _export_snapshot(
-            base, recipe, s, m, ms))
+        model, metrics = train(recipe, steps, export_on_the_way=on_the_way)
         log(f"  {base}@{steps}: held-out mean IoU {metrics['mean_iou']:.3f}, pixel accuracy "
             f"{metrics['pixel_accuracy']:.3f}, {metrics['train_seconds']:.0f} s")
         export(model, path, base if steps == recipe.steps else f"{base}@{steps}", recipe, metrics)
 
     return built_once(snapshot_path(base, recipe, steps), f"{base}@{steps}", build)
-
-
-def _export_snapshot(base: str, recipe: SegRecipe, steps: int, model, metrics: dict) -> None:
-    path = snapshot_path(base, recipe, steps)
-    if not (path / "saved_model.pb").is_file():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        export(model, path, f"{base}@{steps}", recipe, metrics)
 
 
 def train(recipe: SegRecipe, steps: int | None = None,
@@ -160,10 +149,9 @@ def evaluate(model, count: int) -> dict:
 
 
 def export(model, path: Path, name: str, recipe: SegRecipe, metrics: dict) -> None:
-    """Export hub-style with the harness's metadata, atomically (written beside, then renamed)."""
-    from harness.models.export import export_hub_style
+    """Export hub-style with the harness's metadata, atomically (`mnist.export_atomically`)."""
     from harness.models.export import initializer_spec
-    from harness.zoo import scenes
+    from harness.zoo import mnist, scenes
 
     initializers = {}
     for layer in model.layers:
@@ -172,14 +160,7 @@ def export(model, path: Path, name: str, recipe: SegRecipe, metrics: dict) -> No
             spec = initializer_spec(init) if init is not None and getattr(layer, attribute, None) is not None else None
             if spec:
                 initializers[f"{layer.name}/{attribute}"] = spec
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=path.parent))
-    try:
-        export_hub_style(model, tmp / "model", {
-            "name": name, "input": {"size": [scenes.SIZE, scenes.SIZE], "channels": 1, "value_range": [0.0, 1.0]},
-            "initializers": initializers, "recipe": asdict(recipe), "metrics": metrics,
-            "segmentation": {"class_names": list(scenes.CLASS_NAMES), "colors": scenes.class_colors()}})
-        if path.exists():
-            shutil.rmtree(path)
-        (tmp / "model").rename(path)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    mnist.export_atomically(model, path, {
+        "name": name, "input": {"size": [scenes.SIZE, scenes.SIZE], "channels": 1, "value_range": [0.0, 1.0]},
+        "initializers": initializers, "recipe": asdict(recipe), "metrics": metrics,
+        "segmentation": {"class_names": list(scenes.CLASS_NAMES), "colors": scenes.class_colors()}})
