@@ -15,15 +15,30 @@ import tensorflow as tf
 import tensorflow_hub as hub
 
 from harness.errors import HarnessError
+from harness.models.gradients import target_gradient
 from harness.models.graph_import import ImportedGraph
-from harness.models.keras_guided import (
-    guided_activations,
-    keras_endpoint_model,
-    make_grad_fn,
-    make_guided_grad_fn,
-)
+from harness.models.keras_guided import guided_activations, keras_endpoint_model
 
 # ---- helpers ----------------------------------------------------------------------------
+
+
+def make_grad_fn(model: keras.Model, guided: bool = False):
+    """A new tf.function (x, targets) -> d logits[i, targets[i]] / d x, as KerasBackend builds one: with
+    `guided`, the ReLUs are swapped only while it traces, so it is guided on every call and the model
+    and every other function stay plain."""
+
+    def body(x, targets):
+        if not guided:
+            return target_gradient(lambda v: model(v, training=False), x, targets)
+        with guided_activations(model):  # runs at trace time only
+            return target_gradient(lambda v: model(v, training=False), x, targets)
+
+    spec = tf.TensorSpec([None, *model.inputs[0].shape[1:]], model.inputs[0].dtype)
+    return tf.function(body, input_signature=[spec, tf.TensorSpec([None], tf.int32)])
+
+
+def make_guided_grad_fn(model: keras.Model):
+    return make_grad_fn(model, guided=True)
 
 
 class _HubStyle(tf.__internal__.tracking.AutoTrackable):

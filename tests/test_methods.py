@@ -239,7 +239,7 @@ def test_auto_max_batch_bounds_the_input_values_per_call():
 
 
 def test_a_compiled_kernel_names_images_of_the_wrong_size(cnn):
-    # Kernels check the shape before the tf.function does (backends.Kernel), to name it in our terms.
+    # Kernels check the shape before the tf.function does (backends.compile_counted), to name it in our terms.
     for kernel in (cnn.model.backend.gradient_kernel(cnn.model, "logit"),
                    cnn.model.backend.guided_kernel(cnn.model, "logit", "live", "guided_backprop")):
         with pytest.raises(ValueError, match=r"input of shape \[1, 30, 30, 1\]; it takes \[None, 28, 28, 1\]"):

@@ -1,20 +1,17 @@
-"""Grouping a model's variables into named blocks, in execution order (input -> output).
+"""Grouping a model's variables into named blocks (what one randomization step re-initializes), in
+execution order. Pure Python: no TensorFlow here.
 
-A block is what one randomization step re-initializes. By default, variables are grouped by their
-name scope cut at a configurable depth (`conv1/kernel` -> `conv1` at depth 1); a model config may
-instead give an explicit list (the paper's 17 Inception blocks). Pure Python: no TensorFlow here.
-
-Both ways start below the model's *root*: the scope components every variable shares (slim and
-slim-converted hub models put everything under one scope, `InceptionV3/...`, `MobilenetV2/...`;
-counting that as a block would make the whole network one step). Explicit names are anchored there:
-`Conv2d_1a_3x3` is `InceptionV3/Conv2d_1a_3x3/...`, never `InceptionV3/Mixed_7a/Branch_0/
-Conv2d_1a_3x3/...`, and names match *whole* scope components, so `Logits` never catches `AuxLogits`.
-A name with no match at the root may still name one nested scope (a layer inside a backbone); if it
-names several, that is an error listing them. Blocks never share a variable.
+By default, variables are grouped by their name scope cut at a depth (`conv1/kernel` -> `conv1` at
+depth 1); a model config may instead list names (the paper's 17 Inception blocks). Both start below
+the model's *root*, the scope components every variable shares (`InceptionV3/...`: counted as a block,
+it would make the whole network one step). Explicit names are anchored there and match *whole* scope
+components (`Logits` never catches `AuxLogits`); a name with no match at the root may still name one
+nested scope (a layer inside a backbone), several is an error. Blocks never share a variable.
 """
 from __future__ import annotations
 
 import difflib
+import os
 from collections.abc import Sequence
 
 from harness.errors import HarnessError
@@ -22,7 +19,7 @@ from harness.errors import HarnessError
 
 def clean_name(variable_name: str) -> str:
     """`conv1/kernel:0` -> `conv1/kernel` (SavedModel names carry the output index)."""
-    return variable_name.rsplit(":", 1)[0] if ":" in variable_name else variable_name
+    return variable_name.rsplit(":", 1)[0]
 
 
 def scope_of(variable_name: str) -> list[str]:
@@ -37,16 +34,11 @@ def common_root(names: Sequence[str]) -> list[str]:
     one layer is the one block), so something below the root always remains to group by. Variables
     outside any scope (a TF1 hub module's `global_step`) do not count.
     """
-    scopes = [scope for scope in (scope_of(name) for name in names) if scope]
+    scopes = [scope for scope in map(scope_of, names) if scope]
     if not scopes:
         return []
-    root: list[str] = []
-    for components in zip(*scopes):
-        if len(set(components)) != 1:
-            break
-        root.append(components[0])
-    shortest = min(len(scope) for scope in scopes)
-    return root[:max(0, shortest - 1)] if len(root) >= shortest else root
+    root = os.path.commonprefix(scopes)  # element-wise: the shared leading components
+    return root[:min(len(scope) for scope in scopes) - 1]
 
 
 def _relative(name: str, root: Sequence[str]) -> list[str]:
@@ -100,12 +92,9 @@ def _members(block: str, names: Sequence[str], root: Sequence[str], model: str) 
 
 def group_by_names(names: Sequence[str], block_names: Sequence[str], model: str = "model"
                    ) -> list[tuple[str, list[int]]]:
-    """One block per explicit name, ordered by execution.
-
-    A name matches whole scope components starting at the model's root (see the module docstring).
-    Variables matching no name stay untouched by every schedule (e.g. `AuxLogits` in the paper's
-    Inception list); a variable matching two names is an error, as is a name matching nothing.
-    """
+    """One block per explicit name, ordered by execution (module docstring). Variables matching no name
+    stay untouched by every schedule (`AuxLogits` in the paper's Inception list); a variable matching
+    two names is an error, as is a name matching nothing."""
     root = common_root(names)
     duplicates = sorted({b for b in block_names if list(block_names).count(b) > 1})
     if duplicates:
@@ -115,10 +104,10 @@ def group_by_names(names: Sequence[str], block_names: Sequence[str], model: str 
     for block in block_names:
         indices = _members(block, names, root, model)
         if not indices:
-            raise HarnessError(
-                f"block {block!r} matches no variable of {model}; nearest scope names: "
-                f"{', '.join(nearest_scopes(block, names)) or '(none)'}"
-            )
+            candidates = sorted({c for name in names for c in scope_of(name)})
+            nearest = difflib.get_close_matches(block, candidates, n=5, cutoff=0.3)
+            raise HarnessError(f"block {block!r} matches no variable of {model}; nearest scope names: "
+                               f"{', '.join(nearest) or '(none)'}")
         for index in indices:
             if index in owner:
                 raise HarnessError(f"blocks {owner[index]!r} and {block!r} of {model} both match "
@@ -136,13 +125,9 @@ WEIGHT_ROLES = ("kernel", "bias", "gamma")
 
 
 def variable_role(name: str, shape: Sequence[int], floating: bool = True) -> str:
-    """kernel | bias | gamma | moving_stat | other.
-
-    moving_stat: batch-norm moving mean / variance (`moving_*`, `mean`, `variance`), randomized per
-    the schedule's `bn_stats` policy; other: integer variables, RNG state, counters and scalars, never
-    randomized; gamma: batch-norm scale; kernel: any weight of rank >= 2; bias: rank 1 (biases,
-    batch-norm beta).
-    """
+    """kernel (rank >= 2) | bias (rank 1: biases, batch-norm beta) | gamma (batch-norm scale) |
+    moving_stat (batch-norm moving mean / variance, randomized per the schedule's `bn_stats`) |
+    other (integer variables, RNG state, counters and scalars: never randomized)."""
     components = [c.lower() for c in clean_name(name).split("/")]
     leaf = components[-1]
     if (not floating or leaf in STATE_LEAVES or "seed" in leaf
@@ -157,15 +142,3 @@ def variable_role(name: str, shape: Sequence[int], floating: bool = True) -> str
     if len(shape) >= 2:
         return "kernel"
     return "bias"
-
-
-def nearest_scopes(name: str, variable_names: Sequence[str], n: int = 5) -> list[str]:
-    candidates = sorted({c for v in variable_names for c in scope_of(v)})
-    return difflib.get_close_matches(name, candidates, n=n, cutoff=0.3)
-
-
-def group(names: Sequence[str], depth: int = 1, block_names: Sequence[str] | None = None,
-          model: str = "model") -> list[tuple[str, list[int]]]:
-    if block_names:
-        return group_by_names(names, block_names, model)
-    return group_by_depth(names, depth)

@@ -1,5 +1,5 @@
 """The one gradient computation of the harness: d output[target] / d input of every row (every
-backend's kernels, Keras Guided Backprop and the oracle call these)."""
+backend's kernels and the oracle call these), and Guided Backprop's gate (both guided paths)."""
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -29,3 +29,9 @@ def endpoint_gradients(two_outputs: Callable, x: tf.Tensor, targets: tf.Tensor,
         values, logits = two_outputs(x, training=False)
         selected = selected_output(logits, targets, output)
     return values, tape.gradient(selected, values)
+
+
+def gate(grad: tf.Tensor, keep: tf.Tensor) -> tf.Tensor:
+    """Guided Backprop's backward pass of a ReLU: `grad` where it is positive and `keep` holds, else 0
+    (tf.where rather than a 0/1 mask: inf * 0 would give NaN)."""
+    return tf.where(keep & (grad > 0), grad, tf.zeros_like(grad))

@@ -26,7 +26,7 @@ from harness.models.backends import KerasBackend, SavedModelBackend
 from harness.models.blocks import clean_name
 from harness.models.export import initializer_spec, read_metadata
 from harness.models.wrapper import (InputSpec, ModelUnderTest, ModelVariable, build_blocks,
-                                    check_logit_output, execution_order)
+                                    check_logit_output, execution_order, first_line)
 
 KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
 
@@ -36,14 +36,9 @@ def classify(source: str) -> str:
         raise HarnessError("model.source is empty; give a built-in name (builtin:mnist_cnn), a TF-Hub "
                            "handle (http(s)://...), a SavedModel folder, a .keras/.h5 file or "
                            "keras_applications:NAME")
-    if source.startswith("builtin:"):
-        return "builtin"
-    if source.startswith("keras_applications:"):
-        return "keras_applications"
-    if source.startswith("deeplabv3plus:"):
-        return "deeplabv3plus"
-    if source.startswith("memory:"):
-        return "memory"
+    for prefix in ("builtin", "keras_applications", "deeplabv3plus", "memory"):
+        if source.startswith(f"{prefix}:"):
+            return prefix
     if source.startswith(("http://", "https://")):
         return "hub"
     path = Path(source).expanduser()
@@ -93,7 +88,7 @@ def _load_hub(handle: str, cfg, log) -> ModelUnderTest:
     try:
         path = hub.resolve(handle)
     except Exception as error:  # noqa: BLE001 - hub raises many types for an unreachable handle
-        raise HarnessError(f"TF-Hub handle {handle!r} could not be resolved: {_first_line(error)}") from error
+        raise HarnessError(f"TF-Hub handle {handle!r} could not be resolved: {first_line(error)}") from error
     return _from_saved_model(path, cfg, kind="hub", identity=handle, log=log)
 
 
@@ -103,29 +98,23 @@ def _load_saved_model(path: str, cfg, log) -> ModelUnderTest:
 
 
 def _from_saved_model(path: str, cfg, kind: str, identity: str, log=print) -> ModelUnderTest:
-    import tensorflow as tf
     import tensorflow_hub as hub
 
     try:
         loaded = hub.load(path)
     except Exception as error:  # noqa: BLE001
-        raise HarnessError(f"{path!r} is not a loadable SavedModel: {_first_line(error)}") from error
+        raise HarnessError(f"{path!r} is not a loadable SavedModel: {first_line(error)}") from error
     metadata = read_metadata(path)
     call = _callable_of(loaded, path)
     spec = _input_spec(cfg, metadata, _saved_model_input_shape(loaded))
     raw = list(getattr(loaded, "variables", []))
     if not raw:
         raise HarnessError(f"SavedModel {path!r} exposes no variables; nothing to randomize")
-    tensor_spec = tf.TensorSpec(spec.batch_shape(), tf.float32)
-    ordered = execution_order(call, tensor_spec, raw)
     initializers = metadata.get("initializers", {})
     variables = [ModelVariable(clean_name(v.name), v, bool(v.trainable), initializers.get(clean_name(v.name)))
-                 for v in ordered]
+                 for v in execution_order(call, spec, raw)]
     name = cfg.get("name") or metadata.get("name") or Path(path.rstrip("/")).name
-    return ModelUnderTest(
-        name=name, identity=identity, source_kind=kind, call=call, input_spec=spec, variables=variables,
-        blocks=_blocks(variables, cfg, name, log), metadata=metadata, backend=SavedModelBackend(loaded),
-    )
+    return _model(name, identity, kind, call, spec, variables, cfg, log, SavedModelBackend(loaded), metadata)
 
 
 def _callable_of(loaded, path: str):
@@ -146,12 +135,9 @@ def _callable_of(loaded, path: str):
 
 def _saved_model_input_shape(loaded) -> list | None:
     try:
-        for cf in loaded.__call__.concrete_functions:
-            spec = cf.structured_input_signature[0][0]
-            return list(spec.shape)
+        return list(loaded.__call__.concrete_functions[0].structured_input_signature[0][0].shape)
     except (AttributeError, IndexError, TypeError):
         return None
-    return None
 
 
 # -- Keras ------------------------------------------------------------------------------------------
@@ -161,7 +147,7 @@ def _load_keras_file(path: str, cfg, log) -> ModelUnderTest:
     try:
         model = keras.models.load_model(path, compile=False)
     except Exception as error:  # noqa: BLE001
-        raise HarnessError(f"{path!r} is not a loadable Keras model: {_first_line(error)}") from error
+        raise HarnessError(f"{path!r} is not a loadable Keras model: {first_line(error)}") from error
     return _from_keras(model, cfg, kind="keras_file", identity=f"{path}#{_digest(Path(path))}", log=log)
 
 
@@ -199,21 +185,14 @@ def _load_deeplab(source: str, cfg, log) -> ModelUnderTest:
 
 
 def _from_keras(model, cfg, kind: str, identity: str, log=print) -> ModelUnderTest:
-    import tensorflow as tf
-
-    shape = list(model.inputs[0].shape)
-    spec = _input_spec(cfg, {}, shape)
+    spec = _input_spec(cfg, {}, list(model.inputs[0].shape))
     call = lambda x: model(x, training=False)  # noqa: E731 - inference mode always (BN statistics)
-    by_tf = {id(v.value.handle): v for v in model.variables}
-    ordered = execution_order(call, tf.TensorSpec(spec.batch_shape(), tf.float32),
-                              [v.value for v in model.variables])
-    variables = [ModelVariable(by_tf[id(t.handle)].path, t, bool(by_tf[id(t.handle)].trainable),
-                               _keras_initializer(model, by_tf[id(t.handle)].path)) for t in ordered]
-    name = cfg.get("name") or model.name
-    return ModelUnderTest(
-        name=name, identity=identity, source_kind=kind, call=call, input_spec=spec, variables=variables,
-        blocks=_blocks(variables, cfg, name, log), backend=KerasBackend(model),
-    )
+    keras_of = {id(v.value.handle): v for v in model.variables}
+    variables = []
+    for t in execution_order(call, spec, [v.value for v in model.variables]):
+        v = keras_of[id(t.handle)]
+        variables.append(ModelVariable(v.path, t, bool(v.trainable), _keras_initializer(model, v.path)))
+    return _model(cfg.get("name") or model.name, identity, kind, call, spec, variables, cfg, log, KerasBackend(model))
 
 
 def _keras_initializer(model, path: str) -> dict | None:
@@ -277,22 +256,20 @@ def _input_spec(cfg, metadata: dict, shape: list | None) -> InputSpec:
 MIN_CASCADE_BLOCKS = 3
 
 
-def _blocks(variables, cfg, name, log=print):
-    """Blocks per the config (depth below the shared root, or explicit names); warns when there are too
-    few for a cascade to say anything (depth 1 over a model whose layers sit one scope deeper)."""
-    spec = dict(cfg.get("blocks") or {})
-    blocks = build_blocks(variables, depth=int(spec.get("depth") or 1), names=spec.get("names"), model=name)
+def _model(name, identity, kind, call, spec, variables, cfg, log, backend, metadata=None) -> ModelUnderTest:
+    """The ModelUnderTest, its blocks per the config (depth below the shared root, or explicit names);
+    warns when there are too few for a cascade to say anything (depth 1 over a model whose layers sit
+    one scope deeper)."""
+    blocks_cfg = dict(cfg.get("blocks") or {})
+    blocks = build_blocks(variables, depth=int(blocks_cfg.get("depth") or 1), names=blocks_cfg.get("names"), model=name)
     if len(blocks) < MIN_CASCADE_BLOCKS:
         log(f"warning: model {name} has only {len(blocks)} block{'s' * (len(blocks) != 1)} "
             f"({', '.join(b.name for b in blocks)}): a schedule over fewer than {MIN_CASCADE_BLOCKS} is no cascade; "
             "raise model.blocks.depth or list model.blocks.names")
-    return blocks
+    return ModelUnderTest(name=name, identity=identity, source_kind=kind, call=call, input_spec=spec,
+                          variables=variables, blocks=blocks, metadata=metadata or {}, backend=backend)
 
 
 def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:12]
 
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__

@@ -1,10 +1,6 @@
-"""ModelUnderTest: the one wrapper every other module talks to.
-
-Whatever a model's source (TF-Hub handle, SavedModel folder, Keras file, built-in), the harness sees
-logits for a batch, the input spec, the variables grouped into blocks in execution order, and an
-snapshot (a copy) / in-place restore / randomize. Compiled functions capture the variables once, so assigning
-new values never retraces (`trace_counts` lets tests prove it).
-"""
+"""ModelUnderTest: the one wrapper every other module talks to, whatever the model's source: logits
+for a batch, the input spec, the variables grouped into blocks in execution order, snapshot / restore.
+Compiled functions capture the variables once, so assigning new values never retraces (`trace_counts`)."""
 from __future__ import annotations
 
 import logging
@@ -22,9 +18,8 @@ from harness.models.backends import Backend
 
 
 class _CrossModelRetraceWarning(logging.Filter):
-    """TensorFlow counts traces over every tf.function made from the same Python code, so loading
-    several models in one process (make reproduce, sweeps) warns of "excessive retracing" although
-    no compiled function of any model retraced; `trace_counts` in run.json is the real check."""
+    """TensorFlow counts traces over every tf.function made from the same Python code, so loading several
+    models in one process warns of "excessive retracing" although none retraced (`trace_counts` checks)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         return "triggered tf.function retracing" not in record.getMessage()
@@ -35,11 +30,8 @@ logging.getLogger("tensorflow").addFilter(_CrossModelRetraceWarning())
 
 @dataclass(frozen=True)
 class InputSpec:
-    """What the model expects: spatial size (None = any), channels, and its input value range.
-
-    Images enter the harness in [0, 1]; `to_model_space` maps them to the model's range
-    (TF-Hub image models take [0, 1]; the paper's slim Inception takes [-1, 1]).
-    """
+    """What the model expects: spatial size (None = any), channels, and its input value range (images
+    enter the harness in [0, 1]; `to_model_space` maps them to the model's range)."""
     size: tuple[int, int] | None
     channels: int
     value_range: tuple[float, float] = (0.0, 1.0)
@@ -70,11 +62,8 @@ class ModelVariable:
         return int(np.prod(self.shape, dtype=np.int64))
 
     def read(self) -> np.ndarray:
-        """The variable's current values, read-only and without a copy: a view of the tensor TF read,
-        to use before the variable is next assigned (whether an assignment leaves that tensor as it
-        is is TensorFlow's business; `ModelUnderTest.snapshot` copies). `variable.numpy()` copies:
-        for a whole model, ~26 MB of fresh memory (the MNIST MLP) that cost ~0.25 s to fault in on
-        some machines."""
+        """The variable's current values without a copy (`variable.numpy()` copies): a view of the tensor
+        TF read, to use before the variable is next assigned (`ModelUnderTest.snapshot` copies)."""
         return np.asarray(self.variable.read_value())
 
 
@@ -154,11 +143,9 @@ class ModelUnderTest:
 
     # -- state -----------------------------------------------------------------------------------
     def snapshot(self) -> list[np.ndarray]:
-        """Every variable's current values, copied into read-only arrays of the harness's own;
-        `restore` assigns them back. Copies, not the tensors read: a read tensor keeps its values only
-        while TensorFlow gives the variable a new buffer on the next assignment (it does while a read
-        is alive, on this version and device), and the randomization self-check compares the model with
-        this snapshot (tests/test_tf_internals.py simulates a TensorFlow that assigns in place)."""
+        """Every variable's current values, copied into read-only arrays; `restore` assigns them back.
+        Copies: a tensor read keeps its values only while TensorFlow gives the variable a new buffer on
+        assignment (tests/test_tf_internals.py simulates a TensorFlow that assigns in place)."""
         copies = [np.array(v.read()) for v in self.variables]
         for copy in copies:
             copy.flags.writeable = False
@@ -171,13 +158,10 @@ class ModelUnderTest:
                 v.variable.assign(value)
 
 
-def execution_order(call: Callable, spec: tf.TensorSpec, variables: list[tf.Variable]) -> list[tf.Variable]:
-    """Variables sorted by when the traced forward pass first captures them.
-
-    The order variables are *listed* in is not execution order (hub.KerasLayer lists trainable ones
-    first); the captures of a traced call are. Variables the call never touches go last.
-    """
-    graph = tf.function(call).get_concrete_function(spec).graph
+def execution_order(call: Callable, spec: InputSpec, variables: list[tf.Variable]) -> list[tf.Variable]:
+    """Variables sorted by when the traced forward pass first captures them (the listing order is not
+    execution order: hub.KerasLayer lists trainable ones first); those it never touches go last."""
+    graph = tf.function(call).get_concrete_function(tf.TensorSpec(spec.batch_shape(), tf.float32)).graph
     position = {id(handle): i for i, (handle, _) in enumerate(graph.captures)}
     return sorted(variables, key=lambda v: position.get(id(v.handle), len(position)))
 
@@ -193,7 +177,9 @@ def build_blocks(variables: list[ModelVariable], depth: int = 1, names: list[str
     not what a randomization test may re-initialize). A group without a weight (kernel, bias, gamma)
     is state, not a block: a Dropout layer's seed generator. An explicit name that covers no weight,
     or a model left with no block at all, is an error."""
-    groups = blocking.group([v.name for v in variables], depth=depth, block_names=names, model=model)
+    variable_names = [v.name for v in variables]
+    groups = (blocking.group_by_names(variable_names, names, model) if names
+              else blocking.group_by_depth(variable_names, depth))
     blocks = [Block(name, tuple(variables[i] for i in indices)) for name, indices in groups]
     weighted = [b for b in blocks if any(variable_role(v) in blocking.WEIGHT_ROLES for v in b.variables)]
     if names:
@@ -218,9 +204,13 @@ def check_logit_output(model: ModelUnderTest) -> int:
     except HarnessError:
         raise
     except Exception as error:  # noqa: BLE001 - any TF failure here means the input spec is wrong
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise HarnessError(f"model {model.name} rejects input of shape {probe.shape}: {first}") from error
+        raise HarnessError(f"model {model.name} rejects input of shape {probe.shape}: {first_line(error)}") from error
     if out.ndim != 2 or out.shape[1] < 2:
         raise HarnessError(f"model {model.name} outputs shape {list(out.shape)}, not a [batch, classes] "
                            "logit vector; point the harness at the classifier's logits")
     return int(out.shape[1])
+
+
+def first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
