@@ -2,16 +2,11 @@
 __version__ = "0.1.0"
 
 # The Python API (harness.api, docs/api.md), imported on first use: `import harness` stays cheap
-# (no TensorFlow, no Hydra) and changes nothing process-wide: the commands set TensorFlow's log
-# levels and threads (harness.tf_logging, harness.cli).
+# (no TensorFlow, no Hydra) and changes nothing process-wide.
 _API = ("sanity_check", "explain", "load", "Result", "HarnessError")
 
 
 def __getattr__(name: str):
-    if name == "HarnessError":
-        from harness.errors import HarnessError
-
-        return HarnessError
     if name in _API:
         from harness import api
 

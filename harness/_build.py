@@ -1,9 +1,6 @@
-"""The wheel's build step (pyproject.toml: [tool.setuptools.cmdclass]): conf/ and experiments/ ship
-inside the package.
-
-The repository keeps both folders at its top level, the one copy anyone edits. Building copies them
-to `harness/conf/` and `harness/experiments/` in the wheel, where `harness.config` looks first, so a
-plain `pip install` of the wheel runs `harness` anywhere. Used by setuptools only, never at run time.
+"""The wheel's build step (pyproject.toml: [tool.setuptools.cmdclass]): the top-level conf/ and
+experiments/ (the one copy anyone edits) are copied into the wheel as harness/conf/ and
+harness/experiments/, where `harness.config` looks first. Used by setuptools only.
 """
 from __future__ import annotations
 

@@ -15,20 +15,25 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
+from harness import verdicts
+from harness.checks import check_config
+from harness.config import CONFIG_DIR, group_options
+from harness.data import load_images, register_images
 from harness.errors import HarnessError
+from harness.results import (MAPS, RECORD, SCORES, SUMMARY, VERDICTS, RunRecord, maps_key, read_table,
+                             split_maps_key)
 
 def sanity_check(model, images, *, methods: Iterable[Any] | str = ("gradient",), schedule: str = "cascading",
                  metrics: str = "paper", labels=None, target: str = "predicted", blocks=None, seed: int = 0,
                  results_dir=None, value_range=None, log=print, **overrides) -> "Result":
     """Run a sanity check as `harness model=... method=...` would and return its `Result`.
 
-    model: a model object or source (MODEL_KINDS); images: an array [N, H, W(, C)] in `value_range` (default: the model config's),
-    a data config name or a folder / glob of image files; methods: names or {"name": ..., **settings};
+    model: a model object or source (MODEL_KINDS); images: an array [N, H, W(, C)] in `value_range`
+    (default: the model config's), a data config name or a folder / glob of image files; methods: names or {"name": ..., **settings};
     blocks: a model.blocks mapping; overrides: any other config key (`data__count=2` for data.count).
     With results_dir=None the run goes to a temporary folder kept until the Result is closed or saved.
     """
     from harness import runner
-    from harness.checks import check_config
 
     with _as_source(model, overrides) as (model, overrides):
         cfg = compose_config(model, images, methods=methods, schedule=schedule, metrics=metrics, labels=labels,
@@ -118,7 +123,6 @@ def compose_config(model, images, *, methods=("gradient",), schedule="cascading"
     from omegaconf import OmegaConf, open_dict
 
     from harness.cli import check_group_choices
-    from harness.config import CONFIG_DIR
 
     labels = None if labels is None else [int(v) for v in np.asarray(labels).ravel()]
     pixels = None if isinstance(images, (str, Path)) else _as_pixels(images, labels)
@@ -152,8 +156,6 @@ def compose_config(model, images, *, methods=("gradient",), schedule="cascading"
                 key, _, value = choice[1:].partition("=")
                 OmegaConf.update(cfg, key, value, force_add=True)
         if pixels is not None:  # mapped from the model's input range to [0, 1], as image files are
-            from harness.data import register_images
-
             low, high = cfg.model.input.value_range
             cfg.data.array = register_images((pixels - low) / (high - low))
     return cfg
@@ -163,8 +165,6 @@ _ABSENT = object()
 
 
 def _model_choice(model) -> list[str]:
-    from harness.config import group_options
-
     if not isinstance(model, (str, Path)):
         from harness.models.sources import register_model
 
@@ -179,8 +179,6 @@ def _model_choice(model) -> list[str]:
 
 
 def _data_choice(images) -> list[str]:
-    from harness.config import group_options
-
     if not isinstance(images, (str, Path)):
         return ["data=folder", "+data.source=array", "+data.path=array"]
     if str(images) in group_options("data"):
@@ -205,7 +203,6 @@ def _as_pixels(images, labels) -> np.ndarray:
 def explain(model, images, method: str, *, target: str = "predicted", labels=None, seed: int = 0,
             value_range=None, **settings) -> np.ndarray:
     """One method's maps of the trained model, as the runner computes a run's original maps."""
-    from harness.data import load_images
     from harness.models import load_model
     from harness.runner import Plan, Runner
 
@@ -228,8 +225,6 @@ class Result:
     """A run folder's tables, maps and report (harness.results' format, docs/results-format.md)."""
 
     def __init__(self, folder, temporary: Path | None = None):
-        from harness.results import RECORD, SUMMARY
-
         self.folder = Path(folder)
         if not (self.folder / SUMMARY).is_file() or not (self.folder / RECORD).is_file():
             raise HarnessError(f"{str(self.folder)!r} is not a finished run folder (no summary.csv and run.json)")
@@ -238,21 +233,14 @@ class Result:
 
     @property
     def scores(self):
-        from harness.results import SCORES, read_table
-
         return read_table(self.folder / SCORES)
 
     @property
     def summary(self):
-        from harness.results import SUMMARY, read_table
-
         return read_table(self.folder / SUMMARY)
 
     @property
     def verdicts(self):
-        from harness import verdicts
-        from harness.results import VERDICTS, read_table
-
         path = self.folder / VERDICTS
         if not path.is_file():  # a folder from before verdicts.csv: computed as `harness verdicts` does
             return verdicts.folder_verdicts(self.folder)
@@ -264,19 +252,16 @@ class Result:
 
     @property
     def record(self):
-        from harness.results import RunRecord
-
         return RunRecord.read(self.folder)
 
     def maps(self, method: str, step: int) -> np.ndarray:
         """The kept maps (the first maps_to_keep images) of a method label at a schedule step."""
-        from harness.results import MAPS, maps_key, split_maps_key
-
         with np.load(self.folder / MAPS) as archive:
             key = maps_key(method, int(step))
             if key not in archive.files:
                 valid = sorted({f"{k[0]}@{k[1]}" for k in map(split_maps_key, archive.files) if k})
-                raise HarnessError(f"no maps for method {method!r} at step {step}; valid (method@step): {', '.join(valid)}")
+                raise HarnessError(f"no maps for method {method!r} at step {step}; valid (method@step): "
+                                   f"{', '.join(valid)}")
             return archive[key]
 
     def plot_curves(self):
@@ -349,20 +334,12 @@ class Result:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def _matrix(self) -> str:
-        from harness import verdicts
-
-        table = self.verdicts
-        if not len(table):
-            return "no test in this folder has a verdict (no randomization step read)"
-        return verdicts.matrix(table)
-
     def __repr__(self) -> str:
-        return f"Result({str(self.folder)!r})\n{self._matrix()}"
+        return f"Result({str(self.folder)!r})\n{verdicts.matrix(self.verdicts)}"
 
     def _repr_html_(self) -> str:
         return (f"<p><code>{html.escape(str(self.folder))}</code></p>"
-                f"<pre>{html.escape(self._matrix())}</pre>")
+                f"<pre>{html.escape(verdicts.matrix(self.verdicts))}</pre>")
 
 
 def load(path) -> Result:

@@ -1,6 +1,5 @@
-"""Every value of a composed run config checked before anything runs: the run's own settings
-(`RUN_RULES`, the top level of conf/config.yaml), the model group's, and each piece's own rules
-(data, schedule, metrics, methods), so a bad value is one HarnessError naming its key."""
+"""Every value of a composed run config checked before anything runs, against the rules of the piece
+that reads it: a bad value is one HarnessError naming its key and what is valid."""
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -9,13 +8,10 @@ from typing import Any
 from harness.errors import HarnessError
 from harness.rules import FLAG, NULL, TEXT, Rule, check, list_of, lookup, number, one_of, whole
 
-#: Which class a map explains: the model's prediction, the original model's (on a randomized
-#: model), or the image's label.
+#: Which class a map explains: the model's prediction, the original model's, or the image's label.
 TARGETS = ("predicted", "original", "label")
 
-
-# The model group's values the harness reads before the model (harness.models checks what needs the
-# model itself: block names, endpoints, a segmentation model's reduction).
+# The model group's values read before the model (harness.models checks what needs the model itself).
 MODEL_RULES: dict[str, Rule] = {
     "name": NULL | TEXT,
     "source": TEXT,
@@ -49,10 +45,7 @@ def run_rules() -> dict[str, Rule]:
 
 
 def check_config(cfg: Mapping[str, Any]) -> None:
-    """Every value of a composed run config against the rules of the piece that reads it, before any
-    model is loaded or anything written: a value of the wrong type or out of range is one HarnessError
-    naming its key and what is valid. The rules live beside their pieces (the settings a method,
-    a schedule, the metrics, the data sources take); this walks them all."""
+    """Every value of `cfg` against the rules of the piece that reads them (which live beside it)."""
     from omegaconf import DictConfig, OmegaConf
 
     from harness import data, methods, schedules
@@ -73,8 +66,7 @@ def check_config(cfg: Mapping[str, Any]) -> None:
 
 
 def method_entries(cfg: Mapping[str, Any]) -> list[tuple[str, dict[str, Any]]]:
-    """(the key that names it, the entry) for each method a run computes: `methods` when set (a name,
-    or a mapping with `name` and settings), else the `method` group."""
+    """(the key that names it, the entry) for each method of a run: `methods` when set, else `method`."""
     if not cfg.get("methods"):
         return [("method.", dict(cfg["method"]))]
     entries = []

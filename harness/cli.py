@@ -6,9 +6,6 @@
     harness cache [clear]                                           # the map cache: where, or empty it
     harness --help / harness --cfg job                              # options / resolved config
 
-`--help` is the harness's own page (Hydra's names the program after this module and lists the
-configs' building blocks as choices); `--hydra-help` is still Hydra's.
-
 A user mistake ends with one line on stderr (`harness: error: ...`) and exit status 2.
 """
 from __future__ import annotations
@@ -27,7 +24,7 @@ from harness.tf_logging import import_tensorflow_quietly
 GROUPS = ("model", "data", "method", "schedule", "metrics", "experiment")
 COMMANDS = ("run", "layers")
 
-
+# The harness's own --help (Hydra's would list the configs' building blocks as choices).
 HELP = """\
 harness: sanity checks for saliency maps (Adebayo et al. 2018) on a TensorFlow image model
 
@@ -49,7 +46,7 @@ cache of original maps), harness --hydra-help (Hydra's options).
 
 
 def help_text(overrides: list[str]) -> str:
-    """The help page, with the config the given overrides compose (as `--cfg job` would print it)."""
+    """The help page, with the config the given overrides compose."""
     from hydra import compose, initialize_config_dir
 
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
@@ -79,8 +76,7 @@ def main() -> None:
         sys.exit(cache.main(argv[1:]))
     sys.argv = [sys.argv[0], *argv]
     # ${pid:} in the sweep folder's name: two sweeps started in the same second never share it. Cached
-    # like Hydra's ${now:}: the value travels with the config to joblib / submitit workers (Hydra
-    # copies the resolver cache into each job's config), so every job names the launcher's folder.
+    # like ${now:}, so the value travels with the config to the launcher's workers.
     OmegaConf.register_new_resolver("pid", os.getpid, replace=True, use_cache=True)
     from harness import sweeps
 
@@ -149,11 +145,9 @@ def command(cfg: DictConfig):
 
 
 def configure_tensorflow(threads: int | None, share_gpus: bool) -> None:
-    """Before TensorFlow's first op: its intra-op pool size, and, when several jobs run at once on
-    this machine, GPU memory taken as needed (memory growth) rather than TensorFlow's default of
-    nearly all of every visible GPU in the first process, which leaves the other jobs none. A joblib
-    worker runs its jobs one after another in one process: from its second job on TensorFlow is
-    running and keeps what the first job set, which the same sweep sized the same way."""
+    """Before TensorFlow's first op: its intra-op pool size, and GPU memory growth when several jobs
+    share this machine (TensorFlow's default takes nearly all of every GPU in the first process). A
+    joblib worker's later jobs keep what its first set: the same sweep sized them the same way."""
     import tensorflow as tf
 
     try:

@@ -1,14 +1,8 @@
-"""Where the configs live, and reading one group's config outside a Hydra run.
+"""Where the configs live (`conf/`, `experiments/`: beside the package in a checkout, inside it in a
+built wheel, harness/_build.py), and reading one group's config outside a Hydra run.
 
-`conf/` (the Hydra config groups) and `experiments/` (what `make reproduce` runs) are top-level
-folders of the repository, the one copy anyone edits. A built wheel carries them inside the package,
-as `harness/conf/` and `harness/experiments/` (pyproject.toml maps the folders there), so an
-installed harness finds them next to this file; a source checkout (or an editable install) finds
-them beside the package.
-
-A config file whose name starts with `_` is a building block, not a choice: a base that other files
-of its group extend (`defaults: [_base, _self_]`) or a shared piece (the paper's method list). It is
-never listed as an option, and the command line rejects it as one.
+A config file whose name starts with `_` is a building block (a base others extend, a shared piece),
+never a choice.
 """
 from __future__ import annotations
 
@@ -37,9 +31,8 @@ def group_options(group: str) -> list[str]:
 
 
 def group_defaults(group: str, name: str) -> dict[str, Any]:
-    """The settings conf/<group>/<name>.yaml gives, with the files it extends merged in as Hydra
-    composes them (`harness <group>=<name>` yields the same `<group>` node; a test checks every file).
-    For what a run names without choosing it: the entries of a method list, the donor model."""
+    """conf/<group>/<name>.yaml merged over the files it extends, as `harness <group>=<name>` composes
+    that group's node (tests/test_configs.py): for a method list's entries, the donor model."""
     from omegaconf import OmegaConf
 
     if name.startswith(PARTIAL_PREFIX) or not (CONFIG_DIR / group / f"{name}.yaml").is_file():
@@ -48,9 +41,8 @@ def group_defaults(group: str, name: str) -> dict[str, Any]:
 
 
 def model_defaults(name: str) -> dict[str, Any]:
-    """conf/model/<name>.yaml; `NAME@STEPS` is that config's built-in model at snapshot STEPS of its
-    training (a step-budget built-in, docs/random-labels.md), e.g. a donor
-    `schedule.donor_model=mnist_cnn_randlabels_authors@8000`."""
+    """conf/model/<name>.yaml; `NAME@STEPS` is its built-in model's snapshot at STEPS of training
+    (docs/random-labels.md)."""
     base, at, steps = name.partition("@")
     config = group_defaults("model", base)
     if not at:
@@ -63,8 +55,8 @@ def model_defaults(name: str) -> dict[str, Any]:
 
 
 def _composed(group: str, name: str, seen: tuple[str, ...]):
-    """One group file merged over the files its defaults list names (same group only): each entry in
-    order, the file itself where `_self_` stands (last when it is not listed, as Hydra does)."""
+    """One group file merged over the same-group files its defaults list names, itself where `_self_`
+    stands (last when not listed), as Hydra does."""
     from omegaconf import OmegaConf
 
     if name in seen:

@@ -1,8 +1,6 @@
-"""Image sets: the built-in MNIST held-out split, a folder or glob of image files, skimage photos, a
-NumPy array of this process (`register_images`, used by harness.sanity_check: docs/api.md).
-
-Every source returns an `ImageSet` with images in [0, 1], float32, NHWC, resized to the model's input
-size; `ModelUnderTest.input_spec.to_model_space` maps them to the model's own value range.
+"""Image sets: the built-in MNIST held-out split and scenes, a folder or glob of image files, skimage
+photos, a NumPy array of this process (`register_images`, for harness.sanity_check). Every source gives
+an `ImageSet` in [0, 1], float32, NHWC, resized to the model's input size.
 """
 from __future__ import annotations
 
@@ -22,7 +20,6 @@ ALPHA = {2: 1, 4: 3}  # channels with alpha last -> the channels kept (grey+alph
 SKIMAGE_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry",
                   "retina", "camera", "coins", "moon", "page", "text", "brick", "grass", "gravel")
 
-# What each data setting may be (harness.checks.check_config checks them before anything runs).
 RULES = {
     "source": one_of(*SOURCES),
     "path": Rule(lambda v: TEXT.test(v) and v != "???", "a folder of images or a glob"),  # ???: not given
@@ -50,21 +47,18 @@ class ImageSet:
 def load_images(cfg: Mapping[str, Any], size: tuple[int, int] | None, channels: int,
                 log: Callable[[str], None] = print) -> ImageSet:
     """The images `cfg` names, conformed to the model's input size and channels (an alpha channel is
-    dropped, said once in `log`).
-
-    Images are selected before anything is decoded: the first `count` in sorted order, or, with
-    `sample_seed` set, a seeded random sample of `count` (kept in sorted order). Only the selected
-    files are read, each resized as soon as it is decoded, so a folder of 50,000 JPEGs with
-    `count=100` reads 100 files.
-    """
+    dropped, said once in `log`). Only the selected images are decoded: the first `count` in sorted
+    order, or with `sample_seed` a seeded random sample of `count` (kept in sorted order)."""
     source = cfg.get("source")
     if source not in SOURCES:
         raise HarnessError(f"unknown data source {source!r}; valid: {', '.join(SOURCES)}")
     check_settings(cfg)
-    count = parse_count(cfg.get("count"))
+    count = None if cfg.get("count") is None else int(cfg["count"])
     ids, labels, read = {"mnist": _mnist, "mnist_scenes": _mnist_scenes, "folder": _folder,
                          "skimage": _skimage, "array": _array}[source](cfg)
-    chosen = _select(len(ids), count, cfg.get("sample_seed"))
+    n, seed = len(ids) if count is None else min(count, len(ids)), cfg.get("sample_seed")
+    # the first `count`, or a sorted random sample drawn with `sample_seed`
+    chosen = np.arange(n) if seed is None else np.sort(np.random.default_rng(int(seed)).choice(len(ids), n, False))
     images, alpha = [], []
     for i in chosen:
         image, dropped = _conform_one(read(i), ids[i], size, channels)
@@ -77,22 +71,7 @@ def load_images(cfg: Mapping[str, Any], size: tuple[int, int] | None, channels: 
 
 
 def check_settings(cfg: Mapping[str, Any]) -> None:
-    """The data group's values against RULES, before anything is read."""
     check(cfg, RULES, prefix="data.")
-
-
-def parse_count(count: Any) -> int | None:
-    check({"count": count}, RULES, prefix="data.")
-    return None if count is None else int(count)
-
-
-def _select(available: int, count: int | None, seed: Any) -> np.ndarray:
-    """Indices of the images used: the first `count`, or a sorted random sample drawn with `seed`."""
-    n = available if count is None else min(count, available)
-    check({"sample_seed": seed}, RULES, prefix="data.")
-    if seed is None:
-        return np.arange(n)
-    return np.sort(np.random.default_rng(int(seed)).choice(available, size=n, replace=False))
 
 
 # Each source gives (ids, labels or None, read(i) -> image in [0, 1]); nothing is decoded until read.
@@ -161,14 +140,14 @@ def _read(file: Path) -> np.ndarray:
     try:
         image = io.imread(file)
     except Exception as error:  # noqa: BLE001 - decoders raise many types for a broken file
-        raise HarnessError(f"image {str(file)!r} does not decode: {str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__}") from error
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise HarnessError(f"image {str(file)!r} does not decode: {reason}") from error
     return _as_float(image, str(file))
 
 
 def _as_float(image: np.ndarray, name: str = "image") -> np.ndarray:
-    """Pixels as float32 in [0, 1], by the range of their type: 8-bit / 255, 16-bit / 65535 (what
-    img_as_float32 does for uint8 / uint16). A decoder that hands 16-bit pixels over as a wider integer
-    (Pillow's mode "I") gets the 16-bit scale too; integers beyond 16 bits are refused, not guessed."""
+    """Pixels as float32 in [0, 1] by their type's range (img_as_float32); 16-bit pixels handed over as a
+    wider integer (Pillow's mode "I") get the 16-bit scale, integers beyond 16 bits are refused."""
     from skimage.util import img_as_float32
 
     image = np.asarray(image)
@@ -191,8 +170,7 @@ def _labels(cfg, n: int) -> np.ndarray | None:
 
 def _conform_one(image: np.ndarray, image_id: str, size: tuple[int, int] | None,
                  channels: int) -> tuple[np.ndarray, bool]:
-    """Resized to the model's input size, its channels matched (grey -> RGB; an alpha channel dropped:
-    grey+alpha -> grey, RGBA -> RGB), and whether it had alpha."""
+    """Resized to the model's input size, channels matched (grey -> RGB; alpha dropped), and whether it had alpha."""
     from skimage.transform import resize
 
     image = np.asarray(image, np.float32)

@@ -1,6 +1,5 @@
-"""Progress bars that suit their stream: tqdm's live bar on a terminal, a plain line every
-`LOG_SECONDS` when the output goes to a file or a pipe (a CI log, `make reproduce > log`), where
-tqdm's carriage-return frames would pile up as one unreadable line of hundreds of updates."""
+"""Progress bars: tqdm's live bar on a terminal, a plain line every `LOG_SECONDS` on a file or a pipe
+(where tqdm's carriage-return frames would pile up as one unreadable line)."""
 from __future__ import annotations
 
 import sys
@@ -10,8 +9,7 @@ LINES_ONLY = False  # set by an entry point whose bars share a terminal with oth
 
 
 class _Lines:
-    """A text stream that turns tqdm's frames ('\\r' + bar + padding) into whole lines: one line per
-    frame that shows something new, nothing for the clearing and newline writes around them."""
+    """A text stream that turns tqdm's frames into whole lines, one per frame that shows something new."""
 
     def __init__(self, stream):
         self.stream = stream
@@ -30,8 +28,7 @@ class _Lines:
 
 
 def progress_bar(**options):
-    """`tqdm(**options)`, which on a stream that is not a terminal (`file`, default stderr), or with
-    LINES_ONLY, redraws at most every LOG_SECONDS, each time as a line of its own."""
+    """`tqdm(**options)`; off a terminal (`file`, default stderr) or with LINES_ONLY, a line every LOG_SECONDS."""
     from tqdm import tqdm
 
     stream = options.get("file") or sys.stderr

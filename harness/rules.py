@@ -1,6 +1,4 @@
-"""What a config value may be: the rule primitives each piece declares its settings with (beside
-the piece: a method's, a schedule's, the metrics', the data sources'), and `check`, which holds a
-mapping of values to them. harness.checks walks every piece's rules before a run."""
+"""What a config value may be: the rule primitives each piece declares its settings with, and `check`."""
 from __future__ import annotations
 
 import math
@@ -14,9 +12,8 @@ from harness.errors import HarnessError
 
 @dataclass(frozen=True)
 class Rule:
-    """What one config value may be: `test(value)` says whether it is, `valid` says it in words
-    ("an integer >= 1"). `rule | other` accepts what either accepts. `choices`: a rule that only
-    names allowed values, whose error reads "unknown <key> 'x'; valid: a, b"."""
+    """What one config value may be: `test(value)`, and `valid` in words ("an integer >= 1"); `rule | other`
+    accepts either. `choices`: the allowed values, whose error reads "unknown <key> 'x'; valid: a, b"."""
     test: Callable[[Any], bool]
     valid: str
     choices: tuple[Any, ...] | None = None
@@ -27,7 +24,7 @@ class Rule:
 
 
 def _bounded(low, high, above, below) -> tuple[Callable[[Any], bool], str]:
-    """The range test and its words: low <= v, v <= high, above < v, v < below (None: no bound)."""
+    """The range test and its words: low <= v <= high, above < v < below (None: no bound)."""
     bounds = [(low, ">=", lambda v: v >= low), (above, ">", lambda v: v > above),
               (high, "<=", lambda v: v <= high), (below, "<", lambda v: v < below)]
     bounds = [(bound, sign, test) for bound, sign, test in bounds if bound is not None]
@@ -69,8 +66,8 @@ Rules = Mapping[str, Rule]
 
 
 def check(values: Mapping[str, Any], rules: Rules, *, prefix: str = "", where: str = "") -> None:
-    """Each value of `values` that `rules` names (a dotted key reaches into a nested node) against its
-    rule: a HarnessError naming the key (`prefix` + key, after `where`) and what is valid."""
+    """Each value `rules` names (a dotted key reaches into a nested node) against its rule: a HarnessError
+    naming the key (`prefix` + key, after `where`) and what is valid."""
     for key, rule in rules.items():
         present, value = lookup(values, key)
         if present and not rule.test(value):

@@ -1,10 +1,8 @@
-"""TensorFlow imported without its start-up chatter, so a user sees only the harness's own lines.
+"""TensorFlow imported without its start-up chatter (the commands' entry points only, never the library).
 
-TensorFlow 2.21 writes its CUDA probing and oneDNN notices (`cudart_stub`, `cuInit`, "All log
-messages before absl::InitializeLog()") from C++ before its log level is read: TF_CPP_MIN_LOG_LEVEL
-does not silence them. So stderr's file descriptor points at /dev/null while TensorFlow is imported
-and probes its devices, then comes back; an error raised meanwhile still reaches the user, as a
-Python exception, after stderr is restored. `HARNESS_TF_LOGS=1` keeps everything (for debugging).
+TensorFlow writes its CUDA probing and oneDNN notices from C++ before TF_CPP_MIN_LOG_LEVEL is read, so
+stderr's file descriptor points at /dev/null while it is imported and probes its devices; an error
+meanwhile still reaches the user as a Python exception. `HARNESS_TF_LOGS=1` keeps everything.
 """
 from __future__ import annotations
 
@@ -29,11 +27,10 @@ def _stderr_silenced():
 
 
 def import_tensorflow_quietly() -> None:
-    """Import TensorFlow and probe its devices with stderr silenced; Python-side TF logs at ERROR.
-    Process-wide: for the commands' entry points only, never the library (docs/api.md)."""
+    """Import TensorFlow and probe its devices with stderr silenced; Python-side TF logs at ERROR."""
     if "tensorflow" in sys.modules or os.environ.get("HARNESS_TF_LOGS") == "1":
         return
-    # The C++ notices that come after start-up (oneDNN, CUDA); the commands' setting, never the package's.
+    # The C++ notices that come after start-up (oneDNN, CUDA).
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     with _stderr_silenced():
         import tensorflow as tf

@@ -195,6 +195,8 @@ def folder_verdicts(path, min_n: int = MIN_N) -> pd.DataFrame:
 def matrix(table: pd.DataFrame) -> str:
     """Per model (and experiment): methods x tests, each cell the verdict, value and CI of the test's
     first metric; `*` marks a verdict the controls call uninformative."""
+    if not len(table):
+        return "no test in this folder has a verdict (no randomization step read)"
     table = table[table["metric"].isin([t.metrics[0] for t in TESTS])]
     tests = [t.name for t in TESTS if t.name in set(table["test"])]
     jobs = [c for c in table.columns if c not in VERDICT_COLUMNS]
@@ -222,7 +224,8 @@ def main(argv: list[str]) -> int:
                                      description="pass / fail / inconclusive per method and test of a results folder")
     parser.add_argument("path", help="a run folder, a sweep folder or a reproduction folder")
     parser.add_argument("--csv", action="store_true", help="print verdicts.csv instead of the matrix")
-    parser.add_argument("--min-n", type=int, default=MIN_N, help=f"fewest images for a pass or a fail (default {MIN_N})")
+    parser.add_argument("--min-n", type=int, default=MIN_N,
+                        help=f"fewest images for a pass or a fail (default {MIN_N})")
     args = parser.parse_args(argv)
     try:
         if args.min_n < 1:
@@ -234,5 +237,5 @@ def main(argv: list[str]) -> int:
     if args.csv:
         table.to_csv(sys.stdout, index=False)
     else:
-        print(matrix(table) if len(table) else "no test in this folder has a verdict (no randomization step read)")
+        print(matrix(table))
     return 0
