@@ -14,8 +14,12 @@ import os
 import sys
 
 import hydra
+from hydra import compose, initialize_config_dir
+from hydra.core.config_store import ConfigStore
+from hydra.core.plugins import Plugins
 from omegaconf import DictConfig, OmegaConf
 
+from harness import cache, sweeps, verdicts
 from harness.checks import check_config
 from harness.config import CONFIG_DIR, group_options
 from harness.errors import HarnessError
@@ -47,8 +51,6 @@ cache of original maps), harness --hydra-help (Hydra's options).
 
 def help_text(overrides: list[str]) -> str:
     """The help page, with the config the given overrides compose."""
-    from hydra import compose, initialize_config_dir
-
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         cfg = compose(config_name="config", overrides=overrides)
     groups = "".join(f"{g}: {', '.join(group_options(g))}\n" for g in GROUPS)
@@ -67,19 +69,13 @@ def main() -> None:
         print(help_text([a for a in argv if not a.startswith("-") and "=" in a]), end="")
         return
     if argv[:1] == ["verdicts"]:  # the verdict matrix of a results folder: no Hydra, no TensorFlow
-        from harness import verdicts
-
         sys.exit(verdicts.main(argv[1:]))
     if argv[:1] == ["cache"]:  # the map cache's place and size, or `harness cache clear`: no Hydra
-        from harness import cache
-
         sys.exit(cache.main(argv[1:]))
     sys.argv = [sys.argv[0], *argv]
     # ${pid:} in the sweep folder's name: two sweeps started in the same second never share it. Cached
     # like ${now:}, so the value travels with the config to the launcher's workers.
     OmegaConf.register_new_resolver("pid", os.getpid, replace=True, use_cache=True)
-    from harness import sweeps
-
     try:
         _hydra_main()
     finally:
@@ -107,17 +103,12 @@ def check_group_choices(argv: list[str]) -> None:
 
 def launchers() -> list[str]:
     """Hydra's launchers installed here: its own `basic` and the plugins' (joblib, submitit_*)."""
-    from hydra.core.config_store import ConfigStore
-    from hydra.core.plugins import Plugins
-
     Plugins.instance()  # discovers the plugins, which register their launcher configs
     return sorted(name.removesuffix(".yaml") for name in ConfigStore.instance().list("hydra/launcher"))
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="config")
 def _hydra_main(cfg: DictConfig) -> None:
-    from harness import sweeps
-
     import_tensorflow_quietly()  # after Hydra: `--help` and bad choices answer without TensorFlow
     if sweeps.in_multirun():  # a failed job is recorded for the sweep's merge; the others go on
         sweeps.run_job(lambda: command(cfg))
@@ -130,8 +121,6 @@ def _hydra_main(cfg: DictConfig) -> None:
 
 def command(cfg: DictConfig):
     """The command of one run or sweep job; returns the run folder it wrote (None for `layers`)."""
-    from harness import sweeps
-
     check_config(cfg)  # every value, before a model is loaded or a folder made
     configure_tensorflow(sweeps.tf_threads(cfg.threads), share_gpus=sweeps.jobs_at_once() > 1)
     if cfg.command == "layers":

@@ -20,7 +20,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from harness.config import CONFIG_DIR, EXPERIMENTS_DIR
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf, open_dict
+
+from harness.config import CONFIG_DIR, EXPERIMENTS_DIR, group_defaults, model_defaults
 from harness.errors import HarnessError
 from harness.results import write_json
 
@@ -34,30 +37,28 @@ QUICK_OUT = Path("results/reproduce-quick")
 
 
 def definitions() -> dict[str, dict[str, Any]]:
-    from omegaconf import OmegaConf
-
     return {p.stem: OmegaConf.to_container(OmegaConf.load(p)) for p in sorted(EXPERIMENTS_DIR.glob("*.yaml"))}
 
 
 def compose_run(overrides: list[str], results_dir: Path, quick: bool):
     """The run's config, and the preset's `experiment:` block (title, optional, how_to_provide) taken
     out of it: it describes the preset, so it stays out of the run's key."""
-    from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf, open_dict
-
     extra = [f"results_dir={results_dir}"] + (QUICK_OVERRIDES if quick else [])
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         cfg = compose(config_name="config", overrides=[*overrides, *extra])
     with open_dict(cfg):
         preset = OmegaConf.to_container(cfg.pop("experiment", None) or OmegaConf.create({}), resolve=True)
-    if quick and cfg.get("methods"):
+    if not quick:
+        return cfg, preset
+    if cfg.get("methods"):
         cfg.methods = [_shrunk(name) for name in cfg.methods]
-    if quick and "samples" in (cfg.get("schedule") or {}):  # sMPRT's noisy copies
-        cfg.schedule.samples = min(cfg.schedule.samples, QUICK_METHOD_PARAMS["samples"])
-    if quick and cfg.get("model"):
+    schedule = cfg.get("schedule") or {}
+    if "samples" in schedule:  # sMPRT's noisy copies
+        schedule.samples = min(schedule.samples, QUICK_METHOD_PARAMS["samples"])
+    if schedule.get("donor_model"):
+        schedule.donor_model = _early_donor(str(schedule.donor_model))
+    if cfg.get("model"):
         cfg.model.source = _early_snapshot(str(cfg.model.source))
-    if quick and (cfg.get("schedule") or {}).get("donor_model"):
-        cfg.schedule.donor_model = _early_donor(str(cfg.schedule.donor_model))
     return cfg, preset
 
 
@@ -71,9 +72,6 @@ def about(definition: dict[str, Any]) -> dict[str, Any]:
 
 def _shrunk(entry: Any) -> dict[str, Any]:
     """A method entry (a name, or a mapping with `name`) with its sample / step counts cut down."""
-    from harness.config import group_defaults
-    from omegaconf import OmegaConf
-
     given = {"name": entry} if isinstance(entry, str) else OmegaConf.to_container(entry)
     params = group_defaults("method", given["name"]) | given
     return params | {k: min(v, QUICK_METHOD_PARAMS[k]) for k, v in params.items() if k in QUICK_METHOD_PARAMS}
@@ -90,8 +88,6 @@ def _early_snapshot(source: str) -> str:
 
 def _early_donor(name: str) -> str:
     """A quick run's donor model config name (`mnist_cnn_randlabels_authors` -> `...@1200`)."""
-    from harness.config import model_defaults
-
     source = str(model_defaults(name).get("source") or "")
     early = _early_snapshot(source)
     return name if early == source else f"{name.partition('@')[0]}@{early.rpartition('@')[2]}"
@@ -125,8 +121,6 @@ def run_experiment(name: str, definition: dict[str, Any], out: Path, quick: bool
 
 def _segmentation_figures(folder: Path, cfg, settings: dict[str, Any]) -> None:
     """`<folder>/segmentation-figures/explained.npz` for the last run's model and (at most data.count) images."""
-    from omegaconf import OmegaConf
-
     from harness.segmentation_figures import write
 
     model, data = (OmegaConf.to_container(cfg[key], resolve=True) for key in ("model", "data"))
@@ -137,8 +131,6 @@ def _segmentation_figures(folder: Path, cfg, settings: dict[str, Any]) -> None:
 def builtin_models(names: list[str], known: dict[str, dict[str, Any]], extra: list[str], quick: bool) -> list[str]:
     """The built-in models the experiments load, in run order (models and donor models); a run that does
     not compose is left out (its experiment reports it)."""
-    from harness.config import model_defaults
-
     found = []
     for name in names:
         for overrides in known[name].get("runs") or []:

@@ -18,7 +18,12 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pandas as pd
+import yaml
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
+from hydra.types import RunMode
 
 from harness.errors import HarnessError
 from harness.results import RECORD, SCORES, SUMMARY, VERDICTS, atomic_write, read_table, write_csv, write_json
@@ -39,9 +44,6 @@ _PENDING: list[Path] = []
 
 def sweep_jobs(config: Any) -> list[list[str]]:
     """Every job's overrides, in job-number order, as Hydra's basic sweeper expands them."""
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
     params = config.hydra.sweeper.get("params") or {}
     arguments = [f"{k}={v}" for k, v in params.items()] + list(config.hydra.overrides.task)
     overrides = OverridesParser.create().parse_overrides(arguments)
@@ -150,8 +152,6 @@ def read_jobs(sweep_dir: Path) -> list[dict[str, Any]]:
 
 
 def _hydra_overrides(folder: Path) -> list[str]:
-    import yaml
-
     path = folder / ".hydra" / "overrides.yaml"
     try:
         return [str(o) for o in yaml.safe_load(path.read_text()) or []]
@@ -175,16 +175,11 @@ def _failure(folder: Path) -> str:
 
 
 def in_multirun() -> bool:
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
 def run_job(work: Callable[[], Path]) -> None:
     """Run one sweep job and leave its outcome in the job folder: the run folder or the error line."""
-    from hydra.core.hydra_config import HydraConfig
-
     hydra = HydraConfig.get()
     folder = Path(hydra.runtime.output_dir)
     folder.mkdir(parents=True, exist_ok=True)
@@ -233,8 +228,6 @@ def jobs_at_once() -> int:
     """How many jobs of this process's sweep run at once on this machine (1 outside a sweep)."""
     if not in_multirun():
         return 1
-    from hydra.core.hydra_config import HydraConfig
-
     hydra = HydraConfig.get()
     listed = Path(hydra.sweep.dir) / JOBS
     total = len(read_jobs(listed.parent)) if listed.is_file() else os.cpu_count() or 1
