@@ -153,10 +153,20 @@ def train(recipe: Recipe):
     model.compile(optimizer=keras.optimizers.Adam(recipe.learning_rate),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
     true_labels = recipe.labels == "true"
-    callbacks = [] if true_labels else [_stop_at_accuracy(recipe.target_train_accuracy, x_train, y_train)]
+
+    class StopAtAccuracy(keras.callbacks.Callback):
+        """Stops once the weights' accuracy on the training set reaches the target: the epoch's running
+        accuracy can overstate it while memorization is unstable, so it only decides when to measure."""
+
+        def on_epoch_end(self, epoch, logs=None):
+            target = recipe.target_train_accuracy
+            if (logs or {}).get("accuracy", 0.0) >= target and mnist.accuracy(self.model, x_train, y_train) >= target:
+                self.model.stop_training = True
+
     start = time.perf_counter()
     history = model.fit(x_train, y_train, batch_size=recipe.batch_size, shuffle=True, verbose=0,
-                        epochs=recipe.epochs if true_labels else recipe.max_epochs, callbacks=callbacks)
+                        epochs=recipe.epochs if true_labels else recipe.max_epochs,
+                        callbacks=[] if true_labels else [StopAtAccuracy()])
     seconds = time.perf_counter() - start
     metrics = {
         "train_accuracy": mnist.accuracy(model, x_train, y_train),
@@ -167,17 +177,3 @@ def train(recipe: Recipe):
         "test_size": int(len(x_test)),
     }
     return model, initializers, metrics
-
-
-def _stop_at_accuracy(target: float, x, y):
-    """A callback that stops training once the model's accuracy on (x, y) reaches `target`. The
-    epoch's running accuracy can overstate the final weights' while memorization is unstable, so it
-    only decides when to evaluate (a forward pass over the training set)."""
-    import keras
-
-    class StopAtAccuracy(keras.callbacks.Callback):
-        def on_epoch_end(self, epoch, logs=None):
-            if (logs or {}).get("accuracy", 0.0) >= target and mnist.accuracy(self.model, x, y) >= target:
-                self.model.stop_training = True
-
-    return StopAtAccuracy()

@@ -19,6 +19,7 @@ import hashlib
 import json
 import os
 import re
+import signal
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
@@ -277,12 +278,6 @@ def set_op_determinism(on: bool) -> None:
     (config.enable_op_determinism if on else config.disable_op_determinism)()
 
 
-def regularization_loss(model) -> float:
-    import tensorflow as tf
-
-    return float(tf.add_n(model.losses)) if model.losses else 0.0
-
-
 def device_name() -> str:
     """The GPU's name when TensorFlow sees one (it then trains there), else the CPU model and cores."""
     import tensorflow as tf
@@ -297,6 +292,15 @@ def device_name() -> str:
 
 
 # -- training ----------------------------------------------------------------------------------------
+def stop_on_sigterm():
+    """`kill` stops training as Ctrl-C does (a KeyboardInterrupt: the checkpoint is written); returns
+    the previous handler. Signal handlers live in the main thread only."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    return signal.signal(signal.SIGTERM, interrupt)
+
+
 CHUNK = 100                  # steps per compiled call (one Python round trip per chunk)
 CHECKPOINT_SECONDS = 120.0   # the rolling checkpoint is rewritten at most this often (and at the end)
 

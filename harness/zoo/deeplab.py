@@ -1,15 +1,8 @@
-"""DeepLab-style segmentation networks (Chen et al., "Encoder-Decoder with Atrous Separable
-Convolution", ECCV 2018: DeepLab v3+) as Keras functional models with per-pixel logits.
-
-- `small_deeplab`: the built-in scene segmenter (harness.zoo.segmenter): a strided encoder to 1/8,
-  an ASPP block of parallel dilated convolutions (`aspp_concat`), a decoder that upsamples and
-  concatenates the 1/4 skip (`decoder_relu`), logits upsampled to the input.
-- `deeplabv3plus`: DeepLab v3+ on a `keras.applications` ResNet backbone (output stride 16), random
-  weights or a local weights file.
-
-Layer names follow MATLAB's DeepLab v3+ example where a counterpart exists (its `catAspp` is
-`aspp_concat` here, its `dec_relu1` our `decoder_relu`), so the feature layers compared there can be
-compared here. Every layer is top-level (no nested models), so Grad-CAM reaches each by name.
+"""DeepLab v3+ style segmentation networks (Chen et al., ECCV 2018) as Keras functional models with
+per-pixel logits: `small_deeplab` (the built-in scene segmenter) and `deeplabv3plus` (on a
+keras.applications ResNet). Layer names follow MATLAB's DeepLab v3+ example where a counterpart
+exists (`aspp_concat` its `catAspp`, `decoder_relu` its `dec_relu1`); every layer is top-level, so
+Grad-CAM reaches each by name (docs/segmentation.md).
 """
 from __future__ import annotations
 

@@ -179,8 +179,10 @@ def _side_by_side(groups: list[list[str]], slots: int, threads: int) -> None:
     """Each trajectory in a `python -m harness.zoo.prepare` process, `slots` at a time, longest first."""
     waiting, running = list(groups), []
     # `kill` stops the workers too (each writes its checkpoint), as Ctrl-C does, not only this process.
-    main = threading.current_thread() is threading.main_thread()  # signal handlers live there only
-    previous = signal.signal(signal.SIGTERM, _interrupt) if main else None
+    from harness.zoo import budget
+
+    main = threading.current_thread() is threading.main_thread()
+    previous = budget.stop_on_sigterm() if main else None
     try:
         while waiting or running:
             while waiting and len(running) < slots:
@@ -199,10 +201,6 @@ def _side_by_side(groups: list[list[str]], slots: int, threads: int) -> None:
             process.wait()
         if main:
             signal.signal(signal.SIGTERM, previous)
-
-
-def _interrupt(signum, frame):
-    raise KeyboardInterrupt
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -225,8 +223,9 @@ def main(argv: list[str] | None = None) -> None:
         return
     progress.LINES_ONLY = True  # bars of trainings side by side would overwrite each other's line
     from harness import zoo
+    from harness.zoo import budget
 
-    signal.signal(signal.SIGTERM, _interrupt)  # stopped by the parent: checkpoint, as on Ctrl-C
+    budget.stop_on_sigterm()  # stopped by the parent: checkpoint, as on Ctrl-C
     try:
         for name in args.names:
             zoo.model_path(name, log=lambda line: print(line, flush=True))

@@ -1,16 +1,11 @@
-"""The random-label shortcut judged against the authors' random-label recipe, never against the paper.
+"""The random-label shortcut judged against the authors' random-label recipe (docs/random-labels.md).
 
-Input: result folders of the data randomization experiment (`data_randomization_cnn` /
-`data_randomization_mlp`, or `python -m harness.reproduce data_randomization`) run once per donor
-model, e.g. with `schedule.donor_model=` `mnist_cnn_randlabels_authors`, `..._authors_seed1` and the
-shortcut `mnist_cnn_randlabels`. Each run's donor is read from its run.json (`model.donor`: the
-donor's name, steps, training and held-out accuracy), not from folder names.
-
-Per true-label model and method, for |Spearman| and signed Spearman after the random-label step: the
-three donors' means [95 % CI] side by side with the paper's value, the seed-to-seed spread
-`|seed 1 - seed 0|` and the shortcut's distance `|shortcut - seed 0|`; the shortcut is *within*
-when its distance is at most the spread, for both metrics (the rule of
-`harness.zoo.study.recipe_agreement`, on the one step of this test).
+Input: result folders of the data randomization experiment run once per donor model (the authors'
+recipe from seeds 0 and 1, and the shortcut); each run's donor is read from its run.json
+(`model.donor`). Per true-label model, method and metric (|Spearman|, signed) after the random-label
+step: the donors' means beside the paper's value, the seeds' spread `|seed 1 - seed 0|` and the
+shortcut's distance `|shortcut - seed 0|`; the shortcut is *within* where distance <= spread for
+both metrics (`harness.zoo.study.recipe_agreement`'s rule, on this test's one step).
 
     python -m harness.zoo.randlabel_study results/dr-authors results/dr-authors-seed1 results/dr-shortcut
 """
@@ -68,15 +63,11 @@ def compare(cells: pd.DataFrame, model: str, reference: str, replicate: str, can
     table["spread"] = (table["seed1"] - table["seed0"]).abs()
     table["distance"] = (table["shortcut"] - table["seed0"]).abs()
     table["within"] = table["distance"] <= table["spread"]
-    table["paper"] = [_paper(lookup(model, SCHEDULE, metric, families[method], RANDOM_LABELS))
-                      for method, metric in table.index]
+    references = [lookup(model, SCHEDULE, metric, families[method], RANDOM_LABELS) for method, metric in table.index]
+    table["paper"] = ["" if ref is None else ref.text for ref in references]
     order = {m: i for i, m in enumerate(dict.fromkeys(ours["method"]))}
     return table.reset_index().sort_values(["method", "metric"], key=lambda c: c.map(order) if c.name == "method"
                                            else c, ignore_index=True)
-
-
-def _paper(ref) -> str:
-    return "" if ref is None else ref.text
 
 
 def verdict(table: pd.DataFrame) -> pd.Series:
@@ -139,13 +130,9 @@ def main(argv: list[str] | None = None) -> None:
         print(donors_line(cells, model, donors))
         print(markdown(table))
         within = verdict(table)
-        answers = ", ".join(f"{method} {_yes(ok)}" for method, ok in within.items())
+        answers = ", ".join(f"{method} {'yes' if ok else 'no'}" for method, ok in within.items())
         print(f"shortcut {donors[2]} within the seeds' spread for every metric: {answers}; "
-              f"all methods: {_yes(bool(np.all(within)))}")
-
-
-def _yes(ok: bool) -> str:
-    return "yes" if ok else "no"
+              f"all methods: {'yes' if np.all(within) else 'no'}")
 
 
 if __name__ == "__main__":

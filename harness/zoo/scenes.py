@@ -1,10 +1,8 @@
 """MNIST scenes: a deterministic segmentation dataset made from the shipped MNIST digits.
 
-Each scene is a 64x64 canvas with 1-4 digits at random positions and scales (20-36 px) on a noisy,
-smoothly textured background. Every pixel is labelled: 0 background, 1 + d for a stroke of digit d
-(its rescaled intensity above one half), so 11 classes. Training scenes draw their digits from the
-MNIST training split, held-out scenes from the held-out split (`harness.zoo.mnist.load_split`): a
-held-out scene shows only digits the network never saw. The same seed gives the same scenes.
+A 64x64 canvas with 1-4 digits at random positions and scales on a noisy, smoothly textured
+background; every pixel labelled 0 (background) or 1 + d (a stroke of digit d): 11 classes. Held-out
+scenes show only digits of the held-out split (`harness.zoo.mnist.load_split`). docs/segmentation.md.
 """
 from __future__ import annotations
 
@@ -27,14 +25,14 @@ def class_colors() -> list[tuple[float, float, float]]:
     return [(0.0, 0.0, 0.0)] + [tuple(float(c) for c in colormaps["tab10"](d)[:3]) for d in range(10)]
 
 
-def make_scenes(count: int, split: str = "train", seed: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+def make_scenes(count: int, split: str = "train") -> tuple[np.ndarray, np.ndarray]:
     """(images [count, 64, 64, 1] float32 in [0, 1], labels [count, 64, 64] int32) from the digits of
     MNIST split `split` (train | held_out)."""
     from harness.zoo import mnist
 
     x_train, y_train, x_test, y_test = mnist.load_split()
     digits, labels = (x_train, y_train) if split == "train" else (x_test, y_test)
-    rng = np.random.default_rng((TRAIN_SEED if split == "train" else HELD_OUT_SEED) if seed is None else seed)
+    rng = np.random.default_rng(TRAIN_SEED if split == "train" else HELD_OUT_SEED)
     images = np.empty((count, SIZE, SIZE, 1), np.float32)
     masks = np.empty((count, SIZE, SIZE), np.int32)
     for i in range(count):

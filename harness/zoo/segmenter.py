@@ -71,8 +71,7 @@ def snapshot_path(base: str, recipe: SegRecipe, steps: int) -> Path:
 
 
 def model_path(name: str, recipe: SegRecipe, log: Callable[[str], None] = print) -> Path:
-    """The cached SavedModel of `NAME[@STEPS]`, trained first if needed (one trainer at a time).
-    `HARNESS_ZOO_MAX_STEPS` limits the steps as for the step-budget models (harness.zoo.budget)."""
+    """The cached SavedModel of `NAME[@STEPS]`, trained first if needed (one trainer at a time)."""
     from harness.zoo.budget import check_step_limit
 
     base = name.partition("@")[0]
@@ -94,21 +93,16 @@ def model_path(name: str, recipe: SegRecipe, log: Callable[[str], None] = print)
     return built_once(snapshot_path(base, recipe, steps), f"{base}@{steps}", build)
 
 
-def train(recipe: SegRecipe, steps: int | None = None,
-          export_on_the_way: Callable[[int, object, dict], None] | None = None):
-    """(Keras model, metrics) after `steps` (an epoch boundary; default: the whole recipe).
-
-    The learning rate decays over the whole recipe whatever `steps` is, and the data order of an
-    epoch does not depend on how many follow, so a shorter training is the longer one's beginning
-    (`test_a_snapshot_is_the_full_trainings_state_at_that_step`). The recipe's snapshots reached
-    before `steps` go to `export_on_the_way(steps, model, metrics)`.
-    """
+def train(recipe: SegRecipe, steps: int, export_on_the_way: Callable[[int, object, dict], None]):
+    """(Keras model, metrics) after `steps` (an epoch boundary). The learning rate decays over the
+    whole recipe and an epoch's data order does not depend on how many follow, so a shorter training
+    is the longer one's beginning. The recipe's snapshots before `steps` go to
+    `export_on_the_way(steps, model, metrics)`."""
     import keras
     import tensorflow as tf
 
     from harness.zoo import deeplab, scenes
 
-    steps = recipe.steps if steps is None else steps
     keras.utils.set_random_seed(recipe.seed)
     tf.config.experimental.enable_op_determinism()
     x, y = scenes.make_scenes(recipe.scenes, "train")
@@ -127,7 +121,7 @@ def train(recipe: SegRecipe, steps: int | None = None,
     class Snapshots(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
             at = (epoch + 1) * recipe.steps_per_epoch
-            if export_on_the_way and at in recipe.snapshots and at < steps:
+            if at in recipe.snapshots and at < steps:
                 paused = time.perf_counter()
                 export_on_the_way(at, self.model, metrics_now(at))
                 not_training[0] += time.perf_counter() - paused

@@ -1,19 +1,13 @@
-"""The training-budget study's table and figure, from `python -m harness.reproduce training_budget`'s runs.
+"""The training-budget study's table, figure and recipe comparison (docs/training-budget.md).
 
-For each snapshot of a step-budget CNN recipe (`mnist_cnn_authors@STEPS`, `mnist_cnn_fast@STEPS`): |Spearman| between the
-trained model's map and the map after the first cascading step (the logits randomized), per method,
-with its 95 % CI; the snapshot's held-out accuracy; and the maps' shared-near-zero fraction: the share
-of pixels that are near zero in both maps (a shared flat region adds tied ranks to both maps and
-raises their rank correlation whatever the rest of the map does).
+Per snapshot of a step-budget CNN recipe (`mnist_cnn_authors@STEPS`, ...) and method: |Spearman|
+between the trained model's map and the map after the logits' randomization [95 % CI], the held-out
+accuracy, and the share of pixels near zero in both maps (shared flat regions add tied ranks and raise
+a rank correlation whatever the rest of the map does; over the kept maps, `maps_to_keep` in
+conf/experiment/training_budget.yaml). `recipe_agreement` judges a cheaper recipe over whole
+cascading curves against the authors' recipe's seed-to-seed spread.
 
     python -m harness.zoo.study results/reproduce/training_budget   # table, figure, recipe comparison
-
-A cheaper recipe is compared with the authors' recipe at its full budget over whole cascading curves:
-its largest gap to the seed-0 curve against the largest gap between seed 0 and seed 1 of the
-authors' recipe (`recipe_agreement`).
-
-The near-zero fraction needs every image's maps: the experiment keeps them (`maps_to_keep: 100` in
-conf/experiment/training_budget.yaml); with fewer kept maps it is over the kept images only (`n_maps`).
 """
 from __future__ import annotations
 
@@ -66,20 +60,17 @@ def budget_table(folder: Path, step: int = 1, threshold: float = NEAR_ZERO) -> p
             entry = {"model": model, "recipe": recipe, "steps": steps, "method": row["variant"], "block": row["block"],
                      "spearman_abs": row["mean"], "ci_low": row["ci_low"], "ci_high": row["ci_high"],
                      "n": row["n"], "held_out_accuracy": accuracy}
-            if maps is not None and maps_key(row["variant"], 0) in maps.files and maps_key(row["variant"], step) in maps.files:
-                reference, other = maps[maps_key(row["variant"], 0)], maps[maps_key(row["variant"], step)]
+            keys = maps_key(row["variant"], 0), maps_key(row["variant"], step)
+            if maps is not None and set(keys) <= set(maps.files):
+                reference, other = maps[keys[0]], maps[keys[1]]
                 entry |= {"shared_near_zero": float(shared_near_zero(reference, other, threshold).mean()),
                           "trained_near_zero": float(near_zero(reference, threshold).mean()),
                           "n_maps": int(len(reference))}
             rows.append(entry)
     if not rows:
         return pd.DataFrame()
+    # Recipes and methods in the order the experiment lists them, steps ascending.
     table = pd.DataFrame(rows)
-    return _sorted(table)
-
-
-def _sorted(table: pd.DataFrame) -> pd.DataFrame:
-    """Recipes and methods in the order the experiment lists them, steps ascending."""
     order = {c: {v: i for i, v in enumerate(dict.fromkeys(table[c]))} for c in ("recipe", "method")}
     return table.sort_values(["recipe", "method", "steps"], key=lambda c: c.map(order[c.name]) if c.name in order else c,
                              ignore_index=True)
@@ -146,10 +137,7 @@ def budget_figure(table: pd.DataFrame, path: Path) -> Path:
     handles += [Line2D([], [], color="black", linestyle=line, marker=marker, label=r)
                 for r, (line, marker) in styles.items()]
     ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    ax.set_xscale("log")
-    ax.set_xlabel("training steps")
-    ax.set_ylabel("|Spearman| after randomizing the logits")
-    ax.set_ylim(0, 1)
+    ax.set(xscale="log", xlabel="training steps", ylabel="|Spearman| after randomizing the logits", ylim=(0, 1))
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -4,15 +4,13 @@
     python -m harness.zoo.train mnist_cnn_authors --until 15000   # stop at 15,000 (resume later)
     python -m harness.zoo.train --list                            # recipes, snapshots and checkpoints
 
-Stopping it (Ctrl-C, kill) loses at most the steps since the last checkpoint (written every
-`--checkpoint-seconds` and at every snapshot); the next invocation continues from there and ends
-with the same weights as an uninterrupted training. Models and checkpoints go to the harness's
-cache (`$HARNESS_CACHE_DIR`, else ~/.cache/saliency-harness).
+Stopping it (Ctrl-C, kill) loses at most the steps since the last checkpoint; the next invocation
+continues from there and ends with the same weights as an uninterrupted training. Models and
+checkpoints go to the harness's cache (`$HARNESS_CACHE_DIR`, else ~/.cache/saliency-harness).
 """
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 import time
 
@@ -35,27 +33,24 @@ def main(argv: list[str] | None = None) -> None:
     from harness import zoo
     from harness.zoo import budget
 
-    def terminate(signum, frame):  # `kill`: stop as Ctrl-C does, after writing a checkpoint
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, terminate)
+    budget.stop_on_sigterm()
     try:
         if args.list or not args.name:
             for name, recipe in sorted(zoo.RECIPES.items()):
                 if isinstance(recipe, budget.StepRecipe):
                     latest = budget.best_checkpoint(budget.state_dir(name, recipe), 10**12)
-                    at = budget.checkpoint_step(latest) if latest else 0
-                    print(f"{name}: budget {recipe.steps} steps, checkpoint at {at}, snapshots "
+                    print(f"{name}: budget {recipe.steps} steps, checkpoint at "
+                          f"{budget.checkpoint_step(latest) if latest else 0}, snapshots "
                           f"{budget.available_snapshots(name, recipe) or 'none'}")
             return
         base, recipe, steps = budget.parse_name(zoo.canonical(args.name), zoo.RECIPES)
-        until = args.until if args.until is not None else steps
         options = {"jit_compile": args.jit}
         if args.checkpoint_seconds is not None:
             options["checkpoint_seconds"] = args.checkpoint_seconds
         began = time.perf_counter()
         with budget.trainer_lock(base, print):
-            _, step, history = budget.train_until(base, recipe, until, log=print, **options)
+            _, step, history = budget.train_until(base, recipe, steps if args.until is None else args.until,
+                                                  log=print, **options)
         segment = history[-1] if history and history[-1]["to"] == step else None
         rate = (f", {(segment['to'] - segment['from']) / segment['seconds']:.2f} steps/s in this run"
                 if segment and segment["seconds"] else "")
