@@ -1,20 +1,13 @@
 """Saliency methods, one family per file, registered by name; the registry is the only list of methods.
 
-Contract: `method(model, images, targets, rng, params) -> maps`, where images are in the model's
-input space, targets are explicit class indices (the runner resolves argmax/original/label), rng is
-a seeded numpy Generator (the only source of randomness), and maps are float32 [batch, H, W, C]
+Contract: `method(model, images, targets, rng, params) -> maps`: images in the model's input space,
+explicit target classes, a seeded numpy Generator as the only randomness, float32 maps [batch, H, W, C]
 (Grad-CAM, CAM and XRAI repeat their 2-D map in every channel). `params` is the method's config minus
-`name`, plus the model's `gradcam_endpoint`; unknown settings are errors. Methods know nothing of
-schedules.
+`name`, plus the runner's keys (`RUNNER_KEYS`); unknown settings are errors.
 
-Adding a method is one file plus one config: a module in this package whose function is decorated
-with `@register("name", ...)` (every module here is imported when the registry is first asked), and
-`conf/method/name.yaml`, the one place its default settings live (`register` reads them). What each
-setting may be is `setting_rules()`'s, by the setting's name (`samples` means the same everywhere); a
-setting of a new name declares its rule in `register(..., rules={...})` (tests/test_config_checks.py
-checks every setting of every method has one). What the benchmark and the tests need to know of a
-method travels with its registration (`MethodSpec`): PAIR's map of one image (the reference
-`harness.oracle` compares with), the model rows one image costs, and quick settings.
+Adding a method: a module here with a function decorated `@register("name", ...)` and
+`conf/method/name.yaml`, the one place its defaults live. A setting's rule is `setting_rules()`'s, by
+name; a new setting name declares its rule in `register(..., rules={...})` (tests/test_config_checks.py).
 """
 from __future__ import annotations
 
@@ -32,14 +25,12 @@ from harness.errors import HarnessError
 from harness.batching import rows_per_call  # noqa: F401  (the methods call it as methods.rows_per_call)
 
 Method = Callable[..., np.ndarray]
-# reference(pair, x, call_model_function, call_model_args, s) -> PAIR's map of the one image x with
-# settings s, [H, W, C] (pair: `saliency.core`, as `harness.oracle` hands it over).
+# reference(pair, x, call_model_function, call_model_args, s) -> PAIR's [H, W, C] map of the one image x.
 Reference = Callable[..., np.ndarray]
 # rows(s, image_shape) -> (forward+backward rows, forward-only rows) the method costs per image.
 Rows = Callable[[Mapping[str, Any], tuple[int, ...]], tuple[int, int]]
 OUTPUTS = ("logit", "probability")
-# Keys the runner adds to every method's parameters.
-RUNNER_KEYS = ("gradcam_endpoint",)
+RUNNER_KEYS = ("gradcam_endpoint",)  # added by the runner to every method's parameters
 
 
 def one_gradient_row(s: Mapping[str, Any], image_shape: tuple[int, ...]) -> tuple[int, int]:
@@ -67,12 +58,8 @@ _SPECS: dict[str, MethodSpec] = {}
 def register(name: str, *, reference: Reference | None = None, rows: Rows = one_gradient_row,
              quick: Mapping[str, Any] | None = None, stochastic: bool = False,
              sequential: bool = False, rules: Mapping[str, Rule] | None = None) -> Callable[[Method], Method]:
-    """Register `fn(model, x, targets, rng, s)` as method `name` under the contract above.
-
-    The defaults are conf/method/<name>.yaml's settings (the paper's where it has them, else PAIR's).
-    The registered callable validates `params` against them into the settings `s`, resolves
-    `max_batch`, converts images to float32 and targets to int32, and returns float32 maps.
-    """
+    """Register `fn(model, x, targets, rng, s)` as method `name`, with conf/method/<name>.yaml's defaults:
+    the registered callable checks `params` into `s`, resolves `max_batch` and converts to float32 / int32."""
     defaults = config_defaults(name)
 
     def add(fn: Method) -> Method:
@@ -103,13 +90,11 @@ def config_defaults(name: str) -> dict[str, Any]:
     return config
 
 
-# Settings a family's methods share, with their rules, declared by the family (`shared_settings`).
 _FAMILY_RULES: dict[str, Rule] = {}
 
 
 def shared_settings(**rules: Rule) -> None:
-    """Declare the rules of settings a family's methods take (its baselines, its algorithms): the
-    family names its own choices, and this registry never imports a family by name."""
+    """Declare the rules of settings a family's methods share (so this registry imports no family by name)."""
     _FAMILY_RULES.update(rules)
 
 
@@ -150,11 +135,14 @@ def rules(name: str) -> dict[str, Rule]:
     return {key: shared[key] for key in (*spec.defaults, *RUNNER_KEYS) if key in shared} | dict(spec.rules)
 
 
+def _unknown(params: Mapping[str, Any], defaults: Mapping[str, Any]) -> list[str]:
+    return sorted(set(params) - set(defaults) - set(RUNNER_KEYS))
+
+
 def settings(method: str, params: Mapping[str, Any] | None, defaults: Mapping[str, Any]) -> dict[str, Any]:
     """The method's defaults overridden by `params`; unknown keys and values its rules refuse are errors."""
     params = dict(params or {})
-    unknown = sorted(set(params) - set(defaults) - set(RUNNER_KEYS))
-    if unknown:
+    if unknown := _unknown(params, defaults):
         raise HarnessError(f"unknown setting(s) {', '.join(unknown)} for method {method}; "
                            f"valid: {', '.join(sorted(defaults))}")
     merged = {**defaults, **params}
@@ -163,22 +151,14 @@ def settings(method: str, params: Mapping[str, Any] | None, defaults: Mapping[st
 
 
 def check_entry(entry: Mapping[str, Any], prefix: str) -> None:
-    """A run config's method entry (`name`, an optional `label`, settings) before anything runs; errors
-    name the key as the config does (`prefix`: `method.` or `methods[2].`)."""
+    """Check a run config's method entry (`name`, optional `label`, settings); `prefix`: `method.` or `methods[2].`."""
     name = entry["name"]
-    get(name)
+    valid = spec(name).defaults
     params = {k: v for k, v in entry.items() if k not in ("name", "label")}
-    unknown = sorted(set(params) - set(defaults(name)) - set(RUNNER_KEYS))
-    if unknown:
-        raise HarnessError(f"unknown setting {prefix}{unknown[0]} of method {name}; valid: {', '.join(sorted(defaults(name)))}")
+    if unknown := _unknown(params, valid):
+        raise HarnessError(f"unknown setting {prefix}{unknown[0]} of method {name}; valid: {', '.join(sorted(valid))}")
     check(entry, {"label": NULL | TEXT}, prefix=prefix)
     check(params, rules(name), prefix=prefix)
-
-
-def choose(method: str, key: str, value: Any, valid: tuple[str, ...]) -> str:
-    if value not in valid:
-        raise HarnessError(f"method {method}: unknown {key} {value!r}; valid: {', '.join(valid)}")
-    return value
 
 
 def get(name: str) -> Method:
@@ -205,6 +185,6 @@ def names() -> list[str]:
 
 
 def _load_families() -> None:
-    """Import every module of this package: importing a family module registers its methods."""
+    """Import every family module of this package, which registers its methods."""
     for module in pkgutil.iter_modules(__path__):
         importlib.import_module(f"{__name__}.{module.name}")

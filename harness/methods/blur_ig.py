@@ -1,20 +1,13 @@
 """Blur IG (Xu et al. 2020): Integrated Gradients along a path of increasingly blurred images.
 
-PAIR's `BlurIG.GetMask` is the reference (sigmas i * max_sigma / steps, or their square roots; the
-path point of step i is the image blurred by sigma_i; the path's derivative is the finite difference
-(blur(sigma_i + grad_step) - blur(sigma_i)) / grad_step; the map is -sum_i dsigma_i * derivative_i *
-gradient_i). Why not call it: it runs scipy's `gaussian_filter` twice per step and image (a 401-tap
-kernel at sigma 50, ~0.1 s at 299 x 299 on one core) and the model once per image. Here:
-
-- the blur is separable and linear: a few float32 matrix products per step (`BlurPath`, in
-  TensorFlow), the same linear map as PAIR's `gaussian_filter(mode="constant")`: scipy's truncated
-  kernel (radius int(4 sigma + 0.5), normalized over its taps) and zeros beyond the border;
-- the path derivative is formed from the difference of the two filters, in float64, so it does not
-  lose digits by subtracting two blurred float32 images (PAIR does: its derivative carries ~1e-4
-  relative rounding noise, so the tests compare with PAIR run in float64);
-- all path points of all images go through the model's batched gradient kernel, `max_batch` rows
-  per call, and each step is weighed by its own sigma increment (PAIR weighs a whole batch by its
-  last step's increment, which is the same only for evenly spaced sigmas).
+PAIR's `BlurIG.GetMask` is the reference: sigma_i = i * max_sigma / steps (or its square root), path
+point i the image blurred by sigma_i, derivative (blur(sigma_i + grad_step) - blur(sigma_i)) /
+grad_step, map -sum_i dsigma_i * derivative_i * gradient_i. Not called because it filters twice per
+step and image (~0.1 s at sigma 50, 299 x 299) and calls the model per image. Here the blur is
+`gaussian_filter(mode="constant")` as separable float32 matrix products in TensorFlow (`BlurPath`),
+the derivative is formed from the filters' difference in float64 (PAIR's subtraction of two float32
+images carries ~1e-4 relative noise: the tests compare with PAIR in float64), all path points go
+through the batched gradient kernel, and each step is weighed by its own sigma increment.
 """
 from __future__ import annotations
 
@@ -23,7 +16,6 @@ import functools
 import numpy as np
 import tensorflow as tf
 
-from harness.errors import HarnessError
 from harness.methods import register
 from harness.methods.integrated import add_by_image, row_parts
 from harness.methods.kernels import input_gradients
@@ -33,33 +25,20 @@ TRUNCATE = 4.0  # scipy's gaussian_filter default: the kernel reaches int(4 sigm
 
 def sigmas(steps: int, max_sigma: float, sqrt: bool) -> np.ndarray:
     """PAIR's steps + 1 sigmas, from 0 to max_sigma."""
-    if steps < 1:
-        raise HarnessError(f"method blur_ig: steps must be >= 1, got {steps}")
     if sqrt:
         return np.array([np.sqrt(float(i) * max_sigma / float(steps)) for i in range(steps + 1)])
     return np.array([float(i) * max_sigma / float(steps) for i in range(steps + 1)])
 
 
-def radius(sigma: float) -> int:
-    return int(TRUNCATE * float(sigma) + 0.5)
-
-
-def gaussian_matrix(sigma: float, size: int) -> np.ndarray:
-    """[size, size] float64: scipy's `gaussian_filter1d(mode="constant")` along one axis as a matrix
-    (the truncated kernel, normalized over its taps; zeros beyond the border). sigma 0: identity,
-    as PAIR skips the blur there."""
-    return gaussian_matrices(np.array([sigma], np.float64), size)[0]
-
-
 def gaussian_matrices(sigmas: np.ndarray, size: int) -> np.ndarray:
-    """[k, size, size] float64: `gaussian_matrix` of every sigma, built at once (a Toeplitz matrix
-    per sigma, from one row of kernel taps per sigma: one exp over [k, size] values, where one
-    scipy `toeplitz` per sigma, 3,000 per call, took 0.07 s of a 0.45 s Blur IG call on the MNIST CNN)."""
+    """[k, size, size] float64: per sigma, scipy's `gaussian_filter1d(mode="constant")` along one axis as a
+    Toeplitz matrix (the truncated kernel normalized over its taps, zeros beyond the border; sigma 0:
+    the identity, as PAIR skips the blur there), all built from one exp over [k, size] values."""
     sigmas = np.asarray(sigmas, np.float64)
     taps = np.arange(size)
     blurred = sigmas > 0
     scale = np.where(blurred, sigmas, 1.0)
-    reach = np.array([radius(s) for s in sigmas])
+    reach = np.array([int(TRUNCATE * float(s) + 0.5) for s in sigmas])
     with np.errstate(under="ignore"):
         rows = np.exp(-0.5 / (scale * scale)[:, None] * taps ** 2)  # the same float64 ops as one sigma's
     rows[taps > reach[:, None]] = 0.0
@@ -80,13 +59,8 @@ def axis_filters(sigmas: np.ndarray, grad_step: float, size: int) -> np.ndarray:
 class BlurPath:
     """Blurred copies of one [H, W, C] image and their derivatives in sigma, a batch of sigmas at once.
 
-    The blur is separable: B(sigma) x = A_H x A_W^T per channel, with A the 1-D filter as a matrix
-    (`gaussian_matrix`), so it is float32 matrix products (`separable_blur`) instead of two direct
-    401-tap filterings per step. The derivative (B(sigma + h) x - B(sigma) x) / h is expanded as
-    D_H (x A'_W^T) + A_H (x D_W^T), with A' the filter at sigma + h and D = (A' - A) / h formed in
-    float64, so it does not lose digits by subtracting two float32 images (PAIR does, and carries
-    ~1e-4 relative rounding noise). The W pass of all sigmas is one product with the image; the H
-    pass is one [H, 2H] x [2H, W C] product per sigma.
+    B(sigma) x = A_H x A_W^T per channel (A: `gaussian_matrices`); the derivative (B(sigma + h) x -
+    B(sigma) x) / h is D_H (x A'_W^T) + A_H (x D_W^T), with A' the filter at sigma + h and D = (A' - A) / h.
     """
 
     def __init__(self, image: np.ndarray):
@@ -107,13 +81,9 @@ class BlurPath:
 
 @functools.cache
 def separable_blur():
-    """(image [H, W, C], W filters [k, 3, W, W], H filters [k, 3, H, H]) -> (blurred, derivative),
-    each [k, H, W, C]: `BlurPath.points`' products, compiled once for any shape.
-
-    In TensorFlow, on its thread pool (the model's), not numpy's BLAS: BLAS threads woken right after
-    a model call fought TensorFlow's threads for the cores, and the same products took ~30 ms instead
-    of 1.5 ms a call (MNIST CNN, 2 cores: Blur IG at 1.33x its raw-TF limit; 1.06x with BLAS on one
-    thread, which the harness cannot choose for a user's process)."""
+    """(image [H, W, C], W filters [k, 3, W, W], H filters [k, 3, H, H]) -> (blurred, derivative), each
+    [k, H, W, C], compiled once for any shape. In TensorFlow, not numpy's BLAS: BLAS threads woken right
+    after a model call fought TensorFlow's for the cores (~30 ms instead of 1.5 ms a call)."""
     def passes(image, per_w, per_h):
         h, w, c, k = tf.shape(image)[0], tf.shape(image)[1], tf.shape(image)[2], tf.shape(per_w)[0]
         rows = tf.reshape(tf.transpose(image, [0, 2, 1]), [h * c, w])  # the image's rows per channel
@@ -123,13 +93,21 @@ def separable_blur():
         passed = tf.reshape(tf.transpose(tf.reshape(rows @ along_w, [h, c, k, 3, w]), [2, 3, 0, 1, 4]),
                             [k, 3, h, c * w])
         blurred = tf.matmul(per_h[:, 0], passed[:, 0])
-        derivative = tf.matmul(tf.concat([per_h[:, 2], per_h[:, 0]], axis=2), tf.reshape(passed[:, 1:], [k, 2 * h, c * w]))
+        derivative = tf.matmul(tf.concat([per_h[:, 2], per_h[:, 0]], axis=2),
+                               tf.reshape(passed[:, 1:], [k, 2 * h, c * w]))
         return tuple(tf.transpose(tf.reshape(y, [k, h, c, w]), [0, 1, 3, 2]) for y in (blurred, derivative))
     any_filters = tf.TensorSpec([None, 3, None, None], tf.float32)
-    return tf.function(passes, input_signature=[tf.TensorSpec([None, None, None], tf.float32), any_filters, any_filters])
+    image = tf.TensorSpec([None, None, None], tf.float32)
+    return tf.function(passes, input_signature=[image, any_filters, any_filters])
 
 
-def blur_path_integral(model, x: np.ndarray, targets: np.ndarray, s: dict) -> np.ndarray:
+def _pair_blur_ig(pair, x, cmf, args, s) -> np.ndarray:
+    return pair.BlurIG().GetMask(x, cmf, args, max_sigma=s["max_sigma"], steps=s["steps"], grad_step=s["grad_step"],
+                                 sqrt=s["sqrt"])
+
+
+@register("blur_ig", reference=_pair_blur_ig, rows=lambda s, shape: (s["steps"], 0), quick={"steps": 4})
+def blur_ig(model, x, targets, rng, s) -> np.ndarray:
     """-sum_i dsigma_i * d blur / d sigma (sigma_i) * gradient(blur(sigma_i)), per image."""
     steps, grad_step, max_batch = int(s["steps"]), float(s["grad_step"]), int(s["max_batch"])
     sigma = sigmas(steps, float(s["max_sigma"]), bool(s["sqrt"]))
@@ -157,13 +135,3 @@ def blur_path_integral(model, x: np.ndarray, targets: np.ndarray, s: dict) -> np
             weighted = increments[step[part], None, None, None] * (derivatives[part] * grads[part])
             add_by_image(total, image[part], weighted)
     return (-total).astype(np.float32)
-
-
-def _pair_blur_ig(pair, x, cmf, args, s) -> np.ndarray:
-    return pair.BlurIG().GetMask(x, cmf, args, max_sigma=s["max_sigma"], steps=s["steps"], grad_step=s["grad_step"],
-                                 sqrt=s["sqrt"])
-
-
-@register("blur_ig", reference=_pair_blur_ig, rows=lambda s, shape: (s["steps"], 0), quick={"steps": 4})
-def blur_ig(model, x, targets, rng, s) -> np.ndarray:
-    return blur_path_integral(model, x, targets, s)

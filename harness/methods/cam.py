@@ -1,16 +1,9 @@
 """Class activation maps: Grad-CAM (Selvaraju et al. 2017), Guided Grad-CAM, and CAM (Zhou et al. 2016).
 
-Grad-CAM as PAIR's `GradCam.GetMask` (the paper's rule): channel weights = spatial mean of the
-gradients at a named endpoint; weighted channel sum; ReLU; divided by its maximum (`normalize`, PAIR
-does it before resizing); bilinear upsampling to the input size with exactly PAIR's interpolation
-(skimage `resize`, order 1: half-pixel centres, mirrored border; `tf.image.resize` clamps the border
-instead and differs by up to a third of the range there).
-
-The 2-D maps are repeated in every input channel (`kernels.to_channels`), so Grad-CAM maps are
-[b, H, W, C] like every other map and Guided Grad-CAM is an elementwise product.
-
-The endpoint is the method's `endpoint`, else the model config's `gradcam_endpoint`: a Keras layer
-name (its output), or for a SavedModel a name-scope resolved by `ImportedGraph.resolve_endpoint`.
+Grad-CAM as PAIR's `GradCam.GetMask`: channel weights = spatial mean of the gradients at an endpoint
+(the method's `endpoint`, else the model's `gradcam_endpoint`: a Keras layer or a SavedModel name
+scope); weighted channel sum; ReLU; divided by its maximum (`normalize`); upsampled as PAIR does
+(skimage `resize`, order 1, mirrored border; `tf.image.resize` clamps the border instead).
 """
 from __future__ import annotations
 
@@ -22,10 +15,10 @@ from scipy import ndimage
 
 from harness.errors import HarnessError
 from harness.methods import register
-from harness.methods.kernels import compile_counted, run_kernel, to_channels
+from harness.methods.kernels import run_kernel, to_channels
+from harness.models.backends import compile_counted
 
 
-# -- Grad-CAM ----------------------------------------------------------------------------------------
 def endpoint_of(s: dict, method: str) -> str:
     name = s.get("endpoint") or s.get("gradcam_endpoint")
     if not name:
@@ -44,24 +37,19 @@ def gradcam_maps(model, x: np.ndarray, targets: np.ndarray, s: dict, method: str
 
 
 def channel_weighting(endpoint: str):
-    """Grad-CAM's reduce(values, gradients) at `endpoint`, for an endpoint kernel."""
-    return lambda values, grads: weighted_channels(values, grads, endpoint)
+    """An endpoint kernel's reduce(values, gradients): ReLU(sum_c mean_hw(grad_c) * value_c), [b, h, w]."""
+    def weighted_channels(values: tf.Tensor, grads: tf.Tensor) -> tf.Tensor:
+        if values.shape.rank != 4:
+            raise HarnessError(f"Grad-CAM endpoint {endpoint!r} has shape {values.shape}; it needs a "
+                               "[batch, height, width, channels] feature map (a conv layer's output)")
+        weights = tf.reduce_mean(grads, axis=[1, 2])
+        return tf.nn.relu(tf.einsum("bhwc,bc->bhw", values, weights))
+    return weighted_channels
 
 
-def weighted_channels(values: tf.Tensor, grads: tf.Tensor, endpoint: str) -> tf.Tensor:
-    """ReLU(sum_c mean_hw(grad_c) * value_c): [b, h, w]."""
-    if values.shape.rank != 4:
-        raise HarnessError(f"Grad-CAM endpoint {endpoint!r} has shape {values.shape}; it needs a "
-                           "[batch, height, width, channels] feature map (a conv layer's output)")
-    weights = tf.reduce_mean(grads, axis=[1, 2])
-    return tf.nn.relu(tf.einsum("bhwc,bc->bhw", values, weights))
-
-
-# -- upsampling, as skimage.transform.resize(order=1) -------------------------------------------------
 @lru_cache(maxsize=32)
 def _resize_matrix(size_in: int, size_out: int) -> np.ndarray:
-    """[size_out, size_in] linear map of skimage's order-1 resize along one axis (= ndimage.zoom,
-    mirror mode, grid mode), obtained by resizing the identity's columns."""
+    """[size_out, size_in]: skimage's order-1 resize along one axis (ndimage.zoom, mirror, grid mode)."""
     matrix = ndimage.zoom(np.eye(size_in), (size_out / size_in, 1.0), order=1, mode="mirror", grid_mode=True)
     assert matrix.shape == (size_out, size_in), matrix.shape
     return matrix
@@ -88,9 +76,7 @@ def gradcam(model, x, targets, rng, s) -> np.ndarray:
 
 @register("guided_gradcam", rows=lambda s, shape: (2, 0))  # a guided and a Grad-CAM pass
 def guided_gradcam(model, x, targets, rng, s) -> np.ndarray:
-    """Guided Backprop x Grad-CAM, elementwise (the Grad-CAM map repeated over channels). Both passes
-    run in one compiled call per chunk (`guided_endpoint_kernel`), as Guided Backprop's and Grad-CAM's
-    kernels would run them apart."""
+    """Guided Backprop x Grad-CAM, elementwise; both passes in one compiled call per chunk."""
     endpoint, output = endpoint_of(s, "guided_gradcam"), s["output"]
     fn = model.backend.guided_endpoint_kernel(model, f"guided_gradcam/{endpoint}/{output}", endpoint, output,
                                               s["graph_mode"], channel_weighting(endpoint), "guided_gradcam")
@@ -98,7 +84,6 @@ def guided_gradcam(model, x, targets, rng, s) -> np.ndarray:
     return guided * upsample(cams, x.shape[1:3], normalize=bool(s["normalize"]))[..., None]
 
 
-# -- CAM ---------------------------------------------------------------------------------------------
 @register("cam", rows=lambda s, shape: (0, 1))  # a forward pass to the pooled features
 def cam(model, x, targets, rng, s) -> np.ndarray:
     """sum_k w[k, target] * A_k for a model ending in GlobalAveragePooling2D + Dense (the logit's own

@@ -1,20 +1,13 @@
 """Guided IG (Kapishnikov et al. 2021): IG along a path that moves the least important features first.
 
-The algorithm is PAIR's `guided_ig_impl` (saliency/core/guided_ig.py), replicated operation for
-operation in float64 so that the maps equal PAIR's `GuidedIG.GetMask`. Why not call it: PAIR walks one
-image at a time, each step in its own Python loop. Here the images advance in lock-step, each image's
-path search (PAIR's inner "while gamma > 1" loop) in place on its flat float64 rows, in reused buffers,
-large images in parallel threads.
+PAIR's `guided_ig_impl`, operation for operation in float64, so maps equal PAIR's `GuidedIG.GetMask`;
+not called because PAIR walks one image at a time in Python loops. Here the images advance in
+lock-step, each image's path search in place in reused buffers, large images in threads.
 
-Gradients are asked for one image per call by default (`max_batch: 1`), as PAIR does. Which features a
-step moves (the smallest-|gradient| quantile) flips with the last bits of a gradient, and a batched
-call rounds an image's gradient differently from a call of that image alone (oneDNN picks kernels by
-batch size), so with more rows per call an image's map depends on which images happen to share its
-calls. tests/test_methods.py checks that an image's map at the defaults is bit-identical alone and
-in any group, also on a model built to make batch-mates change gradients. `max_batch` > 1 (or auto)
-is an opt-in trade of that independence for speed. Its cost, measured on the MNIST CNN (200 steps, 2
-CPU cores shared with other work, best of 3): 1.0-1.5 s per image with one image a call, against 0.28
-s per image with 8 images in one call and 0.55 s with 3 (a lone image costs the same either way).
+Gradients are asked one image per call by default (`max_batch: 1`, as PAIR): which features a step
+moves flips with a gradient's last bits, which depend on the batch-mates of its call, so only then is an
+image's map independent of the other images (tests/test_methods.py). `max_batch` > 1 trades that for
+speed (MNIST CNN, 200 steps: 1.0-1.5 s per image alone, 0.28 s with 8 images a call).
 """
 from __future__ import annotations
 
@@ -26,23 +19,18 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from harness.errors import HarnessError
 from harness.methods import integrated, register, rows_per_call
 from harness.methods.kernels import input_gradients
 
 EPSILON = 1e-9  # PAIR's tolerance for "L1 target reached"
-# Images with at least this many features search their paths in parallel threads (NumPy releases the
-# GIL in its array loops and in partition): ~30 ms per image and step at 299 x 299 x 3, while the
-# model waits. Below it, a thread's start-up costs more than the search.
+# Images with at least this many features search their paths in threads (NumPy releases the GIL);
+# below it, a thread's start-up costs more than the search.
 PARALLEL_FEATURES = 20_000
 
 
 def guided_path_integral(model, x: np.ndarray, targets: np.ndarray, baselines: np.ndarray, steps: int,
                          fraction: float, max_dist: float, output: str, max_batch: int | str = 1) -> np.ndarray:
-    """PAIR's Guided IG attribution of every image, [n, H, W, C] float64; `max_batch` rows (images)
-    per gradient call."""
-    if steps < 1:
-        raise HarnessError(f"method guided_ig: steps must be >= 1, got {steps}")
+    """PAIR's Guided IG attribution of every image, [n, H, W, C] float64; `max_batch` images a gradient call."""
     shape = x.shape
     x_in = np.asarray(x, np.float64).reshape(len(x), -1)
     x_base = np.asarray(baselines, np.float64).reshape(len(x), -1)
@@ -60,8 +48,7 @@ def guided_path_integral(model, x: np.ndarray, targets: np.ndarray, baselines: n
 
 
 def _walk(model, x_in, x_base, targets, image_shape, steps, fraction, max_dist, output, per_call, pool) -> np.ndarray:
-    """guided_ig_impl for images [n, features] in lock-step (none equal to its baseline), gradients
-    `per_call` images a call; each image's path search in `pool` if given."""
+    """guided_ig_impl for images [n, features] in lock-step (none equal to its baseline)."""
     point = x_base.copy()
     diff = x_in - x_base
     moving = diff != 0  # PAIR: alpha of a feature with input == baseline is NaN -> alpha_max: never behind
@@ -87,8 +74,7 @@ def _walk(model, x_in, x_base, targets, image_shape, steps, fraction, max_dist, 
 
 
 class _Scratch(threading.local):
-    """Work arrays for `_step`, one set per thread, reused across steps: with a fresh multi-megabyte
-    temporary for every operation, as PAIR writes it, a pass took ~3x as long at 299 x 299 x 3."""
+    """Work arrays for `_step`, one set per thread, reused across steps (~3x faster at 299 x 299 x 3)."""
 
     def get(self, features: int) -> SimpleNamespace:
         if getattr(self, "features", None) != features:
@@ -104,13 +90,10 @@ _scratch = _Scratch()
 
 
 def _step(x, attr, grad, grad_actual, x_in, x_base, diff, moving, x_min, x_max, alpha_min, l1_target, fraction):
-    """One step of PAIR's guided_ig_impl on one image's flat rows, in place (x, attr, grad).
-
-    The operations and their order are PAIR's (so are the sums' roundings), written into reused
-    buffers. Two shortcuts, same result: PAIR pulls features that lag behind alpha_min up to x_min at
-    every pass of its loop, but only the first pass can find any (later passes move features from
-    where they are towards x_max, never back); and its `np.quantile(|grad|, fraction, 'lower')` is
-    the k-th smallest |grad|, k = floor((n - 1) * fraction), which one in-place partition finds."""
+    """One step of PAIR's guided_ig_impl on one image's flat rows, in place (x, attr, grad), in PAIR's
+    operations and order. Two shortcuts, same result: only the first pass of the loop can find features
+    behind alpha_min (later passes move towards x_max only); `np.quantile(|grad|, fraction, 'lower')` is
+    the k-th smallest |grad|, k = floor((n - 1) * fraction): one in-place partition."""
     w = _scratch.get(len(x))
     k = math.floor((len(x) - 1) * fraction)
     gamma, first = np.inf, True
@@ -155,12 +138,10 @@ def _pair_guided_ig(pair, x, cmf, args, s) -> np.ndarray:
                                    fraction=s["fraction"], max_dist=s["max_dist"])
 
 
-# Its default max_batch is 1 (conf/method/guided_ig.yaml): one image's point per gradient call, so its
-# map never depends on other images (above).
 @register("guided_ig", reference=_pair_guided_ig, rows=lambda s, shape: (s["steps"], 0), quick={"steps": 4},
           sequential=True)
 def guided_ig(model, x, targets, rng, s) -> np.ndarray:
     """Guided IG from the same baselines as Integrated Gradients."""
-    baselines = integrated.baseline(x, s, model.input_spec.value_range, "guided_ig")
+    baselines = integrated.baseline(x, s, model.input_spec.value_range)
     return guided_path_integral(model, x, targets, baselines, int(s["steps"]), float(s["fraction"]),
                                 float(s["max_dist"]), s["output"], s["max_batch"])

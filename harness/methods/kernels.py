@@ -1,27 +1,14 @@
-"""Batched kernels every method family shares, over the model's backend (`harness.models.backends`).
+"""Batched kernels every method family shares, run on numpy rows in chunks of at most `max_batch` rows.
 
-Why hand-batched kernels instead of calling PAIR `saliency.core` for everything: PAIR calls the model
-once per noise sample (SmoothGrad) and, by default, once per path step (IG) or window position
-(occlusion), each call a Python round trip of batch 1. The methods fold images x noise samples x path
-steps x window positions into the batch dimension and run one compiled call per chunk of at most
-`max_batch` rows (~10x on the MNIST CNN, ~1.2x at Inception scale: `make bench`). The maths is kept
-identical to PAIR's, which the tests check against PAIR itself (`harness.oracle`).
+Why not PAIR `saliency.core` for everything: PAIR calls the model once per noise sample, path step or
+window position, batch 1. Here those are folded into the batch dimension, one compiled call per chunk
+(~10x on the MNIST CNN: `make bench`); the maths stays PAIR's (checked against PAIR: `harness.oracle`).
+The compiled kernels belong to the model's backend (`harness.models.backends`).
 
-The compiled kernels themselves (plain gradient, forward values, guided gradient, endpoint values and
-gradients) belong to the model's backend, built once per model and key; this module runs them on
-numpy rows in chunks.
-
-A chunk of a few rows is not always faster as one call. TensorFlow's own CPU kernels (its Eigen
-path: the default where TensorFlow leaves oneDNN off, x86 CPUs without AVX512-VNNI / BF16 or AMX,
-or TF_ENABLE_ONEDNN_OPTS=0) take ~30 ms to multiply 2-4 rows by a transposed 3136 x 1024 matrix
-and 1.2 ms for one row; the MNIST CNN's input gradient is such a product, so one gradient call of
-3 rows took 34-48 ms there and 3 one-row calls 20 ms (oneDNN on the same AMD EPYC: 7.6 and 21 ms).
-So the first time a kernel meets a chunk of 2..SPLIT_ROWS rows of a shape, both forms are timed
-and the faster is kept for that kernel, shape and row count (`split_forms`). A row's last bits
-depend on the rows that share its call, so the rule leans to one call and stays where the two
-forms are far apart: one-row calls only where SPLIT_MARGIN times faster, for at most SPLIT_ROWS
-rows (measured on the MNIST CNN, 2-4 rows: one-row calls 1.5-3.8x faster on the Eigen path, 2.8x
-slower with oneDNN; from ~8 rows one call wins on both, and near the crossing noise could flip it).
+A chunk of 2..SPLIT_ROWS rows is not always faster as one call: TensorFlow's Eigen CPU path (no oneDNN)
+takes ~30 ms to multiply 2-4 rows by a transposed 3136 x 1024 matrix, 1.2 ms for one row. So the first
+time a kernel meets such a chunk, both forms are timed and the faster kept (`split_forms`). A row's last
+bits depend on the rows that share its call, so one-row calls are kept only where SPLIT_MARGIN times faster.
 """
 from __future__ import annotations
 
@@ -33,32 +20,23 @@ import numpy as np
 import tensorflow as tf
 
 from harness.methods import rows_per_call
-from harness.models.backends import compile_counted, selected_output  # noqa: F401 - used by the families
 from harness.models.wrapper import ModelUnderTest
 
 
 def to_channels(maps2d: np.ndarray, channels: int) -> np.ndarray:
-    """[b, H, W] -> [b, H, W, C] by repeating the map in every channel (PAIR's `three_dims`).
-
-    Grad-CAM, CAM and XRAI explain locations, not channels; repeating keeps the one map contract
-    ([b, H, W, C] like the input) and lets Guided Grad-CAM multiply elementwise.
-    """
+    """[b, H, W] -> [b, H, W, C], the map repeated in every channel (PAIR's `three_dims`)."""
     return np.repeat(np.asarray(maps2d, np.float32)[..., None], channels, axis=-1)
 
 
-# Chunks of 2..SPLIT_ROWS rows are timed as one call and as one-row calls on first use; one-row
-# calls are kept where SPLIT_MARGIN times faster (medians of SPLIT_TRIALS alternating tries), and
-# only timed where a one-row call takes under SPLIT_CHEAP_S (an InceptionV3 row takes ~0.1-0.3 s on
-# a 2-core CPU: trying costs too much there, and its per-row cost does not depend on the grouping).
+# Medians of SPLIT_TRIALS alternating tries; not timed where one row takes over SPLIT_CHEAP_S (Inception).
 SPLIT_ROWS, SPLIT_MARGIN, SPLIT_TRIALS, SPLIT_CHEAP_S = 4, 1.25, 5, 0.02
 # kernel -> {(row shape, rows): True where one-row calls were faster}; forgotten with the kernel.
 _FORMS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def run_kernel(fn: Callable, x: np.ndarray, targets: np.ndarray, max_batch: int | str) -> np.ndarray | tuple:
-    """Call a compiled (images, targets) kernel on numpy rows, at most `max_batch` rows per call
-    (fewer where one-row calls are faster: `call_rows`); a kernel with several outputs gives a
-    tuple of arrays."""
+    """A compiled (images, targets) kernel on numpy rows, at most `max_batch` rows per call; a kernel with
+    several outputs gives a tuple of arrays."""
     x, targets = np.asarray(x, np.float32), np.asarray(targets, np.int32)
     max_batch = rows_per_call(max_batch, x.shape[1:])
     chunks = [out for i in range(0, len(x) or 1, max_batch)
@@ -69,8 +47,7 @@ def run_kernel(fn: Callable, x: np.ndarray, targets: np.ndarray, max_batch: int 
 
 
 def call_rows(fn: Callable, x: np.ndarray, targets: np.ndarray) -> list:
-    """The kernel's outputs on one chunk of rows: one call, or one call per row where that form
-    was measured faster for this kernel, row shape and row count (timed on first use)."""
+    """The kernel's outputs on one chunk: one call, or one call per row where that was measured faster."""
     rows, key = len(x), (tuple(x.shape[1:]), len(x))
     if not 1 < rows <= SPLIT_ROWS:
         return [_call(fn, x, targets)]
@@ -87,9 +64,7 @@ def split_forms() -> list[tuple[tuple[int, ...], int]]:
 
 
 def _timed_forms(fn: Callable, x: np.ndarray, targets: np.ndarray) -> tuple[bool, list]:
-    """(one-row calls faster by SPLIT_MARGIN, the chosen form's outputs): one row first (a costly
-    row ends it: one call), each form once untimed (a new batch size may pick new kernels), then
-    SPLIT_TRIALS alternating timed tries."""
+    """(one-row calls faster by SPLIT_MARGIN, the chosen form's outputs); each form runs once untimed first."""
     began = time.perf_counter()
     _call(fn, x[:1], targets[:1])
     if time.perf_counter() - began > SPLIT_CHEAP_S:

@@ -1,19 +1,16 @@
-"""Occlusion (Zeiler & Fergus 2014) with PAIR's semantics, evaluated in batched forward passes.
+"""Occlusion (Zeiler & Fergus 2014) with PAIR's semantics, in batched forward passes.
 
-A `size` x `size` window (all channels) is set to `value` (model space) at every position; the drop
-of the explained output, output(x) - output(occluded x), is added to every pixel the window covers.
-So with `aggregate: sum` (PAIR's `Occlusion.GetMask`) a pixel's value is the *sum* of the drops of
-all windows covering it; `aggregate: mean` divides by that count. PAIR slides with stride 1 over the
-positions where the window fits (docs/protocol.md §5.7: ~81,000 single-row calls at 299x299); here the
-positions are rows of batched calls, and `stride` > 1 thins them (the last position is always kept,
-so the border stays covered). Drops are accumulated in PAIR's order and precision (float32).
+A `size` x `size` window (all channels) is set to `value` at every position, and the drop of the
+explained output is added to every pixel the window covers (`aggregate: sum`, PAIR's `Occlusion.GetMask`;
+`mean` divides by the count). PAIR slides with stride 1; `stride` > 1 thins the positions (the last is
+always kept). Drops are accumulated in PAIR's order and precision (float32).
 """
 from __future__ import annotations
 
 import numpy as np
 
 from harness.errors import HarnessError
-from harness.methods import choose, register, shared_settings
+from harness.methods import register, shared_settings
 from harness.rules import one_of
 from harness.methods.kernels import output_values
 
@@ -41,13 +38,11 @@ def _pair_occlusion(pair, x, cmf, args, s) -> np.ndarray:
 
 
 def _rows(s, shape) -> tuple[int, int]:
-    """Forward passes only: every window position, and the unoccluded image."""
     return 0, len(windows(tuple(shape[:2]), s["size"], s["stride"])) + 1
 
 
 @register("occlusion", reference=_pair_occlusion, rows=_rows, quick={"size": 21})
 def occlusion(model, x, t, rng, s) -> np.ndarray:
-    aggregate = choose("occlusion", "aggregate", s["aggregate"], AGGREGATES)
     size, output, max_batch = int(s["size"]), s["output"], s["max_batch"]
     corners = windows(x.shape[1:3], size, int(s["stride"]))
     unoccluded = output_values(model, x, t, output, max_batch)
@@ -60,7 +55,7 @@ def occlusion(model, x, t, rng, s) -> np.ndarray:
                                                   t[image], output, max_batch)
         for i, (r, c), drop in zip(image, placed, drops):  # PAIR's order and float32 accumulation
             scores[i, r:r + size, c:c + size, :] += drop
-    if aggregate == "mean":
+    if s["aggregate"] == "mean":
         scores /= _coverage(x.shape[1:3], corners, size)[None, :, :, None]
     return scores
 

@@ -1,19 +1,9 @@
-"""XRAI's image segments: PAIR's Felzenszwalb masks, computed faster, cached by image content.
+"""XRAI's image segments: exactly PAIR's `saliency.core.xrai._get_segments_felzenszwalb(image)` masks
+(the tests compare mask for mask), computed faster: the 224 x 224 resize per channel (skimage's 3-D
+spline over a colour image is ~6x slower, same values), each mask dilated in its bounding box only.
 
-The masks are exactly PAIR's `saliency.core.xrai._get_segments_felzenszwalb(image)`: the image
-rescaled to [-1, 1] and resized to 224 x 224 (cubic, anti-aliased), Felzenszwalb at six scales, each
-label map resized back (nearest), one mask per label, each dilated by a disk of radius 5. Two steps
-are done differently, with the same result (the tests compare mask for mask):
-- the 224 x 224 resize runs per channel: skimage resizes a colour image with a 3-D spline that also
-  spans the channel axis, ~6x slower for identical values; the clip to the input's range that
-  skimage applies afterwards uses the whole image's range, as there;
-- each mask is dilated inside its bounding box (plus the radius) instead of over the whole image:
-  PAIR dilates ~360 full-size masks per 299 x 299 image (~6 s).
-
-Masks depend only on the image, not on the model, so a cascading run (the same images at every
-randomization step) segments each image once: `masks_of` keeps the last images' masks in a
-process-wide LRU keyed by a hash of the image bytes, within a byte budget. `cache_clear()` empties
-it (the benchmark times cold calls).
+Masks depend only on the image, so a cascading run segments each image once: `masks_of` keeps recent
+images' masks in a process-wide LRU keyed by the image bytes' hash, within CACHE_BYTES.
 """
 from __future__ import annotations
 
@@ -42,7 +32,7 @@ Masks = list  # of int32 arrays: each mask's pixels as ascending flat indices (r
 
 
 def normalized(image: np.ndarray) -> np.ndarray:
-    """PAIR's `_normalize_image(image, [-1, 1], (224, 224))`, resizing one channel at a time."""
+    """PAIR's `_normalize_image(image, [-1, 1], (224, 224))`, one channel at a time."""
     low, high = VALUE_RANGE
     im_min, im_max = np.min(image), np.max(image)
     im = (image - im_min) / (im_max - im_min)
@@ -62,8 +52,7 @@ def label_map(im: np.ndarray, scale: float, sigma: float, shape: tuple[int, int]
 
 def dilated_masks(labels: np.ndarray, radius: int = DILATION_RADIUS) -> Masks:
     """One mask per label value from labels.min() to labels.max() (empty if absent), dilated by
-    disk(radius), as flat indices. Dilation with zeros beyond the border equals skimage's (a disk
-    reaches a mirrored pixel only if it reaches the pixel itself)."""
+    disk(radius) within its bounding box, as flat indices."""
     height, width = labels.shape
     low = labels.min()
     boxes = ndimage.find_objects(labels - low + 1)
@@ -81,9 +70,8 @@ def dilated_masks(labels: np.ndarray, radius: int = DILATION_RADIUS) -> Masks:
 
 
 def disk_dilation(mask: np.ndarray, radius: int) -> np.ndarray:
-    """Binary dilation of `mask` by skimage's disk(radius), zeros beyond the border: the disk is a
-    stack of horizontal runs, so it is a few 1-D running maxima OR-ed at vertical shifts (~10x
-    faster than a dilation with the 2-D footprint)."""
+    """Binary dilation by skimage's disk(radius), zeros beyond the border (equal to skimage's: a disk reaches
+    a mirrored pixel only if it reaches the pixel itself), as 1-D running maxima OR-ed at vertical shifts."""
     half_widths = (disk(radius).sum(axis=1) - 1) // 2  # run half-width at each dy = -radius..radius
     runs = {w: ndimage.maximum_filter1d(mask.view(np.uint8), 2 * w + 1, axis=1, mode="constant")
             for w in set(half_widths.tolist())}
@@ -96,10 +84,7 @@ def disk_dilation(mask: np.ndarray, radius: int) -> np.ndarray:
 
 
 def felzenszwalb_masks(image: np.ndarray) -> Masks:
-    """PAIR's XRAI segments of one [H, W, C] image (see the module docstring), in PAIR's order.
-
-    The six (scale, sigma) segmentations are independent and skimage's Felzenszwalb releases the
-    GIL, so they run in threads: ~0.6x the time where a core is free (a GPU run, or more cores)."""
+    """PAIR's XRAI segments of one [H, W, C] image, in PAIR's order; the six segmentations in threads."""
     im = normalized(image)
     settings = [(scale, sigma) for scale in SCALES for sigma in SIGMAS]
     with ThreadPoolExecutor(min(len(settings), os.cpu_count() or 1), thread_name_prefix="felzenszwalb") as pool:
@@ -109,13 +94,11 @@ def felzenszwalb_masks(image: np.ndarray) -> Masks:
 
 _cache: OrderedDict[tuple, Masks] = OrderedDict()
 _cache_bytes = 0
-
-
 _lock = threading.Lock()  # XRAI segments in a worker thread
 
 
 def masks_of(image: np.ndarray) -> Masks:
-    """`felzenszwalb_masks(image)`, from the cache when the same image (bytes) was segmented lately."""
+    """`felzenszwalb_masks(image)`, from the cache when the same image bytes were segmented lately."""
     global _cache_bytes
     image = np.ascontiguousarray(image)
     key = (image.shape, image.dtype.str, hashlib.blake2b(image.tobytes(), digest_size=16).hexdigest())

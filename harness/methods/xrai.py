@@ -1,18 +1,11 @@
 """XRAI (Kapishnikov et al. 2019): segments ranked by the density of their IG attribution.
 
-PAIR's `XRAI.GetMask` is the reference: IG from a black and a white baseline (the image's min and
-max), averaged, max over channels; Felzenszwalb segments (`harness.methods.segments`); then the
-"full" greedy ranking (repeatedly add the segment whose not-yet-covered pixels have the highest mean
-attribution; drop segments that add fewer than 50 new pixels; uncovered pixels get their own mean)
-or the "fast" one (segments sorted once by their own mean). Why not call it: PAIR runs the IG per
-image and per baseline, and its full ranking recomputes every remaining segment's gain over the
-whole image at every pick (~5 s per 299 x 299 image). Here the IG of all images and both baselines
-is one stream of rows through the batched kernel (`integrated.path_integral`), and the ranking
-keeps every segment's uncovered pixel count and attribution sum up to date incrementally, touching
-each (pixel, segment) pair once. Where the float64 running gains put several segments within
-rounding of the best, their gains are recomputed as PAIR does (float32 mean of the new pixels, in
-image order) and PAIR's rule picks (highest, first on ties): the ranking, and the values written,
-are PAIR's.
+PAIR's `XRAI.GetMask` is the reference: IG from a black and a white baseline (the image's min and max),
+averaged, max over channels; Felzenszwalb segments (`harness.methods.segments`); then the "full" greedy
+ranking or the "fast" one. Not called because PAIR runs IG per image and baseline and its full ranking
+recomputes every segment's gain at every pick (~5 s per 299 x 299 image). Here IG is one stream of
+rows (`integrated.path_integral`), and the ranking updates the segments' uncovered counts and sums
+incrementally; where float64 gains are within rounding of the best, PAIR's float32 means and rule pick.
 """
 from __future__ import annotations
 
@@ -21,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from harness.methods import choose, integrated, register, shared_settings
+from harness.methods import integrated, register, shared_settings
 from harness.rules import one_of
 from harness.methods.kernels import to_channels
 from harness.methods.segments import masks_of
@@ -119,23 +112,15 @@ def _pair_xrai(pair, x, cmf, args, s) -> np.ndarray:
 # Two baselines' paths per image (the segmentation is CPU work besides).
 @register("xrai", reference=_pair_xrai, rows=lambda s, shape: (2 * s["steps"], 0), quick={"steps": 2})
 def xrai(model, x, targets, rng, s) -> np.ndarray:
-    rank = {"full": rank_full, "fast": rank_fast}[choose("xrai", "algorithm", s["algorithm"], ALGORITHMS)]
-    masks, attr = segments_and_attribution(model, x, targets, s)
+    rank = {"full": rank_full, "fast": rank_fast}[s["algorithm"]]
+    if on_accelerator():  # segment meanwhile (on a CPU, the two would fight over the same cores)
+        with ThreadPoolExecutor(1, thread_name_prefix="xrai-segments") as pool:
+            segmented = pool.submit(lambda: [masks_of(image) for image in x])
+            attr = attribution(model, x, targets, s)
+            masks = segmented.result()
+    else:
+        masks, attr = [masks_of(image) for image in x], attribution(model, x, targets, s)
     return to_channels(np.stack([rank(a, m) for a, m in zip(attr, masks)]), x.shape[-1])
-
-
-def segments_and_attribution(model, x, targets, s) -> tuple[list, np.ndarray]:
-    """Every image's segments and IG attribution. Segmenting needs only the images: where the model
-    runs on an accelerator it runs in a worker thread meanwhile (TensorFlow releases the GIL). On a
-    CPU the two would fight over the same cores, and TensorFlow's thread pool slows down more than
-    the segmentation's share (measured on 2 cores: 1.5 s lost for 0.6 s of segmentation), so
-    there they take turns."""
-    if not on_accelerator():
-        return [masks_of(image) for image in x], attribution(model, x, targets, s)
-    with ThreadPoolExecutor(1, thread_name_prefix="xrai-segments") as pool:
-        segmented = pool.submit(lambda: [masks_of(image) for image in x])
-        attr = attribution(model, x, targets, s)
-        return segmented.result(), attr
 
 
 @functools.cache

@@ -1,11 +1,9 @@
-"""Map forms: the post-processed views of a raw saliency map that metrics compare (docs/protocol.md §4,
-Adebayo et al. 2018, "Sanity Checks for Saliency Maps").
+"""Map forms: the post-processed views of a raw saliency map that metrics compare (docs/protocol.md §4).
 
-Every form is a function of a stack of maps of one size [n, ...] -> one value per map, computed from
+Each form is a function of a stack of maps of one size [n, ...] -> one value per map, computed from
 one other form (`FORMS`): the absolute and signed visualisation maps (PAIR's VisualizeImageGrayscale
-and VisualizeImageDiverging), the min-max scaled map SSIM and HOG see, HOG features (scikit-image's,
-batched: harness.metrics.hog) and average ranks (`scipy.stats.rankdata`). Pure NumPy / SciPy /
-scikit-image: this package must not import TensorFlow.
+and VisualizeImageDiverging), the min-max scaled map SSIM and HOG see, HOG features (harness.metrics.hog)
+and average ranks (`scipy.stats.rankdata`). This package must not import TensorFlow.
 """
 
 from __future__ import annotations
@@ -27,7 +25,7 @@ _PERCENTILE = 99.0  # clip level of 3-channel maps (PAIR's VisualizeImageGraysca
 
 
 def as_hwc(m: np.ndarray) -> np.ndarray:
-    """Return a float64 [H, W, C] view; a 2-D [H, W] map is treated as one channel."""
+    """A float64 [H, W, C] view; a 2-D [H, W] map is one channel."""
     m = np.asarray(m, dtype=np.float64)
     if m.ndim == 2:
         m = m[:, :, None]
@@ -37,20 +35,16 @@ def as_hwc(m: np.ndarray) -> np.ndarray:
 
 
 def _scale_rows(x: np.ndarray, scale: np.ndarray) -> np.ndarray:
-    """Each map of the stack x [n, ...] divided by its scale [n], or zeros where the scale is 0 (an
-    all-zero map: no division-by-zero warnings)."""
+    """Each map of the stack x [n, ...] divided by its scale [n], zeros where the scale is 0 (no warnings)."""
     shape = (-1,) + (1,) * (x.ndim - 1)
     positive = scale > 0
     return np.where(positive.reshape(shape), x / np.where(positive, scale, 1.0).reshape(shape), 0.0)
 
 
 def absolute_maps(raw: np.ndarray) -> np.ndarray:
-    """[n, H, W, C] -> [n, H, W] float64 in [0, 1]: sum of |value| over channels.
-
-    C > 1 (Inception): clip at the 99th percentile and divide by it (PAIR's VisualizeImageGrayscale);
-    where that percentile is 0 (fewer than 1 % non-zero pixels) divide by the max instead.
-    C == 1 (MNIST): divide by max |value|, no clip. An all-zero map stays all zeros.
-    """
+    """[n, H, W, C] -> [n, H, W] float64 in [0, 1]: sum of |value| over channels. C > 1: clipped at the 99th
+    percentile and divided by it (PAIR's VisualizeImageGrayscale), by the max where that percentile is 0;
+    C == 1 (MNIST): divided by the max, no clip."""
     a = np.abs(raw).sum(axis=3)
     peak = a.max(axis=(1, 2))
     if raw.shape[3] == 1:
@@ -61,12 +55,9 @@ def absolute_maps(raw: np.ndarray) -> np.ndarray:
 
 
 def signed_maps(raw: np.ndarray) -> np.ndarray:
-    """[n, H, W, C] -> [n, H, W] float64 in [-1, 1]: signed sum s over channels.
-
-    C > 1: PAIR's `VisualizeImageDiverging`: span = |99th percentile of s|, then (s + span) / (2 span)
-    clipped to [-1, 1]; when span is 0 (PAIR would divide by zero) span = max |s| instead.
-    C == 1 (MNIST): s / max |s|, no clip. An all-zero map stays all zeros.
-    """
+    """[n, H, W, C] -> [n, H, W] float64 in [-1, 1]: signed sum s over channels. C > 1: PAIR's
+    VisualizeImageDiverging, (s + span) / (2 span) clipped, span = |99th percentile of s| (max |s| where
+    that is 0, where PAIR divides by zero); C == 1 (MNIST): s / max |s|, no clip."""
     s = raw.sum(axis=3)
     mag = np.abs(s).max(axis=(1, 2))
     if raw.shape[3] == 1:
@@ -77,8 +68,8 @@ def signed_maps(raw: np.ndarray) -> np.ndarray:
 
 
 def minmax_maps(maps: np.ndarray) -> np.ndarray:
-    """Each map of a stack [n, ...] min-max scaled to [0, 1] (one min and max a map; a constant map
-    gives zeros): the notebook's normalize_image, in float64."""
+    """Each map of a stack [n, ...] min-max scaled to [0, 1] (a constant map: zeros): the notebook's
+    normalize_image, in float64."""
     flat = maps.reshape(len(maps), -1)
     lo, hi = flat.min(axis=1), flat.max(axis=1)
     shape = (-1,) + (1,) * (maps.ndim - 1)
@@ -101,15 +92,13 @@ def minmax01(m: np.ndarray) -> np.ndarray:
 
 
 def average_ranks(stack: np.ndarray) -> np.ndarray:
-    """Average ranks (ties get their mean rank, as in scipy.stats.spearmanr: the MNIST background is
-    one huge tie) of each flattened map of a stack [n, ...] -> [n, F]."""
+    """Average ranks (ties: their mean rank, as scipy.stats.spearmanr) of each flattened map of a stack -> [n, F]."""
     return stats.rankdata(stack.reshape(len(stack), -1), axis=1)
 
 
 def unit_rows(stack: np.ndarray) -> np.ndarray:
-    """Each row of a stack [n, ...] flattened, centred and scaled to unit length (float64 [n, F]): the
-    Pearson correlation of two rows is then the sum of their products (see metrics.correlation).
-    A row of zero variance is NaN."""
+    """Each row of a stack [n, ...] flattened, centred and scaled to unit length (float64 [n, F]; NaN for a
+    row of zero variance): the Pearson correlation of two rows is the sum of their products."""
     flat = np.asarray(stack, np.float64).reshape(len(stack), -1)
     centred = flat - flat.mean(axis=1, keepdims=True)
     norms = np.sqrt(np.sum(centred * centred, axis=1, keepdims=True))
@@ -120,8 +109,8 @@ def unit_rows(stack: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Form:
-    """A map form: `compute(stack of the source form, settings)` -> a stack of one value per map.
-    `source` is a form's name, or a function of the settings giving it."""
+    """`compute(stack of the source form, settings)` -> one value per map; `source`: a form's name, or a
+    function of the settings giving it."""
 
     source: str | Callable[[MetricSettings], str]
     compute: Callable[[np.ndarray, MetricSettings], np.ndarray]

@@ -1,14 +1,8 @@
-"""HOG features (Dalal and Triggs; scikit-image's `skimage.feature.hog`: L2-Hys blocks, feature
-vector) of a stack of maps in NumPy, kept here rather than calling scikit-image map by map.
-
-Why: scikit-image's `hog` does not give these numbers bit for bit (this code sums each block's
-squares in another order): on `harness run experiment=cascading_cnn model.source=builtin:mnist_cnn@1200
-data.count=20` it moved 639 of the 1,440 HOG scores by up to 4.4e-16, so results would no longer be
-byte-identical to the runs made with this code. Speed alone would not keep it: `skimage.feature.hog`
-takes one map a call (~5-10 ms a 28 x 28 map with 2 px cells), and with it that run took 1.07-1.72 x
-the wall time (median 1.31, five A/B pairs on 2 loaded cores, 2026-12-07; HOG 3.7-17 s of scoring
-against 0.3-0.7 s), cascading_mlp 0.90-1.32 x. tests/test_metrics.py compares these features with
-the installed scikit-image's on maps of several shapes, channels and cell sizes on every run.
+"""HOG features (scikit-image's `skimage.feature.hog`: L2-Hys blocks, feature vector) of a stack of maps
+in NumPy. Kept rather than calling scikit-image map by map for byte identity: skimage sums each block's
+squares in another order, which moved 639 of the 1,440 HOG scores of a cascading_cnn run (mnist_cnn@1200,
+20 images) by up to 4.4e-16; it was also slower (1.07-1.72x that run's wall time, five A/B pairs).
+tests/test_metrics.py compares these features with the installed scikit-image's on every run.
 """
 
 from __future__ import annotations
@@ -27,13 +21,9 @@ _HOG_MIN_CELL_PX = 2
 
 
 def hog_geometry(height: int, width: int, settings: MetricSettings) -> tuple[int, int]:
-    """(cell size in px, cells per block side) actually used for an image of this size.
-
-    Cell size: settings.hog_cell_px, or scaled to the image: round(16 * min(H, W) / 299), at least
-    2 px (16 px is the paper's value for 299 px inputs; 28 px MNIST gets 2 px cells).
-    Cells per block: settings.hog_cells_per_block, reduced when the image has fewer cells than that
-    along a side (skimage's hog would otherwise fail or return an empty feature vector).
-    """
+    """(cell size in px, cells per block side) used for an image of this size: settings.hog_cell_px, or
+    the paper's 16 px for 299 px scaled to the image (at least 2 px: MNIST gets 2 px cells); cells per
+    block reduced where the image has fewer cells along a side (skimage's hog would fail)."""
     cell = settings.hog_cell_px
     if cell is None:
         cell = max(_HOG_MIN_CELL_PX, round(_HOG_REFERENCE_CELL_PX * min(height, width) / _HOG_REFERENCE_SIZE_PX))
@@ -44,22 +34,17 @@ def hog_geometry(height: int, width: int, settings: MetricSettings) -> tuple[int
 
 
 def hog_features(batch01: np.ndarray, s: MetricSettings) -> np.ndarray:
-    """skimage's HOG (L2-Hys blocks, feature vector) of N maps [N, H, W] or [N, H, W, C] at once -> [N, F]:
-    the cell histograms (`_cell_histograms`) and the block normalization as NumPy expressions over all
-    maps (see the module docstring for why)."""
+    """skimage's HOG (L2-Hys blocks, feature vector) of N maps [N, H, W] or [N, H, W, C] at once -> [N, F]."""
     n, height, width = batch01.shape[:3]
     cell, block = hog_geometry(height, width, s)
     orientations = int(s.hog_orientations)
     histograms = _cell_histograms(*_dominant_gradients(batch01), cell, orientations)
-    # [n, block rows, block cols, orientations, b, b] -> skimage's order [n, br, bc, b, b, orientations]
-    # (copied to one contiguous row per block: sums over the strided window view took twice as long;
-    # always a copy, also where the view is contiguous (1-cell blocks): it is normalized in place)
+    # [n, block rows, block cols, orientations, b, b] -> skimage's order [n, br, bc, b, b, orientations],
+    # always copied (normalized in place below)
     blocks = np.array(sliding_window_view(histograms, (block, block), axis=(1, 2)).transpose(0, 1, 2, 4, 5, 3),
                       order="C").reshape(n, -1, block * block * orientations)
     eps = 1e-5  # skimage's
-    # Each block's sum of squares by einsum: np.sum over the last axis of 81 values took 4x as long
-    # (summed in another order: within one ulp of it, and of skimage's; see tests/test_metrics.py)
-    # In place (blocks is this function's own copy): the same values without another array its size
+    # Each block's sum of squares by einsum (another order than skimage's: within one ulp of it)
     blocks /= np.sqrt(np.einsum("nbk,nbk->nb", blocks, blocks)[..., None] + eps**2)
     np.minimum(blocks, 0.2, out=blocks)
     blocks /= np.sqrt(np.einsum("nbk,nbk->nb", blocks, blocks)[..., None] + eps**2)
@@ -67,9 +52,8 @@ def hog_features(batch01: np.ndarray, s: MetricSettings) -> np.ndarray:
 
 
 def _dominant_gradients(batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(row, column) gradients [N, H, W] of N maps [N, H, W] or [N, H, W, C] as skimage's HOG takes
-    them: with channels, at each pixel those of the channel with the largest gradient magnitude (first
-    on ties). All maps in one numpy expression: map by map it was a third of scoring 28 x 28 maps."""
+    """(row, column) gradients [N, H, W] of N maps [N, H, W] or [N, H, W, C] as skimage's HOG takes them:
+    with channels, at each pixel those of the channel of the largest gradient magnitude (first on ties)."""
     if batch.ndim == 4 and batch.shape[3] == 1:
         batch = batch[..., 0]
     g_row, g_col = _central_differences(batch)
@@ -89,25 +73,15 @@ def _central_differences(batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _cell_histograms(g_rows: np.ndarray, g_cols: np.ndarray, cell: int, orientations: int) -> np.ndarray:
-    """HOG cell histograms [N, rows, cols, orientations] of N maps' gradients [N, H, W], the values of
-    scikit-image's kernel (`skimage.feature._hoghistogram.hog_histograms`, which `hog` calls map by
-    map) bit for bit (tests/test_metrics.py), for all maps in one set of numpy operations: its loop
-    over every cell, orientation and pixel took 2-3x as long (~8 ms a unit of 100 MNIST maps).
-
-    What the kernel computes, and so this: each pixel's magnitude `hypot` and orientation
-    `rad2deg(arctan2) % 180` in float64; a pixel belongs to orientation bin i when
-    i * 180 / orientations <= orientation < (i + 1) * 180 / orientations (bounds in float64; an
-    orientation past the last bound, 180.0 after rounding, is in none); a cell's bin sums its pixels'
-    magnitudes in row-major order in a C `float` (each partial sum rounded to float32) and divides by
-    the cell's pixel count in float32. Cells tile the map from its top left corner; the pixels of a
-    partial cell at the bottom or right edge are in none.
-    """
+    """HOG cell histograms [N, rows, cols, orientations] of N maps' gradients [N, H, W], bit for bit those
+    of scikit-image's kernel (`skimage.feature._hoghistogram.hog_histograms`, tests/test_metrics.py):
+    magnitude `hypot` and orientation `rad2deg(arctan2) % 180` in float64 (binned by `_orientation_bins`);
+    a cell's bin sums its pixels' magnitudes in row-major order in float32 and divides by the pixel
+    count in float32. Pixels of a partial cell at the bottom or right edge are in none."""
     n = len(g_rows)
     rows, cols = g_rows.shape[1] // cell, g_rows.shape[2] // cell
     g_rows, g_cols = g_rows[:, :rows * cell, :cols * cell], g_cols[:, :rows * cell, :cols * cell]
     magnitude = np.hypot(g_cols, g_rows).reshape(n, rows, cell, cols, cell)
-    # NaN gradients (the kernel would add them to every bin) cannot reach here: scoring skips maps
-    # with non-finite values.
     bins = _orientation_bins(np.rad2deg(np.arctan2(g_rows, g_cols)), orientations)
     # bins as indices into the flat sums [n, rows, cols, orientations + 1]
     bins = bins.reshape(n, rows, cell, cols, cell)
@@ -124,15 +98,11 @@ def _cell_histograms(g_rows: np.ndarray, g_cols: np.ndarray, cell: int, orientat
 def _orientation_bins(degrees: np.ndarray, orientations: int) -> np.ndarray:
     """The HOG bin of each gradient angle in [-180, 180] degrees, as scikit-image's kernel bins it: of
     orientation = degrees % 180, bin i where i * 180 / orientations <= orientation < (i + 1) * 180 /
-    orientations (bounds in float64); `orientations` where it is past the last bound (in no bin: a
-    tiny negative angle's orientation rounds to 180.0). tests/test_metrics.py checks it at and beside
-    every bound."""
-    # degrees % 180 as numpy computes it (but -0.0 for 0.0: the same bin) in a sixth of its time:
-    # numpy's float remainder goes through fmod
+    orientations (bounds in float64); `orientations` past the last bound (in no bin)."""
+    # degrees % 180 (but -0.0 for 0.0: the same bin) without numpy's slow fmod
     orientation = np.where(degrees < 0, degrees + 180.0, degrees)
     orientation[degrees == 180.0] = 0.0
-    # The quotient by the bin width, then moved by one where the bounds say otherwise: it is within an
-    # ulp of exact, and at a bound falls on either side of it for some bin counts.
+    # The quotient by the bin width is within an ulp: moved by one where the bounds say otherwise.
     bounds = 180.0 / orientations * np.arange(orientations + 2)
     bins = np.minimum((orientation * (orientations / 180.0)).astype(np.intp), orientations)
     bins -= orientation < bounds[bins]

@@ -1,13 +1,12 @@
 """Similarity metrics between two saliency maps (docs/protocol.md §4, Adebayo et al. 2018): Spearman
 rank correlation of the absolute and of the signed maps, SSIM and HOG similarity, a foreground-only
-Spearman (docs/protocol.md §5.3) and eMPRT (harness.metrics.entropy).
+Spearman (docs/protocol.md §5.3) and eMPRT (Hedström et al. 2024).
 
 Every metric has one signature, `compute(ref, cmp, settings) -> [(value, reason), ...]`: `ref` and
 `cmp` are the two sides of a chunk of pairs of maps of one size (scoring.Side: `ref["abs"]` is the
-stack of the reference maps' absolute forms), and it returns one result per pair, `reason` "" for a
-sound value or why the value is degenerate. Undefined scores (§5.1) are never zero-filled: a constant
-map makes Spearman and the HOG correlation undefined, so the score is NaN with a reason saying which
-side was constant; SSIM of a constant map is defined, kept and flagged.
+stack of the reference maps' absolute forms), one result per pair, `reason` "" for a sound value or
+why it is degenerate (§5.1). Undefined scores are NaN with the reason, never zero-filled (a constant
+map makes Spearman and the HOG correlation undefined); SSIM of a constant map is defined, kept, flagged.
 """
 
 from __future__ import annotations
@@ -19,12 +18,18 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from skimage.metrics import structural_similarity
 
-from harness.metrics.entropy import emprt
-from harness.metrics.forms import average_ranks, unit_rows
-from harness.metrics.reasons import NAN, Result, constant_reason, constant_rows, reason
+from harness.errors import HarnessError
+from harness.metrics.entropy import histogram_entropy
+from harness.metrics.forms import RAW, average_ranks, unit_rows
 
 if TYPE_CHECKING:
     from harness.metrics.settings import MetricSettings
+
+#: What a metric gives for each pair: the value and "" or why it is degenerate (NaN when undefined).
+Result = tuple[float, str]
+NAN = float("nan")
+#: Distributions of the calibration control's random masks.
+MASK_KINDS: tuple[str, ...] = ("gaussian", "uniform")
 
 
 @dataclass(frozen=True)
@@ -37,25 +42,42 @@ class Score:
 
 @dataclass(frozen=True)
 class Metric:
-    """`compute(ref, cmp, settings)` (see the module docstring); `needs_image`: it reads the input
-    images the maps explain (Side.images)."""
+    """`compute(ref, cmp, settings)` (see the module docstring); `needs_image`: it reads Side.images."""
 
     compute: Callable[[Any, Any, MetricSettings], Sequence[Result]]
     needs_image: bool = False
 
 
+def is_constant(x: np.ndarray) -> bool:
+    return x.size == 0 or bool(x.min() == x.max())
+
+
+def constant_rows(stack: np.ndarray) -> np.ndarray:
+    """Whether each map of a stack [n, ...] is constant."""
+    flat = stack.reshape(len(stack), -1)
+    return flat.min(axis=1) == flat.max(axis=1) if flat.shape[1] else np.ones(len(flat), bool)
+
+
+def reason(ref_constant: bool, cmp_constant: bool, what: str) -> str:
+    """'' if neither side is `what`, else e.g. 'constant map (reference and compared)'."""
+    sides = [name for name, constant in (("reference", ref_constant), ("compared", cmp_constant)) if constant]
+    return f"{what} ({' and '.join(sides)})" if sides else ""
+
+
+def constant_reason(ref: np.ndarray, cmp: np.ndarray, what: str = "constant map") -> str:
+    return reason(is_constant(ref), is_constant(cmp), what)
+
+
 def correlation(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Pearson correlation of each pair of rows of two stacks [n, ...] (NaN where a row is constant):
-    the centred rows of unit length multiplied and summed, clipped to [-1, 1] as scipy.stats.pearsonr
-    clips. Spearman is this of the average ranks, as scipy.stats.spearmanr computes it. NumPy, as
-    SciPy's pearsonr works pair by pair."""
+    """Pearson correlation of each pair of rows of two stacks [n, ...] (NaN where a row is constant),
+    clipped to [-1, 1] as scipy.stats.pearsonr clips; Spearman is this of the average ranks, as
+    scipy.stats.spearmanr computes it. NumPy, as SciPy works pair by pair."""
     return np.clip(np.sum(unit_rows(x) * unit_rows(y), axis=1), -1.0, 1.0)
 
 
 def correlations(ref: Any, cmp: Any, form: str, corr_form: str, what: str = "constant map") -> list[Result]:
     """Pearson of the forms `corr_form` of each pair; NaN with a reason where the form `form` is
-    constant on a side (a constant map has constant ranks and all-zero HOG features: only a pair whose
-    correlation is NaN is checked)."""
+    constant on a side (checked only where the correlation is NaN)."""
     values = correlation(ref[corr_form], cmp[corr_form]).tolist()
     undefined = [k for k, value in enumerate(values) if value != value]
     if undefined:
@@ -66,19 +88,18 @@ def correlations(ref: Any, cmp: Any, form: str, corr_form: str, what: str = "con
 
 
 def spearman_abs(ref: Any, cmp: Any, settings: MetricSettings) -> list[Result]:
-    """Spearman rank correlation of the absolute maps (forms.absolute_maps), all pixels."""
+    """Spearman rank correlation of the absolute maps, all pixels."""
     return correlations(ref, cmp, "abs", "rank_abs")
 
 
 def spearman_signed(ref: Any, cmp: Any, settings: MetricSettings) -> list[Result]:
-    """Spearman rank correlation of the signed maps (forms.signed_maps), all pixels."""
+    """Spearman rank correlation of the signed maps, all pixels."""
     return correlations(ref, cmp, "signed", "rank_signed")
 
 
 def ssim(ref: Any, cmp: Any, settings: MetricSettings) -> list[Result]:
-    """`skimage.metrics.structural_similarity` of the map settings.ssim_hog_map (raw01: the raw map,
-    all channels, per-channel SSIM averaged; abs01: the absolute map); window, weights, covariance and
-    data range from the settings (skimage fixes the Gaussian's truncate at 3.5: settings.ssim_truncate)."""
+    """`skimage.metrics.structural_similarity` of the map settings.ssim_hog_map (raw01: per-channel SSIM
+    averaged; abs01: the absolute map), with the settings' window, weights, covariance and data range."""
     a, b = ref["ssim_hog"], cmp["ssim_hog"]
     options = dict(win_size=int(settings.ssim_window), data_range=float(settings.ssim_data_range),
                    gaussian_weights=bool(settings.ssim_gaussian), sigma=float(settings.ssim_sigma),
@@ -89,7 +110,7 @@ def ssim(ref: Any, cmp: Any, settings: MetricSettings) -> list[Result]:
 
 
 def hog_similarity(ref: Any, cmp: Any, settings: MetricSettings) -> list[Result]:
-    """Pearson or Spearman (settings.hog_correlation) of the skimage HOG vectors of the map SSIM sees."""
+    """Pearson or Spearman (settings.hog_correlation) of the HOG vectors of the map SSIM sees."""
     features = correlations(ref, cmp, "hog", "hog" if settings.hog_correlation == "pearson" else "rank_hog",
                             "constant HOG features")
     # a constant map has all-zero HOG features (a NaN correlation): the map's own reason first
@@ -98,8 +119,8 @@ def hog_similarity(ref: Any, cmp: Any, settings: MetricSettings) -> list[Result]
 
 
 def spearman_abs_fg(ref: Any, cmp: Any, settings: MetricSettings) -> list[Result]:
-    """spearman_abs restricted to the foreground (input non-zero in any channel, docs/protocol.md §5.3):
-    the maps are post-processed on the full image, then masked. Needs the input image."""
+    """spearman_abs on the foreground (input non-zero in any channel, docs/protocol.md §5.3) of the maps
+    post-processed on the full image."""
     results = []
     for a, b, image in zip(ref["abs"], cmp["abs"], ref.images, strict=True):
         fg = foreground(image, a.shape)
@@ -120,6 +141,30 @@ def foreground(image: np.ndarray, hw: tuple[int, ...]) -> np.ndarray:
     return fg
 
 
+def emprt(ref: Any, cmp: Any, settings: MetricSettings) -> list[Result]:
+    """eMPRT's q = (H(compared) - H(reference)) / H(reference), reference = the original map (higher is
+    better). A constant reference makes q undefined (NaN); a constant compared map gives q = -1, flagged
+    (docs/protocol.md §5.1); a map that is not constant but whose bin rule gives one bin: NaN."""
+    results = []
+    for a, b in zip(ref[RAW], cmp[RAW], strict=True):
+        h_ref, h_cmp = histogram_entropy(a, settings.emprt_bins), histogram_entropy(b, settings.emprt_bins)
+        one_bin = _one_bin_reason(h_ref, a, "reference", settings) or _one_bin_reason(h_cmp, b, "compared", settings)
+        if one_bin:
+            results.append((NAN, one_bin))
+        elif h_ref == 0:
+            results.append((NAN, "zero entropy: constant map (reference)"))
+        else:
+            results.append(((h_cmp - h_ref) / h_ref, constant_reason(a, b)))
+    return results
+
+
+def _one_bin_reason(entropy: float, raw: np.ndarray, side: str, settings: MetricSettings) -> str:
+    if entropy != 0 or np.ptp(raw) == 0:
+        return ""
+    return (f"zero entropy: emprt_bins={settings.emprt_bins} gives one histogram bin for a map that is not "
+            f"constant ({side}; most of its values are equal); use a bin count of 2 or more")
+
+
 #: name -> Metric, in the order of settings.METRIC_NAMES (a test checks they agree).
 METRICS: dict[str, Metric] = {
     "spearman_abs": Metric(spearman_abs),
@@ -129,3 +174,12 @@ METRICS: dict[str, Metric] = {
     "spearman_abs_fg": Metric(spearman_abs_fg, needs_image=True),
     "emprt": Metric(emprt),
 }
+
+
+def random_mask(shape: Sequence[int] | int, rng: np.random.Generator, kind: str = "gaussian") -> np.ndarray:
+    """Random map for the calibration control: 'gaussian' N(0, 1) or 'uniform' U[-1, 1], float32."""
+    if kind == "gaussian":
+        return rng.standard_normal(shape, dtype=np.float32)
+    if kind == "uniform":
+        return rng.uniform(-1.0, 1.0, size=shape).astype(np.float32)
+    raise HarnessError(f"unknown random mask kind {kind!r}; valid names: {', '.join(MASK_KINDS)}")

@@ -1,8 +1,7 @@
 """Scoring pairs of maps: compare (one pair) and compare_batch (many), for the metrics of the settings.
 
-Each map's forms (harness.metrics.forms) are computed once, on first use, for all maps of a chunk at
-once, and kept on its PreparedMap: the runner prepares its original maps once and compares them with
-the maps of every randomization step.
+Each map's forms are computed once, on first use, for all maps of a chunk at once, and kept on its
+PreparedMap: the runner prepares its original maps once and compares them with every step's maps.
 """
 
 from __future__ import annotations
@@ -13,18 +12,16 @@ from contextlib import AbstractContextManager, nullcontext
 import numpy as np
 
 from harness.metrics.forms import FORMS, RAW, as_hwc
-from harness.metrics.metrics import METRICS, Score
-from harness.metrics.reasons import NAN
+from harness.metrics.metrics import METRICS, NAN, Score
 from harness.metrics.settings import MetricSettings
 
-# Pairs scored together: about this many raw-map values a side (20 MNIST maps, one InceptionV3 map),
-# so that a chunk's forms (a 28 x 28 map's HOG vector has 11,664 values) stay small.
+# Pairs scored together: about this many raw-map values a side (20 MNIST maps, one InceptionV3 map).
 CHUNK_VALUES = 16_384
 
 
 class PreparedMap:
-    """One raw map [H, W, C] (and the input image it explains, if given) with its forms, each
-    computed on first use and kept (`forms`, by name)."""
+    """One raw map [H, W, C] (and the input image it explains, if given) with its forms by name, each
+    computed on first use and kept."""
 
     def __init__(self, raw: np.ndarray, settings: MetricSettings, image: np.ndarray | None = None):
         self.raw = as_hwc(raw)
@@ -33,22 +30,14 @@ class PreparedMap:
         self.finite = bool(np.all(np.isfinite(self.raw)))
         self.forms: dict[str, np.ndarray] = {RAW: self.raw}
 
-    def __getitem__(self, name: str) -> np.ndarray:
-        """The form `name` of this map (see Side)."""
-        return Side([self], self.settings)[name][0]
-
 
 class Side:
-    """One side (references or compared maps) of a chunk of pairs of one map size, as a metric sees
-    it: `side[form]` is the stack of that form of every map, computed where missing, for all those
-    maps in one call; `side.images` the input images."""
+    """One side (references or compared maps) of a chunk of pairs of one map size: `side[form]` is the
+    stack of that form of every map, computed where missing for those maps in one call."""
 
     def __init__(self, maps: Sequence[PreparedMap], settings: MetricSettings):
         self.maps, self.settings = maps, settings
-
-    @property
-    def images(self) -> list[np.ndarray | None]:
-        return [m.image for m in self.maps]
+        self.images = [m.image for m in maps]
 
     def __getitem__(self, name: str) -> np.ndarray:
         todo = list({id(m): m for m in self.maps if name not in m.forms}.values())  # a map listed twice: once
@@ -75,10 +64,8 @@ def prepare_stack(raws: np.ndarray, settings: MetricSettings, images: Sequence |
 
 def compare(reference: np.ndarray | PreparedMap, compared: np.ndarray | PreparedMap, settings: MetricSettings,
             image: np.ndarray | None = None) -> list[Score]:
-    """Score the similarity of two raw maps [H, W, C] (C = 1 or 3) or [H, W]; one Score per
-    settings.metrics, in that order (harness.metrics.metrics). Either side may be a PreparedMap.
-    `image`: the input the maps explain (spearman_abs_fg reads it). A map with NaN/inf makes every
-    metric undefined: NaN, degenerate, reason."""
+    """One Score per settings.metrics for two raw maps [H, W, C] or [H, W] (or PreparedMaps); `image`: the
+    input the maps explain (spearman_abs_fg reads it). A map with NaN/inf makes every metric NaN."""
     return compare_batch([reference], [compared], settings, None if image is None else [image])[0]
 
 
@@ -89,19 +76,17 @@ def compare_batch(
     images: Sequence[np.ndarray] | np.ndarray | None = None,
     timer: Callable[[str], AbstractContextManager] | None = None,
 ) -> list[list[Score]]:
-    """compare() over the leading (batch) dimension; images, if given, must match in length.
-
-    `timer(metric name)`, if given, times each metric's call on a chunk, with the forms it is the
-    first to read (the runner's run.json `score_by_metric`). A compared map with its reference's
-    bytes and image is scored as the reference itself (its forms are computed already: the runner's
-    step 0 and a deterministic method's ceiling control)."""
+    """compare() over the leading (batch) dimension. `timer(metric name)` times each metric's call on a
+    chunk, with the forms it is the first to read (run.json's `score_by_metric`). A compared map with
+    its reference's bytes and image is scored as the reference itself (its forms are computed already)."""
     if len(references) != len(compareds):
         raise ValueError(f"batch sizes differ: {len(references)} references, {len(compareds)} compared maps")
     if images is not None and len(images) != len(references):
         raise ValueError(f"batch sizes differ: {len(references)} maps, {len(images)} images")
     imgs: Sequence = images if images is not None else [None] * len(references)
     refs = [prepare(m, settings, i) for m, i in zip(references, imgs)]
-    cmps = [r if _same(r, c, i) else prepare(c, settings, i) for r, c, i in zip(refs, compareds, imgs)]
+    cmps = [prepare(c, settings, i) for c, i in zip(compareds, imgs)]
+    cmps = [r if _same(r, c) else c for r, c in zip(refs, cmps)]
     metrics = {name: METRICS[name] for name in settings.metrics}
     for r, c in zip(refs, cmps):
         if r.raw.shape != c.raw.shape:
@@ -132,14 +117,7 @@ def compare_batch(
     return scores
 
 
-def _same(reference: PreparedMap, compared: np.ndarray | PreparedMap, image: np.ndarray | None) -> bool:
-    """Whether `compared` is the reference's map bit for bit (-0.0 is not 0.0: its forms may differ in
-    sign), explaining the same input."""
-    if compared is reference:
-        return True
-    raw = compared.raw if isinstance(compared, PreparedMap) else np.asarray(compared)
-    image = compared.image if isinstance(compared, PreparedMap) else image
-    if raw.dtype != np.float64 or raw.shape != reference.raw.shape:
-        raw = as_hwc(raw)
-    return (raw.shape == reference.raw.shape and raw.tobytes() == reference.raw.tobytes()
-            and (image is reference.image or np.array_equal(image, reference.image)))
+def _same(ref: PreparedMap, cmp: PreparedMap) -> bool:
+    """Whether `cmp` is the reference's map bit for bit (-0.0 is not 0.0), explaining the same input."""
+    return cmp is ref or (cmp.raw.shape == ref.raw.shape and cmp.raw.tobytes() == ref.raw.tobytes()
+                          and (cmp.image is ref.image or np.array_equal(cmp.image, ref.image)))

@@ -11,19 +11,18 @@ from harness.errors import HarnessError
 
 #: The metrics (harness.metrics.metrics.METRICS, in this order).
 METRIC_NAMES: tuple[str, ...] = ("spearman_abs", "spearman_signed", "ssim", "hog", "spearman_abs_fg", "emprt")
-#: Bin rules np.histogram takes by name (emprt_bins may also be a count; harness.metrics.entropy).
+#: Bin rules np.histogram takes by name (emprt_bins may also be a count).
 BIN_RULES: tuple[str, ...] = ("auto", "fd", "doane", "scott", "stone", "rice", "sturges", "sqrt")
 #: skimage's structural_similarity fixes its Gaussian's truncate at this (since skimage 0.15).
 SKIMAGE_SSIM_TRUNCATE = 3.5
 
 #: Correlations usable on the two HOG feature vectors (paper: Pearson, notebook: Spearman).
 HOG_CORRELATIONS: tuple[str, ...] = ("pearson", "spearman")
-#: Map forms SSIM and HOG can see: `raw01` the raw, signed map (all channels) min-max scaled to
-#: [0, 1] (docs/protocol.md §4.3, the notebook's normalize_image); `abs01` the absolute map, min-max scaled.
+#: Map forms SSIM and HOG can see: the raw map (all channels) or the absolute map, min-max scaled
+#: (docs/protocol.md §4.3).
 SSIM_HOG_MAPS: tuple[str, ...] = ("raw01", "abs01")
 
-#: What each setting may be (`metrics` itself: registered names, checked in MetricSettings). A new
-#: setting is a field of MetricSettings and a rule here (a test checks every field has one).
+#: What each setting may be (a test checks every field of MetricSettings has a rule).
 RULES = {
     "metrics": Rule((TEXT | list_of(TEXT)).test, "a metric name or a list of metric names"),
     "ssim_window": whole(3, odd=True),
@@ -53,28 +52,21 @@ class MetricSettings:
     ssim_gaussian: bool = False  # notebook: Gaussian weights, sigma 1.5, window 11
     ssim_sigma: float = 1.5
     ssim_data_range: float = 1.0  # always passed explicitly to skimage (maps are min-max [0, 1])
-    # skimage's default, both presets: NP / (NP - 1) with NP = ssim_window ** 2 (also with Gaussian
-    # weights, as skimage does); False: population covariance (Wang et al. 2004).
+    # skimage's default, both presets: NP / (NP - 1); False: population covariance (Wang et al. 2004).
     ssim_sample_covariance: bool = True
-    # Gaussian weights only: filter radius int(truncate * sigma + 0.5). Recorded, not chosen: skimage
-    # >= 0.15 (the notebook pinned 0.15.0) fixes 3.5, an 11-tap filter (0.14 took scipy's 4.0).
+    # Gaussian weights only. Recorded, not chosen: skimage >= 0.15 (the notebook's) fixes 3.5.
     ssim_truncate: float = SKIMAGE_SSIM_TRUNCATE
-    # The map SSIM and HOG see (SSIM_HOG_MAPS): raw01 (protocol, paper text "without abs", notebook)
-    # or abs01 (the absolute map, min-max scaled; what this harness used before).
+    # The map SSIM and HOG see (SSIM_HOG_MAPS): raw01 (protocol, paper text "without abs", notebook) or abs01.
     ssim_hog_map: str = "raw01"
     hog_cell_px: int | None = None  # None -> round(16 * size / 299), at least 2 (see hog_geometry)
     hog_orientations: int = 9
-    # Reduced automatically (see hog_geometry) when the image has fewer cells than this per side,
-    # e.g. a tiny image with large cells; 28 px MNIST with the scaled 2 px cells keeps 3x3.
-    hog_cells_per_block: int = 3
+    hog_cells_per_block: int = 3  # fewer where the image has fewer cells a side (see hog_geometry)
     hog_correlation: str = "pearson"  # paper: Pearson; notebook: Spearman
-    # eMPRT (harness.metrics.entropy): the histogram's bins, a count over the map's own range
-    # (Hedström et al.: 100) or one of numpy's bin rules by name (BIN_RULES).
+    # eMPRT's histogram bins over the map's own range: a count (Hedström et al.: 100) or a bin rule (BIN_RULES).
     emprt_bins: int | str = 100
     preset: str = "paper"  # recorded in outputs
 
     def __post_init__(self) -> None:
-        # Validate on construction so that both from_config and direct use fail early and clearly.
         metrics = self.metrics
         if isinstance(metrics, str):  # a single name, e.g. from a command-line override
             metrics = (metrics,)
@@ -92,10 +84,7 @@ class MetricSettings:
 
     @classmethod
     def from_config(cls, cfg: Mapping) -> "MetricSettings":
-        """Build from a Hydra/omegaconf node or a plain dict (keys = field names; missing -> default).
-
-        Unknown keys are an error too (a typo must not silently fall back to a default).
-        """
+        """Build from a Hydra/omegaconf node or a plain dict of field names (missing: default; unknown: an error)."""
         known = {f.name for f in fields(cls)}
         values: dict[str, Any] = {}
         for key in cfg:  # works for dict and omegaconf DictConfig alike
