@@ -17,7 +17,7 @@ import numpy as np
 
 from harness import verdicts
 from harness.checks import check_config
-from harness.config import CONFIG_DIR, group_options
+from harness.config import composed, group_options
 from harness.data import load_images, register_images
 from harness.errors import HarnessError
 from harness.results import (MAPS, RECORD, SCORES, SUMMARY, VERDICTS, RunRecord, maps_key, read_table,
@@ -119,7 +119,6 @@ def compose_config(model, images, *, methods=("gradient",), schedule="cascading"
                    target="predicted", blocks=None, seed=0, results_dir=None, value_range=None,
                    overrides: Mapping[str, Any] | None = None):
     """The DictConfig the CLI composes for these arguments."""
-    from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf, open_dict
 
     from harness.cli import check_group_choices
@@ -134,18 +133,14 @@ def compose_config(model, images, *, methods=("gradient",), schedule="cascading"
     if len(methods) == 1 and names[0]:  # one method by name: the CLI's `method=NAME`, the same run key
         choices.append(f"method={names[0]}")
     check_group_choices(choices)  # an unknown choice: the CLI's one line
-    settings = {"target": target, "seed": seed, **({"results_dir": str(results_dir)} if results_dir else {})}
-    if value_range is not None:
-        settings["model.input.value_range"] = [float(v) for v in value_range]
-    if labels is not None:
-        settings["data.labels"] = labels
-    if blocks is not None:
-        settings["model.blocks"] = dict(blocks)
-    if len(methods) > 1 or not names[0]:
-        settings["methods"] = [m if isinstance(m, str) else dict(m) for m in methods]
+    given = {"results_dir": str(results_dir) if results_dir else None,
+             "model.input.value_range": None if value_range is None else [float(v) for v in value_range],
+             "data.labels": labels, "model.blocks": None if blocks is None else dict(blocks),
+             "methods": [m if isinstance(m, str) else dict(m) for m in methods] if len(methods) > 1 or not names[0]
+             else None}
+    settings = {"target": target, "seed": seed, **{k: v for k, v in given.items() if v is not None}}
     settings |= {key.replace("__", "."): value for key, value in (overrides or {}).items()}
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=[c for c in choices if not c.startswith("+")])
+    cfg = composed([c for c in choices if not c.startswith("+")])
     with open_dict(cfg):
         for key, value in settings.items():
             if OmegaConf.select(cfg, key, default=_ABSENT) is _ABSENT and not key.startswith(("data.", "methods")):

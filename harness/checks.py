@@ -58,7 +58,7 @@ def check_config(cfg: Mapping[str, Any]) -> None:
     _, value_range = lookup(cfg["model"], "input.value_range")
     if value_range and not value_range[0] < value_range[1]:
         raise HarnessError(f"model.input.value_range must be [low, high] with low < high, got {value_range}")
-    data.check_settings(cfg["data"])
+    check(cfg["data"], data.RULES, prefix="data.")
     schedules.check_settings(cfg["schedule"])
     MetricSettings.from_config(cfg["metrics"])
     for prefix, entry in method_entries(cfg):

@@ -14,14 +14,13 @@ import os
 import sys
 
 import hydra
-from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
 from hydra.core.plugins import Plugins
 from omegaconf import DictConfig, OmegaConf
 
 from harness import cache, sweeps, verdicts
 from harness.checks import check_config
-from harness.config import CONFIG_DIR, group_options
+from harness.config import CONFIG_DIR, composed, group_options
 from harness.errors import HarnessError
 from harness.tf_logging import import_tensorflow_quietly
 
@@ -51,10 +50,8 @@ cache of original maps), harness --hydra-help (Hydra's options).
 
 def help_text(overrides: list[str]) -> str:
     """The help page, with the config the given overrides compose."""
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=overrides)
     groups = "".join(f"{g}: {', '.join(group_options(g))}\n" for g in GROUPS)
-    return HELP.format(groups=groups, config=OmegaConf.to_yaml(cfg))
+    return HELP.format(groups=groups, config=OmegaConf.to_yaml(composed(overrides)))
 
 
 def main() -> None:

@@ -25,6 +25,14 @@ CONFIG_DIR = _shipped("conf")
 EXPERIMENTS_DIR = _shipped("experiments")
 
 
+def composed(overrides: list[str]):
+    """conf/config.yaml composed with `overrides`, as the `harness` command composes it."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        return compose(config_name="config", overrides=overrides)
+
+
 def group_options(group: str) -> list[str]:
     """The choices of a config group (`model` -> mnist_cnn, hub, ...), building blocks left out."""
     return sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml") if not p.stem.startswith(PARTIAL_PREFIX))

@@ -5,6 +5,7 @@ an `ImageSet` in [0, 1], float32, NHWC, resized to the model's input size.
 from __future__ import annotations
 
 import glob as globbing
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -52,7 +53,7 @@ def load_images(cfg: Mapping[str, Any], size: tuple[int, int] | None, channels: 
     source = cfg.get("source")
     if source not in SOURCES:
         raise HarnessError(f"unknown data source {source!r}; valid: {', '.join(SOURCES)}")
-    check_settings(cfg)
+    check(cfg, RULES, prefix="data.")
     count = None if cfg.get("count") is None else int(cfg["count"])
     ids, labels, read = {"mnist": _mnist, "mnist_scenes": _mnist_scenes, "folder": _folder,
                          "skimage": _skimage, "array": _array}[source](cfg)
@@ -68,10 +69,6 @@ def load_images(cfg: Mapping[str, Any], size: tuple[int, int] | None, channels: 
         log(f"note: {len(alpha)} of {len(chosen)} images have an alpha channel (grey+alpha or RGBA), dropped: "
             f"the model sees their grey / colour channels ({', '.join(alpha[:3])}{', ...' * (len(alpha) > 3)})")
     return ImageSet(np.stack(images), [ids[i] for i in chosen], None if labels is None else labels[chosen])
-
-
-def check_settings(cfg: Mapping[str, Any]) -> None:
-    check(cfg, RULES, prefix="data.")
 
 
 # Each source gives (ids, labels or None, read(i) -> image in [0, 1]); nothing is decoded until read.
@@ -118,8 +115,6 @@ def _skimage(cfg):
 def register_images(images: np.ndarray) -> str:
     """The digest under which `images` ([N, H, W, C] in [0, 1]) load as `data.source=array`,
     `data.array=DIGEST`: the same pixels give the same digest, so the same run key."""
-    import hashlib
-
     images = np.ascontiguousarray(images, np.float32)
     digest = hashlib.sha256(f"{images.shape}|".encode() + images.tobytes()).hexdigest()[:16]
     _ARRAYS[digest] = images

@@ -20,10 +20,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf, open_dict
 
-from harness.config import CONFIG_DIR, EXPERIMENTS_DIR, group_defaults, model_defaults
+from harness.config import EXPERIMENTS_DIR, composed, group_defaults, model_defaults
 from harness.errors import HarnessError
 from harness.results import write_json
 
@@ -44,8 +43,7 @@ def compose_run(overrides: list[str], results_dir: Path, quick: bool):
     """The run's config, and the preset's `experiment:` block (title, optional, how_to_provide) taken
     out of it: it describes the preset, so it stays out of the run's key."""
     extra = [f"results_dir={results_dir}"] + (QUICK_OVERRIDES if quick else [])
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=[*overrides, *extra])
+    cfg = composed([*overrides, *extra])
     with open_dict(cfg):
         preset = OmegaConf.to_container(cfg.pop("experiment", None) or OmegaConf.create({}), resolve=True)
     if not quick:

@@ -23,27 +23,25 @@ class Rule:
         return Rule(lambda v: self.test(v) or other.test(v), f"{self.valid} or {other.valid}", choices)
 
 
-def _bounded(low, high, above, below) -> tuple[Callable[[Any], bool], str]:
-    """The range test and its words: low <= v <= high, above < v < below (None: no bound)."""
-    bounds = [(low, ">=", lambda v: v >= low), (above, ">", lambda v: v > above),
-              (high, "<=", lambda v: v <= high), (below, "<", lambda v: v < below)]
+def _bounded(low, high, above) -> tuple[Callable[[Any], bool], str]:
+    """The range test and its words: low <= v, above < v, v <= high (None: no bound)."""
+    bounds = [(low, ">=", lambda v: v >= low), (above, ">", lambda v: v > above), (high, "<=", lambda v: v <= high)]
     bounds = [(bound, sign, test) for bound, sign, test in bounds if bound is not None]
     return (lambda v: all(test(v) for _, _, test in bounds)), " and ".join(f"{s} {b}" for b, s, _ in bounds)
 
 
-def whole(low: int | None = None, high: int | None = None, odd: bool = False) -> Rule:
-    """An integer (a NumPy one too; not a bool, not 2.0) in [low, high]; odd when asked."""
-    in_range, words = _bounded(low, high, None, None)
+def whole(low: int | None = None, odd: bool = False) -> Rule:
+    """An integer (a NumPy one too; not a bool, not 2.0) >= low; odd when asked."""
+    in_range, words = _bounded(low, None, None)
     kind = "an odd integer" if odd else "an integer"
     return Rule(lambda v: isinstance(v, numbers.Integral) and not isinstance(v, bool) and in_range(v)
                 and (not odd or v % 2 == 1),
                 f"{kind} {words}".strip())
 
 
-def number(low: float | None = None, high: float | None = None, above: float | None = None,
-           below: float | None = None) -> Rule:
+def number(low: float | None = None, high: float | None = None, above: float | None = None) -> Rule:
     """A finite number (an integer counts: YAML writes 1.0 as 1) in the given range."""
-    in_range, words = _bounded(low, high, above, below)
+    in_range, words = _bounded(low, high, above)
     return Rule(lambda v: isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v) and in_range(v),
                 f"a number {words}".strip() if words else "a finite number")
 
@@ -62,10 +60,9 @@ def list_of(item: Rule, length: int | None = None) -> Rule:
 FLAG = Rule(lambda v: isinstance(v, bool), "true or false")
 TEXT = Rule(lambda v: isinstance(v, str) and v != "", "a non-empty string")
 NULL = Rule(lambda v: v is None, "null")
-Rules = Mapping[str, Rule]
 
 
-def check(values: Mapping[str, Any], rules: Rules, *, prefix: str = "", where: str = "") -> None:
+def check(values: Mapping[str, Any], rules: Mapping[str, Rule], *, prefix: str = "", where: str = "") -> None:
     """Each value `rules` names (a dotted key reaches into a nested node) against its rule: a HarnessError
     naming the key (`prefix` + key, after `where`) and what is valid."""
     for key, rule in rules.items():
