@@ -15,7 +15,7 @@ import tensorflow as tf
 import tensorflow_hub as hub
 
 from harness.errors import HarnessError
-from harness.models.gradients import target_gradient
+from harness.models.backends import target_gradient
 from harness.models.graph_import import ImportedGraph
 from harness.models.keras_guided import guided_activations, keras_endpoint_model
 

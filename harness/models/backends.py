@@ -8,18 +8,16 @@ pass, so its guided / endpoint kernels are one clear error; `KerasBackend` swaps
 separate function traces (keras_guided); `SavedModelBackend` re-imports the inlined graph (graph_import).
 A kernel reads the model's variables, never copies them: randomizing a block in place is seen by the
 next call without a retrace, and each kernel counts its traces in `model.trace_counts[key]`.
+`target_gradient` is the one gradient computation of the harness (every kernel, the PAIR oracle).
 """
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from typing import Any
 
 import tensorflow as tf
 
 from harness.errors import HarnessError
-# the computations every kernel shares, kept importable from here
-from harness.models.gradients import endpoint_gradients, selected_output, target_gradient  # noqa: F401
 
 # harness.models.wrapper.ModelUnderTest, named not imported: the wrapper imports this module.
 ModelUnderTest = Any
@@ -29,20 +27,41 @@ GRAPH_MODES = ("live", "frozen")
 Reduce = Callable[[tf.Tensor, tf.Tensor], tf.Tensor]
 
 
+def selected_output(logits: tf.Tensor, targets: tf.Tensor, output: str = "logit") -> tf.Tensor:
+    """The explained scalar of each row: the target's logit or its softmax probability."""
+    values = tf.nn.softmax(logits) if output == "probability" else logits
+    return tf.gather(values, targets, batch_dims=1)
+
+
+def target_gradient(forward: Callable, x: tf.Tensor, targets: tf.Tensor, output: str = "logit") -> tf.Tensor:
+    """d output[target] / d x of every row, `forward(x) -> logits` (to call inside a tf.function)."""
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        selected = selected_output(forward(x), targets, output)
+    return tape.gradient(selected, x)
+
+
+def endpoint_gradients(two_outputs: Callable, x: tf.Tensor, targets: tf.Tensor,
+                       output: str = "logit") -> tuple[tf.Tensor, tf.Tensor]:
+    """(endpoint values, d output[target] / d values), `two_outputs(x) -> (values, logits)` a Keras
+    model (called in inference mode)."""
+    with tf.GradientTape() as tape:
+        values, logits = two_outputs(x, training=False)
+        selected = selected_output(logits, targets, output)
+    return values, tape.gradient(selected, values)
+
+
 def compile_counted(model: ModelUnderTest, key: str, body: Callable) -> Callable:
     """tf.function(body) over (images, targets) that counts its traces in `model.trace_counts[key]`;
     the images' shape is checked against its signature first, so that a wrong size is named in the
     harness's terms."""
-    def traced(x, targets):
-        model.trace_counts[key] += 1  # Python side effect: runs at trace time only
-        return body(x, targets)
-    shape = model.tensor_spec().shape
-    function = tf.function(traced, input_signature=[model.tensor_spec(), tf.TensorSpec([None], tf.int32)])
+    spec = model.tensor_spec()
+    function = tf.function(model._counted(key, body), input_signature=[spec, tf.TensorSpec([None], tf.int32)])
 
     def kernel(x, targets) -> tf.Tensor:
         x, targets = tf.cast(x, tf.float32), tf.cast(targets, tf.int32)  # tensors of those dtypes as they are
-        if not shape.is_compatible_with(x.shape):
-            raise ValueError(f"kernel input of shape {x.shape.as_list()}; it takes {shape.as_list()}")
+        if not spec.shape.is_compatible_with(x.shape):
+            raise ValueError(f"kernel input of shape {x.shape.as_list()}; it takes {spec.shape.as_list()}")
         return function(x, targets)
     return kernel
 
@@ -146,46 +165,25 @@ class SavedModelBackend(Backend):
         return body
 
 
-class SyncedGraph:
-    """The model's `ImportedGraph`, one per model and mode, shared by its guided and endpoint kernels.
-    `sync()` gives the graph's generation; in frozen mode it first re-freezes where the variables'
-    values changed since the last freeze (a digest of them: ~0.1 s for InceptionV3)."""
-
-    def __init__(self, model: ModelUnderTest, mode: str):
-        from harness.models.graph_import import ImportedGraph
-
-        # A trace of the wrapper's forward pass (`__call__` or the serving signature's logits, at the
-        # harness's input spec): whichever way the SavedModel exposes it.
-        forward = tf.function(model.logits).get_concrete_function(model.tensor_spec())
-        self.model = model
-        self.graph = ImportedGraph(forward, [v.variable for v in model.variables], mode=mode, name=model.name)
-        self._digest = self._values_digest() if self.graph.mode == "frozen" else None  # (the fallback: graph_import)
-
-    def _values_digest(self) -> str:
-        digest = hashlib.blake2b(digest_size=16)
-        for v in self.model.variables:
-            digest.update(v.read())  # the buffer TF read (C-contiguous): no copy
-        return digest.hexdigest()
-
-    def sync(self) -> int:
-        if self.graph.mode == "frozen" and (current := self._values_digest()) != self._digest:
-            self.graph.refresh()
-            self._digest = current
-        return self.graph.generation
-
-
 class GraphKernel:
-    """A compiled kernel `body(graph, images, targets)` over the model's imported SavedModel graph."""
+    """A compiled kernel `body(graph, images, targets)` over the model's `ImportedGraph` (one per model
+    and mode, shared by its kernels), traced anew whenever frozen weights were re-frozen."""
 
     def __init__(self, model: ModelUnderTest, key: str, mode: str, body: Callable):
+        from harness.models.graph_import import ImportedGraph
+
+        def imported():
+            # A trace of the wrapper's forward pass (`__call__` or the serving signature's logits, at the
+            # harness's input spec): whichever way the SavedModel exposes it.
+            forward = tf.function(model.logits).get_concrete_function(model.tensor_spec())
+            return ImportedGraph(forward, [v.variable for v in model.variables], mode=mode, name=model.name)
         self.model, self.key, self.body = model, key, body
-        self.synced = model.compiled(f"graph/{mode}", lambda: SyncedGraph(model, mode))
+        self.graph = model.compiled(f"graph/{mode}", imported)
         self.generation, self.fn = None, None
 
     def __call__(self, x, targets):
-        generation = self.synced.sync()
+        generation = self.graph.refresh()
         if generation != self.generation:  # first call, or frozen weights re-frozen: trace anew
-            graph = self.synced.graph
-            self.fn = compile_counted(self.model, self.key, lambda xs, ts: self.body(graph, xs, ts))
+            self.fn = compile_counted(self.model, self.key, lambda xs, ts: self.body(self.graph, xs, ts))
             self.generation = generation
         return self.fn(x, targets)

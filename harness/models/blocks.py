@@ -58,29 +58,20 @@ def group_by_depth(names: Sequence[str], depth: int = 1) -> list[tuple[str, list
     return list(groups.items())
 
 
-def _starts_with(components: Sequence[str], pattern: Sequence[str]) -> bool:
-    return list(components[:len(pattern)]) == list(pattern)
-
-
-def _nested_scopes(components: Sequence[str], pattern: Sequence[str]) -> list[tuple[str, ...]]:
-    """Every scope prefix of `components` that ends with the run `pattern` (not at position 0)."""
-    n = len(pattern)
-    return [tuple(components[:i + n]) for i in range(1, len(components) - n + 1)
-            if list(components[i:i + n]) == list(pattern)]
-
-
 def _members(block: str, names: Sequence[str], root: Sequence[str], model: str) -> list[int]:
     """Indices of the variables `block` names: anchored at the root (or at the full path, for a name
     that spells the root out), else the one nested scope that ends with it."""
     pattern = block.strip("/").split("/")
-    anchored = [i for i, name in enumerate(names)
-                if _starts_with(_relative(name, root), pattern) or _starts_with(scope_of(name), pattern)]
+    n = len(pattern)
+    anchored = [i for i, name in enumerate(names) if pattern in (_relative(name, root)[:n], scope_of(name)[:n])]
     if anchored:
         return anchored
-    nested: dict[tuple[str, ...], list[int]] = {}
+    nested: dict[tuple[str, ...], list[int]] = {}  # scope prefix ending in the run `pattern` -> indices
     for index, name in enumerate(names):
-        for scope in _nested_scopes(_relative(name, root), pattern):
-            nested.setdefault(scope, []).append(index)
+        components = _relative(name, root)
+        for i in range(1, len(components) - n + 1):
+            if components[i:i + n] == pattern:
+                nested.setdefault(tuple(components[:i + n]), []).append(index)
     if len(nested) > 1:
         candidates = sorted("/".join(scope) for scope in nested)
         shown = ", ".join(candidates[:8]) + (f" (and {len(candidates) - 8} more)" if len(candidates) > 8 else "")

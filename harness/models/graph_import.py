@@ -1,21 +1,16 @@
-"""Guided Backprop and named endpoints on SavedModels (docs/protocol.md §8.3).
-
-A loaded SavedModel's graph hides its ReLUs inside a `StatefulPartitionedCall`, out of reach of a
-gradient override. `ImportedGraph` flattens the function into one GraphDef and imports it into the
-caller's tf.function, under `gradient_override_map` for Guided Backprop; gradients must be taken with
-`tf.gradients` (a GradientTape does not see imported ops).
-- mode "live": Grappler's inlining (a *private* TF helper) keeps the variable placeholders, which are
-  fed the live variable handles, so in-place randomization is seen by the next call with no retrace;
-- mode "frozen", the fallback: `convert_variables_to_constants_v2` bakes the weights in; `refresh()`
-  re-freezes after a change and bumps `generation` (tf.functions that imported the graph must retrace).
-Neither private helper is trusted blindly: a live graph is checked once against the SavedModel's own
-function on a probe batch, and a missing helper or other logits fall back to frozen with one warning
-(tests/test_guided_machinery.py breaks both ways).
+"""Guided Backprop and named endpoints on SavedModels (docs/protocol.md §8.3): `ImportedGraph` inlines
+the function into one GraphDef and imports it into the caller's tf.function (under a gradient override
+for Guided Backprop; gradients by `tf.gradients`: a GradientTape does not see imported ops).
+Mode "live" (a *private* TF inlining helper) feeds the variable placeholders the live variables; mode
+"frozen", the fallback, bakes the weights in and `refresh()` re-freezes them. Neither private helper is
+trusted blindly: a live graph is checked once against the SavedModel's own function, and a missing
+helper or other logits fall back to frozen with one warning (tests/test_guided_machinery.py).
 """
 from __future__ import annotations
 
 import difflib
 import functools
+import hashlib
 import re
 import warnings
 from contextlib import nullcontext
@@ -25,7 +20,6 @@ import numpy as np
 import tensorflow as tf
 
 from harness.errors import HarnessError
-from harness.models.gradients import gate
 
 try:  # private on purpose (see the module docstring); checked at run time, never trusted blindly
     from tensorflow.python.framework import convert_to_constants as _convert
@@ -36,9 +30,6 @@ except ImportError:  # pragma: no cover - a TensorFlow without the module
 # registration in the same process.
 _OVERRIDES = {"Relu": "HarnessGuidedRelu_v1", "Relu6": "HarnessGuidedRelu6_v1"}
 _KEEP = {"Relu": lambda x: x > 0, "Relu6": lambda x: (x > 0) & (x < 6)}
-# Leaky ReLUs pass negative inputs on: gating only the plain ReLUs beside them would be a silently
-# partial Guided Backprop (the Keras path refuses them the same way).
-_LEAKY_TYPES = ("LeakyRelu",)
 _PREFERRED_TYPES = ("Relu", "Relu6", "ConcatV2", "Concat")
 _PASS_THROUGH_TYPES = ("Identity", "IdentityN", "Snapshot", "StopGradient")
 _NOT_ENDPOINTS = ("Const", "Placeholder", "ReadVariableOp", "VarHandleOp")
@@ -48,6 +39,12 @@ _CALL_TYPES = ("PartitionedCall", "StatefulPartitionedCall", "If", "StatelessIf"
 # Keras 3 opens a layer's name scope twice per call (around build and around call), so TF
 # uniquifies the scope holding the ops to "<layer>_<k>".
 _UNIQUIFIED = re.compile(r"^(.+)_(\d+)$")
+
+
+def gate(grad: tf.Tensor, keep: tf.Tensor) -> tf.Tensor:
+    """Guided Backprop's backward pass of a ReLU, on both paths (keras_guided too): `grad` where it is
+    positive and `keep` holds, else 0 (tf.where rather than a 0/1 mask: inf * 0 would give NaN)."""
+    return tf.where(keep & (grad > 0), grad, tf.zeros_like(grad))
 
 
 @functools.cache
@@ -84,6 +81,7 @@ class ImportedGraph:
         if self.mode == "live" and not self._computes_the_function():
             self.mode = _fall_back(self.name, "its inlined graph computes other logits than the SavedModel")
             self._build()
+        self._frozen_values = self._values_digest() if self.mode == "frozen" else None
 
     @classmethod
     def from_saved_model(cls, obj: Any, mode: str = "live", name: str | None = None) -> ImportedGraph:
@@ -116,13 +114,8 @@ class ImportedGraph:
         # The function's own outputs, not all of `outputs`: once a gradient has been taken through a
         # restored function, TF appends its forward intermediates to `outputs`. The frozen copy keeps
         # the order of `outputs` (not the structure), so the logits are found by position.
-        returned = tf.nest.flatten(self._cf.structured_outputs, expand_composites=True)
-        if len(data_inputs) != 1 or len(returned) != 1:
-            raise HarnessError(
-                f"SavedModel function of {self.name} must take one image tensor and return one logits "
-                f"tensor; it has inputs {[t.name for t in data_inputs]} and outputs {[t.name for t in returned]}"
-            )
-        position = [t.name for t in self._cf.outputs].index(returned[0].name)
+        returned, = tf.nest.flatten(self._cf.structured_outputs, expand_composites=True)
+        position = [t.name for t in self._cf.outputs].index(returned.name)
         self._input = data_inputs[0]
         self._output_name = fn.outputs[position].name
         self._graph_def = graph_def
@@ -134,7 +127,9 @@ class ImportedGraph:
         self._op_by_name = {op.name: op for op in self._ops}
         reachable = _ancestors(scratch.get_tensor_by_name(self._output_name).op)
         self.relu_count = sum(op.type in _OVERRIDES for op in reachable)  # 0: guided is impossible
-        self._leaky = sorted(op.name for op in reachable if op.type in _LEAKY_TYPES)
+        # Leaky ReLUs pass negative inputs on: gating only the plain ReLUs beside them would be a silently
+        # partial Guided Backprop (the Keras path refuses them the same way).
+        self._leaky = sorted(op.name for op in reachable if op.type == "LeakyRelu")
         library = {f.signature.name for f in graph_def.library.function}
         self._opaque_calls = sorted(op.name for op in reachable if op.type in _CALL_TYPES or op.type in library)
         self._keras_scopes = self._detect_keras_scopes()
@@ -236,12 +231,23 @@ class ImportedGraph:
                 f"({', '.join(self._opaque_calls[:3])}); Guided Backprop cannot reach ReLUs inside them"
             )
 
-    def refresh(self) -> None:
-        """Frozen mode: re-freeze from the current variable values (then retrace every tf.function that
-        imported this graph: its trace holds the old constants). Live mode: nothing to do."""
-        if self.mode == "frozen":
+    def refresh(self) -> int:
+        """Frozen mode: re-freeze where the variables' values changed since the last freeze, bumping the
+        returned `generation` (retrace every tf.function that imported this graph: its trace holds the
+        old constants). Live mode: nothing to do."""
+        values = self._values_digest() if self.mode == "frozen" else None
+        if values != self._frozen_values:
+            self._frozen_values = values
             self._build()
             self.generation += 1
+        return self.generation
+
+    def _values_digest(self) -> str:
+        """A digest of the variables' current values (~0.1 s for InceptionV3's 24 M parameters)."""
+        digest = hashlib.blake2b(digest_size=16)
+        for v in self._variables.values():
+            digest.update(np.asarray(v.read_value()))  # the buffer TF read (C-contiguous): no copy
+        return digest.hexdigest()
 
 
 def _helper(name: str):

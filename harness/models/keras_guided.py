@@ -14,7 +14,7 @@ import keras
 import tensorflow as tf
 
 from harness.errors import HarnessError
-from harness.models.gradients import gate
+from harness.models.graph_import import gate
 
 
 def _guided(forward: Callable, keep: Callable) -> Callable:
@@ -101,15 +101,12 @@ def guided_activations(model: keras.Model) -> Iterator[int]:
 def _set(layer, attribute: str, value) -> Callable[[], None]:
     """Set an instance attribute; the returned function puts back the previous one (or removes it, so
     that the class's shows again)."""
-    had_own, previous = attribute in layer.__dict__, layer.__dict__.get(attribute)
+    if attribute not in layer.__dict__:
+        setattr(layer, attribute, value)
+        return lambda: delattr(layer, attribute)
+    previous = layer.__dict__[attribute]
     setattr(layer, attribute, value)
-
-    def restore():
-        if had_own:
-            setattr(layer, attribute, previous)
-        else:
-            delattr(layer, attribute)
-    return restore
+    return lambda: setattr(layer, attribute, previous)
 
 
 def keras_endpoint_model(model: keras.Model, layer_name: str) -> keras.Model:

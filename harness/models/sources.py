@@ -1,16 +1,14 @@
 """Where a model comes from. Every source ends in the same `ModelUnderTest`.
 
 `model.source` is one of
-- `builtin:NAME`                      a built-in model (trained here, cached; loaded as a SavedModel)
-- `http(s)://...`                     a TF-Hub handle, resolved by `tensorflow_hub` (download, cache,
-                                      `TFHUB_CACHE_DIR`)
-- a folder with `saved_model.pb`      a TF2 SavedModel (callable, as TF-Hub models are)
-- a `.keras` / `.h5` file             a Keras model
-- `keras_applications:NAME`           `keras.applications.NAME` (weights: null or a local file)
-- `deeplabv3plus:BACKBONE`            DeepLab v3+ on a keras.applications ResNet (harness.zoo.deeplab;
-                                      weights: null or a local file; a segmentation model)
-- `memory:DIGEST`                     a Keras model object of this process (`register_model`, used by
-                                      harness.sanity_check: docs/api.md)
+- `builtin:NAME`: a built-in model (trained here, cached; loaded as a SavedModel)
+- `http(s)://...`: a TF-Hub handle, resolved by `tensorflow_hub` (download, cache, `TFHUB_CACHE_DIR`)
+- a folder with `saved_model.pb`: a TF2 SavedModel (callable, as TF-Hub models are)
+- a `.keras` / `.h5` file: a Keras model
+- `keras_applications:NAME`: `keras.applications.NAME` (weights: null or a local file)
+- `deeplabv3plus:BACKBONE`: DeepLab v3+ on a keras.applications ResNet (harness.zoo.deeplab; weights:
+  null or a local file; a segmentation model)
+- `memory:DIGEST`: a Keras model object of this process (`register_model`; harness.sanity_check, docs/api.md)
 """
 from __future__ import annotations
 
@@ -106,7 +104,11 @@ def _from_saved_model(path: str, cfg, kind: str, identity: str, log=print) -> Mo
         raise HarnessError(f"{path!r} is not a loadable SavedModel: {first_line(error)}") from error
     metadata = read_metadata(path)
     call = _callable_of(loaded, path)
-    spec = _input_spec(cfg, metadata, _saved_model_input_shape(loaded))
+    try:
+        shape = list(loaded.__call__.concrete_functions[0].structured_input_signature[0][0].shape)
+    except (AttributeError, IndexError, TypeError):  # no traced `__call__`: a serving signature
+        shape = None
+    spec = _input_spec(cfg, metadata, shape)
     raw = list(getattr(loaded, "variables", []))
     if not raw:
         raise HarnessError(f"SavedModel {path!r} exposes no variables; nothing to randomize")
@@ -131,13 +133,6 @@ def _callable_of(loaded, path: str):
         input_key = list(signature.structured_input_signature[1])[0]
         return lambda x: signature(**{input_key: x})[key]
     raise HarnessError(f"SavedModel {path!r} is neither callable nor has a serving_default signature")
-
-
-def _saved_model_input_shape(loaded) -> list | None:
-    try:
-        return list(loaded.__call__.concrete_functions[0].structured_input_signature[0][0].shape)
-    except (AttributeError, IndexError, TypeError):
-        return None
 
 
 # -- Keras ------------------------------------------------------------------------------------------
@@ -242,12 +237,10 @@ def _load_memory(source: str, cfg, log) -> ModelUnderTest:
 # -- shared -----------------------------------------------------------------------------------------
 def _input_spec(cfg, metadata: dict, shape: list | None) -> InputSpec:
     """Config first, then the model's own metadata, then what its input signature says."""
-    given = dict(cfg.get("input") or {})
-    meta = metadata.get("input", {})
-    size = given.get("size") or meta.get("size")
-    if not size and shape and len(shape) == 4 and shape[1] and shape[2]:
-        size = [int(shape[1]), int(shape[2])]
-    channels = given.get("channels") or meta.get("channels") or (int(shape[3]) if shape and len(shape) == 4 and shape[3] else 3)
+    given, meta = dict(cfg.get("input") or {}), metadata.get("input", {})
+    shape = shape if shape and len(shape) == 4 else [None] * 4
+    size = given.get("size") or meta.get("size") or (shape[1] and shape[2] and [int(shape[1]), int(shape[2])])
+    channels = given.get("channels") or meta.get("channels") or int(shape[3] or 3)
     value_range = given.get("value_range") or meta.get("value_range") or [0.0, 1.0]
     return InputSpec(tuple(int(s) for s in size) if size else None, int(channels),
                      (float(value_range[0]), float(value_range[1])))

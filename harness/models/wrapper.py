@@ -17,15 +17,9 @@ from harness.models import blocks as blocking
 from harness.models.backends import Backend
 
 
-class _CrossModelRetraceWarning(logging.Filter):
-    """TensorFlow counts traces over every tf.function made from the same Python code, so loading several
-    models in one process warns of "excessive retracing" although none retraced (`trace_counts` checks)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "triggered tf.function retracing" not in record.getMessage()
-
-
-logging.getLogger("tensorflow").addFilter(_CrossModelRetraceWarning())
+# TensorFlow counts traces over every tf.function made from the same Python code, so loading several
+# models in one process warns of "excessive retracing" although none retraced (`trace_counts` checks).
+logging.getLogger("tensorflow").addFilter(lambda record: "triggered tf.function retracing" not in record.getMessage())
 
 
 @dataclass(frozen=True)
@@ -93,7 +87,6 @@ class ModelUnderTest:
     _compiled: dict = field(default_factory=dict, repr=False)
     num_classes: int = 0
 
-    # -- forward ---------------------------------------------------------------------------------
     def logits(self, x) -> tf.Tensor:
         return self.call(x)
 
@@ -133,15 +126,12 @@ class ModelUnderTest:
             return fn(*args)
         return traced
 
-    # -- blocks ----------------------------------------------------------------------------------
     def block(self, name: str) -> Block:
-        for block in self.blocks:
-            if block.name == name:
-                return block
+        if found := next((b for b in self.blocks if b.name == name), None):
+            return found
         raise HarnessError(f"unknown block {name!r} of model {self.name}; "
                            f"valid: {', '.join(b.name for b in self.blocks)}")
 
-    # -- state -----------------------------------------------------------------------------------
     def snapshot(self) -> list[np.ndarray]:
         """Every variable's current values, copied into read-only arrays; `restore` assigns them back.
         Copies: a tensor read keeps its values only while TensorFlow gives the variable a new buffer on
@@ -181,13 +171,12 @@ def build_blocks(variables: list[ModelVariable], depth: int = 1, names: list[str
     groups = (blocking.group_by_names(variable_names, names, model) if names
               else blocking.group_by_depth(variable_names, depth))
     blocks = [Block(name, tuple(variables[i] for i in indices)) for name, indices in groups]
-    weighted = [b for b in blocks if any(variable_role(v) in blocking.WEIGHT_ROLES for v in b.variables)]
-    if names:
-        kept = {b.name for b in weighted}
-        for b in blocks:
-            if b.name not in kept:
-                raise HarnessError(f"block {b.name!r} of {model} holds no weight to randomize, only "
-                                   f"{', '.join(v.name for v in b.variables[:4])}")
+    has_weight = [any(variable_role(v) in blocking.WEIGHT_ROLES for v in b.variables) for b in blocks]
+    weighted = [b for b, kept in zip(blocks, has_weight) if kept]
+    if names and not all(has_weight):
+        b = blocks[has_weight.index(False)]
+        raise HarnessError(f"block {b.name!r} of {model} holds no weight to randomize, only "
+                           f"{', '.join(v.name for v in b.variables[:4])}")
     if not weighted:
         raise HarnessError(f"model {model} has no block to randomize: none of its {len(variables)} variables "
                            f"is a weight (kernel, bias, batch-norm scale) "
