@@ -19,7 +19,9 @@ import threading
 import time
 from typing import Callable
 
+from harness import zoo
 from harness.errors import HarnessError
+from harness.zoo import budget, segmenter
 
 # Seconds of training on 2 idle CPU cores (the reference; docs/training-budget.md): the authors' CNN
 # and MLP (the random-label `*_randlabels_authors` run the same step), the shortcut fits, the
@@ -38,9 +40,6 @@ def plan(names: list[str]) -> list[list[str]]:
     trains it in order, each snapshot resuming from the one before), longest first. Names that
     cannot be trained here (unknown, past HARNESS_ZOO_MAX_STEPS) are left to the experiment that
     names them; with HARNESS_ZOO_TRAIN=0 nothing is trained ahead."""
-    from harness import zoo
-    from harness.zoo import budget
-
     if os.environ.get("HARNESS_ZOO_TRAIN", "1") == "0":
         return []
     groups: dict[str, list[str]] = {}
@@ -57,9 +56,6 @@ def plan(names: list[str]) -> list[list[str]]:
 
 def _steps(name: str) -> int:
     """Optimizer steps of a (canonical) snapshot name; 0 for the shortcut fits."""
-    from harness import zoo
-    from harness.zoo import budget, segmenter
-
     recipe = zoo.recipe_of(name)
     if isinstance(recipe, segmenter.SegRecipe):
         return segmenter.parse_steps(name, recipe)
@@ -70,9 +66,6 @@ def _steps(name: str) -> int:
 
 def reference_seconds(group: list[str]) -> float:
     """Seconds one trajectory's training takes on the reference machine, from its best checkpoint."""
-    from harness import zoo
-    from harness.zoo import budget, segmenter
-
     recipe = zoo.recipe_of(group[-1])
     if isinstance(recipe, budget.StepRecipe):
         base, _, steps = budget.parse_name(zoo.canonical(group[-1]), zoo.RECIPES)
@@ -138,8 +131,6 @@ def train_all(names: list[str], log: Callable[[str], None] = print,
     if slots > 1:
         _side_by_side(groups, slots, threads(slots))
         return
-    from harness import zoo
-
     for name in names:
         zoo.model_path(name, log=log)
 
@@ -156,9 +147,6 @@ def warm_up() -> float:
 
 def _measure() -> float:
     import numpy as np
-
-    from harness import zoo
-    from harness.zoo import budget
 
     recipe = zoo.RECIPES["mnist_cnn_authors"]
     x, y, _, _ = zoo.mnist.load_split()
@@ -179,8 +167,6 @@ def _side_by_side(groups: list[list[str]], slots: int, threads: int) -> None:
     """Each trajectory in a `python -m harness.zoo.prepare` process, `slots` at a time, longest first."""
     waiting, running = list(groups), []
     # `kill` stops the workers too (each writes its checkpoint), as Ctrl-C does, not only this process.
-    from harness.zoo import budget
-
     main = threading.current_thread() is threading.main_thread()
     previous = budget.stop_on_sigterm() if main else None
     try:
@@ -222,9 +208,6 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps({"seconds_per_step": _measure()}), flush=True)
         return
     progress.LINES_ONLY = True  # bars of trainings side by side would overwrite each other's line
-    from harness import zoo
-    from harness.zoo import budget
-
     budget.stop_on_sigterm()  # stopped by the parent: checkpoint, as on Ctrl-C
     try:
         for name in args.names:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from harness.zoo import mnist
+
 SIZE = 64
 CLASSES = 11
 CLASS_NAMES = ("background", *(f"digit {d}" for d in range(10)))
@@ -28,8 +30,6 @@ def class_colors() -> list[tuple[float, float, float]]:
 def make_scenes(count: int, split: str = "train") -> tuple[np.ndarray, np.ndarray]:
     """(images [count, 64, 64, 1] float32 in [0, 1], labels [count, 64, 64] int32) from the digits of
     MNIST split `split` (train | held_out)."""
-    from harness.zoo import mnist
-
     x_train, y_train, x_test, y_test = mnist.load_split()
     digits, labels = (x_train, y_train) if split == "train" else (x_test, y_test)
     rng = np.random.default_rng(TRAIN_SEED if split == "train" else HELD_OUT_SEED)

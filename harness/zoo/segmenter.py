@@ -19,6 +19,8 @@ import numpy as np
 
 from harness.cache import built_once, cache_dir
 from harness.errors import HarnessError
+from harness.zoo import mnist, scenes
+from harness.zoo.budget import check_step_limit
 
 
 @dataclass(frozen=True)
@@ -72,8 +74,6 @@ def snapshot_path(base: str, recipe: SegRecipe, steps: int) -> Path:
 
 def model_path(name: str, recipe: SegRecipe, log: Callable[[str], None] = print) -> Path:
     """The cached SavedModel of `NAME[@STEPS]`, trained first if needed (one trainer at a time)."""
-    from harness.zoo.budget import check_step_limit
-
     base = name.partition("@")[0]
     steps = parse_steps(name, recipe)
     check_step_limit(base, steps, quick=recipe.quick)
@@ -101,7 +101,7 @@ def train(recipe: SegRecipe, steps: int, export_on_the_way: Callable[[int, objec
     import keras
     import tensorflow as tf
 
-    from harness.zoo import deeplab, scenes
+    from harness.zoo import deeplab
 
     keras.utils.set_random_seed(recipe.seed)
     tf.config.experimental.enable_op_determinism()
@@ -133,8 +133,6 @@ def train(recipe: SegRecipe, steps: int, export_on_the_way: Callable[[int, objec
 
 def evaluate(model, count: int) -> dict:
     """Mean IoU, per-class IoU and pixel accuracy of a Keras segmenter on `count` held-out scenes."""
-    from harness.zoo import scenes
-
     x, y = scenes.make_scenes(count, "held_out")
     predicted = np.argmax(model.predict(x, batch_size=100, verbose=0), axis=-1)
     mean, per_class = scenes.mean_iou(predicted, y)
@@ -145,7 +143,6 @@ def evaluate(model, count: int) -> dict:
 def export(model, path: Path, name: str, recipe: SegRecipe, metrics: dict) -> None:
     """Export hub-style with the harness's metadata, atomically (`mnist.export_atomically`)."""
     from harness.models.export import initializer_spec
-    from harness.zoo import mnist, scenes
 
     initializers = {}
     for layer in model.layers:

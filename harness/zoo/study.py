@@ -18,7 +18,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from harness import zoo
 from harness.results import MAPS, SUMMARY, maps_key, read_table
+from harness.zoo import budget
 
 METRIC = "spearman_abs"
 NEAR_ZERO = 0.02      # a pixel is near zero below this fraction of its map's 99th-percentile magnitude
@@ -81,9 +83,6 @@ def _held_out_accuracy(record: dict) -> float | None:
     name = (record.get("config") or {}).get("model", {}).get("source", "")
     if not str(name).startswith("builtin:"):
         return None
-    from harness import zoo
-    from harness.zoo import budget
-
     try:
         base, recipe, steps = budget.parse_name(zoo.canonical(name.split(":", 1)[1]), zoo.RECIPES)
     except Exception:  # noqa: BLE001 - not a step-budget model: no accuracy column

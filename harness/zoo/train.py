@@ -14,7 +14,9 @@ import argparse
 import sys
 import time
 
+from harness import zoo
 from harness.errors import HarnessError
+from harness.zoo import budget
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -30,9 +32,6 @@ def main(argv: list[str] | None = None) -> None:
     from harness.tf_logging import import_tensorflow_quietly
 
     import_tensorflow_quietly()
-    from harness import zoo
-    from harness.zoo import budget
-
     budget.stop_on_sigterm()
     try:
         if args.list or not args.name:
