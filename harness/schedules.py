@@ -102,12 +102,10 @@ class Smoothing:
         given = [k for k in ("samples", "spread") if cfg.get(k) is not None]
         if cfg["name"] not in SMOOTHED:
             if given:
-                raise HarnessError(f"schedule.{given[0]} belongs to a smoothed schedule ({', '.join(sorted(SMOOTHED))}); "
-                                   f"schedule {cfg['name']!r} has no such setting")
+                raise HarnessError(f"schedule.{given[0]} belongs to a smoothed schedule "
+                                   f"({', '.join(sorted(SMOOTHED))}); schedule {cfg['name']!r} has no such setting")
             return None
-        settings = {"samples": cfg.get("samples", cls.samples), "spread": cfg.get("spread", cls.spread)}
-        check(settings, rules(), prefix="schedule.")
-        return cls(int(settings["samples"]), float(settings["spread"]))
+        return cls(int(cfg.get("samples", cls.samples)), float(cfg.get("spread", cls.spread)))
 
 
 @dataclass(frozen=True)

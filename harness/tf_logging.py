@@ -9,21 +9,6 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from contextlib import contextmanager
-
-
-@contextmanager
-def _stderr_silenced():
-    sys.stderr.flush()
-    saved = os.dup(2)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 2)
-    try:
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
 
 
 def import_tensorflow_quietly() -> None:
@@ -32,10 +17,17 @@ def import_tensorflow_quietly() -> None:
         return
     # The C++ notices that come after start-up (oneDNN, CUDA).
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    with _stderr_silenced():
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
         import tensorflow as tf
 
         tf.config.list_physical_devices()  # the CUDA probe (cuInit) logs here, not at import
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
     tf.get_logger().setLevel(logging.ERROR)
     from absl import logging as absl_logging
 
