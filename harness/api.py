@@ -23,14 +23,16 @@ from harness.errors import HarnessError
 from harness.results import (MAPS, RECORD, SCORES, SUMMARY, VERDICTS, RunRecord, maps_key, read_table,
                              split_maps_key)
 
+
 def sanity_check(model, images, *, methods: Iterable[Any] | str = ("gradient",), schedule: str = "cascading",
                  metrics: str = "paper", labels=None, target: str = "predicted", blocks=None, seed: int = 0,
                  results_dir=None, value_range=None, log=print, **overrides) -> "Result":
     """Run a sanity check as `harness model=... method=...` would and return its `Result`.
 
     model: a model object or source (MODEL_KINDS); images: an array [N, H, W(, C)] in `value_range`
-    (default: the model config's), a data config name or a folder / glob of image files; methods: names or {"name": ..., **settings};
-    blocks: a model.blocks mapping; overrides: any other config key (`data__count=2` for data.count).
+    (default: the model config's), a data config name or a folder / glob of image files; methods: names
+    or {"name": ..., **settings}; blocks: a model.blocks mapping; overrides: any other config key
+    (`data__count=2` for data.count).
     With results_dir=None the run goes to a temporary folder kept until the Result is closed or saved.
     """
     from harness import runner
