@@ -231,7 +231,7 @@ def build(recipe: StepRecipe):
     elif recipe.weight_decay:
         raise HarnessError("weight decay is defined for the CNN only (the authors' MLP has none)")
     else:
-        model, initializers = mnist.build_mlp(dropout=0.0)
+        model, initializers = mnist.build_mlp()
     optimizer = keras.optimizers.Adam(recipe.learning_rate, epsilon=recipe.adam_epsilon)
     optimizer.build(model.trainable_variables)
     return model, initializers, optimizer

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import keras
+
 from harness.errors import HarnessError
 
 
 def _conv_bn_relu(x, filters: int, name: str, kernel: int = 3, strides: int = 1, dilation: int = 1):
-    import keras
-
     x = keras.layers.Conv2D(filters, kernel, strides=strides, dilation_rate=dilation, padding="same",
                             use_bias=False, kernel_initializer="he_normal", name=f"{name}_conv")(x)
     x = keras.layers.BatchNormalization(name=f"{name}_bn")(x)
@@ -22,8 +22,6 @@ def _conv_bn_relu(x, filters: int, name: str, kernel: int = 3, strides: int = 1,
 
 def _aspp(x, filters: int, rates: tuple[int, ...]):
     """1x1 and 3x3 dilated branches and image pooling, concatenated (`aspp_concat`), projected."""
-    import keras
-
     branches = [_conv_bn_relu(x, filters, "aspp_1x1", kernel=1)]
     branches += [_conv_bn_relu(x, filters, f"aspp_rate{r}", dilation=r) for r in rates]
     pooled = keras.layers.GlobalAveragePooling2D(keepdims=True, name="aspp_pool")(x)
@@ -37,8 +35,6 @@ def _aspp(x, filters: int, rates: tuple[int, ...]):
 def _decoder(x, skip, classes: int, skip_filters: int, filters: int, input_size: tuple[int, int]):
     """Upsample to the skip's resolution, concatenate its 1x1 projection, 3x3 convs (`decoder_relu`
     the last one's output), 1x1 to classes, bilinear up to the input."""
-    import keras
-
     factor = (int(skip.shape[1]) // int(x.shape[1]), int(skip.shape[2]) // int(x.shape[2]))
     x = keras.layers.UpSampling2D(factor, interpolation="bilinear", name="decoder_up")(x)
     skip = _conv_bn_relu(skip, skip_filters, "decoder_skip", kernel=1)
@@ -52,8 +48,6 @@ def _decoder(x, skip, classes: int, skip_filters: int, filters: int, input_size:
 
 def small_deeplab(classes: int, input_shape: tuple[int, int, int] = (64, 64, 1), width: int = 32):
     """The built-in segmenter (about 0.2 M parameters at width 32, 64x64 input)."""
-    import keras
-
     inputs = keras.Input(input_shape, name="image")
     x = _conv_bn_relu(inputs, width // 2, "enc1", strides=2)          # 1/2
     x = _conv_bn_relu(x, width, "enc2", strides=2)                    # 1/4: the skip
@@ -75,8 +69,6 @@ def deeplabv3plus(classes: int, input_shape: tuple[int, int, int] = (256, 256, 3
     """DeepLab v3+ on a keras.applications ResNet (output stride 16: the ASPP on conv4's output, the
     decoder's skip conv2's), ASPP rates 6, 12, 18 as the paper's at stride 16. `weights`: null (random)
     or a local file of the whole segmentation model's weights (`model.save_weights`)."""
-    import keras
-
     if backbone not in BACKBONES:
         raise HarnessError(f"unknown DeepLab v3+ backbone {backbone!r}; valid: {', '.join(BACKBONES)}")
     if input_shape[0] % 16 or input_shape[1] % 16:

@@ -119,9 +119,9 @@ def train_all(names: list[str], log: Callable[[str], None] = print,
         return
     slots = workers(len(groups), gpu=bool(tf.config.list_physical_devices("GPU")))
     slowdown = warm_up() * CNN_STEPS_PER_SECOND
-    names = [name for group in groups for name in group]
+    models = [name for group in groups for name in group]
     seconds = wall_seconds([reference_seconds(g) for g in groups], slots) * slowdown
-    line = (f"training {len(names)} model{'s' * (len(names) != 1)} ({', '.join(names)}), about "
+    line = (f"training {len(models)} model{'s' * (len(models) != 1)} ({', '.join(models)}), about "
             f"{_duration(seconds)} on this machine{f', {slots} at a time' if slots > 1 else ''}")
     quick = plan(quick_names()) if quick_names is not None else None
     if quick:
@@ -131,7 +131,7 @@ def train_all(names: list[str], log: Callable[[str], None] = print,
     if slots > 1:
         _side_by_side(groups, slots, threads(slots))
         return
-    for name in names:
+    for name in models:
         zoo.model_path(name, log=log)
 
 

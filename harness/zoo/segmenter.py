@@ -110,13 +110,18 @@ def train(recipe: SegRecipe, steps: int, export_on_the_way: Callable[[int, objec
     schedule = keras.optimizers.schedules.CosineDecay(recipe.learning_rate, recipe.steps)
     model.compile(optimizer=keras.optimizers.Adam(schedule),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    x_held_out, y_held_out = scenes.make_scenes(recipe.held_out, "held_out")
     start = time.perf_counter()
     not_training = [0.0]  # seconds spent measuring and exporting snapshots, not in train_seconds
 
     def metrics_now(at: int) -> dict:
+        """Held-out mean IoU, per-class IoU and pixel accuracy, and the training so far."""
         seconds = time.perf_counter() - start - not_training[0]
-        return evaluate(model, recipe.held_out) | {"train_seconds": seconds, "steps": at,
-                                                   "train_scenes": recipe.scenes}
+        predicted = np.argmax(model.predict(x_held_out, batch_size=100, verbose=0), axis=-1)
+        mean, per_class = scenes.mean_iou(predicted, y_held_out)
+        return {"mean_iou": mean, "class_iou": [None if np.isnan(v) else float(v) for v in per_class],
+                "pixel_accuracy": float(np.mean(predicted == y_held_out)), "held_out_scenes": recipe.held_out,
+                "train_seconds": seconds, "steps": at, "train_scenes": recipe.scenes}
 
     class Snapshots(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
@@ -129,15 +134,6 @@ def train(recipe: SegRecipe, steps: int, export_on_the_way: Callable[[int, objec
     model.fit(x, y, batch_size=recipe.batch_size, epochs=steps // recipe.steps_per_epoch, shuffle=True,
               verbose=0, callbacks=[Snapshots()])
     return model, metrics_now(steps)
-
-
-def evaluate(model, count: int) -> dict:
-    """Mean IoU, per-class IoU and pixel accuracy of a Keras segmenter on `count` held-out scenes."""
-    x, y = scenes.make_scenes(count, "held_out")
-    predicted = np.argmax(model.predict(x, batch_size=100, verbose=0), axis=-1)
-    mean, per_class = scenes.mean_iou(predicted, y)
-    return {"mean_iou": mean, "class_iou": [None if np.isnan(v) else float(v) for v in per_class],
-            "pixel_accuracy": float(np.mean(predicted == y)), "held_out_scenes": count}
 
 
 def export(model, path: Path, name: str, recipe: SegRecipe, metrics: dict) -> None:
