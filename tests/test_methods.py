@@ -518,11 +518,11 @@ def test_path_sums_add_each_row_to_its_image_in_parts_of_bounded_size(monkeypatc
 def test_blur_path_is_scipys_gaussian_filter_and_its_sigma_difference():
     from scipy import ndimage
 
-    from harness.methods.blur_ig import BlurPath
+    from harness.methods.blur_ig import blur_points
 
     image = np.random.default_rng(4).uniform(-1, 1, size=(21, 34, 3))
     sigmas, step = np.array([0.0, 0.4, 2.5, 9.0, 40.0]), 0.01  # 40: the kernel is wider than the image
-    blurred, derivative = BlurPath(image).points(sigmas, step)
+    blurred, derivative = blur_points(image, sigmas, step)
 
     def blur(sigma):
         return ndimage.gaussian_filter(image, [sigma, sigma, 0], mode="constant") if sigma else image

@@ -4,7 +4,7 @@ PAIR's `BlurIG.GetMask` is the reference: sigma_i = i * max_sigma / steps (or it
 point i the image blurred by sigma_i, derivative (blur(sigma_i + grad_step) - blur(sigma_i)) /
 grad_step, map -sum_i dsigma_i * derivative_i * gradient_i. Not called because it filters twice per
 step and image (~0.1 s at sigma 50, 299 x 299) and calls the model per image. Here the blur is
-`gaussian_filter(mode="constant")` as separable float32 matrix products in TensorFlow (`BlurPath`),
+`gaussian_filter(mode="constant")` as separable float32 matrix products in TensorFlow (`blur_points`),
 the derivative is formed from the filters' difference in float64 (PAIR's subtraction of two float32
 images carries ~1e-4 relative noise: the tests compare with PAIR in float64), all path points go
 through the batched gradient kernel, and each step is weighed by its own sigma increment.
@@ -56,34 +56,28 @@ def axis_filters(sigmas: np.ndarray, grad_step: float, size: int) -> np.ndarray:
     return np.stack([at, ahead, (ahead - at) / grad_step], axis=1).astype(np.float32)
 
 
-class BlurPath:
-    """Blurred copies of one [H, W, C] image and their derivatives in sigma, a batch of sigmas at once.
+def blur_points(image: np.ndarray, sigmas: np.ndarray, grad_step: float,
+                filters: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(one [H, W, C] image blurred by each sigma, d blur / d sigma by PAIR's forward difference), [k, H, W, C].
 
     B(sigma) x = A_H x A_W^T per channel (A: `gaussian_matrices`); the derivative (B(sigma + h) x -
     B(sigma) x) / h is D_H (x A'_W^T) + A_H (x D_W^T), with A' the filter at sigma + h and D = (A' - A) / h.
+    `filters`: (`axis_filters` along W, along H) of these sigmas, if already built.
     """
-
-    def __init__(self, image: np.ndarray):
-        self.height, self.width, self.channels = np.shape(image)
-        self.image = tf.constant(np.asarray(image, np.float32))
-
-    def points(self, sigmas: np.ndarray, grad_step: float, filters: tuple[np.ndarray, np.ndarray] | None = None
-               ) -> tuple[np.ndarray, np.ndarray]:
-        """(image blurred by each sigma, d blur / d sigma by PAIR's forward difference), [k, H, W, C].
-        `filters`: (`axis_filters` along W, along H) of these sigmas, if already built."""
-        h, w = self.height, self.width
-        if filters is None:
-            along = axis_filters(sigmas, grad_step, w)
-            filters = (along, along if h == w else axis_filters(sigmas, grad_step, h))
-        blurred, derivative = separable_blur()(self.image, *(tf.constant(f) for f in filters))
-        return blurred.numpy(), derivative.numpy()
+    h, w = np.shape(image)[:2]
+    if filters is None:
+        along = axis_filters(sigmas, grad_step, w)
+        filters = (along, along if h == w else axis_filters(sigmas, grad_step, h))
+    image = tf.constant(np.asarray(image, np.float32))
+    blurred, derivative = separable_blur()(image, *(tf.constant(f) for f in filters))
+    return blurred.numpy(), derivative.numpy()
 
 
 @functools.cache
 def separable_blur():
-    """(image [H, W, C], W filters [k, 3, W, W], H filters [k, 3, H, H]) -> (blurred, derivative), each
-    [k, H, W, C], compiled once for any shape. In TensorFlow, not numpy's BLAS: BLAS threads woken right
-    after a model call fought TensorFlow's for the cores (~30 ms instead of 1.5 ms a call)."""
+    """`blur_points`' products: (image [H, W, C], W filters [k, 3, W, W], H filters [k, 3, H, H]) -> (blurred,
+    derivative), each [k, H, W, C], compiled once for any shape. In TensorFlow, not numpy's BLAS: BLAS threads
+    woken right after a model call fought TensorFlow's for the cores (~30 ms instead of 1.5 ms a call)."""
     def passes(image, per_w, per_h):
         h, w, c, k = tf.shape(image)[0], tf.shape(image)[1], tf.shape(image)[2], tf.shape(per_w)[0]
         rows = tf.reshape(tf.transpose(image, [0, 2, 1]), [h * c, w])  # the image's rows per channel
@@ -114,7 +108,6 @@ def blur_ig(model, x, targets, rng, s) -> np.ndarray:
     increments = np.diff(sigma)
     total = np.zeros(x.shape, np.float64)
     rows = len(x) * steps
-    path, path_image = None, -1
     for start in range(0, rows, max_batch):
         image, step = np.divmod(np.arange(start, min(start + max_batch, rows)), steps)
         # The filters depend on the sigma only: built once per chunk for all its images.
@@ -123,10 +116,8 @@ def blur_ig(model, x, targets, rng, s) -> np.ndarray:
         along_h = along_w if x.shape[1] == x.shape[2] else axis_filters(sigma[chunk_steps], grad_step, x.shape[1])
         points, derivatives = [], []
         for i in np.unique(image):  # rows are (image, step) in order: one or a few images per chunk
-            if i != path_image:
-                path, path_image = BlurPath(x[i]), i
             own = np.searchsorted(chunk_steps, step[image == i])
-            blurred, derivative = path.points(sigma[step[image == i]], grad_step, (along_w[own], along_h[own]))
+            blurred, derivative = blur_points(x[i], sigma[step[image == i]], grad_step, (along_w[own], along_h[own]))
             points.append(blurred)
             derivatives.append(derivative)
         points, derivatives = np.concatenate(points), np.concatenate(derivatives)

@@ -97,18 +97,10 @@ def cam(model, x, targets, rng, s) -> np.ndarray:
 
 
 def _cam_body(model):
-    features, dense = _gap_dense(model.keras_model)
-
-    def body(x, targets):
-        class_weights = tf.gather(tf.convert_to_tensor(dense.kernel), targets, axis=1)  # [k, b]
-        return tf.einsum("bhwk,kb->bhw", features(x, training=False), class_weights)
-    return body
-
-
-def _gap_dense(keras_model):
-    """(model from the input to the pooled features, the final Dense layer), or a HarnessError."""
+    """The CAM kernel's body over the model's pooled features and final Dense layer, or a HarnessError."""
     import keras
 
+    keras_model = model.keras_model
     dense = keras_model.layers[-1]
     layer = _producer(dense.input) if isinstance(dense, keras.layers.Dense) else None
     while isinstance(layer, keras.layers.Dropout):  # inactive at inference
@@ -118,7 +110,12 @@ def _gap_dense(keras_model):
                            f"Dense; model {keras_model.name} ends in "
                            f"{' -> '.join(type(last).__name__ for last in keras_model.layers[-3:])} (use gradcam)")
     inputs = keras_model.inputs[0] if len(keras_model.inputs) == 1 else keras_model.inputs
-    return keras.Model(inputs, layer.input, name=f"{keras_model.name}_cam_features"), dense
+    features = keras.Model(inputs, layer.input, name=f"{keras_model.name}_cam_features")
+
+    def body(x, targets):
+        class_weights = tf.gather(tf.convert_to_tensor(dense.kernel), targets, axis=1)  # [k, b]
+        return tf.einsum("bhwk,kb->bhw", features(x, training=False), class_weights)
+    return body
 
 
 def _producer(tensor):

@@ -51,26 +51,15 @@ def occlusion(model, x, t, rng, s) -> np.ndarray:
     for start in range(0, rows, max_batch):
         image, corner = np.divmod(np.arange(start, min(start + max_batch, rows)), len(corners))
         placed = [corners[j] for j in corner]
-        drops = unoccluded[image] - output_values(model, _occluded(x, image, placed, size, s["value"]),
-                                                  t[image], output, max_batch)
+        occluded = x[image]  # fancy indexing copies
+        for row, (r, c) in zip(occluded, placed):
+            row[r:r + size, c:c + size, :] = s["value"]
+        drops = unoccluded[image] - output_values(model, occluded, t[image], output, max_batch)
         for i, (r, c), drop in zip(image, placed, drops):  # PAIR's order and float32 accumulation
             scores[i, r:r + size, c:c + size, :] += drop
-    if s["aggregate"] == "mean":
-        scores /= _coverage(x.shape[1:3], corners, size)[None, :, :, None]
+    if s["aggregate"] == "mean":  # divided by how many windows cover each pixel
+        count = np.zeros(x.shape[1:3], np.float32)
+        for r, c in corners:
+            count[r:r + size, c:c + size] += 1
+        scores /= count[None, :, :, None]
     return scores
-
-
-def _occluded(x: np.ndarray, image: np.ndarray, corners: list[tuple[int, int]], size: int, value: float) -> np.ndarray:
-    """Copies of x[image[k]] with the window at corners[k] set to `value`."""
-    rows = x[image]  # fancy indexing copies
-    for row, (r, c) in zip(rows, corners):
-        row[r:r + size, c:c + size, :] = value
-    return rows
-
-
-def _coverage(shape: tuple[int, int], corners: list[tuple[int, int]], size: int) -> np.ndarray:
-    """How many windows cover each pixel."""
-    count = np.zeros(shape, np.float32)
-    for r, c in corners:
-        count[r:r + size, c:c + size] += 1
-    return count

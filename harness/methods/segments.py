@@ -44,12 +44,6 @@ def normalized(image: np.ndarray) -> np.ndarray:
     return np.clip(np.stack(channels, axis=-1), np.min(im), np.max(im))  # skimage's clip, whole image
 
 
-def label_map(im: np.ndarray, scale: float, sigma: float, shape: tuple[int, int]) -> np.ndarray:
-    """PAIR's Felzenszwalb labels of the normalized image `im` at one (scale, sigma), resized to `shape`."""
-    labels = segmentation.felzenszwalb(im, scale=scale, sigma=sigma, min_size=MIN_SIZE)
-    return resize(labels, shape, order=0, preserve_range=True, mode="constant", anti_aliasing=False).astype(int)
-
-
 def dilated_masks(labels: np.ndarray, radius: int = DILATION_RADIUS) -> Masks:
     """One mask per label value from labels.min() to labels.max() (empty if absent), dilated by
     disk(radius) within its bounding box, as flat indices."""
@@ -86,10 +80,14 @@ def disk_dilation(mask: np.ndarray, radius: int) -> np.ndarray:
 def felzenszwalb_masks(image: np.ndarray) -> Masks:
     """PAIR's XRAI segments of one [H, W, C] image, in PAIR's order; the six segmentations in threads."""
     im = normalized(image)
+
+    def segment(scale: float, sigma: float) -> Masks:
+        labels = segmentation.felzenszwalb(im, scale=scale, sigma=sigma, min_size=MIN_SIZE)
+        return dilated_masks(resize(labels, image.shape[:2], order=0, preserve_range=True, mode="constant",
+                                    anti_aliasing=False).astype(int))
     settings = [(scale, sigma) for scale in SCALES for sigma in SIGMAS]
     with ThreadPoolExecutor(min(len(settings), os.cpu_count() or 1), thread_name_prefix="felzenszwalb") as pool:
-        per_setting = pool.map(lambda ss: dilated_masks(label_map(im, *ss, image.shape[:2])), settings)
-        return [mask for masks in per_setting for mask in masks]
+        return [mask for masks in pool.map(lambda ss: segment(*ss), settings) for mask in masks]
 
 
 _cache: OrderedDict[tuple, Masks] = OrderedDict()

@@ -48,10 +48,6 @@ class Metric:
     needs_image: bool = False
 
 
-def is_constant(x: np.ndarray) -> bool:
-    return x.size == 0 or bool(x.min() == x.max())
-
-
 def constant_rows(stack: np.ndarray) -> np.ndarray:
     """Whether each map of a stack [n, ...] is constant."""
     flat = stack.reshape(len(stack), -1)
@@ -65,7 +61,7 @@ def reason(ref_constant: bool, cmp_constant: bool, what: str) -> str:
 
 
 def constant_reason(ref: np.ndarray, cmp: np.ndarray, what: str = "constant map") -> str:
-    return reason(is_constant(ref), is_constant(cmp), what)
+    return reason(*(x.size == 0 or bool(x.min() == x.max()) for x in (ref, cmp)), what)
 
 
 def correlation(x: np.ndarray, y: np.ndarray) -> np.ndarray:

@@ -67,10 +67,8 @@ class MetricSettings:
     preset: str = "paper"  # recorded in outputs
 
     def __post_init__(self) -> None:
-        metrics = self.metrics
-        if isinstance(metrics, str):  # a single name, e.g. from a command-line override
-            metrics = (metrics,)
-        metrics = tuple(str(m) for m in metrics)
+        # a single name (a command-line override) or a list (a config)
+        metrics = (self.metrics,) if isinstance(self.metrics, str) else tuple(str(m) for m in self.metrics)
         object.__setattr__(self, "metrics", metrics)
         valid = ", ".join(METRIC_NAMES)
         if not metrics:
@@ -99,8 +97,6 @@ class MetricSettings:
             # One bin holds every value: every map's entropy is 0, and eMPRT's q is undefined or 0.
             raise HarnessError("metrics.emprt_bins must be at least 2 (one bin gives every map entropy 0) or one "
                                f"of {', '.join(BIN_RULES)}, got 1")
-        if "metrics" in values and not isinstance(values["metrics"], str):
-            values["metrics"] = tuple(values["metrics"])
         for key in FLOATS:
             if key in values:
                 values[key] = float(values[key])
