@@ -599,8 +599,7 @@ def test_own_pearson_of_ranks_is_scipys_spearmanr_and_pearsonr(shape):
     """metrics.correlation (NumPy over a stack of pairs; SciPy's pearsonr and spearmanr work pair by
     pair) against SciPy on random maps of several shapes, with a tied zero background and a constant
     pair (NaN on both sides)."""
-    from harness.metrics.forms import average_ranks
-    from harness.metrics.metrics import correlation
+    from harness.metrics.metrics import average_ranks, correlation
 
     rng = np.random.default_rng(sum(shape))
     x, y = rng.standard_normal((6, *shape)), rng.standard_normal((6, *shape))

@@ -11,8 +11,7 @@ from contextlib import AbstractContextManager, nullcontext
 
 import numpy as np
 
-from harness.metrics.forms import FORMS, RAW, as_hwc
-from harness.metrics.metrics import METRICS, NAN, Score
+from harness.metrics.metrics import FORMS, METRICS, NAN, RAW, Score, as_hwc
 from harness.metrics.settings import MetricSettings
 
 # Pairs scored together: about this many raw-map values a side (20 MNIST maps, one InceptionV3 map).
