@@ -1,14 +1,8 @@
-"""Model backends: how the harness reaches inside a model for the kernels every method builds on.
-
-Every backend gives the same compiled `(images, targets)` kernels: `gradient_kernel` (d output[target]
-/ d input), `forward_kernel` (output[target]), `guided_kernel` (Guided Backprop), `endpoint_kernel`
-(`reduce(values, gradients)` at a named endpoint, Grad-CAM) and `guided_endpoint_kernel` (both of the
-last two in one call: one dispatch and one reading of the weights). `Backend` knows only the forward
-pass, so its guided / endpoint kernels are one clear error; `KerasBackend` swaps the ReLUs while a
-separate function traces (keras_guided); `SavedModelBackend` re-imports the inlined graph (graph_import).
-A kernel reads the model's variables, never copies them: randomizing a block in place is seen by the
-next call without a retrace, and each kernel counts its traces in `model.trace_counts[key]`.
-`target_gradient` is the one gradient computation of the harness (every kernel, the PAIR oracle).
+"""Model backends: the compiled `(images, targets)` kernels every method builds on, the same for every
+kind of model (`Backend`: the forward pass only; `KerasBackend`; `SavedModelBackend`). A kernel reads
+the model's variables, never copies them, so randomizing a block in place is seen by the next call
+without a retrace; it counts its traces in `model.trace_counts[key]`. `target_gradient` is the one
+gradient computation of the harness (every kernel, the PAIR oracle).
 """
 from __future__ import annotations
 
@@ -66,6 +60,11 @@ def compile_counted(model: ModelUnderTest, key: str, body: Callable) -> Callable
     return kernel
 
 
+def _once(model: ModelUnderTest, key: str, body: Callable) -> Callable:
+    """The kernel of `body()` under trace key `key`, built once per model and key."""
+    return model.compiled(key, lambda: compile_counted(model, key, body()))
+
+
 class Backend:
     """A model known only by its forward pass: plain kernels; no layers to reach. A subclass reaches
     the layers: `_guided` and `_endpoint` make kernel bodies, `_compiled` compiles one."""
@@ -74,14 +73,14 @@ class Backend:
     saved_model: Any = None
 
     def gradient_kernel(self, model: ModelUnderTest, output: str) -> Callable:
-        key = f"gradient/{output}"
-        return model.compiled(key, lambda: compile_counted(
-            model, key, lambda x, targets: target_gradient(model.logits, x, targets, output)))
+        """d output[target] / d input."""
+        return _once(model, f"gradient/{output}",
+                     lambda: lambda x, targets: target_gradient(model.logits, x, targets, output))
 
     def forward_kernel(self, model: ModelUnderTest, output: str) -> Callable:
-        key = f"forward/{output}"
-        return model.compiled(key, lambda: compile_counted(
-            model, key, lambda x, targets: selected_output(model.logits(x), targets, output)))
+        """output[target] (forward passes only)."""
+        return _once(model, f"forward/{output}",
+                     lambda: lambda x, targets: selected_output(model.logits(x), targets, output))
 
     def guided_kernel(self, model: ModelUnderTest, output: str, graph_mode: str, method: str) -> Callable:
         """Guided Backprop's input gradients (trace key `guided/<output>`, SavedModels: `/<graph_mode>`)."""
@@ -94,7 +93,8 @@ class Backend:
 
     def guided_endpoint_kernel(self, model: ModelUnderTest, key: str, endpoint: str, output: str, graph_mode: str,
                                reduce: Reduce, method: str) -> Callable:
-        """(guided input gradients, the endpoint kernel's reduce) of the same rows, one compiled call."""
+        """(guided input gradients, the endpoint kernel's reduce) of the same rows in one compiled call: one
+        dispatch and one reading of the weights (Guided Grad-CAM)."""
         def body():
             # Keras: the guided part traces inside its own `with` block, the endpoint part after it, plain;
             # SavedModels: two imports of the graph, the gradient override covering only the guided one's ops.
@@ -117,7 +117,7 @@ class KerasBackend(Backend):
         self.keras_model = keras_model
 
     def _compiled(self, model, key, graph_mode, method, body):
-        return model.compiled(key, lambda: compile_counted(model, key, body()))
+        return _once(model, key, body)
 
     def _guided(self, model, output) -> Callable:
         from harness.models.keras_guided import guided_activations
@@ -136,9 +136,8 @@ class KerasBackend(Backend):
 
 
 class SavedModelBackend(Backend):
-    """A SavedModel (TF-Hub, a folder, a built-in): kernels over its inlined graph, re-imported into
-    each kernel (`graph_mode` live: fed the live variables; frozen: weights baked in, re-frozen when
-    they change). Imported ops are invisible to GradientTape, so gradients are `tf.gradients`."""
+    """A SavedModel (TF-Hub, a folder, a built-in): kernels over its inlined graph (graph_import, `graph_mode`
+    live or frozen), re-imported into each; imported ops are invisible to GradientTape: `tf.gradients`."""
     description = "a SavedModel"
 
     def __init__(self, saved_model):
@@ -172,9 +171,7 @@ class GraphKernel:
     def __init__(self, model: ModelUnderTest, key: str, mode: str, body: Callable):
         from harness.models.graph_import import ImportedGraph
 
-        def imported():
-            # A trace of the wrapper's forward pass (`__call__` or the serving signature's logits, at the
-            # harness's input spec): whichever way the SavedModel exposes it.
+        def imported():  # of the wrapper's forward pass: whichever way the SavedModel exposes it
             forward = tf.function(model.logits).get_concrete_function(model.tensor_spec())
             return ImportedGraph(forward, [v.variable for v in model.variables], mode=mode, name=model.name)
         self.model, self.key, self.body = model, key, body

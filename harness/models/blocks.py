@@ -28,12 +28,9 @@ def scope_of(variable_name: str) -> list[str]:
 
 
 def common_root(names: Sequence[str]) -> list[str]:
-    """The leading scope components that every variable shares (`['InceptionV3']`), or [].
-
-    The root is never the whole scope of a variable: `dense/kernel`, `dense/bias` have no root (the
-    one layer is the one block), so something below the root always remains to group by. Variables
-    outside any scope (a TF1 hub module's `global_step`) do not count.
-    """
+    """The leading scope components that every variable shares (`['InceptionV3']`), never the whole
+    scope of one (`dense/kernel`, `dense/bias` have none: something below it remains to group by);
+    variables outside any scope (a TF1 hub module's `global_step`) do not count."""
     scopes = [scope for scope in map(scope_of, names) if scope]
     if not scopes:
         return []

@@ -1,7 +1,5 @@
-"""Export a Keras model as a TF-Hub-style callable SavedModel, with the harness's metadata beside it.
-
-The built-in models are exported this way so the offline default goes through exactly the loading
-path that TF-Hub models take (docs/protocol.md §8.1).
+"""Export a Keras model as a TF-Hub-style callable SavedModel, with the harness's metadata beside it:
+the built-in models are, so that the offline default takes TF-Hub models' loading path (docs/protocol.md §8.1).
 """
 from __future__ import annotations
 
@@ -21,10 +19,8 @@ class _HubStyle(tf.__internal__.tracking.AutoTrackable):
         self.model = model
         self.variables = list(model.variables)
         self.trainable_variables = list(model.trainable_variables)
-        self.__call__ = tf.function(
-            lambda x: model(x, training=False),
-            input_signature=[tf.TensorSpec([None, *input_shape], tf.float32)],
-        )
+        self.__call__ = tf.function(lambda x: model(x, training=False),
+                                    input_signature=[tf.TensorSpec([None, *input_shape], tf.float32)])
 
 
 def export_hub_style(model, path: str | Path, metadata: dict[str, Any] | None = None) -> Path:
@@ -52,10 +48,9 @@ def initializer_spec(initializer) -> dict | None:
     an exported model, read back by harness.models.sources)."""
     config = initializer.get_config()
     kind = type(initializer).__name__
-    if kind == "TruncatedNormal":
-        return {"kind": "truncated_normal", "std": config["stddev"], "mean": config.get("mean", 0.0)}
-    if kind == "RandomNormal":
-        return {"kind": "normal", "std": config["stddev"], "mean": config.get("mean", 0.0)}
+    if kind in ("TruncatedNormal", "RandomNormal"):
+        return {"kind": "truncated_normal" if kind == "TruncatedNormal" else "normal", "std": config["stddev"],
+                "mean": config.get("mean", 0.0)}
     if kind == "RandomUniform":
         return {"kind": "uniform", "low": config["minval"], "high": config["maxval"]}
     if kind in ("Zeros", "Ones", "Constant"):

@@ -63,20 +63,25 @@ class ImportedGraph:
 
     def __init__(self, concrete_fn, variables: Sequence[tf.Variable], mode: str = "live", name: str | None = None):
         _register_guided_gradients()
-        own_name = concrete_fn.name
-        self.name = name or (own_name.decode() if isinstance(own_name, bytes) else str(own_name))
+        self.name = name or tf.compat.as_str(concrete_fn.name)
         if mode == "live" and _helper("_run_inline_graph_optimization") is None:
             mode = _fall_back(self.name, "TensorFlow's graph-inlining helper is missing")
         self.mode = mode
         self.generation = 0  # bumped by refresh(); frozen-mode traces must be rebuilt
         self._cf = concrete_fn
-        self._variables, self._constants, unmatched = _match_captures(concrete_fn, variables)
+        by_handle = {id(v.handle): v for v in variables}
+        self._variables, self._constants, unmatched = {}, {}, []  # by placeholder name; unmatched resources
+        for external, internal in concrete_fn.graph.captures:
+            if id(external) in by_handle:
+                self._variables[internal.name] = by_handle[id(external)]
+            elif external.dtype == tf.resource:
+                unmatched.append(internal.name)
+            else:
+                self._constants[internal.name] = external
         if unmatched and mode == "live":
-            raise HarnessError(
-                f"{len(unmatched)} captured resource(s) of the SavedModel function of {self.name} "
-                f"match none of the {len(variables)} given variables (first: {unmatched[0]}); "
-                "pass the loaded object's own `.variables`"
-            )
+            raise HarnessError(f"{len(unmatched)} captured resource(s) of the SavedModel function of {self.name} "
+                               f"match none of the {len(variables)} given variables (first: {unmatched[0]}); "
+                               "pass the loaded object's own `.variables`")
         self._build()
         if self.mode == "live" and not self._computes_the_function():
             self.mode = _fall_back(self.name, "its inlined graph computes other logits than the SavedModel")
@@ -137,12 +142,9 @@ class ImportedGraph:
     def _detect_keras_scopes(self) -> bool:
         """True if layer scopes carry Keras 3's "_<k>" suffix (voted by the variables' layer names)."""
         components = self._scope_components()
+        scopes = [v.name.split(":")[0].split("/") for v in self._variables.values()]
         votes = 0
-        for var in self._variables.values():
-            parts = var.name.split(":")[0].split("/")
-            if len(parts) < 2:
-                continue
-            layer = parts[-2]
+        for layer in [parts[-2] for parts in scopes if len(parts) > 1]:
             suffixed = any(_strip_suffix(c) == layer for c in components)
             votes += int(suffixed and layer not in components) - int(layer in components and not suffixed)
         return votes > 0
@@ -155,17 +157,12 @@ class ImportedGraph:
         return [op.name for op in self._ops]
 
     def resolve_endpoint(self, name: str) -> str:
-        """Map an endpoint name to one tensor name of the inlined graph.
-
-        1. an exact tensor name ("op:0") or op name (-> its output 0) is taken as is;
-        2. else the value ops (floating output; no Const/Placeholder/variable read) with `name` as a whole
-           scope component ("Logits" never matches "AuxLogits"), or as Keras 3 writes it, `name` plus one
-           "_<k>" suffix (layer "conv2" -> scope "conv2_1"); graphs whose variables show that Keras 3
-           pattern try the suffixed form first, others the exact form;
-        3. of those, the last in topological order; if it is Identity-like, the scope's last
-           Relu/Relu6/ConcatV2 instead, or else the op the Identity chain forwards.
-        No match raises HarnessError with the closest scope names.
-        """
+        """The tensor name of the inlined graph an endpoint name maps to: 1. an exact tensor name ("op:0")
+        or op name (-> its output 0) as is; 2. else the value ops with `name` as a whole scope component
+        ("Logits" never matches "AuxLogits") or as Keras 3 writes it, plus one "_<k>" suffix (layer "conv2"
+        -> scope "conv2_1"; tried first where the variables show that pattern); 3. of those, the last in
+        topological order, or where it is Identity-like, the scope's last Relu/Relu6/ConcatV2, else the
+        op the Identity chain forwards. No match: a HarnessError naming the closest scope names."""
         op_name, _, index = name.partition(":")
         op = self._op_by_name.get(op_name)
         if op is not None and op.outputs and (not index or (index.isdigit() and int(index) < len(op.outputs))):
@@ -194,10 +191,8 @@ class ImportedGraph:
         """Import the graph on `x` into the tf.function being traced; (logits, endpoint tensors)."""
         graph = tf.compat.v1.get_default_graph()
         if tf.executing_eagerly() or not getattr(graph, "building_function", False):
-            raise RuntimeError(
-                "ImportedGraph must be called inside a tf.function (it imports ops into the graph "
-                "being traced); it was called eagerly"
-            )
+            raise RuntimeError("ImportedGraph must be called inside a tf.function (it imports ops into the graph "
+                               "being traced); it was called eagerly")
         if guided:
             self._check_guided()
         targets = [self.resolve_endpoint(e) for e in endpoints]
@@ -208,28 +203,20 @@ class ImportedGraph:
             input_map.update({ph: graph.capture(v.handle) for ph, v in self._variables.items()})
             input_map.update({ph: graph.capture(t) for ph, t in self._constants.items()})
         with graph.gradient_override_map(_OVERRIDES) if guided else nullcontext():
-            out = tf.graph_util.import_graph_def(
-                self._graph_def, input_map=input_map,
-                return_elements=[self._output_name, *targets], name="imported",
-            )
+            out = tf.graph_util.import_graph_def(self._graph_def, input_map=input_map,
+                                                 return_elements=[self._output_name, *targets], name="imported")
         return out[0], list(out[1:])
 
     def _check_guided(self) -> None:
         if self.relu_count == 0:
-            raise HarnessError(
-                f"no Relu/Relu6 ops reachable in the SavedModel graph of {self.name}; "
-                "Guided Backprop cannot be applied"
-            )
+            raise HarnessError(f"no Relu/Relu6 ops reachable in the SavedModel graph of {self.name}; "
+                               "Guided Backprop cannot be applied")
         if self._leaky:
-            raise HarnessError(
-                f"the SavedModel graph of {self.name} has LeakyRelu ops ({', '.join(self._leaky[:3])}), which Guided "
-                "Backprop cannot gate; supported: Relu, Relu6"
-            )
+            raise HarnessError(f"the SavedModel graph of {self.name} has LeakyRelu ops ({', '.join(self._leaky[:3])}), "
+                               "which Guided Backprop cannot gate; supported: Relu, Relu6")
         if self._opaque_calls:
-            raise HarnessError(
-                f"the SavedModel graph of {self.name} still calls functions after inlining "
-                f"({', '.join(self._opaque_calls[:3])}); Guided Backprop cannot reach ReLUs inside them"
-            )
+            raise HarnessError(f"the SavedModel graph of {self.name} still calls functions after inlining "
+                               f"({', '.join(self._opaque_calls[:3])}); Guided Backprop cannot reach ReLUs inside them")
 
     def refresh(self) -> int:
         """Frozen mode: re-freeze where the variables' values changed since the last freeze, bumping the
@@ -259,21 +246,6 @@ def _fall_back(name: str, why: str) -> str:
     warnings.warn(f"{name}: graph_mode live is not available ({why}); using graph_mode frozen "
                   "(the same maps, re-frozen after each randomization)", RuntimeWarning, stacklevel=3)
     return "frozen"
-
-
-def _match_captures(cf, variables: Sequence[tf.Variable]):
-    """Split cf's captures into {placeholder: variable}, {placeholder: constant} and unmatched names."""
-    by_handle = {id(v.handle): v for v in variables}
-    matched, constants, unmatched = {}, {}, []
-    for external, internal in cf.graph.captures:
-        var = by_handle.get(id(external))
-        if var is not None:
-            matched[internal.name] = var
-        elif external.dtype == tf.resource:
-            unmatched.append(internal.name)
-        else:
-            constants[internal.name] = external
-    return matched, constants, unmatched
 
 
 def _pick(ops: list):

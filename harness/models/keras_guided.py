@@ -30,22 +30,17 @@ guided_relu6 = _guided(tf.nn.relu6, lambda x: (x > 0) & (x < 6))
 
 # Activation functions that are a plain ReLU / ReLU6, mapped to their guided twin (by identity:
 # activations can be arbitrary, even unhashable, callables).
-_ACTIVATION_SWAPS = (
-    (keras.activations.relu, guided_relu),
-    (keras.activations.relu6, guided_relu6),
-    (tf.nn.relu, guided_relu),
-    (tf.nn.relu6, guided_relu6),
-)
+_ACTIVATION_SWAPS = ((keras.activations.relu, guided_relu), (keras.activations.relu6, guided_relu6),
+                     (tf.nn.relu, guided_relu), (tf.nn.relu6, guided_relu6))
 SUPPORTED = "plain ReLU, ReLU6 or clipped ReLU (keras.layers.ReLU with negative_slope=0, threshold=0)"
 
 
 def _relu_layer_call(layer: keras.layers.ReLU) -> Callable:
     """The guided replacement for a keras.layers.ReLU instance's `call`."""
     if layer.negative_slope != 0 or layer.threshold != 0:
-        raise HarnessError(
-            f"layer {layer.name!r} is a ReLU with negative_slope={float(layer.negative_slope):g}, "
-            f"threshold={float(layer.threshold):g}, which Guided Backprop cannot gate; supported: {SUPPORTED}"
-        )
+        raise HarnessError(f"layer {layer.name!r} is a ReLU with negative_slope={float(layer.negative_slope):g}, "
+                           f"threshold={float(layer.threshold):g}, which Guided Backprop cannot gate; "
+                           f"supported: {SUPPORTED}")
     if layer.max_value is None:
         return guided_relu
     top = float(layer.max_value)
@@ -55,8 +50,7 @@ def _relu_layer_call(layer: keras.layers.ReLU) -> Callable:
 
 
 def _reject_leaky(layer) -> None:
-    """Leaky ReLUs pass negative inputs on, so gating only the plain ReLUs would be a silently partial
-    Guided Backprop: refuse them by name."""
+    """Refuse leaky ReLUs by name: gating only the plain ReLUs would be a silently partial Guided Backprop."""
     if isinstance(layer, keras.layers.LeakyReLU):
         slope = getattr(layer, "negative_slope", getattr(layer, "alpha", None))
         raise HarnessError(f"layer {layer.name!r} is a LeakyReLU (negative_slope={float(slope):g}), which Guided "
@@ -68,30 +62,24 @@ def _reject_leaky(layer) -> None:
 
 @contextmanager
 def guided_activations(model: keras.Model) -> Iterator[int]:
-    """Swap every ReLU of `model` for its guided twin, in place; restore on exit.
-
-    Covers layers whose `.activation` is relu/relu6 and `keras.layers.ReLU` instances (their `call`
-    overridden on the instance). Leaky ReLUs are a HarnessError, and so is a model without a ReLU.
-    Yields the number of ReLUs swapped. Not thread-safe: nothing else may run the model meanwhile.
-    """
+    """Swap every ReLU of `model` (a layer's relu/relu6 `.activation`, a `keras.layers.ReLU`'s `call`) for
+    its guided twin, in place, restored on exit; yields how many. Leaky ReLUs are a HarnessError, and so
+    is a model without a ReLU. Not thread-safe: nothing else may run the model meanwhile."""
     undo: list[Callable[[], None]] = []
     try:
         # Private Keras API, but the only walk that also reaches sub-layers of custom layers.
         for layer in model._flatten_layers(include_self=False, recursive=True):
             _reject_leaky(layer)
             if isinstance(layer, keras.layers.ReLU):
-                guided_fn = _relu_layer_call(layer)
-                undo.append(_set(layer, "call", lambda inputs, fn=guided_fn: fn(inputs)))
+                undo.append(_set(layer, "call", lambda inputs, fn=_relu_layer_call(layer): fn(inputs)))
             else:
                 activation = getattr(layer, "activation", None)
                 twin = next((guided for plain, guided in _ACTIVATION_SWAPS if activation is plain), None)
                 if twin is not None:
                     undo.append(_set(layer, "activation", twin))
         if not undo:
-            raise HarnessError(
-                f"model {model.name} has no ReLU activations that Guided Backprop can gate "
-                "(no layer with activation relu/relu6 and no keras.layers.ReLU)"
-            )
+            raise HarnessError(f"model {model.name} has no ReLU activations that Guided Backprop can gate "
+                               "(no layer with activation relu/relu6 and no keras.layers.ReLU)")
         yield len(undo)
     finally:
         for restore in reversed(undo):

@@ -48,56 +48,43 @@ def classify(source: str) -> str:
         raise HarnessError(f"model source {source!r} is a folder without saved_model.pb, not a SavedModel")
     if path.suffix in KERAS_SUFFIXES:
         raise HarnessError(f"model source {source!r}: no such Keras file")
-    raise HarnessError(
-        f"model source {source!r} does not resolve: expected builtin:NAME, an http(s) TF-Hub handle, "
-        "an existing SavedModel folder, a .keras/.h5 file, keras_applications:NAME or deeplabv3plus:BACKBONE"
-    )
+    raise HarnessError(f"model source {source!r} does not resolve: expected builtin:NAME, an http(s) TF-Hub "
+                       "handle, an existing SavedModel folder, a .keras/.h5 file, keras_applications:NAME or "
+                       "deeplabv3plus:BACKBONE")
 
 
 def load_model(cfg: Mapping[str, Any], log=print) -> ModelUnderTest:
     """Build the ModelUnderTest a `model` config describes."""
     source = str(cfg.get("source") or "")
     kind = classify(source)
-    loader = {"builtin": _load_builtin, "hub": _load_hub, "saved_model": _load_saved_model,
-              "keras_file": _load_keras_file, "keras_applications": _load_keras_applications,
-              "deeplabv3plus": _load_deeplab, "memory": _load_memory}[kind]
+    loader = {"keras_file": _load_keras_file, "keras_applications": _load_keras_applications,
+              "deeplabv3plus": _load_deeplab, "memory": _load_memory}.get(kind)
     from harness import segmentation
 
-    model = loader(source, cfg, log)
+    model = loader(source, cfg, log) if loader else _load_saved_model(source, cfg, log, kind)
     model = segmentation.from_config(model, cfg)  # per-pixel logits -> one reduced score per class
     model.num_classes = check_logit_output(model)
     return model
 
 
-# -- SavedModels (hub handles, folders, built-ins) ---------------------------------------------------
-def _load_builtin(source: str, cfg, log) -> ModelUnderTest:
-    from harness import zoo
-
-    name = source.split(":", 1)[1]
-    path = zoo.model_path(name, log=log)
-    model = _from_saved_model(str(path), cfg, kind="builtin", identity=f"builtin:{path.name}", log=log)
-    model.name = cfg.get("name") or name
-    return model
-
-
-def _load_hub(handle: str, cfg, log) -> ModelUnderTest:
+def _load_saved_model(source: str, cfg, log, kind: str) -> ModelUnderTest:
+    """A built-in model, a TF-Hub handle or a SavedModel folder (kind builtin, hub, saved_model)."""
     import tensorflow_hub as hub
 
-    try:
-        path = hub.resolve(handle)
-    except Exception as error:  # noqa: BLE001 - hub raises many types for an unreachable handle
-        raise HarnessError(f"TF-Hub handle {handle!r} could not be resolved: {first_line(error)}") from error
-    return _from_saved_model(path, cfg, kind="hub", identity=handle, log=log)
+    path, identity, name = source, source, None
+    if kind == "builtin":
+        from harness import zoo
 
-
-def _load_saved_model(path: str, cfg, log) -> ModelUnderTest:
-    return _from_saved_model(path, cfg, kind="saved_model", identity=f"{path}#{_digest(Path(path) / 'saved_model.pb')}",
-                             log=log)
-
-
-def _from_saved_model(path: str, cfg, kind: str, identity: str, log=print) -> ModelUnderTest:
-    import tensorflow_hub as hub
-
+        name = source.split(":", 1)[1]
+        built = zoo.model_path(name, log=log)
+        path, identity = str(built), f"builtin:{built.name}"
+    elif kind == "hub":
+        try:
+            path = hub.resolve(source)
+        except Exception as error:  # noqa: BLE001 - hub raises many types for an unreachable handle
+            raise HarnessError(f"TF-Hub handle {source!r} could not be resolved: {first_line(error)}") from error
+    else:
+        identity = f"{source}#{_digest(Path(source) / 'saved_model.pb')}"
     try:
         loaded = hub.load(path)
     except Exception as error:  # noqa: BLE001
@@ -115,7 +102,7 @@ def _from_saved_model(path: str, cfg, kind: str, identity: str, log=print) -> Mo
     initializers = metadata.get("initializers", {})
     variables = [ModelVariable(clean_name(v.name), v, bool(v.trainable), initializers.get(clean_name(v.name)))
                  for v in execution_order(call, spec, raw)]
-    name = cfg.get("name") or metadata.get("name") or Path(path.rstrip("/")).name
+    name = cfg.get("name") or name or metadata.get("name") or Path(path.rstrip("/")).name
     return _model(name, identity, kind, call, spec, variables, cfg, log, SavedModelBackend(loaded), metadata)
 
 
@@ -123,9 +110,8 @@ def _callable_of(loaded, path: str):
     """The SavedModel's forward pass: its `__call__` (TF2 hub style) or its single serving signature."""
     if callable(loaded):
         return lambda x: loaded(x)
-    signatures = getattr(loaded, "signatures", {})
-    if "serving_default" in signatures:
-        signature = signatures["serving_default"]
+    signature = getattr(loaded, "signatures", {}).get("serving_default")
+    if signature is not None:
         outputs = list(signature.structured_outputs)
         if len(outputs) != 1:
             raise HarnessError(f"SavedModel {path!r}: serving signature has outputs {outputs}; expected one logit output")
@@ -135,7 +121,6 @@ def _callable_of(loaded, path: str):
     raise HarnessError(f"SavedModel {path!r} is neither callable nor has a serving_default signature")
 
 
-# -- Keras ------------------------------------------------------------------------------------------
 def _load_keras_file(path: str, cfg, log) -> ModelUnderTest:
     import keras
 
@@ -234,7 +219,6 @@ def _load_memory(source: str, cfg, log) -> ModelUnderTest:
     return _from_keras(model, cfg, kind="memory", identity=source, log=log)
 
 
-# -- shared -----------------------------------------------------------------------------------------
 def _input_spec(cfg, metadata: dict, shape: list | None) -> InputSpec:
     """Config first, then the model's own metadata, then what its input signature says."""
     given, meta = dict(cfg.get("input") or {}), metadata.get("input", {})
@@ -250,9 +234,8 @@ MIN_CASCADE_BLOCKS = 3
 
 
 def _model(name, identity, kind, call, spec, variables, cfg, log, backend, metadata=None) -> ModelUnderTest:
-    """The ModelUnderTest, its blocks per the config (depth below the shared root, or explicit names);
-    warns when there are too few for a cascade to say anything (depth 1 over a model whose layers sit
-    one scope deeper)."""
+    """The ModelUnderTest, its blocks per the config; warns when there are too few for a cascade to say
+    anything (depth 1 over a model whose layers sit one scope deeper)."""
     blocks_cfg = dict(cfg.get("blocks") or {})
     blocks = build_blocks(variables, depth=int(blocks_cfg.get("depth") or 1), names=blocks_cfg.get("names"), model=name)
     if len(blocks) < MIN_CASCADE_BLOCKS:

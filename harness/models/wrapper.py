@@ -35,8 +35,7 @@ class InputSpec:
         return (low + (high - low) * np.asarray(images01, np.float32)).astype(np.float32)
 
     def batch_shape(self) -> list[int | None]:
-        height, width = self.size if self.size else (None, None)
-        return [None, height, width, self.channels]
+        return [None, *(self.size or (None, None)), self.channels]
 
 
 @dataclass
@@ -91,13 +90,11 @@ class ModelUnderTest:
         return self.call(x)
 
     @property
-    def keras_model(self) -> Any:
-        """The Keras model of a Keras source, else None."""
+    def keras_model(self) -> Any:  # of a Keras source, else None
         return self.backend.keras_model
 
     @property
-    def saved_model(self) -> Any:
-        """The loaded SavedModel of a SavedModel / hub source, else None."""
+    def saved_model(self) -> Any:  # the loaded SavedModel of a SavedModel / hub source, else None
         return self.backend.saved_model
 
     def tensor_spec(self) -> tf.TensorSpec:
