@@ -332,7 +332,7 @@ def test_non_finite_maps_are_flagged_not_scored():
 
 
 def test_non_finite_maps_in_stacks_are_flagged_pair_by_pair():
-    """Stacks (as the runner scores a unit: forms.prepare_stack checks every map's values at once):
+    """Stacks (as the runner scores a unit: scoring.prepare_stack checks every map's values at once):
     a NaN in a compared map or an inf in a reference flags that pair alone, naming the side; the
     other pairs get compare's scores. Red with the stack's maps all taken as finite."""
     rng = np.random.default_rng(4)
@@ -640,7 +640,7 @@ def test_own_batched_hog_equals_the_installed_skimage_hog_map_by_map(size, setti
     ((20, 20), 2, 1), ((20, 20), 2, 180),
 ])
 def test_cell_histograms_are_scikit_images_kernel_bit_for_bit(size, cell, orientations):
-    """forms._cell_histograms against the Cython kernel skimage.feature.hog calls, map by map: odd
+    """hog._cell_histograms against the Cython kernel skimage.feature.hog calls, map by map: odd
     cells, partial cells at the edges, 1 to 180 bins; maps with flat regions (zero gradients), values
     on a coarse grid (orientations exactly on bin bounds) and gradients pointing at exactly 0 and 180
     degrees. Catches a pixel binned on the wrong side of a bound, sums kept in float64 instead of the
@@ -671,7 +671,7 @@ def test_cell_histograms_are_scikit_images_kernel_bit_for_bit(size, cell, orient
 
 @pytest.mark.parametrize("orientations", [1, 7, 9, 12, 180, 359])
 def test_orientation_bins_are_the_kernels_at_and_beside_every_bound(orientations):
-    """forms._orientation_bins against scikit-image's rule written out: orientation = degrees % 180,
+    """hog._orientation_bins against scikit-image's rule written out: orientation = degrees % 180,
     bin i unless orientation >= (i + 1) * 180 / n or orientation < i * 180 / n (bounds in float64); at
     each bound, 1-3 ulps either side of it, the same 180 degrees lower, and +-180, +-0.0, the
     smallest negatives. Catches a quotient taken as the bin without either correction (at a bound it

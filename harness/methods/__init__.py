@@ -55,11 +55,10 @@ _REGISTRY: dict[str, Method] = {}
 _SPECS: dict[str, MethodSpec] = {}
 
 
-def register(name: str, *, reference: Reference | None = None, rows: Rows = one_gradient_row,
-             quick: Mapping[str, Any] | None = None, stochastic: bool = False,
-             sequential: bool = False, rules: Mapping[str, Rule] | None = None) -> Callable[[Method], Method]:
-    """Register `fn(model, x, targets, rng, s)` as method `name`, with conf/method/<name>.yaml's defaults:
-    the registered callable checks `params` into `s`, resolves `max_batch` and converts to float32 / int32."""
+def register(name: str, **spec: Any) -> Callable[[Method], Method]:
+    """Register `fn(model, x, targets, rng, s)` as method `name`, with conf/method/<name>.yaml's defaults and
+    `spec` (MethodSpec's fields from `reference` on): the registered callable checks `params` into `s`,
+    resolves `max_batch` and converts to float32 / int32."""
     defaults = config_defaults(name)
 
     def add(fn: Method) -> Method:
@@ -71,8 +70,7 @@ def register(name: str, *, reference: Reference | None = None, rows: Rows = one_
                 s["max_batch"] = rows_per_call(s["max_batch"], x.shape[1:])
             return np.asarray(fn(model, x, t, rng, s), np.float32)
         _REGISTRY[name] = method
-        _SPECS[name] = MethodSpec(name, method, defaults, reference, rows, dict(quick or {}), stochastic, sequential,
-                                  dict(rules or {}))
+        _SPECS[name] = MethodSpec(name, method, defaults, **spec)
         return method
     return add
 

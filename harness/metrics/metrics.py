@@ -1,18 +1,11 @@
-"""The map forms metrics compare and the similarity metrics between two saliency maps (docs/protocol.md §4,
-Adebayo et al. 2018).
+"""The map forms metrics compare and the similarity metrics between two saliency maps (docs/protocol.md §4).
 
-Forms (`FORMS`): functions of a stack of maps of one size [n, ...] -> one value per map, each computed
-from one other form: the absolute and signed maps (PAIR's VisualizeImageGrayscale and
-VisualizeImageDiverging), the min-max scaled map SSIM and HOG see, HOG features (harness.metrics.hog)
-and average ranks (`scipy.stats.rankdata`).
-
-Metrics (`METRICS`): Spearman rank correlation of the absolute and of the signed maps, SSIM and HOG
-similarity, a foreground-only Spearman (§5.3) and eMPRT (Hedström et al. 2024), each
-`compute(ref, cmp, settings) -> [(value, reason), ...]`: `ref` and `cmp` are the two sides of a chunk of
-pairs of maps of one size (scoring.Side: `ref["abs"]` is the stack of the reference maps' absolute
-forms), one result per pair, `reason` "" for a sound value or why it is degenerate (§5.1). Undefined
-scores are NaN with the reason, never zero-filled (a constant map makes Spearman and the HOG
-correlation undefined); SSIM of a constant map is defined, kept and flagged.
+Forms (`FORMS`): functions of a stack of maps of one size -> one value per map, each from one other form.
+Metrics (`METRICS`), each `compute(ref, cmp, settings) -> [(value, reason), ...]`: `ref` and `cmp` are the
+two sides of a chunk of pairs of maps of one size (scoring.Side: `ref["abs"]` is the stack of the
+reference maps' absolute forms), one result per pair, `reason` "" for a sound value or why it is
+degenerate (§5.1). Undefined scores are NaN with the reason, never zero-filled (a constant map makes
+Spearman and the HOG correlation undefined); SSIM of a constant map is defined, kept and flagged.
 """
 
 from __future__ import annotations
@@ -237,22 +230,16 @@ def spearman_abs_fg(ref: Any, cmp: Any, settings: MetricSettings) -> list[Result
     post-processed on the full image."""
     results = []
     for a, b, image in zip(ref["abs"], cmp["abs"], ref.images, strict=True):
-        fg = foreground(image, a.shape)
+        image = np.asarray(image)
+        if image.ndim not in (2, 3):
+            raise ValueError(f"expected an image of shape [H, W, C] or [H, W], got shape {image.shape}")
+        fg = np.any(image != 0, axis=2) if image.ndim == 3 else image != 0
+        if fg.shape != a.shape:
+            raise ValueError(f"image of spatial shape {fg.shape} does not match maps of spatial shape {a.shape}")
         why = "no foreground pixels" if not fg.any() else constant_reason(a[fg], b[fg], "constant map on foreground")
         results.append((NAN, why) if why else
                        (float(correlation(average_ranks(a[fg][None]), average_ranks(b[fg][None]))[0]), ""))
     return results
-
-
-def foreground(image: np.ndarray, hw: tuple[int, ...]) -> np.ndarray:
-    """Boolean [H, W]: pixels where the input is non-zero in any channel."""
-    img = np.asarray(image)
-    if img.ndim not in (2, 3):
-        raise ValueError(f"expected an image of shape [H, W, C] or [H, W], got shape {img.shape}")
-    fg = np.any(img != 0, axis=2) if img.ndim == 3 else img != 0
-    if fg.shape != tuple(hw):
-        raise ValueError(f"image of spatial shape {fg.shape} does not match maps of spatial shape {tuple(hw)}")
-    return fg
 
 
 def emprt(ref: Any, cmp: Any, settings: MetricSettings) -> list[Result]:
