@@ -1,20 +1,15 @@
 """Benchmarks: `python -m harness.bench [--scenarios methods,repairs,...]` (`make bench`: all of them).
 
-Scenarios, each a module here with `measure_all(options, log) -> rows` and `section(frame) -> lines`,
-sharing `common` (subjects, rounds, the raw-TF limit, the writer):
-- methods: every method vs PAIR saliency's per-image loop vs the raw-TensorFlow limit (MNIST CNN,
-  random-weight InceptionV3), with the speed targets checked;
-- repairs: sMPRT and eMPRT against the limit;
-- protocol: the paper's Inception cascade end to end through the runner, projected to 200 images;
-- overhead: the runner's overhead on cascading_mlp and cascading_cnn;
-- sweep: one sweep through Hydra's basic and joblib launchers;
-- training: the built-in CNN's training steps per second, several ways.
+Scenarios: methods (vs PAIR saliency and the raw-TensorFlow limit), repairs (sMPRT, eMPRT), protocol
+(the paper's Inception cascade), overhead (the runner's), sweep (launchers), training. Each is a
+module here with `measure_all(options, log) -> rows` and `section(frame) -> lines`, sharing `common`.
 A run writes results/bench/bench.csv and bench.md and, when it runs every scenario at full size (or
-`--docs PATH`), the generated docs/benchmarks.md.
+with `--docs PATH`), docs/benchmarks.md.
 """
 from __future__ import annotations
 
 import argparse
+import importlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -25,8 +20,6 @@ DOCS = Path("docs/benchmarks.md")
 def run(scenarios: Sequence[str], options, out: Path = Path("results/bench"), docs: Path | None = None,
         log: Callable[[str], None] = print) -> Path:
     """Measure `scenarios` (in that order) with `options` (common.Options); returns bench.csv's path."""
-    import importlib
-
     import pandas as pd
 
     from harness.bench import common
@@ -36,10 +29,9 @@ def run(scenarios: Sequence[str], options, out: Path = Path("results/bench"), do
         scenario = importlib.import_module(f"harness.bench.{name}")
         frame = pd.DataFrame(scenario.measure_all(options, log))
         sections += scenario.section(frame)
-        frames.append(frame.assign(scenario=name))
-    frame = pd.concat(frames, ignore_index=True)
-    frame = frame[["scenario", *[c for c in frame.columns if c != "scenario"]]]
-    return common.write(frame, sections, list(scenarios), out, docs)[0]
+        frame.insert(0, "scenario", name)
+        frames.append(frame)
+    return common.write(pd.concat(frames, ignore_index=True), sections, list(scenarios), out, docs)[0]
 
 
 def _protocol_steps(value: str) -> int | None:

@@ -1,17 +1,11 @@
 """Scenario `overhead`: the runner's overhead on the paper's MNIST experiments.
 
-Runs `cascading_mlp` and `cascading_cnn` (conf/experiment/: their methods, settings, controls and
-metrics) through `harness.runner.run` on the 1,200-step snapshots of the built-in models (the same
-networks as the 55,000-step ones, so the same kernels) and fewer images than the experiments' 100
-for the CNN, the original maps computed (no map cache), and reports run.json's `timings`: the run's
-wall time, the kernels' share and the overhead's parts. Runner overhead is everything in a run that
-is not a method kernel: scoring, writing the parts, randomizing and restoring blocks, the forward
-passes that pick targets, assembling the run's files.
-
-Each run is measured in a Python process of its own, as `harness` runs an experiment, so that its
-figure does not depend on what the bench ran before it. Between runs on idle cores the kernels' time
-moves most, so a share moves by about a point from run to run. `score`'s part is split by metric
-(run.json's `score_by_metric`).
+`cascading_mlp` and `cascading_cnn` (conf/experiment/) run through `harness.runner.run` on the
+1,200-step snapshots of the built-in models (the same kernels as the 55,000-step ones), the CNN on
+fewer images than its 100, no map cache; the row is run.json's `timings`. Runner overhead is
+everything in a run that is not a method kernel (scoring, split by metric; writing parts;
+randomizing and restoring blocks; the target passes; assembling). Each run has a Python process of
+its own, as an experiment does; between idle runs a share moves by about a point.
 """
 from __future__ import annotations
 
@@ -24,16 +18,14 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from harness.bench.common import Options, logged
+from harness.bench.common import Options, logged, markdown
 
 EXPERIMENTS = {"cascading_mlp": "builtin:mnist_mlp@1200", "cascading_cnn": "builtin:mnist_cnn@1200"}
-# Images per run: the CNN's run at the experiment's 100 images takes ~6 min on 2 cores, too long for
-# `make bench`: it runs 20 and its row also gives the share projected to 100 (PER_IMAGE).
+# The CNN at its 100 images takes ~6 min on 2 cores: 20, and the share projected to 100 (PER_IMAGE).
 IMAGES = {"cascading_mlp": 100, "cascading_cnn": 20}
 QUICK_IMAGES = 2
-# Parts of a run that grow with the images (kernels, scoring, the targets' forward passes, the rows of
-# scores.csv and summary.csv); the rest is per run (randomizing, one part file per unit, controls'
-# bookkeeping). Scaling `assemble` with the images over-states it (its bootstrap is per group).
+# Overhead parts that grow with the images (as the kernels do); the rest is per run. Scaling `assemble`
+# with the images over-states it (its bootstrap is per group).
 PER_IMAGE = ("score", "targets", "assemble")
 
 
@@ -73,30 +65,22 @@ def measure(experiment: str, images: int, quick: bool = False) -> dict:
     t = record["timings"]
     projected = projected_fraction(t, full / images)
     total = t["total_seconds"]
-    parts = ", ".join(f"{name} {s / total:.1%}" + (f" ({_score_split(t, total)})" if name == "score" else "")
+    by_metric = t.get("score_by_metric") or {}  # score's parts: each metric, and the rest (maps, rows)
+    rest = t["overhead_parts"]["score"] - sum(by_metric.values())
+    ranked = sorted(by_metric.items(), key=lambda kv: -kv[1])
+    score_split = ", ".join([*(f"{name} {s / total:.1%}" for name, s in ranked), f"rest {rest / total:.1%}"])
+    parts = ", ".join(f"{name} {s / total:.1%}" + (f" ({score_split})" if name == "score" else "")
                       for name, s in sorted(t["overhead_parts"].items(), key=lambda kv: -kv[1]))
     return {
         "model": "runner", "method": experiment, "images": images,
         "settings": f"{'quick' if quick else 'the experiment'}'s methods and controls; {cfg.model.source}",
-        "harness_s": t["total_seconds"], "limit_s": t["kernel_seconds"], "overhead_fraction": t["overhead_fraction"], "projected_fraction": projected,
-        "experiment_images": full,
-        "note": (f"overhead {t['overhead_seconds']:.3g} s = {t['overhead_fraction']:.1%} of the run "
-                 f"({parts}); "
+        "harness_s": total, "limit_s": t["kernel_seconds"], "overhead_fraction": t["overhead_fraction"],
+        "projected_fraction": projected, "experiment_images": full,
+        "note": (f"overhead {t['overhead_seconds']:.3g} s = {t['overhead_fraction']:.1%} of the run ({parts}); "
                  f"loading the model and images {t['load_seconds']:.3g} s and the whole call {wall:.3g} s, outside it"
                  + (f"; at the experiment's {full} images (kernels and {', '.join(PER_IMAGE)} x{full / images:g}, "
                     f"the rest per run): {projected:.1%}" if full != images else "")),
     }
-
-
-
-
-def _score_split(timings: dict, total: float) -> str:
-    """`score`'s parts: each metric with the forms it is the first to read (run.json's
-    score_by_metric), and the rest (preparing the maps, building the rows)."""
-    by_metric = timings.get("score_by_metric") or {}
-    rest = timings["overhead_parts"]["score"] - sum(by_metric.values())
-    ranked = sorted(by_metric.items(), key=lambda kv: -kv[1])
-    return ", ".join([*(f"{name} {s / total:.1%}" for name, s in ranked), f"rest {rest / total:.1%}"])
 
 
 def projected_fraction(timings: dict, factor: float) -> float:
@@ -108,15 +92,11 @@ def projected_fraction(timings: dict, factor: float) -> float:
 
 
 def section(frame) -> list[str]:
-    """bench.md's section of the overhead rows."""
-    about = [line for p in __doc__.split("\n\n")[1:3] for line in (p.replace("\n", " "), "")]  # what and how
-    lines = ["## Runner overhead", "", *about,
-             "| experiment | images | settings | run s | kernels s | overhead | at the experiment's images | note |",
-             "|---|---:|---|---:|---:|---:|---:|---|"]
-    lines += [f"| {r.method} | {r.images} | {r.settings} | {r.harness_s:.3g} | {r.limit_s:.3g} | "
-              f"{r.overhead_fraction:.1%} | {r.projected_fraction:.1%} ({r.experiment_images:.0f}) | {r.note} |"
-              for r in frame.itertuples()]
-    return [*lines, ""]
+    return markdown(
+        "## Runner overhead", " ".join(__doc__.split("\n\n", 1)[1].split()),
+        "experiment | images: | settings | run s: | kernels s: | overhead: | at the experiment's images: | note",
+        [[r.method, r.images, r.settings, f"{r.harness_s:.3g}", f"{r.limit_s:.3g}", f"{r.overhead_fraction:.1%}",
+          f"{r.projected_fraction:.1%} ({r.experiment_images:.0f})", r.note] for r in frame.itertuples()])
 
 
 def main(argv: Sequence[str] | None = None) -> None:

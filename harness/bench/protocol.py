@@ -1,29 +1,19 @@
 """Scenario `protocol`: the paper's Inception protocol end to end, through the real runner.
 
-The cascading test of Adebayo et al. 2018 (docs/protocol.md):
-a random-weight Keras InceptionV3 at 299 x 299 (conf/model/inception_v3.yaml), its variables grouped
-into the paper's 17 blocks (the names of conf/model/inception_v3_hub.yaml, found in the Keras graph:
-each Inception module is the layers up to its `mixedN` concatenation), top-down randomization, the 8
-methods of the protocol at their conf/method/ defaults (the paper's settings: SmoothGrad 50 samples,
-IG 50 steps, IG-SmoothGrad 50 x 50), the paper preset's metrics, no controls (the paper ran none).
-One run is the original maps plus one state per block: 18 model states x 8 methods.
-
-What is measured and what is projected (stated in the row's note):
-- `paper` settings (default on a GPU): the methods as the paper ran them, on `images` images over
-  `steps` cascade steps (`all`: every block). With every step measured nothing is projected but the
-  200 images, from the seconds per image.
-- `scaled` settings (default on a CPU, where one model state of one image at the paper's settings
-  takes minutes): the sampled methods with fewer rows (SCALED: each fills at least one compiled call
-  of `max_batch` rows at 299 px), the original maps and `steps` cascade steps. The projection scales
-  each method's measured kernel seconds per row to the paper's rows, and every state's non-kernel
-  time (scoring, randomizing, writing) from the states measured, with the re-initialization of the
-  whole model (the last step's) timed apart and added to every step as an upper bound.
-Tracing (each method's compiled functions, once per model and process) is done before the timed run
-and reported apart: a run of 200 images pays it once.
+The cascading test of Adebayo et al. 2018 (docs/protocol.md) on a random-weight Keras InceptionV3 at
+299 x 299 in the paper's 17 blocks, top-down, the protocol's 8 methods at the paper's settings
+(SmoothGrad 50 samples, IG 50 steps, IG-SmoothGrad 50 x 50), its metrics, no controls: 18 model
+states x 8 methods. `paper` settings (default on a GPU) run the methods as the paper did over
+`--protocol-steps` steps (all: nothing projected but the 200 images). `scaled` settings (default on
+a CPU) run fewer samples / steps on the original maps and one step, and project each method's kernel
+seconds per row to the paper's rows, plus each state's non-kernel seconds and a whole-model
+re-initialization (an upper bound), to all 18 states. Tracing, once per run, is reported apart.
 """
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 import tempfile
 import time
 from collections.abc import Callable
@@ -31,7 +21,11 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.bench.common import WARM_UP, Options
+from harness import methods
+from harness.bench.common import WARM_UP, Options, markdown, quick_settings
+from harness.config import group_defaults
+from harness.data import ImageSet, load_images
+from harness.reproduce import compose_run
 
 METHODS = ("gradient", "smoothgrad", "gradient_x_input", "integrated_gradients", "ig_smoothgrad",
            "guided_backprop", "gradcam", "guided_gradcam")
@@ -39,21 +33,20 @@ METHODS = ("gradient", "smoothgrad", "gradient_x_input", "integrated_gradients",
 SCALED = {"smoothgrad": {"samples": 15}, "integrated_gradients": {"steps": 15},
           "ig_smoothgrad": {"samples": 3, "steps": 5}}
 PAPER_IMAGES = 200
-AUTHORS_SECONDS_PER_IMAGE = 1.5 * 3600  # the authors' notebook: ~1.5 h per image for the cascade, unaccelerated
+AUTHORS_SECONDS_PER_IMAGE = 1.5 * 3600  # the authors' notebook: ~1.5 h per image, unaccelerated
 PHOTOS = ("chelsea", "coffee", "astronaut", "rocket", "hubble_deep_field", "immunohistochemistry", "retina")
 MODEL = "inception_v3_protocol"
 
 
 def device() -> str:
     """The accelerator TensorFlow places ops on: a GPU's name when one is visible, else the CPU."""
-    import os
-
     import tensorflow as tf
 
     gpus = tf.config.list_physical_devices("GPU")
     if gpus:
         details = tf.config.experimental.get_device_details(gpus[0])
-        return f"GPU: {details.get('device_name', gpus[0].name)}" + (f" (+{len(gpus) - 1} more)" if len(gpus) > 1 else "")
+        more = f" (+{len(gpus) - 1} more)" if len(gpus) > 1 else ""
+        return f"GPU: {details.get('device_name', gpus[0].name)}{more}"
     return f"CPU ({os.cpu_count()} cores)"
 
 
@@ -67,7 +60,6 @@ def paper_blocks(model) -> list:
     InceptionV3 by depth, so each block is a run of them: the stem's five convolutions (each with its
     batch norm) up to the second max pooling are Conv2d_1a_3x3 .. Conv2d_4a_3x3; each Inception
     module's layers up to its `mixedN` concatenation are Mixed_5b .. Mixed_7c; the classifier Logits."""
-    from harness.config import group_defaults
     from harness.models.wrapper import Block
 
     names = group_defaults("model", "inception_v3_hub")["blocks"]["names"]
@@ -76,17 +68,10 @@ def paper_blocks(model) -> list:
     for layer in model.keras_model.layers:
         kind = type(layer).__name__
         poolings += kind == "MaxPooling2D"
-        if layer.name == f"mixed{module}":
-            module += 1
-        if not layer.weights:
-            continue
-        if kind == "Dense":
-            owner[layer.name] = names[-1]
-        elif poolings < 2:  # the stem
-            convolutions += kind == "Conv2D"
-            owner[layer.name] = names[convolutions - 1]
-        else:
-            owner[layer.name] = names[5 + module]
+        module += layer.name == f"mixed{module}"
+        if layer.weights:
+            convolutions += kind == "Conv2D" and poolings < 2  # the stem's
+            owner[layer.name] = names[-1 if kind == "Dense" else convolutions - 1 if poolings < 2 else 5 + module]
     blocks: dict[str, list] = {name: [] for name in names}
     for v in model.variables:
         blocks[owner[v.name.rsplit("/", 1)[0]]].append(v)
@@ -97,62 +82,11 @@ def paper_blocks(model) -> list:
     return [Block(name, tuple(members)) for name, members in blocks.items()]
 
 
-def load(images: int):
-    """The random-weight InceptionV3 in the paper's blocks, and `images` photos."""
-    import keras
-
-    from harness.config import group_defaults
-    from harness.data import load_images
-    from harness.models import load_model
-
-    keras.utils.set_random_seed(0)
-    cfg = group_defaults("model", "inception_v3") | {"name": MODEL}
-    model = load_model(cfg, log=lambda _: None)
-    model.blocks = paper_blocks(model)
-    names = [PHOTOS[i % len(PHOTOS)] for i in range(images)]
-    data = {"source": "skimage", "names": names[:len(PHOTOS)]}
-    x = load_images(data, model.input_spec.size, model.input_spec.channels)
-    if images > len(PHOTOS):  # more images than photos: the photos again, under new ids
-        from harness.data import ImageSet
-
-        reps = -(-images // len(PHOTOS))
-        x = ImageSet(np.concatenate([x.images] * reps)[:images],
-                     [f"{i}-{name}" for i, name in enumerate(names)])
-    return cfg, model, x, data
-
-
-def run_config(methods: list[dict], data: dict, results_dir: Path):
-    """The run's config as `harness model=inception_v3 data=photos schedule=cascading controls=[]`
-    composes it, with the method list and the images given."""
-    from hydra import compose, initialize_config_dir
-    from omegaconf import open_dict
-
-    from harness.config import CONFIG_DIR
-
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=[
-            "model=inception_v3", "data=photos", "schedule=cascading", "controls=[]", "progress=false",
-            "maps_to_keep=1", "map_cache=false", f"results_dir={results_dir}", f"model.name={MODEL}"])
-    with open_dict(cfg):
-        cfg.methods = methods
-        cfg.data.names = data["names"]
-    return cfg
-
-
 def method_entries(settings: str) -> list[dict]:
     """The 8 methods at `settings`: paper (conf/method/ defaults), scaled (SCALED) or quick (each
-    method's registered quick settings: `python -m harness.bench --quick`)."""
-    from harness import methods
-
-    chosen = {"paper": {}, "scaled": SCALED, "quick": {m: dict(methods.spec(m).quick) for m in METHODS}}[settings]
+    method's registered quick settings)."""
+    chosen = {"paper": {}, "scaled": SCALED, "quick": quick_settings()}[settings]
     return [{"name": m, **chosen.get(m, {})} for m in METHODS]
-
-
-def rows_per_image(entry: dict, shape) -> int:
-    """Model rows (forward+backward, and forward-only) per image of a method entry at its settings."""
-    from harness import methods
-
-    return sum(methods.spec(entry["name"]).rows(methods.defaults(entry["name"]) | entry, shape))
 
 
 @dataclasses.dataclass
@@ -192,26 +126,43 @@ def project(m: Measured) -> tuple[float, str]:
 
 def run_protocol(images: int, steps: int | None, settings: str, log: Callable[[str], None]) -> tuple[Measured, dict]:
     """One timed run of the protocol through the runner (after tracing); the one-off costs apart."""
-    import json
+    import keras
+    from omegaconf import open_dict
 
-    from harness import methods
+    from harness.models import load_model
     from harness.runner import Plan, Runner, _stem
     from harness.schedules import Randomizer, schedule_steps
 
     began = time.perf_counter()
-    _, model, image_set, data = load(images)
+    keras.utils.set_random_seed(0)
+    cfg = group_defaults("model", "inception_v3") | {"name": MODEL}
+    model = load_model(cfg, log=lambda _: None)
+    model.blocks = paper_blocks(model)
+    names = [PHOTOS[i % len(PHOTOS)] for i in range(images)]
+    image_set = load_images({"source": "skimage", "names": names[:len(PHOTOS)]}, model.input_spec.size,
+                            model.input_spec.channels)
+    if images > len(PHOTOS):  # the photos again, under new ids
+        image_set = ImageSet(np.concatenate([image_set.images] * -(-images // len(PHOTOS)))[:images],
+                             [f"{i}-{name}" for i, name in enumerate(names)])
     built_s = time.perf_counter() - began
     entries = method_entries(settings)
     x = model.input_spec.to_model_space(image_set.images)
     targets = np.argmax(model.predict(x[:1]), 1).astype(np.int32)
     began = time.perf_counter()
-    for entry in entries:  # trace every kernel once, as bench.measure's warm-up does
-        params = {k: v for k, v in entry.items() if k != "name"} | {"gradcam_endpoint": model_endpoint()}
+    for entry in entries:  # trace every kernel once, as the methods scenario's warm-up does
+        params = {k: v for k, v in entry.items() if k != "name"} | {"gradcam_endpoint": cfg["gradcam_endpoint"]}
         warm = {k: v for k, v in WARM_UP.items() if k in methods.defaults(entry["name"])}
         methods.get(entry["name"])(model, x[:1], targets, np.random.default_rng(0), params | warm)
     traced_s = time.perf_counter() - began
     with tempfile.TemporaryDirectory(prefix="bench-protocol-") as folder:
-        plan = Plan.from_config(run_config(entries, data, Path(folder))).with_contents(model, image_set, log)
+        # as `harness model=inception_v3 data=photos schedule=cascading controls=[]` composes it
+        run_cfg, _ = compose_run(["model=inception_v3", "data=photos", "schedule=cascading", "controls=[]",
+                                  "progress=false", "maps_to_keep=1", "map_cache=false", f"model.name={MODEL}"],
+                                 Path(folder), quick=False)
+        with open_dict(run_cfg):
+            run_cfg.methods = entries
+            run_cfg.data.names = names[:len(PHOTOS)]
+        plan = Plan.from_config(run_cfg).with_contents(model, image_set, log)
         runner = Runner(plan, model, image_set, Path(folder) / "run", log)
         all_states = len(runner.steps)
         runner.steps = runner.steps[:all_states if steps is None else min(steps + 1, all_states)]
@@ -222,17 +173,17 @@ def run_protocol(images: int, steps: int | None, settings: str, log: Callable[[s
     with Randomizer(model, plan.reinit).step(full):
         pass
     reinit_s = time.perf_counter() - began
-    shape = x.shape[1:]
+
+    def rows(entry: dict) -> int:  # model rows per image, forward+backward and forward-only
+        return sum(methods.spec(entry["name"]).rows(methods.defaults(entry["name"]) | entry, x.shape[1:]))
+
     measured = Measured(
         images=images, settings=settings, states=len(runner.steps), all_states=all_states,
         total_s=timings["total_seconds"], overhead_s=timings["overhead_seconds"],
         unit_s={m.label: [timings["method_seconds"][_stem(step, m)] for step in runner.steps] for m in plan.methods},
-        rows={e["name"]: rows_per_image(e, shape) for e in entries},
-        paper_rows={e["name"]: rows_per_image(e, shape) for e in method_entries("paper")}, reinit_s=reinit_s)
+        rows={e["name"]: rows(e) for e in entries}, paper_rows={e["name"]: rows(e) for e in method_entries("paper")},
+        reinit_s=reinit_s)
     return measured, {"built_s": built_s, "traced_s": traced_s, "kernel_s": timings["kernel_seconds"]}
-
-
-MODEL_ROW = f"cascading: {len(METHODS)} methods"
 
 
 def measure(images: int, steps: int | None, settings: str, log: Callable[[str], None] = print) -> dict:
@@ -241,9 +192,10 @@ def measure(images: int, steps: int | None, settings: str, log: Callable[[str], 
     per_image, what = project(measured)
     where = device()
     return {
-        "model": MODEL, "method": f"{MODEL_ROW} x {measured.all_states - 1} blocks", "images": images,
-        "settings": settings, "harness_s": per_image, "reference_s": AUTHORS_SECONDS_PER_IMAGE,
-        "speedup": AUTHORS_SECONDS_PER_IMAGE / per_image, "rows": sum(measured.paper_rows.values()) * measured.all_states,
+        "model": MODEL, "method": f"cascading: {len(METHODS)} methods x {measured.all_states - 1} blocks",
+        "images": images, "settings": settings, "harness_s": per_image, "reference_s": AUTHORS_SECONDS_PER_IMAGE,
+        "speedup": AUTHORS_SECONDS_PER_IMAGE / per_image,
+        "rows": sum(measured.paper_rows.values()) * measured.all_states,
         "reference": "the authors' notebook: about 1.5 h per image for the cascade, unaccelerated",
         "note": (f"{what}. Device: {where}. Not in the figures: building the model {once['built_s']:.3g} s and "
                  f"tracing the 8 methods {once['traced_s']:.3g} s, once per run; the measured run's kernels "
@@ -254,9 +206,8 @@ def measure(images: int, steps: int | None, settings: str, log: Callable[[str], 
 
 
 def measure_all(options: Options, log: Callable[[str], None] = print) -> list[dict]:
-    """The scenario's row, at `options.protocol`'s `images`, `steps` (a number, None: every block)
-    and `settings`; those not given are the device's (`defaults`: every step at the paper's settings
-    on a GPU); `quick`: the methods' quick settings and one step (a smoke run)."""
+    """The scenario's row at `options.protocol`'s `images`, `steps` (None: every block) and
+    `settings`, those not given the device's (`defaults`); `quick`: quick settings, one step."""
     given = options.protocol
     auto_settings, auto_steps = defaults()
     settings, steps = ("quick", 1) if options.quick else (given.get("settings") or auto_settings,
@@ -265,17 +216,9 @@ def measure_all(options: Options, log: Callable[[str], None] = print) -> list[di
 
 
 def section(frame) -> list[str]:
-    """bench.md's section of the protocol row."""
-    lines = ["## The paper's Inception protocol", "", __doc__.split("\n\n")[1].replace("\n", " "), "",
-             "| device | images | settings | measured s | states measured | s per image | 200 images | "
-             "authors' s per image | note |", "|---|---:|---|---:|---:|---:|---:|---:|---|"]
-    lines += [f"| {r.device} | {r.images} | {r.settings} | {r.measured_s:.4g} | {r.measured_states} | "
-              f"{r.harness_s:.4g} | {r.projected_200_s / 3600:.3g} h | {r.reference_s:.0f} (~1.5 h) | {r.note} |"
-              for r in frame.itertuples()]
-    return [*lines, ""]
-
-
-def model_endpoint() -> str:
-    from harness.config import group_defaults
-
-    return group_defaults("model", "inception_v3")["gradcam_endpoint"]
+    return markdown(
+        "## The paper's Inception protocol", " ".join(__doc__.split("\n\n", 1)[1].split()),
+        "device | images: | settings | measured s: | states measured: | s per image: | 200 images: | "
+        "authors' s per image: | note",
+        [[r.device, r.images, r.settings, f"{r.measured_s:.4g}", r.measured_states, f"{r.harness_s:.4g}",
+          f"{r.projected_200_s / 3600:.3g} h", f"{r.reference_s:.0f} (~1.5 h)", r.note] for r in frame.itertuples()])

@@ -1,15 +1,9 @@
-"""Scenario `repairs`: the repaired tests (Hedström et al. 2024, "A Fresh Look at Sanity Checks
-for Saliency Maps"), whose costs are multiples of a method's:
-
-- sMPRT: one model state's maps, each the mean over N noisy copies of its image
-  (`harness.methods.smoothgrad.denoised`, the runner's sMPRT path): N x the method's rows;
-- eMPRT: the maps on the trained and on the fully randomized model (every block re-initialized, the
-  last step of `bottom_up`, with the randomizer's self-checks) and each map's histogram entropy
-  (`harness.metrics.entropy`): 2 x the method's rows.
-
-The limit is the same number of plain batched forward+backward rows in raw TensorFlow
-(`common.raw_tf_limit`), so harness/limit is what the test's bookkeeping costs beyond the model.
-PAIR has neither test.
+"""Scenario `repairs`: the repaired tests of Hedström et al. 2024 ("A Fresh Look at Sanity Checks
+for Saliency Maps") over the Gradient's batched kernel, against the raw-TF limit of the same rows:
+sMPRT's maps on one model state, each the mean over N noisy copies of its image (the runner's sMPRT
+path: N x the method's rows); eMPRT's maps on the trained and the fully randomized model (every
+block re-initialized, with the randomizer's self-checks) and their histogram entropies (2 x the
+rows). harness/limit is what a test's bookkeeping costs beyond the model; PAIR has neither test.
 """
 from __future__ import annotations
 
@@ -17,13 +11,15 @@ from collections.abc import Callable
 
 import numpy as np
 
-from harness.bench.common import Options, Subject, f, limit_rows_per_call, logged, ratio, raw_tf_limit, rounds, row, subject
+from harness import methods
+from harness.bench.common import (LIMIT_TARGET, Options, Subject, f, limit_rows_per_call, logged, ratio, raw_tf_limit,
+                                  markdown, rounds, row, subject)
+from harness.metrics.entropy import histogram_entropy
 
 SMPRT_SAMPLES = {"mnist_cnn": 50, "inception_v3": 4}  # Hedström et al.'s N = 50; fewer at 299 px on CPU
 QUICK_SAMPLES = 3
 EMPRT_BINS = 100
 METHOD = "gradient"  # the method whose batched kernel the repaired tests wrap
-LIMIT_TARGET = 1.3
 
 
 def measure_all(options: Options, log: Callable[[str], None]) -> list[dict]:
@@ -31,26 +27,23 @@ def measure_all(options: Options, log: Callable[[str], None]) -> list[dict]:
     for key in options.models:
         made = subject(key, options.quick)
         samples = QUICK_SAMPLES if options.quick else SMPRT_SAMPLES[made.name]
-        rows += [logged(measure_smprt(made, options.repeats, samples), log), logged(measure_emprt(made, options.repeats), log)]
+        rows.append(logged(measure_smprt(made, options.repeats, samples), log))
+        rows.append(logged(measure_emprt(made, options.repeats), log))
     return rows
 
 
 def measure_smprt(subject: Subject, repeats: int, samples: int) -> dict:
-    from harness import methods
     from harness.methods.smoothgrad import denoised
 
     x, t, params = subject.images, subject.targets, subject.params[METHOD]
     explain = denoised(methods.get(METHOD), samples, 0.1, np.random.default_rng(0))
-    n_rows = samples * _rows_per_image(params, x) * len(x)
-    sides = rounds({"harness": lambda: explain(subject.model, x, t, np.random.default_rng(0), params),
-                    "limit": _limit(subject, n_rows, params)}, repeats)
+    sides, n_rows = _rounds(subject, samples, lambda: explain(subject.model, x, t, np.random.default_rng(0), params),
+                            {}, repeats)
     return _row(subject, f"smprt ({METHOD})", {"samples": samples}, sides, n_rows,
                 f"one model state: {samples} noisy copies of each image, averaged")
 
 
 def measure_emprt(subject: Subject, repeats: int) -> dict:
-    from harness import methods
-    from harness.metrics.entropy import histogram_entropy
     from harness.schedules import Randomizer, Reinit, schedule_steps
 
     model, x, t, params = subject.model, subject.images, subject.targets, subject.params[METHOD]
@@ -69,29 +62,23 @@ def measure_emprt(subject: Subject, repeats: int) -> dict:
         with randomizer.step(everything):
             pass
 
-    n_rows = 2 * _rows_per_image(params, x) * len(x)
-    sides = rounds({"harness": emprt, "limit": _limit(subject, n_rows, params), "reinit": reinit}, repeats)
+    sides, n_rows = _rounds(subject, 2, emprt, {"reinit": reinit}, repeats)
     weights = sum(v.size for v in model.variables)
     harness, limit, drawn = (sides[side].best for side in ("harness", "limit", "reinit"))
-    # The randomization is a cost of the test, not of the method: any implementation draws new weights
-    # (the harness from a seeded NumPy generator: the same weights on every machine); stated apart.
+    # Drawing new weights is a cost of the test, not of the method (any implementation draws them): apart.
     return _row(subject, f"emprt ({METHOD})", {"bins": EMPRT_BINS}, sides, n_rows,
                 f"2 model states, entropy of every map; of its time, re-initializing {len(model.blocks)} blocks "
                 f"({weights:,} weights, seeded NumPy draws, self-checked) and restoring them: {drawn:.3g} s; "
                 f"without that {(harness - drawn) / limit:.3g}x limit")
 
 
-def _rows_per_image(params: dict, x: np.ndarray) -> int:
-    from harness import methods
-
-    return methods.spec(METHOD).rows(methods.defaults(METHOD) | params, x.shape[1:])[0]
-
-
-def _limit(subject: Subject, n_rows: int, params: dict) -> Callable[[], float]:
-    from harness import methods
-
-    per_call = limit_rows_per_call(METHOD, methods.defaults(METHOD) | params, subject.images)
-    return lambda: raw_tf_limit(subject.reference, subject.images, n_rows, 0, per_call)
+def _rounds(subject: Subject, times: int, harness: Callable, others: dict, repeats: int) -> tuple[dict, int]:
+    """Rounds of `harness`, the raw-TF limit of `times` x the method's rows, and `others`; those rows."""
+    s = methods.defaults(METHOD) | subject.params[METHOD]
+    n_rows = times * methods.spec(METHOD).rows(s, subject.images.shape[1:])[0] * len(subject.images)
+    per_call = limit_rows_per_call(METHOD, s, subject.images)
+    return rounds({"harness": harness, "limit": lambda: raw_tf_limit(subject.reference, subject.images, n_rows, 0,
+                                                                     per_call), **others}, repeats), n_rows
 
 
 def _row(subject: Subject, name: str, settings: dict, sides: dict, n_rows: int, note: str) -> dict:
@@ -101,11 +88,10 @@ def _row(subject: Subject, name: str, settings: dict, sides: dict, n_rows: int, 
 
 
 def section(frame) -> list[str]:
-    lines = ["## The repaired tests: sMPRT and eMPRT", "", "The" + __doc__.removeprefix("Scenario `repairs`: the"), "",
-             "| model | test | images | settings | harness s | limit s | harness/limit | note |",
-             "|---|---|---:|---|---:|---:|---:|---|"]
-    lines += [f"| {r.model} | {r.method} | {r.images} | {r.settings} | {f(r.harness_s)} | {f(r.limit_s)} | "
-              f"{f(r.limit_ratio)} | {r.note} |" for r in frame.itertuples()]
-    verdicts = ", ".join(f"{r.model} {r.method} {f(r.limit_ratio)}x {'met' if r.limit_ratio <= LIMIT_TARGET else 'MISSED'}"
-                         for r in frame.itertuples())
-    return [*lines, "", f"Target sMPRT and eMPRT within {LIMIT_TARGET}x of the raw-TF limit: {verdicts}", ""]
+    verdicts = ", ".join(f"{r.model} {r.method} {f(r.limit_ratio)}x "
+                         f"{'met' if r.limit_ratio <= LIMIT_TARGET else 'MISSED'}" for r in frame.itertuples())
+    return markdown("## The repaired tests: sMPRT and eMPRT", "The" + __doc__.removeprefix("Scenario `repairs`: the"),
+                    "model | test | images: | settings | harness s: | limit s: | harness/limit: | note",
+                    [[r.model, r.method, r.images, r.settings, f(r.harness_s), f(r.limit_s), f(r.limit_ratio), r.note]
+                     for r in frame.itertuples()],
+                    f"Target sMPRT and eMPRT within {LIMIT_TARGET}x of the raw-TF limit: {verdicts}", "")

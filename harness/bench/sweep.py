@@ -1,11 +1,7 @@
-"""Scenario `sweep`: sweep scaling on this machine (`make bench-sweep` runs it alone).
-
-One sweep of 8 jobs (the built-in MNIST CNN, SmoothGrad, schedules cascading and independent x seeds
-0-3) through Hydra's basic launcher (one job after another in one process) and its joblib launcher
-(one worker process per core), each into a fresh results folder with the map cache off, so both do
-the same work. Records the wall time of each sweep command, the speedup, each job's own seconds (from
-its run.json) and the seconds of the sweep-end merge alone. docs/sweeps.md says what to expect on N
-nodes.
+"""Scenario `sweep`: one sweep of 8 jobs (the built-in MNIST CNN, SmoothGrad, schedules cascading and
+independent x seeds 0-3) through Hydra's basic launcher (one job after another) and its joblib
+launcher (a worker process per core), each into a fresh results folder without the map cache.
+`make bench-sweep` runs it alone; docs/sweeps.md says what to expect on N nodes.
 """
 from __future__ import annotations
 
@@ -19,7 +15,8 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 
-from harness.bench.common import Options
+from harness.bench.common import Options, markdown
+from harness.sweeps import POINTER, merge
 
 SWEEP = ["schedule=cascading,independent", "seed=0,1,2,3"]
 # The default CNN's early snapshot: timing does not depend on how long it was trained.
@@ -33,20 +30,20 @@ COLUMNS = ["launcher", "jobs", "at_once", "wall_s", "speedup", "job_mean_s", "jo
 
 def measure_all(options: Options, log: Callable[[str], None] = print) -> list[dict]:
     """One row per launcher, the same sweep (QUICK's when quick) into a fresh folder each."""
-    replaced = tuple(o.split("=")[0] + "=" for o in QUICK_JOB)
-    sweep, job = (QUICK_SWEEP, [o for o in JOB if not o.startswith(replaced)] + QUICK_JOB) if options.quick else (SWEEP, JOB)
+    sweep, job = SWEEP, JOB
+    if options.quick:
+        replaced = tuple(o.split("=")[0] + "=" for o in QUICK_JOB)
+        sweep, job = QUICK_SWEEP, [o for o in JOB if not o.startswith(replaced)] + QUICK_JOB
     with tempfile.TemporaryDirectory(prefix="bench-sweep-") as scratch:
         rows = []
         for launcher in LAUNCHERS:
             rows.append(time_sweep(launcher, Path(scratch), sweep, job) | {"sweep": " ".join([*sweep, *job])})
             rows[-1]["speedup"] = round(rows[0]["wall_s"] / rows[-1]["wall_s"], 2)
-            log(f"{launcher}: {rows[-1]['wall_s']} s for {rows[-1]['jobs']} jobs, {rows[-1]['speedup']}x the basic launcher")
+            log(f"{launcher}: {rows[-1]['wall_s']} s for {rows[-1]['jobs']} jobs, {rows[-1]['speedup']}x basic")
     return rows
 
 
 def time_sweep(launcher: str, folder: Path, sweep: list[str], job: list[str]) -> dict:
-    from harness.sweeps import POINTER, merge
-
     command = [sys.executable, "-c", "from harness.cli import main; main()", "-m", *sweep, *job,
                f"hydra/launcher={launcher}", f"results_dir={folder / launcher}"]
     load = os.getloadavg()[0]
@@ -54,7 +51,8 @@ def time_sweep(launcher: str, folder: Path, sweep: list[str], job: list[str]) ->
     done = subprocess.run(command, capture_output=True, text=True)
     wall = time.perf_counter() - began
     if done.returncode != 0:
-        raise SystemExit(f"bench-sweep: the {launcher} sweep failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
+        raise SystemExit(f"bench-sweep: the {launcher} sweep failed (exit {done.returncode}):\n"
+                         f"{done.stderr[-3000:]}")
     sweep_dir = Path([line for line in done.stdout.splitlines() if line.startswith("sweep results: ")][-1]
                      .removeprefix("sweep results: "))
     jobs = [json.loads((Path(p.read_text()) / "run.json").read_text())["timings"]["total_seconds"]
@@ -70,12 +68,10 @@ def time_sweep(launcher: str, folder: Path, sweep: list[str], job: list[str]) ->
 
 
 def section(frame) -> list[str]:
-    lines = ["## Sweep scaling", "",
-             f"One sweep of {frame['jobs'].iloc[0]} jobs ({frame['sweep'].iloc[0]}), "
-             "each launcher into a fresh results folder. `wall_s`: the whole sweep command (TensorFlow's "
-             "start in every process, the jobs, the merge); `job_mean_s` / `job_sum_s`: the jobs' own "
-             "seconds from their run.json; `merge_s`: the sweep-end merge alone; `load_before`: the "
-             "machine's 1-minute load average when the sweep started (other work slows both launchers).", "",
-             "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    lines += ["| " + " | ".join(str(v) for v in r) + " |" for r in frame[COLUMNS].itertuples(index=False)]
-    return [*lines, ""]
+    return markdown("## Sweep scaling",
+                    f"One sweep of {frame['jobs'].iloc[0]} jobs ({frame['sweep'].iloc[0]}), "
+                    "each launcher into a fresh results folder. `wall_s`: the whole sweep command (TensorFlow's "
+                    "start in every process, the jobs, the merge); `job_mean_s` / `job_sum_s`: the jobs' own "
+                    "seconds from their run.json; `merge_s`: the sweep-end merge alone; `load_before`: the "
+                    "machine's 1-minute load average when the sweep started (other work slows both launchers).",
+                    " | ".join(COLUMNS), frame[COLUMNS].itertuples(index=False))

@@ -1,11 +1,10 @@
 """Scenario `training`: optimizer steps per second of the built-in CNN's step-budget recipe
-(`harness.zoo.budget`), trained several ways, the ways alternated in one process.
+(`harness.zoo.budget`), trained several ways.
 
-A shared, noisy machine makes timings from separate runs incomparable, so every configuration is
-timed in turn, round after round, after a warm-up, and the section gives each one's median and its
-ratio to the first (`model.fit` on NumPy arrays). The trainer's own path is `loop100`: a custom
-tf.function of 100 steps a call under TensorFlow's op determinism (resumable bit for bit). XLA is not
-timed: it cannot keep that determinism for MaxPool's gradient (`harness.zoo.budget.set_op_determinism`).
+The ways are timed in turn, round after round, after a warm-up, in one process (timings from
+separate runs on a shared machine do not compare); each row is a way's median and its ratio to
+`fit`. The trainer's own way is `loop100` (100 steps a tf.function call, op determinism on: resumable
+bit for bit). XLA is not timed: it cannot keep that determinism for MaxPool's gradient.
 """
 from __future__ import annotations
 
@@ -13,7 +12,11 @@ import statistics
 import time
 from collections.abc import Callable
 
-from harness.bench.common import Options
+import numpy as np
+
+from harness import zoo
+from harness.bench.common import Options, markdown
+from harness.zoo import budget, mnist
 
 RECIPE = "mnist_cnn_authors"
 # name -> (how, steps per compiled call, op determinism)
@@ -32,8 +35,6 @@ class _Trainer:
     def __init__(self, recipe, how: str, chunk: int | None, deterministic: bool):
         import keras
 
-        from harness.zoo import budget, mnist
-
         self.how, self.chunk, self.recipe, self.deterministic = how, chunk, recipe, deterministic
         budget.set_op_determinism(deterministic)
         self.x, self.y, _, _ = mnist.load_split()
@@ -46,10 +47,6 @@ class _Trainer:
             self.fn = budget.make_train_fn(self.model, self.optimizer, self.x, self.y, chunk)
 
     def seconds_per_step(self, steps: int) -> float:
-        import numpy as np
-
-        from harness.zoo import budget
-
         budget.set_op_determinism(self.deterministic)
         began, before = time.perf_counter(), int(self.optimizer.iterations.numpy())
         if self.how == "fit":  # whole epochs: a partial one would restart the dataset iterator
@@ -64,8 +61,6 @@ class _Trainer:
 
 
 def measure_all(options: Options, log: Callable[[str], None] = print) -> list[dict]:
-    from harness import zoo
-
     steps, names = (QUICK_STEPS, QUICK_CONFIGS) if options.quick else (STEPS, tuple(CONFIGS))
     trainers = {name: _Trainer(zoo.RECIPES[RECIPE], *CONFIGS[name]) for name in names}
     for trainer in trainers.values():
@@ -84,10 +79,9 @@ def measure_all(options: Options, log: Callable[[str], None] = print) -> list[di
 
 
 def section(frame) -> list[str]:
-    lines = ["## Training speed", "", __doc__.split("\n\n", 1)[1].replace("\n", " ").strip(), "",
-             f"Recipe `{RECIPE}`; the configurations: {', '.join(f'`{n}`' for n in CONFIGS)} "
-             "(`harness/bench/training.py`).", "",
-             "| configuration | steps/s | x fit | s per step, each round |", "|---|---:|---:|---|"]
-    lines += [f"| {r.method} | {r.steps_per_s:.3g} | {r.vs_fit:.2f} | {r.rounds_s_per_step} |"
-              for r in frame.itertuples()]
-    return [*lines, ""]
+    return markdown("## Training speed", " ".join(__doc__.split("\n\n", 1)[1].split())
+                    + f"\n\nRecipe `{RECIPE}`; the configurations: {', '.join(f'`{n}`' for n in CONFIGS)} "
+                    "(`harness/bench/training.py`).",
+                    "configuration | steps/s: | x fit: | s per step, each round",
+                    [[r.method, f"{r.steps_per_s:.3g}", f"{r.vs_fit:.2f}", r.rounds_s_per_step]
+                     for r in frame.itertuples()])
