@@ -3,10 +3,9 @@
     python -m harness.segmentation_figures --out results/segmentation-figures            # mnist_seg
     python -m harness.segmentation_figures --model deeplabv3plus_resnet50 --data photos --count 2
 
-For each image: the predicted segmentation and segmentation Grad-CAM of its largest predicted classes
-(other than background; `--classes` of them) at every feature layer the model config declares. The
-arrays go to `<out>/explained.npz` and the figures (harness.report.segmentation, drawn from that file
-alone) beside it.
+Per image: the predicted segmentation and segmentation Grad-CAM of its `--classes` largest predicted classes
+(not background) at every feature layer of the model config, into `<out>/explained.npz`; the figures
+(harness.report.segmentation, drawn from that file alone) beside it.
 """
 from __future__ import annotations
 
@@ -20,7 +19,7 @@ from harness.errors import HarnessError
 
 
 def explain(model, images01: np.ndarray, ids: list[str], classes_per_image: int = 2) -> dict[str, np.ndarray]:
-    """What `harness.report.segmentation` draws, for the images (in [0, 1]) of a SegmentationModel."""
+    """What harness.report.segmentation draws, for the images (in [0, 1]) of a SegmentationModel."""
     from harness import segmentation
 
     x = model.input_spec.to_model_space(images01)
@@ -51,7 +50,8 @@ def write(out: Path, model_cfg: dict, data_cfg: dict, count: int = 4, classes: i
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m harness.segmentation_figures", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m harness.segmentation_figures",
+                                     description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="mnist_seg", help="a model config of conf/model/ (a segmentation model)")
     parser.add_argument("--data", default="mnist_scenes", help="a data config of conf/data/")
     parser.add_argument("--count", type=int, default=4, help="images")

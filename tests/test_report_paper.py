@@ -12,7 +12,8 @@ import pytest
 from test_report import CNN_BLOCKS, CASCADE, _maps, _rows, make_reproduce_folder, write_run
 
 from harness.report import build_report, reference
-from harness.report.tables import MERGED_COLUMNS, paper_comparison
+from harness.report.paper import paper_comparison
+from harness.report.tables import MERGED_COLUMNS
 
 
 def _summary(cells: dict[tuple[str, str, str, str], float], model: str = "mnist_cnn") -> pd.DataFrame:

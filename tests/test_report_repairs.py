@@ -5,7 +5,7 @@ import pandas as pd
 
 from harness.report.load import Experiment
 from harness.report.page import Table
-from harness.report.repairs import repairs_section, verdict_table
+from harness.report.sections import repairs_section, repairs_table
 from harness.report.tables import MISSING
 from harness.results import SUMMARY_COLUMNS
 
@@ -33,7 +33,7 @@ SUMMARY = pd.DataFrame.from_records([
 
 
 def test_each_cell_is_the_last_step_or_the_control_with_its_verdict():
-    table = verdict_table(SUMMARY).set_index("method")
+    table = repairs_table(SUMMARY).set_index("method")
     assert list(table.columns) == ["MPRT top-down", "MPRT bottom-up", "sMPRT", "eMPRT", "random logit"]
     gradient = table.loc["Gradient"]
     assert gradient["MPRT top-down"] == "0.10 [0.05, 0.15] **pass** (n=10)"

@@ -1,24 +1,19 @@
-"""build_report(folder): read every experiment, write the merged summary, figures and the page.
-
-Outputs, all written atomically and rebuilt from the result files alone (same files -> same bytes):
-`summary.csv` (the runs' summaries with a first column `experiment`), `verdicts.csv` (harness.verdicts),
-`figures/*.png`, `report.md` and `report.html`. They go into `folder`, or into `folder/report/` when `folder` is itself a run
-or sweep folder, so the runner's (or the sweep's merged) `summary.csv` is never overwritten.
+"""build_report(folder): `summary.csv` (with a first column `experiment`), `verdicts.csv`, `figures/*.png`,
+`report.md` and `report.html`, written atomically from the result files alone (same files -> same bytes); into
+`folder/report/` when `folder` is itself a run or sweep folder, whose own `summary.csv` stays.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
-from harness.report.budget import EXPERIMENT as BUDGET_EXPERIMENT
-from harness.report.budget import budget_section
 from harness.report.gallery import FIGURES, map_figures, score_figures
 from harness.report.load import RUN_RECORD, Experiment, is_sweep, load_folder, with_family
 from harness.report.page import Heading, Paragraph, to_html, to_markdown
 from harness.report.paper import paper_section
-from harness.report.repairs import repairs_section
 from harness.report.segmentation import segmentation_section
-from harness.report.sections import (TITLE, claims_section, headline_section, results_section, skipped_section,
-                                     verdicts_section, what_ran_section)
+from harness.report.sections import (BUDGET_EXPERIMENT, TITLE, budget_section, claims_section, headline_section,
+                                     repairs_section, results_section, skipped_section, verdicts_section,
+                                     what_ran_section)
 from harness.report.tables import merged_summary
 from harness.results import VERDICTS, atomic_write, write_csv
 from harness.verdicts import verdict_table
@@ -44,7 +39,10 @@ def build_report(folder: Path) -> Path:
     segmentation, segmentation_figures = segmentation_section(experiments, out)
     written = [*budget_figures, *segmentation_figures,
                *(image for images in (*headline.values(), *maps.values()) for image in images)]
-    _remove_stale(out / FIGURES, {out / image.path for image in written})
+    kept = {out / image.path for image in written}
+    for path in (out / FIGURES).glob("*.png"):  # the report's own folder: drop figures of data now gone
+        if path not in kept:
+            path.unlink()
     # What a reader came for first (the verdict matrices, then the curves), the details and settings last.
     blocks = [Heading(1, TITLE), Paragraph(_intro(experiments)), *skipped_section(experiments),
               *verdicts_section(verdicts, per_experiment=is_sweep(folder)),
@@ -66,9 +64,3 @@ def _intro(experiments: list[Experiment]) -> str:
     return text + (" Every number below is recomputable from `summary.csv` (merged over experiments) and "
                    "each run folder's `scores.csv`.")
 
-
-def _remove_stale(folder: Path, written: set[Path]) -> None:
-    """The figures folder is the report's own: drop PNGs an earlier build wrote for data now gone."""
-    for path in folder.glob("*.png"):
-        if path not in written:
-            path.unlink()

@@ -6,7 +6,6 @@ report, unwritable folder) ends with one line on stderr, `harness-report: error:
 from __future__ import annotations
 
 import argparse
-import sys
 
 from harness.errors import HarnessError
 from harness.report.build import build_report
@@ -19,12 +18,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         page = build_report(args.folder)
     except HarnessError as error:
-        fail(error)
+        parser.exit(2, f"harness-report: error: {error}\n")
     except OSError as error:  # e.g. a read-only folder: name the path, no traceback
-        fail(f"cannot write the report for {args.folder!r}: {error.strerror or error} ({error.filename})")
+        parser.exit(2, f"harness-report: error: cannot write the report for {args.folder!r}: "
+                       f"{error.strerror or error} ({error.filename})\n")
     print(f"report: {page}")
-
-
-def fail(error: BaseException | str) -> None:
-    print(f"harness-report: error: {error}", file=sys.stderr)
-    sys.exit(2)

@@ -1,8 +1,5 @@
-"""Score figures: similarity curves (paper Figures 4/20), box plots of independent randomization
-(Figure 21) and data randomization bars (Figure 6).
-
-Figures are drawn on `matplotlib.figure.Figure` objects, never through pyplot: no global state, no
-interactive backend, and PNGs are written by Agg (`savefig(format="png")`).
+"""Score figures: similarity curves (paper Figures 4/20), box plots of independent randomization (Figure 21)
+and data randomization bars (Figure 6); drawn on `matplotlib.figure.Figure`, never pyplot (no global state).
 """
 from __future__ import annotations
 
@@ -34,8 +31,7 @@ SCHEDULE_AXIS = {
 
 
 def save(figure: Figure, path: Path) -> Path:
-    """The figure as a palette PNG at most PAGE_PX wide. No "Software" stamp: a rebuild with the same
-    data writes the same bytes."""
+    """The figure as a palette PNG at most PAGE_PX wide; no "Software" stamp: same data, same bytes."""
     import io
 
     from PIL import Image
@@ -45,12 +41,6 @@ def save(figure: Figure, path: Path) -> Path:
     figure.savefig(buffer, format="png", dpi=dpi, metadata={"Software": None})
     image = Image.open(buffer).convert("RGB").quantize(COLOURS)
     return atomic_write(path, lambda tmp: image.save(tmp, format="png", optimize=True))
-
-
-def _method_handles(methods: list[str], patch: bool = False) -> list:
-    if patch:
-        return [Patch(facecolor=method_color(m), alpha=0.6, label=method_label(m)) for m in methods]
-    return [Line2D([], [], color=method_color(m), marker="o", label=method_label(m)) for m in methods]
 
 
 def _panel_grid(count: int, width: float, height: float, columns: int = 2):
@@ -63,19 +53,16 @@ def _panel_grid(count: int, width: float, height: float, columns: int = 2):
     return figure, axes[:count]
 
 
-def _y_limits(ax, values: pd.Series) -> None:
+def _y_axis(ax, values: pd.Series) -> None:
+    """From 0 (or the lowest value, with a line at 0) to 1; a grid across."""
     low = min(0.0, float(np.nanmin(values)) if values.notna().any() else 0.0)
     ax.set_ylim(low - 0.05, 1.05)
     if low < 0:
         ax.axhline(0, color="0.75", linewidth=0.8, zorder=0)
+    ax.grid(axis="y", alpha=0.3)
 
 
 # -- similarity curves ---------------------------------------------------------------------------------
-def _control_style(control: str):
-    """A control's line style; a control registered without one is dashed (never an error)."""
-    return CONTROL_STYLES.get(control, "--")
-
-
 def similarity_curves(summary: pd.DataFrame, schedule: str, title: str, path: Path) -> Path:
     """The curves figure below, saved as the report's PNG."""
     return save(curves_figure(summary, schedule, title), path)
@@ -94,8 +81,9 @@ def curves_figure(summary: pd.DataFrame, schedule: str, title: str) -> Figure:
         ax.set_xlabel(SCHEDULE_AXIS.get(schedule, "step"))
         ax.set_ylabel(metric_short(metric))
         ax.set_title(metric_label(metric))
-    handles = _method_handles(methods) + [Line2D([], [], color="black", linestyle=_control_style(b), label=label)
-                                          for b, label in CONTROL_LABELS.items() if b in set(controls["block"])]
+    handles = [Line2D([], [], color=method_color(m), marker="o", label=method_label(m)) for m in methods]
+    handles += [Line2D([], [], color="black", linestyle=CONTROL_STYLES.get(b, "--"), label=label)
+                for b, label in CONTROL_LABELS.items() if b in set(controls["block"])]
     if steps["mean"].isna().any():
         handles.append(Line2D([], [], color="black", linestyle="none", marker="x", label="undefined (constant maps)"))
     figure.legend(handles=handles, loc="outside right upper", title="method / control", fontsize=9)
@@ -119,13 +107,12 @@ def _curve_panel(ax, rows: pd.DataFrame, controls: pd.DataFrame, methods: list[s
                     color=color, clip_on=False, transform=ax.get_xaxis_transform())  # y = the axis line
         for _, control in controls[controls["method"] == method].iterrows():
             ax.axhline(control["mean"], color=color, linewidth=1, alpha=0.8,
-                       linestyle=_control_style(control["block"]))
+                       linestyle=CONTROL_STYLES.get(control["block"], "--"))  # unknown controls: dashed
     ticks = rows[["step", "block"]].drop_duplicates().sort_values("step")
     crowded = len(ticks) > 6  # Inception's 17 blocks: slanted labels, anchored at their tick
     ax.set_xticks(ticks["step"], [block_label(b) for b in ticks["block"]], rotation=45 if crowded else 0,
                   ha="right" if crowded else "center", rotation_mode="anchor")
-    _y_limits(ax, pd.concat([rows["ci_low"], rows["mean"], controls["mean"]]))
-    ax.grid(axis="y", alpha=0.3)
+    _y_axis(ax, pd.concat([rows["ci_low"], rows["mean"], controls["mean"]]))
 
 
 # -- independent randomization: box plots -------------------------------------------------------------
@@ -142,8 +129,8 @@ def independent_boxes(scores: pd.DataFrame, title: str, path: Path) -> Path:
         ax.set_ylabel(metric_short(metric))
         ax.set_title(metric_label(metric))
         ax.set_xlabel(SCHEDULE_AXIS["independent"])
-    figure.legend(handles=_method_handles(methods, patch=True), loc="outside right upper", title="method",
-                  fontsize=9)
+    figure.legend(handles=[Patch(facecolor=method_color(m), alpha=0.6, label=method_label(m)) for m in methods],
+                  loc="outside right upper", title="method", fontsize=9)
     figure.suptitle(title)
     return save(figure, path)
 
@@ -164,8 +151,7 @@ def _box_panel(ax, rows: pd.DataFrame, methods: list[str], blocks: list[str]) ->
                        flierprops={"markersize": 3, "markeredgecolor": color})
     ax.set_xticks([g * width + (len(methods) - 1) / 2 for g in range(len(blocks))], [block_label(b) for b in blocks])
     ax.set_xlim(-1, len(blocks) * width - 1)
-    _y_limits(ax, rows["value"])
-    ax.grid(axis="y", alpha=0.3)
+    _y_axis(ax, rows["value"])
 
 
 # -- data randomization: grouped bars -------------------------------------------------------------------
@@ -199,5 +185,4 @@ def _bar_panel(ax, rows: pd.DataFrame, methods: list[str]) -> None:
         ax.annotate("undefined" if np.isnan(mean) else f"{mean:.2f}", (xi, top), xytext=(0, 3),
                     textcoords="offset points", ha="center", fontsize=8)
     ax.set_xticks(x, [method_label(m) for m in shown], rotation=30, ha="right")
-    _y_limits(ax, pd.concat([data["ci_low"], data["mean"]]))
-    ax.grid(axis="y", alpha=0.3)
+    _y_axis(ax, pd.concat([data["ci_low"], data["mean"]]))

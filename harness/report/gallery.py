@@ -1,9 +1,5 @@
-"""Which figures an experiment gets, where their files go, and the captions that explain them.
-
-Per experiment, its score figures (`score_figures`, the report's headline figures): similarity curves
-for a cascade (per model and schedule), box plots for independent randomization, grouped bars for
-data randomization; and the map grids of a few example images (`map_figures`).
-Files: `figures/<experiment>-<model>-<schedule>-<kind>.png`.
+"""Which figures an experiment gets (`score_figures`: curves, boxes or bars; `map_figures`: map grids of a few
+example images), their files (`figures/<experiment>-<model>-<schedule>-<kind>.png`) and their captions.
 """
 from __future__ import annotations
 
@@ -14,6 +10,7 @@ import pandas as pd
 
 from harness.report import figures as plots
 from harness.report import grids
+from harness.report.figures import save
 from harness.report.labels import CONTROL_SCHEDULE, model_label
 from harness.report.load import Experiment, Run
 from harness.report.page import Image
@@ -30,9 +27,20 @@ SCHEDULE_WORDS = {
 
 def map_figures(experiment: Experiment, out: Path) -> list[Image]:
     """The saliency maps of a few example images, per model and schedule."""
+    groups: dict[tuple[str, str], list[Run]] = {}  # an experiment may split its methods over runs: one grid
+    for run in experiment.runs:
+        schedules = [s for s in dict.fromkeys(run.summary["schedule"]) if s != CONTROL_SCHEDULE]
+        if schedules:  # control-only runs (calibration) have no cascade to draw
+            groups.setdefault((run.model, schedules[0]), []).append(run)
     images = []
-    for (model, schedule), runs in _run_groups(experiment.runs).items():
-        images += _map_grids(experiment.name, model, schedule, runs, out)
+    for (model, schedule), runs in groups.items():
+        maps = grids.load_maps(runs, max_images=3 if schedule in CURVE_SCHEDULES else 1)
+        for i, image_id in enumerate(maps.image_ids if maps else []):
+            for kind in grids.KINDS:
+                title = f"{model_label(model)}, {schedule}: {kind} maps, image {image_id}"
+                path = figure_path(out, experiment.name, model, schedule, "maps", kind, str(i))
+                save(grids.grid_figure(maps, i, kind, title), path)
+                images.append(as_image(path, out, title, _grid_caption(model, schedule, kind, image_id)))
     return images
 
 
@@ -56,27 +64,6 @@ def score_figures(experiment: Experiment, out: Path) -> list[Image]:
         path = figure_path(out, name, "all", "data_randomization", "bars")
         plots.data_randomization_bars(summary, title, path)
         images.append(as_image(path, out, title, _bars_caption()))
-    return images
-
-
-def _run_groups(runs: list[Run]) -> dict[tuple[str, str], list[Run]]:
-    """Runs of one model and schedule share a grid (an experiment may split its methods over runs)."""
-    groups: dict[tuple[str, str], list[Run]] = {}
-    for run in runs:
-        schedules = [s for s in dict.fromkeys(run.summary["schedule"]) if s != CONTROL_SCHEDULE]
-        if schedules:  # control-only runs (calibration) have no cascade to draw
-            groups.setdefault((run.model, schedules[0]), []).append(run)
-    return groups
-
-
-def _map_grids(name: str, model: str, schedule: str, runs: list[Run], out: Path) -> list[Image]:
-    maps = grids.load_maps(runs, max_images=3 if schedule in CURVE_SCHEDULES else 1)
-    images = []
-    for i, image_id in enumerate(maps.image_ids if maps else []):
-        for kind in grids.KINDS:
-            title = f"{model_label(model)}, {schedule}: {kind} maps, image {image_id}"
-            path = grids.cascade_grid(maps, i, kind, title, figure_path(out, name, model, schedule, "maps", kind, str(i)))
-            images.append(as_image(path, out, title, _grid_caption(model, schedule, kind, image_id)))
     return images
 
 

@@ -1,8 +1,5 @@
-"""Display names, orders and colours shared by every table and figure of the report.
-
-The report speaks the paper's language ("Guided Backprop", not `guided_backprop`); keeping the
-mapping in one place makes a figure legend and a table row say the same thing.
-"""
+"""Display names (the paper's: "Guided Backprop", not `guided_backprop`), orders and colours, one place for
+every table and figure of the report."""
 from __future__ import annotations
 
 import re
@@ -13,36 +10,19 @@ from harness.results import CONTROL_SCHEDULE, ORIGINAL, RANDOM_LABELS  # noqa: F
 # In the paper's order (Figure 2, then the appendix's VarGrad), then the later methods and the
 # pseudo-methods; unknown methods follow alphabetically.
 METHOD_LABELS = {
-    "gradient": "Gradient",
-    "smoothgrad": "SmoothGrad",
-    "guided_backprop": "Guided Backprop",
-    "gradcam": "Grad-CAM",
-    "guided_gradcam": "Guided Grad-CAM",
-    "integrated_gradients": "Integrated Gradients",
-    "gradient_x_input": "Gradient ⊙ Input",
-    "ig_smoothgrad": "IG-SmoothGrad",
-    "vargrad": "VarGrad",
-    "guided_ig": "Guided IG",
-    "blur_ig": "Blur IG",
-    "xrai": "XRAI",
-    "occlusion": "Occlusion",
-    "cam": "CAM",
+    "gradient": "Gradient", "smoothgrad": "SmoothGrad", "guided_backprop": "Guided Backprop", "gradcam": "Grad-CAM",
+    "guided_gradcam": "Guided Grad-CAM", "integrated_gradients": "Integrated Gradients",
+    "gradient_x_input": "Gradient ⊙ Input", "ig_smoothgrad": "IG-SmoothGrad", "vargrad": "VarGrad",
+    "guided_ig": "Guided IG", "blur_ig": "Blur IG", "xrai": "XRAI", "occlusion": "Occlusion", "cam": "CAM",
     # Pseudo-methods that use no model: where a method stands next to "no model at all".
-    "edge_detector": "Edge detector (Sobel)",
-    "random_attribution": "Random attribution",
+    "edge_detector": "Edge detector (Sobel)", "random_attribution": "Random attribution",
 }
-
-METRIC_LABELS = {
-    "spearman_abs": "Spearman rank correlation (absolute)",
-    "spearman_signed": "Spearman rank correlation (signed)",
-    "ssim": "SSIM",
-    "hog": "HOG similarity",
-    "spearman_abs_fg": "Spearman (absolute, foreground only)",
-    "emprt": "eMPRT (relative rise in the map's entropy)",
-}
+METRIC_LABELS = {"spearman_abs": "Spearman rank correlation (absolute)",
+                 "spearman_signed": "Spearman rank correlation (signed)", "ssim": "SSIM", "hog": "HOG similarity",
+                 "spearman_abs_fg": "Spearman (absolute, foreground only)",
+                 "emprt": "eMPRT (relative rise in the map's entropy)"}
 METRIC_SHORT = {"spearman_abs": "|Spearman|", "spearman_signed": "signed Spearman", "ssim": "SSIM",
                 "hog": "HOG", "spearman_abs_fg": "|Spearman| foreground", "emprt": "eMPRT"}
-
 MODEL_LABELS = {"mnist_cnn": "MNIST CNN", "mnist_mlp": "MNIST MLP",
                 "mnist_cnn_randlabels": "MNIST CNN (random labels)",
                 "mnist_mlp_randlabels": "MNIST MLP (random labels)", "inception_v3": "Inception v3"}
@@ -81,10 +61,8 @@ def block_label(block: str) -> str:
 
 
 def base_model(model: str) -> str:
-    """The paper's model a built-in model stands for: a random-label model's true-label model
-    (`mnist_cnn_randlabels` -> `mnist_cnn`), and the authors' recipe at its full budget, any seed
-    (`mnist_cnn_authors_seed1` -> `mnist_cnn`). A snapshot on the way (`mnist_cnn_authors@5000`)
-    stands for none: it is less trained than the paper's model."""
+    """The paper's model a built-in model stands for (`mnist_cnn_randlabels`, `mnist_cnn_authors_seed1` ->
+    `mnist_cnn`); a snapshot on the way (`mnist_cnn_authors@5000`) stands for none."""
     return re.sub(r"_authors(_seed\d+)?$", "", model.removesuffix("_randlabels"))
 
 

@@ -1,16 +1,9 @@
-"""Reading result folders: experiments, their run folders, and the skipped ones.
+"""Reading result folders (docs/results-format.md): a run folder, a reproduce folder (one subfolder per
+experiment: run folders at any depth, found by their `run.json`, or a `skipped.json`) or a sweep folder
+(each finished job an experiment, named by its swept overrides).
 
-Layouts understood (docs/results-format.md describes a run folder):
-- a *run folder*: `run.json`, `scores.csv`, `summary.csv`, `maps.npz` (one experiment on its own);
-- a *reproduce folder*: one subfolder per experiment, holding either run folders at any depth
-  (found by their `run.json`, which the runner writes last) or a `skipped.json`
-  {"experiment", "reason", "how_to_provide"};
-- a *sweep folder* (harness.sweeps, docs/sweeps.md): each finished job is an experiment of its own,
-  named by its swept overrides (`seed=1`), in job order, so the report groups by them.
-
-The runs of one experiment must share their settings: a quick run (2 images, few samples) next to a
-full one, or the same run twice, would mix their numbers in one table and duplicate its groups, so
-`load_folder` refuses such a folder with one line naming the run folders and the settings that differ.
+The runs of one experiment must share their settings: a quick run next to a full one, or the same run
+twice, would mix their numbers in one table, so `load_folder` refuses such a folder in one line.
 """
 from __future__ import annotations
 
@@ -24,19 +17,15 @@ import pandas as pd
 
 from harness.errors import HarnessError
 from harness.report.labels import order_experiments
-from harness.results import (GROUP_COLUMNS, MAPS, PARTS, RECORD, SCORE_COLUMNS, SCORES, SKIPPED, SUMMARY, SUMMARY_COLUMNS,
+from harness.results import (GROUP_COLUMNS, PARTS, RECORD, SCORE_COLUMNS, SCORES, SKIPPED, SUMMARY, SUMMARY_COLUMNS,
                              RunRecord, read_table)
 from harness.summary import summarize
 
 RUN_RECORD = RECORD
-SKIPPED_RECORD = SKIPPED
-# Folders the report itself writes next to experiments: never mistaken for an experiment.
-REPORT_OUTPUTS = ("figures", "report")
 # Config keys that say where or how a run was started, not what it computed.
-NOT_SETTINGS = ("results_dir", "progress", "command", "experiment_name", "experiment")
+NOT_SETTINGS = ("results_dir", "progress", "command", "experiment_name", "experiment", "method", "methods")
 # What may differ between the runs of one experiment (data randomization: one run per model, each with
-# its donor; the repairs: a control in one run of several); any other setting must agree, methods by
-# their resolved settings where both runs have one.
+# its donor; the repairs: a control in one run of several).
 PER_RUN = ("model.", "schedule.", "controls")
 QUICK_HINT = ("keep one of them: move the other out of this folder (`python -m harness.reproduce --quick` "
               "writes to results/reproduce-quick; give a full run its own --out)")
@@ -54,26 +43,18 @@ class Run:
     @cached_property
     def scores(self) -> pd.DataFrame:
         path = self.path / SCORES
-        if not path.is_file():
-            return pd.DataFrame(columns=SCORE_COLUMNS)
-        return _variants_as_methods(read_table(path))
+        return _variants_as_methods(read_table(path)) if path.is_file() else pd.DataFrame(columns=SCORE_COLUMNS)
 
     @cached_property
     def summary(self) -> pd.DataFrame:
-        """The runner's summary.csv when it covers every group of scores.csv, else recomputed from it.
-
-        Control rows may be appended to scores.csv after the run; a stale summary must not hide them.
-        """
+        """The runner's summary.csv when it covers every group of scores.csv (control rows may be appended
+        to scores.csv after the run), else recomputed from it."""
         path = self.path / SUMMARY
         if path.is_file():
             summary = _variants_as_methods(read_table(path))
             if set(SUMMARY_COLUMNS) <= set(summary.columns) and _groups(summary) == _groups(self.scores):
                 return summary[SUMMARY_COLUMNS]
         return summarize(self.scores, int(self.record.seed))
-
-    @property
-    def maps_path(self) -> Path:
-        return self.path / MAPS
 
     @property
     def model(self) -> str:
@@ -96,10 +77,6 @@ class Experiment:
     def summary(self) -> pd.DataFrame:
         return _concat([run.summary for run in self.runs], SUMMARY_COLUMNS)
 
-    @property
-    def schedules(self) -> list[str]:
-        return list(dict.fromkeys(self.summary["schedule"].astype(str)))
-
 
 def load_folder(folder: Path) -> list[Experiment]:
     """Every experiment under `folder`, in the paper's order; a one-line error when there is none."""
@@ -107,12 +84,12 @@ def load_folder(folder: Path) -> list[Experiment]:
     if not folder.is_dir():
         raise HarnessError(f"results folder {str(folder)!r} does not exist or is not a folder")
     if (folder / RUN_RECORD).is_file():
-        return [Experiment(_run_name(folder), folder, [Run(folder)])]
+        return [Experiment(RunRecord.read(folder).experiment or folder.name, folder, [Run(folder)])]
     if is_sweep(folder):
         return _sweep_experiments(folder)
     experiments = [e for e in (_experiment(child) for child in sorted(folder.iterdir())) if e is not None]
     if not experiments:
-        raise HarnessError(f"no run folders (with {RUN_RECORD}) and no {SKIPPED_RECORD} found under {str(folder)!r}")
+        raise HarnessError(f"no run folders (with {RUN_RECORD}) and no {SKIPPED} found under {str(folder)!r}")
     for experiment in experiments:
         check_settings(experiment)
     by_name = {e.name: e for e in experiments}
@@ -120,9 +97,10 @@ def load_folder(folder: Path) -> list[Experiment]:
 
 
 def check_settings(experiment: Experiment) -> None:
-    """One line of error when two runs of the experiment disagree on a setting, or overlap (the same
-    model, schedule and method twice: its groups would be counted twice)."""
-    described = [(run, *_identity(run), _settings(run)) for run in experiment.runs]
+    """One line of error when two runs of the experiment disagree on a setting (methods by their resolved
+    settings where both runs have one), or overlap (the same model, schedule and method twice)."""
+    described = [(run, run.model, run.record.schedule_name, set(run.record.method_labels()), _settings(run))
+                 for run in experiment.runs]
     for i, (first, model, schedule, methods, settings) in enumerate(described):
         for second, other_model, other_schedule, other_methods, other_settings in described[i + 1:]:
             shared = methods & other_methods
@@ -148,15 +126,9 @@ def check_settings(experiment: Experiment) -> None:
                                f"counted twice; {QUICK_HINT}")
 
 
-def _identity(run: Run) -> tuple[str, str, set[str]]:
-    """What a run is a run *of*: its model, schedule and methods (by label when two share a family)."""
-    return run.model, run.record.schedule_name, set(run.record.method_labels())
-
-
 def _settings(run: Run) -> dict[str, str]:
     """The run's settings as flat `a.b.c` -> value text: its config, with methods as resolved."""
-    config = {k: v for k, v in run.record.config.items() if k not in NOT_SETTINGS and k not in ("method", "methods")}
-    flat = _flatten(config)
+    flat = _flatten({k: v for k, v in run.record.config.items() if k not in NOT_SETTINGS})
     for label, method in zip(run.record.method_labels(), run.record.methods):
         flat |= _flatten(method.get("params") or {}, f"methods.{label}.")
     return flat
@@ -164,29 +136,23 @@ def _settings(run: Run) -> dict[str, str]:
 
 def _flatten(value: Any, prefix: str = "") -> dict[str, str]:
     if isinstance(value, dict):
-        out: dict[str, str] = {}
-        for k, v in value.items():
-            out |= _flatten(v, f"{prefix}{k}.")
-        return out
+        return {k: v for key, item in value.items() for k, v in _flatten(item, f"{prefix}{key}.").items()}
     return {prefix.rstrip("."): json.dumps(value, sort_keys=True, default=str)}
 
 
 def _relative(run: Run, experiment: Experiment) -> str:
-    try:
-        relative = run.path.relative_to(experiment.path).as_posix()
-    except ValueError:
-        relative = "."
+    relative = run.path.relative_to(experiment.path).as_posix()
     return str(run.path) if relative == "." else relative
 
 
 def _experiment(path: Path) -> Experiment | None:
-    if not path.is_dir() or path.name.startswith(".") or path.name in REPORT_OUTPUTS:
+    if not path.is_dir() or path.name.startswith(".") or path.name in ("figures", "report"):  # the report's own
         return None
     runs = [Run(record.parent) for record in sorted(path.rglob(RUN_RECORD))]
     if runs:
         return Experiment(path.name, path, runs)
-    if (path / SKIPPED_RECORD).is_file():
-        return Experiment(path.name, path, skipped=json.loads((path / SKIPPED_RECORD).read_text()))
+    if (path / SKIPPED).is_file():
+        return Experiment(path.name, path, skipped=json.loads((path / SKIPPED).read_text()))
     if any(path.rglob(SCORES)) or any(path.rglob(PARTS)):
         # Started but never finished (the runner writes run.json last): say so rather than vanish.
         return Experiment(path.name, path, skipped={
@@ -202,7 +168,6 @@ def is_sweep(folder: Path) -> bool:
 
 
 def _sweep_experiments(folder: Path) -> list[Experiment]:
-    """A sweep folder's finished jobs, one experiment each, named by the job's swept overrides."""
     from harness.sweeps import finished_run, read_jobs, swept_overrides
 
     jobs = read_jobs(folder)
@@ -218,19 +183,13 @@ def _sweep_experiments(folder: Path) -> list[Experiment]:
     return experiments
 
 
-def _run_name(folder: Path) -> str:
-    return RunRecord.read(folder).experiment or folder.name
-
-
 def _groups(frame: pd.DataFrame) -> set[tuple]:
     return set(frame[GROUP_COLUMNS].astype(str).itertuples(index=False, name=None))
 
 
 def _variants_as_methods(frame: pd.DataFrame) -> pd.DataFrame:
-    """The report shows each entry of a run's method list apart: an entry whose label differs from
-    its family (a second `integrated_gradients` with other settings) appears under its label, as in
-    maps.npz. Tables from before the `variant` column show their methods as they are."""
-    if "variant" not in frame.columns:
+    """Each entry of a run's method list under its label (`variant`, as in maps.npz) where it has one."""
+    if "variant" not in frame.columns:  # tables from before the column
         return frame.assign(variant=frame["method"])
     labelled = frame["variant"].notna() & (frame["variant"].astype(str) != "")
     return frame.assign(method=frame["variant"].where(labelled, frame["method"]).astype(str),
@@ -238,9 +197,8 @@ def _variants_as_methods(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def with_family(frame: pd.DataFrame, experiments: list[Experiment]) -> pd.DataFrame:
-    """`frame` (its `method`: an entry's label, _variants_as_methods) with a `family` column: the
-    method each entry runs, from the run records; a label no record names (a model-free control) is
-    its own family. Claims and the paper's values are looked up by family, reported per entry."""
+    """`frame` with a `family` column: the method each entry (`method`, a label) runs, from the run records; a
+    label no record names (a model-free control) is its own family."""
     family = {label: str(method["name"]) for e in experiments for run in e.runs
               for label, method in zip(run.record.method_labels(), run.record.methods) if method.get("name")}
     return frame.assign(family=frame["method"].map(lambda m: family.get(m, m)))

@@ -1,7 +1,5 @@
-"""The report page as a list of blocks, rendered twice: Markdown and self-contained HTML.
-
-Building the content once and rendering it twice is what keeps `report.md` and `report.html`
-saying the same thing. Inline markup in text is limited to `**bold**` and `` `code` ``.
+"""The report page as a list of blocks, rendered twice (`report.md`, self-contained `report.html`) so that both
+say the same thing. Inline markup in text: `**bold**` and `` `code` `` only.
 """
 from __future__ import annotations
 
@@ -68,21 +66,15 @@ def _md(block: Block) -> str:
     if isinstance(block, Bullets):
         return "\n".join(f"- {item}" for item in block.items)
     if isinstance(block, Table):
-        return _md_table(block)
+        columns = block.frame.columns
+        rows = [columns, ["---"] * len(columns), *block.frame.itertuples(index=False, name=None)]
+        lines = [f"**{block.title}**", "", *("| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
+                                            for cells in rows)]
+        return "\n".join(lines + (["", f"*{block.note}*"] if block.note else []))
     if isinstance(block, Details):
         inner = "\n\n".join(_md(b) for b in block.blocks)
         return f"<details><summary>{html.escape(block.summary)}</summary>\n\n{inner}\n\n</details>"
     return f"![{block.title}]({block.path})\n\n*{block.caption}*"
-
-
-def _md_table(table: Table) -> str:
-    def row(cells) -> str:
-        return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
-    lines = [f"**{table.title}**", "", row(table.frame.columns), row(["---"] * len(table.frame.columns))]
-    lines += [row(values) for values in table.frame.itertuples(index=False, name=None)]
-    if table.note:
-        lines += ["", f"*{table.note}*"]
-    return "\n".join(lines)
 
 
 # -- HTML ----------------------------------------------------------------------------------------------------
@@ -132,7 +124,14 @@ def _html(block: Block, root: Path) -> str:
     if isinstance(block, Bullets):
         return "<ul>\n" + "\n".join(f"<li>{_inline(item)}</li>" for item in block.items) + "\n</ul>"
     if isinstance(block, Table):
-        return _html_table(block)
+        head = "".join(f"<th>{_inline(str(c))}</th>" for c in block.frame.columns)
+        styles = block.styles if block.styles is not None else pd.DataFrame("", block.frame.index, block.frame.columns)
+        rows = "\n".join("<tr>" + "".join(_html_cell(str(v), str(c)) for v, c in zip(values, classes)) + "</tr>"
+                         for values, classes in zip(block.frame.itertuples(index=False, name=None),
+                                                    styles.itertuples(index=False, name=None)))
+        note = f'<p class="note">{_inline(block.note)}</p>' if block.note else ""
+        return (f'<div class="scroll"><table><caption>{_inline(block.title)}</caption>\n'
+                f"<thead><tr>{head}</tr></thead>\n<tbody>\n{rows}\n</tbody></table></div>{note}")
     if isinstance(block, Details):
         inner = "\n".join(_html(b, root) for b in block.blocks)
         return f"<details><summary>{_inline(block.summary)}</summary>\n{inner}\n</details>"
@@ -147,13 +146,3 @@ def _html_cell(text: str, style: str = "") -> str:
     style = style or ("long" if len(text) > LONG_CELL else "")
     return f'<td class="{style}">{_inline(text)}</td>' if style else f"<td>{_inline(text)}</td>"
 
-
-def _html_table(table: Table) -> str:
-    head = "".join(f"<th>{_inline(str(c))}</th>" for c in table.frame.columns)
-    styles = table.styles if table.styles is not None else pd.DataFrame("", table.frame.index, table.frame.columns)
-    rows = "\n".join("<tr>" + "".join(_html_cell(str(v), str(c)) for v, c in zip(values, classes)) + "</tr>"
-                     for values, classes in zip(table.frame.itertuples(index=False, name=None),
-                                                styles.itertuples(index=False, name=None)))
-    note = f'<p class="note">{_inline(table.note)}</p>' if table.note else ""
-    return (f'<div class="scroll"><table><caption>{_inline(table.title)}</caption>\n'
-            f"<thead><tr>{head}</tr></thead>\n<tbody>\n{rows}\n</tbody></table></div>{note}")

@@ -1,30 +1,20 @@
-"""The paper's reference values (docs/protocol.md §7), for the report's "paper vs this run" table only.
+"""The paper's reference values (docs/protocol.md §7), for the report's "paper vs this run" tables only: shown
+next to this run's numbers, never used to tune anything. Each table is text laid out like its source (the MLP's
+turned: blocks down, methods across), to check by eye. A cell is "0.60+-0.084" (mean and the SD over the authors'
+test images), "0.17" (a single value read off a figure; its reading tolerance is not an SD) or "0.00-0.12" (a
+range read off a figure).
 
-They are shown next to this run's numbers and never used to tune anything. Each table is kept as
-text laid out like the source's tables (the MLP's turned: blocks down, methods across), so it can be
-checked against the source by eye. A cell is
-
-- "0.60+-0.084": a mean and its spread, the standard deviation over the authors' test images;
-- "0.17": a single value with no spread (read off a figure; the reading tolerance is not an SD);
-- "0.00-0.12": a range (read off a figure).
-
-Sources. The cascading tables are the outputs of the authors' notebooks in their public repository
-adebayoj/sanity_checks_saliency: `notebooks/cnn_mnist_cascading_randomization.ipynb` (CNN) and
-`notebooks/mlp_mnist_cascading_randomization.ipynb` (MLP), the dataframes `test_df` (mean) and
-`test_df2` (standard deviation, numpy's `np.std`, i.e. ddof=0) of the absolute rank correlation, over
-the notebooks' 10 test images. Means are given as the paper's appendix prints them (2-3 decimals);
-SDs to 2 significant digits. The notebooks' columns softmax_linear, fc1, hidden2, hidden1 (CNN) are
-this harness's blocks logits, fc1, conv2, conv1. The data randomization values are read off the
-paper's figure ("Sanity Checks for Saliency Maps", Adebayo et al., NeurIPS 2018), within about
-0.03; no notebook of that test is in the authors' repository, so those cells have no SD.
-
-The authors' training and sample sizes, for the report's notes on why a run differs: their
-`src/train_cnn_models.py` trains for 50 epochs (`--nepochs` default) at batch 50 on MNIST's 55,000
-training digits, i.e. about 55,000 optimizer steps; their notebooks average over 10 test images.
+Sources. The cascading tables: the authors' notebooks in adebayoj/sanity_checks_saliency,
+`notebooks/cnn_mnist_cascading_randomization.ipynb` and `notebooks/mlp_mnist_cascading_randomization.ipynb`,
+dataframes `test_df` (mean) and `test_df2` (`np.std`, ddof=0) of the absolute rank correlation over their 10
+test images; means as the paper's appendix prints them, SDs to 2 significant digits. Their columns
+softmax_linear, fc1, hidden2, hidden1 (CNN) are this harness's logits, fc1, conv2, conv1. The data randomization
+values are read off the paper's figure (Adebayo et al., NeurIPS 2018) within about 0.03: no notebook of that
+test, so no SD. The authors' `src/train_cnn_models.py` trains 50 epochs (`--nepochs`) at batch 50 on MNIST's
+55,000 training digits.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 from harness.report.labels import RANDOM_LABELS
@@ -40,10 +30,7 @@ SD_LIMIT = 2.0                  # a cell more than this many of the authors' SDs
 
 @dataclass(frozen=True)
 class Reference:
-    table: str
-    model: str
-    schedule: str
-    metric: str
+    """One cell of a reference table."""
     method: str
     block: str
     low: float
@@ -57,13 +44,7 @@ class Reference:
 
     def difference(self, mean: float) -> float:
         """Our mean minus the paper's value; for a range, the distance outside it (0 inside); NaN stays NaN."""
-        if math.isnan(mean):
-            return mean
-        if mean < self.low:
-            return mean - self.low
-        if mean > self.high:
-            return mean - self.high
-        return 0.0
+        return mean - min(max(mean, self.low), self.high)
 
     def sd_units(self, mean: float) -> float | None:
         """(our mean - the authors' mean) / the authors' SD; None without an SD (never one invented)."""
@@ -87,14 +68,12 @@ class ReferenceTable:
             cells = {(method, block): cell for (block, method), cell in cells.items()}
         methods = list(dict.fromkeys(method for method, _ in cells))
         blocks = list(dict.fromkeys(block for _, block in cells))
-        return [_reference(self, m, b, cells[m, b]) for m in methods for b in blocks if (m, b) in cells]
-
-
-def _reference(table: ReferenceTable, method: str, block: str, cell: str) -> Reference:
-    value, _, sd = cell.partition("+-")
-    low, _, high = value.partition("-")
-    return Reference(table.title, table.model, table.schedule, table.metric, method, block,
-                     float(low), float(high or low), value, sd)
+        refs = []
+        for method, block in ((m, b) for m in methods for b in blocks if (m, b) in cells):
+            value, _, sd = cells[method, block].partition("+-")
+            low, _, high = value.partition("-")
+            refs.append(Reference(method, block, float(low), float(high or low), value, sd))
+        return refs
 
 
 _NOTEBOOK = "authors' notebook, mean ± SD over its 10 test images"
@@ -159,9 +138,5 @@ TABLES = (
 
 def lookup(model: str, schedule: str, metric: str, method: str, block: str) -> Reference | None:
     """The paper's value for one cell, if it reports one (model: the true-label model's name)."""
-    for table in TABLES:
-        if (table.model, table.schedule, table.metric) == (model, schedule, metric):
-            for ref in table.references():
-                if (ref.method, ref.block) == (method, block):
-                    return ref
-    return None
+    return next((ref for table in TABLES if (table.model, table.schedule, table.metric) == (model, schedule, metric)
+                 for ref in table.references() if (ref.method, ref.block) == (method, block)), None)
