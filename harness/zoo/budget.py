@@ -109,14 +109,11 @@ def trainer_lock(base: str, log: Callable[[str], None], ready: Callable[[], bool
     with open(folder / f".{base}.lock", "w") as lock:
         if not _locked(lock):
             log(f"waiting for another process training {base} ...")
-            if ready is None:
-                fcntl.flock(lock, fcntl.LOCK_EX)
-            else:
-                while not _locked(lock):
-                    if ready():
-                        yield False
-                        return
-                    time.sleep(POLL_SECONDS)
+            while not _locked(lock):
+                if ready is not None and ready():
+                    yield False
+                    return
+                time.sleep(POLL_SECONDS)
         yield True
 
 
