@@ -77,7 +77,28 @@ def curves_figure(summary: pd.DataFrame, schedule: str, title: str) -> Figure:
     methods = order_methods(steps["method"])
     figure, axes = _panel_grid(len(metrics), max(4.6, 0.3 * steps["step"].nunique() + 1.0), 3.3)
     for ax, metric in zip(axes, metrics):
-        _curve_panel(ax, steps[steps["metric"] == metric], controls[controls["metric"] == metric], methods)
+        rows, levels = steps[steps["metric"] == metric], controls[controls["metric"] == metric]
+        for method in methods:
+            line = rows[rows["method"] == method].sort_values("step")
+            if line.empty:
+                continue
+            color = method_color(method)
+            ax.plot(line["step"], line["mean"], marker="o", markersize=4, color=color, label=method_label(method))
+            ax.fill_between(line["step"], line["ci_low"], line["ci_high"], color=color, alpha=0.15, linewidth=0)
+            undefined = line[line["mean"].isna()]
+            # Every image's score undefined (constant maps): a cross on the axis, never a value. Only when
+            # there is one: an empty unclipped line has an infinite extent and collapses constrained layout.
+            if len(undefined):
+                ax.plot(undefined["step"], np.zeros(len(undefined)), linestyle="none", marker="x", markersize=8,
+                        color=color, clip_on=False, transform=ax.get_xaxis_transform())  # y = the axis line
+            for _, control in levels[levels["method"] == method].iterrows():
+                ax.axhline(control["mean"], color=color, linewidth=1, alpha=0.8,
+                           linestyle=CONTROL_STYLES.get(control["block"], "--"))  # unknown controls: dashed
+        ticks = rows[["step", "block"]].drop_duplicates().sort_values("step")
+        crowded = len(ticks) > 6  # Inception's 17 blocks: slanted labels, anchored at their tick
+        ax.set_xticks(ticks["step"], [block_label(b) for b in ticks["block"]], rotation=45 if crowded else 0,
+                      ha="right" if crowded else "center", rotation_mode="anchor")
+        _y_axis(ax, pd.concat([rows["ci_low"], rows["mean"], levels["mean"]]))
         ax.set_xlabel(SCHEDULE_AXIS.get(schedule, "step"))
         ax.set_ylabel(metric_short(metric))
         ax.set_title(metric_label(metric))
@@ -91,30 +112,6 @@ def curves_figure(summary: pd.DataFrame, schedule: str, title: str) -> Figure:
     return figure
 
 
-def _curve_panel(ax, rows: pd.DataFrame, controls: pd.DataFrame, methods: list[str]) -> None:
-    for method in methods:
-        line = rows[rows["method"] == method].sort_values("step")
-        if line.empty:
-            continue
-        color = method_color(method)
-        ax.plot(line["step"], line["mean"], marker="o", markersize=4, color=color, label=method_label(method))
-        ax.fill_between(line["step"], line["ci_low"], line["ci_high"], color=color, alpha=0.15, linewidth=0)
-        undefined = line[line["mean"].isna()]
-        # Every image's score undefined (constant maps): a cross on the axis, never a value. Only when
-        # there is one: an empty unclipped line has an infinite extent and collapses constrained layout.
-        if len(undefined):
-            ax.plot(undefined["step"], np.zeros(len(undefined)), linestyle="none", marker="x", markersize=8,
-                    color=color, clip_on=False, transform=ax.get_xaxis_transform())  # y = the axis line
-        for _, control in controls[controls["method"] == method].iterrows():
-            ax.axhline(control["mean"], color=color, linewidth=1, alpha=0.8,
-                       linestyle=CONTROL_STYLES.get(control["block"], "--"))  # unknown controls: dashed
-    ticks = rows[["step", "block"]].drop_duplicates().sort_values("step")
-    crowded = len(ticks) > 6  # Inception's 17 blocks: slanted labels, anchored at their tick
-    ax.set_xticks(ticks["step"], [block_label(b) for b in ticks["block"]], rotation=45 if crowded else 0,
-                  ha="right" if crowded else "center", rotation_mode="anchor")
-    _y_axis(ax, pd.concat([rows["ci_low"], rows["mean"], controls["mean"]]))
-
-
 # -- independent randomization: box plots -------------------------------------------------------------
 def independent_boxes(scores: pd.DataFrame, title: str, path: Path) -> Path:
     """One panel per metric; per block a group of boxes, one per method, over images."""
@@ -124,8 +121,25 @@ def independent_boxes(scores: pd.DataFrame, title: str, path: Path) -> Path:
     blocks = rows[["step", "block"]].drop_duplicates().sort_values("step")["block"].tolist()
     panel_width = 0.35 * len(blocks) * (len(methods) + 1) + 1.0
     figure, axes = _panel_grid(len(metrics), panel_width, 3.2, columns=2 if panel_width <= 7 else 1)
+    width = len(methods) + 1  # one empty slot between block groups
     for ax, metric in zip(axes, metrics):
-        _box_panel(ax, rows[rows["metric"] == metric], methods, blocks)
+        panel = rows[rows["metric"] == metric]
+        for j, method in enumerate(methods):
+            data, positions = [], []
+            for g, block in enumerate(blocks):
+                values = panel.loc[(panel["method"] == method) & (panel["block"] == block), "value"].dropna()
+                if len(values):
+                    data.append(values.to_numpy())
+                    positions.append(g * width + j)
+            if data:
+                color = method_color(method)
+                ax.boxplot(data, positions=positions, widths=0.7, patch_artist=True, manage_ticks=False,
+                           boxprops={"facecolor": color, "alpha": 0.6}, medianprops={"color": "black"},
+                           flierprops={"markersize": 3, "markeredgecolor": color})
+        ax.set_xticks([g * width + (len(methods) - 1) / 2 for g in range(len(blocks))],
+                      [block_label(b) for b in blocks])
+        ax.set_xlim(-1, len(blocks) * width - 1)
+        _y_axis(ax, panel["value"])
         ax.set_ylabel(metric_short(metric))
         ax.set_title(metric_label(metric))
         ax.set_xlabel(SCHEDULE_AXIS["independent"])
@@ -133,25 +147,6 @@ def independent_boxes(scores: pd.DataFrame, title: str, path: Path) -> Path:
                   loc="outside right upper", title="method", fontsize=9)
     figure.suptitle(title)
     return save(figure, path)
-
-
-def _box_panel(ax, rows: pd.DataFrame, methods: list[str], blocks: list[str]) -> None:
-    width = len(methods) + 1  # one empty slot between block groups
-    for j, method in enumerate(methods):
-        data, positions = [], []
-        for g, block in enumerate(blocks):
-            values = rows.loc[(rows["method"] == method) & (rows["block"] == block), "value"].dropna()
-            if len(values):
-                data.append(values.to_numpy())
-                positions.append(g * width + j)
-        if data:
-            color = method_color(method)
-            ax.boxplot(data, positions=positions, widths=0.7, patch_artist=True, manage_ticks=False,
-                       boxprops={"facecolor": color, "alpha": 0.6}, medianprops={"color": "black"},
-                       flierprops={"markersize": 3, "markeredgecolor": color})
-    ax.set_xticks([g * width + (len(methods) - 1) / 2 for g in range(len(blocks))], [block_label(b) for b in blocks])
-    ax.set_xlim(-1, len(blocks) * width - 1)
-    _y_axis(ax, rows["value"])
 
 
 # -- data randomization: grouped bars -------------------------------------------------------------------
@@ -166,23 +161,20 @@ def data_randomization_bars(summary: pd.DataFrame, title: str, path: Path) -> Pa
     methods = order_methods(rows["method"])
     figure, axes = _panel_grid(len(panels), 0.55 * len(methods) + 1.5, 3.2, columns=len(metrics))
     for ax, (model, metric) in zip(axes, panels):
-        _bar_panel(ax, rows[(rows["base"] == model) & (rows["metric"] == metric)], methods)
+        panel = rows[(rows["base"] == model) & (rows["metric"] == metric)]
+        shown = [m for m in methods if m in set(panel["method"])]
+        data = panel.set_index("method").loc[shown]
+        errors = np.nan_to_num(np.vstack([data["mean"] - data["ci_low"], data["ci_high"] - data["mean"]]).clip(0))
+        x = np.arange(len(shown))
+        ax.bar(x, data["mean"].fillna(0), yerr=errors, capsize=3, color=[method_color(m) for m in shown], alpha=0.8)
+        for xi, mean, high in zip(x, data["mean"], data["ci_high"]):
+            # Above the error bar, where the number does not cross it.
+            top = 0.0 if np.isnan(mean) else max(mean, 0.0 if np.isnan(high) else high, 0.0)
+            ax.annotate("undefined" if np.isnan(mean) else f"{mean:.2f}", (xi, top), xytext=(0, 3),
+                        textcoords="offset points", ha="center", fontsize=8)
+        ax.set_xticks(x, [method_label(m) for m in shown], rotation=30, ha="right")
+        _y_axis(ax, pd.concat([data["ci_low"], data["mean"]]))
         ax.set_title(f"{model_label(model)}: {metric_short(metric)}")
         ax.set_ylabel(metric_short(metric))
     figure.suptitle(title)
     return save(figure, path)
-
-
-def _bar_panel(ax, rows: pd.DataFrame, methods: list[str]) -> None:
-    shown = [m for m in methods if m in set(rows["method"])]
-    data = rows.set_index("method").loc[shown]
-    errors = np.nan_to_num(np.vstack([data["mean"] - data["ci_low"], data["ci_high"] - data["mean"]]).clip(0))
-    x = np.arange(len(shown))
-    ax.bar(x, data["mean"].fillna(0), yerr=errors, capsize=3, color=[method_color(m) for m in shown], alpha=0.8)
-    for xi, mean, high in zip(x, data["mean"], data["ci_high"]):
-        # Above the error bar, where the number does not cross it.
-        top = 0.0 if np.isnan(mean) else max(mean, 0.0 if np.isnan(high) else high, 0.0)
-        ax.annotate("undefined" if np.isnan(mean) else f"{mean:.2f}", (xi, top), xytext=(0, 3),
-                    textcoords="offset points", ha="center", fontsize=8)
-    ax.set_xticks(x, [method_label(m) for m in shown], rotation=30, ha="right")
-    _y_axis(ax, pd.concat([data["ci_low"], data["mean"]]))
