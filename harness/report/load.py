@@ -22,7 +22,7 @@ from harness.results import (GROUP_COLUMNS, PARTS, RECORD, SCORE_COLUMNS, SCORES
 from harness.summary import summarize
 
 RUN_RECORD = RECORD
-# Config keys that say where or how a run was started, not what it computed.
+# Config keys that are no setting to compare: where or how a run was started; its methods (compared as resolved).
 NOT_SETTINGS = ("results_dir", "progress", "command", "experiment_name", "experiment", "method", "methods")
 # What may differ between the runs of one experiment (data randomization: one run per model, each with
 # its donor; the repairs: a control in one run of several).
