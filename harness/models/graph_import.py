@@ -137,20 +137,18 @@ class ImportedGraph:
         self._leaky = sorted(op.name for op in reachable if op.type == "LeakyRelu")
         library = {f.signature.name for f in graph_def.library.function}
         self._opaque_calls = sorted(op.name for op in reachable if op.type in _CALL_TYPES or op.type in library)
+        self._components = {c for op in self._ops for c in op.name.split("/")[:-1]}  # every scope component
         self._keras_scopes = self._detect_keras_scopes()
 
     def _detect_keras_scopes(self) -> bool:
         """True if layer scopes carry Keras 3's "_<k>" suffix (voted by the variables' layer names)."""
-        components = self._scope_components()
+        components = self._components
         scopes = [v.name.split(":")[0].split("/") for v in self._variables.values()]
         votes = 0
         for layer in [parts[-2] for parts in scopes if len(parts) > 1]:
             suffixed = any(_strip_suffix(c) == layer for c in components)
             votes += int(suffixed and layer not in components) - int(layer in components and not suffixed)
         return votes > 0
-
-    def _scope_components(self) -> set[str]:
-        return {c for op in self._ops for c in op.name.split("/")[:-1]}
 
     def op_names(self) -> list[str]:
         """All op names of the inlined graph, in topological order."""
@@ -179,8 +177,7 @@ class ImportedGraph:
         ops = (suffixed or exact) if self._keras_scopes else (exact or suffixed)
         if not ops:
             # Keras 3 graphs show layer names ("conv2"), not their uniquified scopes ("conv2_1").
-            components = self._scope_components()
-            names = {_strip_suffix(c) or c for c in components} if self._keras_scopes else components
+            names = {_strip_suffix(c) or c for c in self._components} if self._keras_scopes else self._components
             close = difflib.get_close_matches(name, sorted(names), n=6, cutoff=0.5)
             hint = ", ".join(close) if close else "(none close; see ImportedGraph.op_names())"
             raise HarnessError(f"unknown endpoint {name!r} in the SavedModel graph of {self.name}; "
