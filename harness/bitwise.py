@@ -1,13 +1,11 @@
-"""Bitwise equality of arrays: what the randomization self-check (harness.schedules) means by
-"unchanged". NumPy only."""
+"""Bitwise equality of arrays: what the randomization self-check (harness.schedules) means by "unchanged"."""
 from __future__ import annotations
 
 import numpy as np
 
 
 def same_bits(a: np.ndarray, b: np.ndarray) -> bool:
-    """The same shape, dtype and bytes (a NaN equals itself, -0.0 differs from 0.0), compared as
-    unsigned integers of the arrays' item size, without copying either."""
+    """The same shape, dtype and bytes (a NaN equals itself, -0.0 differs from 0.0), without copies."""
     if a.shape != b.shape or a.dtype != b.dtype:
         return False
     kind = np.dtype(f"u{a.dtype.itemsize}") if a.dtype.itemsize in (1, 2, 4, 8) else np.uint8

@@ -1,12 +1,9 @@
 """Where the harness keeps what it can rebuild: trained built-in models, and the original maps of runs.
 
-The map cache (`map_cache_dir()`) holds a run's step-0 maps (the trained model's, which every later
-step is compared with), one `.npy` file per method entry, named by a hash of everything the maps
-depend on (`map_key`). Runs and sweep jobs on the same model, images, method settings, target classes
-and seed share them: the first computes and writes, the others read. Safe under concurrent jobs:
-a file is written to a temporary name in the same folder and renamed into place (the writers of
-`harness.results`), so a reader sees a whole file or none; two jobs that compute the same maps at
-once both write identical bytes and the last rename wins. `harness cache clear` empties it.
+The map cache holds a run's step-0 maps, one `.npy` file per method entry, named by a hash of all they
+depend on (`map_key`), so runs and sweep jobs on the same model, images, settings and seed share them.
+Files are written to a temporary name and renamed into place (harness.results.atomic_write): a reader
+sees a whole file or none, and two jobs writing the same maps write the same bytes. docs/sweeps.md.
 """
 from __future__ import annotations
 
@@ -14,6 +11,7 @@ import fcntl
 import hashlib
 import json
 import os
+import platform
 import shutil
 import sys
 from functools import lru_cache
@@ -22,22 +20,18 @@ from typing import Any, Callable
 
 import numpy as np
 
-MAPS = "maps"
-
 
 def cache_dir() -> Path:
     """`$HARNESS_CACHE_DIR`, else `$XDG_CACHE_HOME/saliency-harness`, else `~/.cache/saliency-harness`."""
     explicit = os.environ.get("HARNESS_CACHE_DIR")
     if explicit:
         return Path(explicit)
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "saliency-harness"
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "saliency-harness"
 
 
 def built_once(path: Path, name: str, build: Callable[[Path], None]) -> Path:
     """The cached SavedModel folder `path`, built by `build(path)` first if it is missing. One
-    builder per model: a second process waits for the first (an fcntl lock beside the folder) and
-    then uses its result."""
+    builder per model: a second process waits for the first (an fcntl lock beside the folder)."""
     if not (path / "saved_model.pb").is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path.parent / f".{name}.lock", "w") as lock:
@@ -50,7 +44,7 @@ def built_once(path: Path, name: str, build: Callable[[Path], None]) -> Path:
 def map_cache_dir() -> Path:
     """`$HARNESS_MAP_CACHE_DIR`, else `<cache_dir()>/maps`."""
     explicit = os.environ.get("HARNESS_MAP_CACHE_DIR")
-    return Path(explicit) if explicit else cache_dir() / MAPS
+    return Path(explicit) if explicit else cache_dir() / "maps"
 
 
 def array_digest(array: np.ndarray) -> str:
@@ -63,10 +57,9 @@ def array_digest(array: np.ndarray) -> str:
 
 @lru_cache(maxsize=1)
 def code_digest() -> str:
-    """The code that shapes a map: every source file of the installed `harness` package (not only the
-    kernels and model wrappers: the runner picks targets and seeds, the segmentation reduction decides
-    what a segmenter's maps explain) and TensorFlow's and Keras's versions. In the key, so edited code
-    or another TensorFlow never reads maps computed by the old one. Once per process (~ms)."""
+    """Every source file of the `harness` package (the runner picks targets and seeds, the segmentation
+    reduction decides what a map explains, not only the kernels) and TensorFlow's and Keras's versions:
+    edited code or another TensorFlow never reads maps computed by the old one."""
     from importlib.metadata import version
 
     root = Path(__file__).parent
@@ -78,11 +71,9 @@ def code_digest() -> str:
 
 
 def structure_digest(model) -> str:
-    """What a model computes besides its weights, stable across loads: a Keras model's config (its
-    JSON), else the graph of its traced forward pass with load-specific names taken out
-    (`graph_digest`). In the map key beside the weights digest, so a model with the same weights and
-    another graph (an activation swapped in a Keras file, another SavedModel) is a miss. Computed once
-    per model."""
+    """What a model computes besides its weights, stable across loads: a Keras model's config (JSON),
+    else its traced forward graph without load-specific names (`graph_digest`). In the run key and the
+    map key, so the same weights in another graph are another run. Computed once per model."""
     return model.compiled("structure_digest", lambda: _structure_digest(model))
 
 
@@ -101,10 +92,9 @@ def _structure_digest(model) -> str:
 
 def graph_digest(graph_def) -> str:
     """SHA-256 of a GraphDef and the library functions it calls, without what changes from one load
-    (or trace) of the same model to the next: node names of the outer graph (a capture's placeholder
-    is named after its handle's id), function names (a loaded SavedModel's get a fresh suffix), and
-    TensorFlow's own `_`-prefixed annotations (`_user_specified_name`). Names become positions: the
-    outer graph's nodes in order, functions in the order they are first called."""
+    (or trace) of the same model to the next: the outer graph's node names, function names, and
+    TensorFlow's `_`-prefixed annotations. Names become positions: the outer graph's nodes in order,
+    functions in the order they are first called."""
     import tensorflow as tf
 
     library = {f.signature.name: f for f in graph_def.library.function}
@@ -165,12 +155,9 @@ def _drop_private(attrs) -> None:
 
 
 def hardware() -> dict[str, Any]:
-    """What a map's last bits depend on besides the code and the inputs: the CPU model, the GPUs
-    TensorFlow sees and its intra-op threads (their number changes how sums are split: on the MNIST
-    CNN, SmoothGrad's scores with one and with two threads differ by up to 2e-5). In the key, so a
-    cache on a filesystem that several machines share never hands one machine's bits to another."""
-    import platform
-
+    """What a map's last bits depend on besides the code and the inputs: the CPU, the GPUs and the
+    intra-op threads (their number changes how sums are split). In the key, so a cache that several
+    machines share never hands one machine's bits to another."""
     import tensorflow as tf
 
     try:
@@ -190,15 +177,14 @@ def map_key(parts: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _path(key: str, folder: Path | None = None) -> Path:
-    return (folder or map_cache_dir()) / key[:2] / f"{key}.npy"
+def _path(key: str) -> Path:
+    return map_cache_dir() / key[:2] / f"{key}.npy"
 
 
 def load_maps(key: str) -> np.ndarray | None:
     """The cached maps of `key`, or None (never cached, or unreadable: then they are recomputed)."""
-    path = _path(key)
     try:
-        return np.load(path, allow_pickle=False)
+        return np.load(_path(key), allow_pickle=False)
     except (OSError, ValueError, EOFError):
         return None
 
@@ -218,28 +204,20 @@ def store_maps(key: str, maps: np.ndarray) -> None:
         pass
 
 
-def clear_maps(folder: Path | None = None) -> tuple[int, int]:
-    """Remove every cached map file; returns (files, bytes) removed. The trained models stay."""
-    folder = folder or map_cache_dir()
-    files = [p for p in folder.rglob("*") if p.is_file()] if folder.is_dir() else []
-    size = sum(p.stat().st_size for p in files)
-    shutil.rmtree(folder, ignore_errors=True)
-    return len(files), size
-
-
 def main(argv: list[str]) -> int:
-    """`harness cache` (where the map cache is and its size) and `harness cache clear`."""
+    """`harness cache` (where the map cache is and its size) and `harness cache clear` (the trained
+    models stay)."""
     folder = map_cache_dir()
-    if argv == ["clear"]:
-        files, size = clear_maps(folder)
-        print(f"map cache {folder}: removed {files} files ({size / 2**20:.1f} MiB)")
-        return 0
-    if argv:
+    if argv not in ([], ["clear"]):
         print(f"harness: error: unknown cache command {' '.join(argv)!r}; valid: `harness cache` "
               "(where and how big), `harness cache clear`", file=sys.stderr)
         return 2
-    files = [p for p in folder.rglob("*.npy")] if folder.is_dir() else []
-    size = sum(p.stat().st_size for p in files)
-    print(f"map cache {folder}: {len(files)} files ({size / 2**20:.1f} MiB); "
-          f"trained models under {cache_dir()}; `harness cache clear` empties the map cache")
+    files = [p for p in folder.rglob("*" if argv else "*.npy") if p.is_file()] if folder.is_dir() else []
+    size = sum(p.stat().st_size for p in files) / 2**20
+    if argv:
+        shutil.rmtree(folder, ignore_errors=True)
+        print(f"map cache {folder}: removed {len(files)} files ({size:.1f} MiB)")
+    else:
+        print(f"map cache {folder}: {len(files)} files ({size:.1f} MiB); "
+              f"trained models under {cache_dir()}; `harness cache clear` empties the map cache")
     return 0

@@ -1,9 +1,5 @@
-"""Calibration (the paper's appendix): what every metric gives for maps that share nothing.
-
-Pairs of independent random masks are scored with the same metrics as real maps, so each metric's
-floor is measured, not assumed (SSIM and HOG are not 0 for noise). Rows use `schedule` = `control`
-and `block` = `random_mask`, like the runner's random-mask control. Pure numpy: no model involved.
-"""
+"""Calibration (the paper's appendix): each metric's score for pairs of independent random masks,
+its floor measured, not assumed (SSIM and HOG are not 0 for noise). Rows as the random_mask control's."""
 from __future__ import annotations
 
 import time

@@ -2,9 +2,7 @@
 `control`, step -1) against the run's original maps unless a control brings its own reference.
 
 A control is one registered function: given the runner (trained model in place) and the method
-entries still to do, it returns each entry's maps, the classes they explain and its seconds. Every
-control explains the classes the run's target rule picks for its model states, but `random_logit`,
-whose point is another class.
+entries still to do, it returns each entry's maps, the classes they explain and its seconds.
 """
 from __future__ import annotations
 
@@ -20,13 +18,12 @@ from harness.schedules import Randomizer, Step, stable_hash
 from harness.results import CONTROL_STEP, NO_CLASS
 from harness.metrics import random_mask
 
-# What a control is given: the runner (harness.runner.Runner) and its method entries (MethodSpec).
-# Named here, not imported: the runner imports the controls, never the other way round.
+# harness.runner's Runner and MethodSpec, named, not imported: the runner imports the controls.
 Runner = Any
 MethodSpec = Any
 
-# Draw indices of the random_model control's two models: past any schedule's step indices, so
-# neither model repeats a schedule step's draws.
+# Draw indices of the random_model control's two models: past any schedule's step, so neither
+# model repeats a schedule step's draws.
 RANDOM_MODEL_DRAWS = (10_001, 10_002)
 
 
@@ -39,30 +36,22 @@ class ControlMaps:
     reference_targets: np.ndarray | None = None
 
 
-Control = Callable[[Runner, list[MethodSpec]], dict[str, ControlMaps]]
-CONTROLS: dict[str, Control] = {}
-
-
-def control(name: str):
-    def register(fn: Control) -> Control:
-        CONTROLS[name] = fn
-        return fn
-    return register
-
-
-@control("ceiling")
-def ceiling(run: Runner, methods: list[MethodSpec]) -> dict[str, ControlMaps]:
-    """A second, independent noise draw on the trained model: how high a stochastic method can get
-    against itself (a deterministic one gets 1)."""
+def _trained_maps(run: Runner, methods: list[MethodSpec], name: str, targets: np.ndarray) -> dict[str, ControlMaps]:
+    """Each entry's maps of the trained model for `targets`, seeded as the control `name`."""
     out = {}
     for method in methods:
         began = time.perf_counter()
-        maps = run.maps(method, Step(CONTROL_STEP, "ceiling", ()), run.reference_targets)
-        out[method.label] = ControlMaps(maps, run.reference_targets, time.perf_counter() - began)
+        maps = run.maps(method, Step(CONTROL_STEP, name, ()), targets)
+        out[method.label] = ControlMaps(maps, targets, time.perf_counter() - began)
     return out
 
 
-@control("random_model")
+def ceiling(run: Runner, methods: list[MethodSpec]) -> dict[str, ControlMaps]:
+    """A second, independent noise draw on the trained model: how high a stochastic method can get
+    against itself (a deterministic one gets 1)."""
+    return _trained_maps(run, methods, "ceiling", run.reference_targets)
+
+
 def random_model(run: Runner, methods: list[MethodSpec]) -> dict[str, ControlMaps]:
     """Two differently drawn, fully randomized models against each other: the floor of 'no trained
     weights'. Each model state is visited once for all methods; model A's maps are the reference."""
@@ -87,7 +76,6 @@ def random_model(run: Runner, methods: list[MethodSpec]) -> dict[str, ControlMap
             for label, (a, b) in maps.items()}
 
 
-@control("random_mask")
 def random_mask_control(run: Runner, methods: list[MethodSpec]) -> dict[str, ControlMaps]:
     """Each original map against Gaussian noise of its shape: the floor of 'nothing in common'."""
     out = {}
@@ -114,15 +102,13 @@ def random_other_classes(explained: np.ndarray, image_ids, num_classes: int, see
     return out
 
 
-@control("random_logit")
 def random_logit(run: Runner, methods: list[MethodSpec]) -> dict[str, ControlMaps]:
     """Sixt et al.: each map of the trained model for a random other class against its map for the
     explained class; a method whose map hardly changes with the class does not explain the class."""
     num_classes = run.model.num_classes or int(run.model.predict(run.x[:1]).shape[1])
     others = random_other_classes(run.reference_targets, run.images.ids, num_classes, run.plan.seed)
-    out = {}
-    for method in methods:
-        began = time.perf_counter()
-        maps = run.maps(method, Step(CONTROL_STEP, "random_logit", ()), others)
-        out[method.label] = ControlMaps(maps, others, time.perf_counter() - began)
-    return out
+    return _trained_maps(run, methods, "random_logit", others)
+
+
+CONTROLS: dict[str, Callable[[Runner, list[MethodSpec]], dict[str, ControlMaps]]] = {
+    "ceiling": ceiling, "random_model": random_model, "random_mask": random_mask_control, "random_logit": random_logit}

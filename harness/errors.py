@@ -3,8 +3,7 @@ class HarnessError(Exception):
 
     def __str__(self) -> str:
         text = super().__str__()
-        # TensorFlow re-raises an error thrown while a tf.function traces (a guided pass meeting an
-        # unsupported activation, say) as the same type, with an "in user code:" traceback put before
+        # Raised while a tf.function traces, it comes back with an "in user code:" traceback before
         # the message: the message is its last line.
         if text.startswith("in user code:"):
             return text.strip().splitlines()[-1].strip().removeprefix(f"{type(self).__name__}: ")

@@ -1,14 +1,9 @@
 """The PAIR reference: a testing oracle for the harness's batched methods (tests and `make bench`).
 
-PAIR `saliency.core` is the reference implementation. This module runs it the way a PAIR user
-does: PAIR's classes, one image at a time, over the `call_model_function` a PAIR user writes
-(`Reference`: plain tf.functions over the model's forward pass, none of the harness's batching,
-chunking or graph import). Which PAIR call stands for a method, with which of its settings, is part
-of the method's registration (`MethodSpec.reference`); `pair_map` makes that call. The gradient
-itself is the one gradient computation of the harness (`harness.models.backends.target_gradient`).
-
-Also here: the NumPy 2 shim PAIR 0.2.1's Guided IG needs, and the MNIST CNN's Keras twin (the
-built-in SavedModel exposes no layers, and PAIR's Grad-CAM needs a layer's values).
+PAIR `saliency.core` run as a PAIR user runs it: its classes, one image at a time, over a plain
+`call_model_function` (`Reference`); which PAIR call stands for a method is part of the method's
+registration (`MethodSpec.reference`), made by `pair_map`. Also the NumPy 2 shim PAIR 0.2.1's Guided
+IG needs, and the MNIST CNN's Keras twin (PAIR's Grad-CAM needs a layer's values).
 """
 from __future__ import annotations
 
@@ -21,8 +16,8 @@ TARGET = "target"
 
 
 class _NumpyForGuidedIG:
-    """numpy as PAIR 0.2.1's Guided IG expects it: it calls `np.quantile(..., interpolation=...)`,
-    an argument NumPy 2 removed (now `method`). Installed into that one PAIR module only."""
+    """numpy with `np.quantile(..., interpolation=...)`, which PAIR 0.2.1's Guided IG calls and NumPy 2
+    removed (now `method`). Installed into that one PAIR module only."""
 
     def __getattr__(self, name):
         return getattr(np, name)
@@ -43,11 +38,8 @@ def pair_core():
 
 
 class Reference:
-    """A PAIR user's `call_model_function` and the raw-TF passes, over a plain forward function.
-
-    `forward(x) -> logits`; `endpoint_model(x) -> (feature map, logits)` for Grad-CAM. Only
-    `call_model_args = {"target": class}` and logits are supported (the bench's settings).
-    """
+    """A PAIR user's `call_model_function` over `forward(x) -> logits` (and `endpoint_model(x) ->
+    (feature map, logits)` for Grad-CAM); `call_model_args = {"target": class}` only."""
 
     def __init__(self, forward: Callable, spec, endpoint_model: Callable | None = None):
         import tensorflow as tf

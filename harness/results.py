@@ -1,9 +1,5 @@
-"""The results folder's format, written once: file names, columns, sentinels, the run record, and
-the one reader and the atomic writers of its files. docs/results-format.md describes it for users.
-
-Pure numpy / pandas (no TensorFlow): the runner, calibration, sweeps and the report all import it.
-Writes are atomic (a temp file in the same folder, synced, then a rename), so a reader or a
-resumed run never sees a half-written file, also after a crash or a power loss.
+"""The results folder's format: file names, columns, sentinels, the run record, and the one reader and
+the atomic writers of its files (docs/results-format.md). TensorFlow-free: the report imports it too.
 """
 from __future__ import annotations
 
@@ -18,11 +14,9 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-# Version of the format below, written into run.json; bumped when a column or a record field changes
-# meaning. 1: before `variant`, `reference_class` and `computations`.
+# Written into run.json; bumped when a column or a record field changes meaning.
 FORMAT_VERSION = 2
 
-# -- file names --------------------------------------------------------------------------------------
 SCORES = "scores.csv"
 SUMMARY = "summary.csv"
 VERDICTS = "verdicts.csv"  # harness.verdicts: pass / fail / inconclusive / undefined per method and test
@@ -31,7 +25,6 @@ RECORD = "run.json"        # written last: a folder with it holds a complete run
 PARTS = "parts"            # the runner's finished units, before assembly
 SKIPPED = "skipped.json"   # an optional experiment that could not run, and why
 
-# -- columns -----------------------------------------------------------------------------------------
 # `method` is the family (conf/method/<method>.yaml), `variant` the entry of the run's method list
 # (its label: the family's name unless two entries share it). `target_class` is the class a row's
 # map explains, `reference_class` the class of the map it is compared with (NO_CLASS: none).
@@ -44,7 +37,6 @@ SUMMARY_COLUMNS = GROUP_COLUMNS + ["n", "mean", "sd", "se", "ci_low", "ci_high",
 # Read as text whatever they hold: a block may be called "NA", an image id may look like a number.
 TEXT_COLUMNS = ("model", "method", "variant", "schedule", "block", "image_id", "metric", "reason")
 
-# -- sentinels ---------------------------------------------------------------------------------------
 ORIGINAL = "original"              # block of step 0: the trained model
 RANDOM_LABELS = "random_labels"    # block of the data randomization test's one step
 CONTROL_SCHEDULE = "control"       # schedule of control rows: they sit beside the schedule, not on it
@@ -72,7 +64,6 @@ def read_table(path: Path) -> pd.DataFrame:
     return frame
 
 
-# -- run.json ----------------------------------------------------------------------------------------
 @dataclass
 class RunRecord:
     """run.json: what a run computed and how. Reading tolerates records of older format versions
@@ -138,24 +129,22 @@ class RunRecord:
         return [str(m.get("label") or m.get("name")) for m in self.methods]
 
 
-# -- writing ------------------------------------------------------------------------------------------
 def atomic_write(path: Path, write: Callable[[Path], None], durable: bool = True) -> Path:
     """Write `path` through a temporary file renamed into place: readers see the old file or the new
-    one, whole. `durable`: synced to disk, bytes and name, before returning. A file written with
-    `durable=False` and then a durable one in the same folder (the runner's unit parts: maps and
-    seconds, then the scores that mark the unit done) is renamed before the durable one's folder
-    sync; its bytes may be lost to a power loss, which the reader must detect (a part that does not
-    parse is computed again: runner._readable_part). Each sync costs ~3 ms: 4 of 6 per unit."""
+    one, whole. `durable`: bytes and name synced to disk before returning; without it, the bytes may
+    be lost to a power loss, which the reader must detect (runner._readable_part)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         write(Path(tmp))
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; results are meant to be shared
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)  # mkstemp makes 0600; results are meant to be shared
         if durable:
-            _fsync(tmp)  # the bytes reach the disk before the name does: after a power loss a file
-        os.replace(tmp, path)  # that exists is whole, never a zero-length "done" marker
+            _fsync(tmp)  # the bytes reach the disk before the name does: a file that exists is whole
+        os.replace(tmp, path)
         if durable:
             _fsync(path.parent)
     finally:
@@ -172,12 +161,6 @@ def _fsync(path) -> None:
         os.close(fd)
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def write_csv(path: Path, frame: pd.DataFrame) -> Path:
     return atomic_write(path, lambda tmp: frame.to_csv(tmp, index=False))
 
@@ -188,8 +171,8 @@ def write_json(path: Path, data: Any, durable: bool = True) -> Path:
 
 
 def write_npz(path: Path, arrays: dict[str, np.ndarray], durable: bool = True, compressed: bool = True) -> Path:
-    """`arrays` as an .npz file (atomic_write); `compressed=False` stores them as they are: zlib
-    saves ~7 % of dense float32 maps and costs ~0.4 s for eight 299 x 299 x 3 maps (4 ms stored)."""
+    """`arrays` as an .npz file (atomic_write); `compressed=False` stores them as they are (dense
+    float32 maps barely compress, and slowly)."""
     save = np.savez_compressed if compressed else np.savez
 
     def write(tmp: Path) -> None:

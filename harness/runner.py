@@ -1,9 +1,8 @@
 """The loop: model states x methods x images -> score rows, maps, and the run's record.
 
-Work is ordered so each model state is visited once (every method at a step, then the next step)
-and the original maps are computed once. Each (step, method) unit is committed to `parts/` as soon
-as it is done, so a killed run started again with the same config skips what is finished and ends
-with the same `scores.csv` as an uninterrupted run.
+Each model state is visited once (every method at a step, then the next step) and the original maps
+are computed once. Each (step, method) unit is committed to `parts/` when it is done, so a killed run
+started again with the same config skips what is finished and ends with the same `scores.csv`.
 """
 from __future__ import annotations
 
@@ -13,9 +12,11 @@ import hashlib
 import json
 import os
 import re
+import tempfile
 import time
 import uuid
 import zipfile
+from collections import defaultdict
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -27,11 +28,10 @@ import numpy as np
 import pandas as pd
 
 from harness import methods as method_registry
-from harness.data import ImageSet, load_images, parse_count
-from harness.checks import TARGETS
+from harness.data import ImageSet, load_images
 from harness.errors import HarnessError
 from harness.controls import CONTROLS
-from harness.schedules import SCHEDULES, Randomizer, Reinit, Smoothing, Step, schedule_steps, stable_hash
+from harness.schedules import Randomizer, Reinit, Smoothing, Step, schedule_steps, stable_hash
 from harness.results import (CONTROL_SCHEDULE, CONTROL_STEP, FORMAT_VERSION, MAPS, PARTS, RECORD,
                              SCORE_COLUMNS, SCORES, SUMMARY, VERDICTS, RunRecord, maps_key, read_table, write_csv,
                              write_json, write_npz)
@@ -39,13 +39,11 @@ from harness.metrics import MetricSettings, PreparedMap, compare_batch, prepare_
 from harness.summary import summarize
 from harness.verdicts import experiment_name, verdict_table
 
-# Settings that say how a run is executed, never what it computes: taken out of the run's config, so
-# they are in neither its key nor run.json (a run resumed with other values is the same run).
-# `map_cache`: read / write the trained model's maps in the shared cache (harness.cache);
-# `threads`: TensorFlow's intra-op threads (harness.sweeps.tf_threads, applied by the CLI).
+# How a run is executed, never what it computes: in neither its key nor run.json (a run resumed with
+# other values is the same run). `map_cache`: harness.cache; `threads`: applied by the CLI.
 EXECUTION = ("map_cache", "threads")
-KERNEL = "kernel"  # the Clock phase of the method calls: what runner overhead is measured against
-METRIC_PHASE = "score:"  # Clock phases inside "score", one per metric: run.json's score_by_metric
+KERNEL = "kernel"  # the timed phase of the method calls: what runner overhead is measured against
+METRIC_PHASE = "score:"  # timed phases inside "score", one per metric: run.json's score_by_metric
 LABEL_PATTERN = re.compile(r"[A-Za-z0-9_.=,\[\]-]+")  # labels name files in parts/
 
 
@@ -57,15 +55,10 @@ class MethodSpec:
     params: dict[str, Any] = field(default_factory=dict)
     label: str = ""
 
-    def __post_init__(self):
-        if not self.label:
-            object.__setattr__(self, "label", self.name)
-
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> "MethodSpec":
         params = {k: v for k, v in _plain(cfg).items() if k not in ("name", "label")}
-        method_registry.get(cfg["name"])  # unknown name -> one clear line
-        return cls(str(cfg["name"]), params, str(cfg.get("label") or ""))
+        return cls(str(cfg["name"]), params, str(cfg.get("label") or cfg["name"]))
 
 
 def labelled(specs: list[MethodSpec]) -> list[MethodSpec]:
@@ -73,12 +66,11 @@ def labelled(specs: list[MethodSpec]) -> list[MethodSpec]:
     that differ from the family's defaults (`integrated_gradients[steps=5]`); every label unique."""
     from harness.config import group_defaults
 
-    explicit = [bool(s.label) and s.label != s.name for s in specs]
     names = [s.name for s in specs]
     out = []
-    for spec, given in zip(specs, explicit):
+    for spec in specs:
         label = spec.label
-        if not given and names.count(spec.name) > 1:
+        if label == spec.name and names.count(spec.name) > 1:
             defaults = group_defaults("method", spec.name)
             changed = {k: v for k, v in sorted(spec.params.items()) if defaults.get(k) != v}
             label = f"{spec.name}[{','.join(f'{k}={v}' for k, v in changed.items())}]" if changed else spec.name
@@ -88,8 +80,9 @@ def labelled(specs: list[MethodSpec]) -> list[MethodSpec]:
     labels = [s.label for s in out]
     for label in labels:
         if labels.count(label) > 1:
+            family = label.split("[")[0]
             raise HarnessError(f"two method entries are both labelled {label!r}; give each a distinct "
-                               f"`label:` (e.g. {{name: {label.split('[')[0]}, label: {label.split('[')[0]}_fast, ...}})")
+                               f"`label:` (e.g. {{name: {family}, label: {family}_fast, ...}})")
     return out
 
 
@@ -118,26 +111,17 @@ class Plan:
     def from_config(cls, cfg: Mapping[str, Any]) -> "Plan":
         from harness.checks import check_config
 
-        check_config(cfg)  # every caller (the CLI, the API, reproduce, sweeps) checked before anything is loaded
+        check_config(cfg)  # every value, for every caller (the CLI, the API, reproduce, sweeps)
         config = _plain(cfg)
         execution = {k: config.pop(k) for k in EXECUTION if k in config}
-        schedule = config["schedule"]["name"]
-        if schedule not in SCHEDULES:
-            raise HarnessError(f"unknown schedule {schedule!r}; valid: {', '.join(SCHEDULES)}")
-        if config["target"] not in TARGETS:
-            raise HarnessError(f"unknown target {config['target']!r}; valid: {', '.join(TARGETS)}")
-        controls = tuple(config.get("controls") or ())
-        for control in controls:
-            if control not in CONTROLS:
-                raise HarnessError(f"unknown control {control!r}; valid: {', '.join(CONTROLS)}")
-        parse_count(config["data"].get("count"))  # a bad count fails before any folder is made
         method_cfgs = [_method_config(m) for m in config.get("methods") or []] or [config["method"]]
+        seed = int(config["seed"])
         return cls(
-            config=config, methods=labelled([MethodSpec.from_config(m) for m in method_cfgs]), schedule=schedule,
-            reinit=Reinit.from_config(config["schedule"], seed=int(config["seed"])),
-            metrics=MetricSettings.from_config(config["metrics"]), seed=int(config["seed"]),
+            config=config, methods=labelled([MethodSpec.from_config(m) for m in method_cfgs]),
+            schedule=config["schedule"]["name"], reinit=Reinit.from_config(config["schedule"], seed=seed),
+            metrics=MetricSettings.from_config(config["metrics"]), seed=seed,
             target=config["target"], maps_to_keep=int(config.get("maps_to_keep", 8)),
-            results_dir=Path(config.get("results_dir", "results")), controls=controls,
+            results_dir=Path(config.get("results_dir", "results")), controls=tuple(config.get("controls") or ()),
             smoothing=Smoothing.from_config(config["schedule"]),
             map_cache=bool(execution.get("map_cache", True)),
         )
@@ -159,8 +143,8 @@ class Plan:
         """Hash of everything that changes the results (not where they go, nor the progress bar):
         the config and the contents it points at (model weights, images)."""
         relevant = {k: v for k, v in self.config.items() if k not in ("results_dir", "progress", "command")}
-        # The model by its contents (weights and structure digests), not by where it was read from: a
-        # model object and its .keras file, or a moved SavedModel, are the same run (docs/api.md).
+        # The model by its contents, not by where it was read from: a model object and its .keras
+        # file, or a moved SavedModel, are the same run (docs/api.md).
         relevant["model"] = {k: v for k, v in (relevant.get("model") or {}).items() if k != "source"}
         relevant["methods"] = [vars(m) for m in self.methods]  # the `method` group is moot when `methods` is set
         relevant.pop("method", None)
@@ -173,7 +157,12 @@ def run(cfg: Mapping[str, Any], log=print) -> Path:
     from harness.models import load_model
 
     plan = Plan.from_config(cfg)
-    _check_writable(plan.results_dir)
+    try:
+        plan.results_dir.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=plan.results_dir).close()
+    except OSError as error:
+        raise HarnessError(f"results folder {str(plan.results_dir)!r} is not writable: "
+                           f"{error.strerror or error}") from error
     began = time.perf_counter()
     model = load_model(plan.config["model"], log=log)
     images = load_images(plan.config["data"], model.input_spec.size, model.input_spec.channels)
@@ -184,7 +173,12 @@ def run(cfg: Mapping[str, Any], log=print) -> Path:
     names = "+".join(m.label for m in plan.methods)
     run_dir = plan.results_dir / "runs" / f"{model.name}-{names}-{plan.schedule}-{plan.key()}"
     load_seconds = time.perf_counter() - began
-    with _exclusive(run_dir):
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / ".lock", "w") as lock:  # one job per run folder: a second would race on parts/
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as error:
+            raise HarnessError(f"another job is running the same config in {run_dir}") from error
         Runner(plan, model, images, run_dir, log, load_seconds).execute()
     return run_dir
 
@@ -200,14 +194,23 @@ class Runner:
         self.steps = schedule_steps(plan.schedule, [b.name for b in model.blocks])
         self.prepared: dict[str, list[PreparedMap]] = {}  # original maps, post-processed once per method
         self.finished: set[str] = set()  # stems of the units whose part files are all readable
-        # What this invocation committed, kept for assembling: re-reading a cascading_mlp run's 56 parts
-        # took ~0.2 s of its 40 s. Units of an earlier invocation are read from parts/.
+        # What this invocation committed (rows, kept maps), for assembling; earlier units come from parts/.
         self.committed: dict[str, tuple[pd.DataFrame, np.ndarray]] = {}
         self.session: Session | None = None  # this invocation's record, opened with its first unit
         self.load_seconds = load_seconds  # loading the model and the images, digesting them (run())
-        self.clock = Clock()  # where this invocation's time goes (see _timings)
+        self.phases: defaultdict[str, float] = defaultdict(float)  # seconds per phase (see _timings)
+
+    @contextmanager
+    def timed(self, phase: str):
+        began = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.phases[phase] += time.perf_counter() - began
 
     def execute(self) -> None:
+        from harness.progress import progress_bar
+
         self.parts.mkdir(parents=True, exist_ok=True)
         self.finished = {_stem(s, m) for s, m in self._units() if _readable_part(self.parts / _stem(s, m))}
         if len(self.finished) == len(self._units()):
@@ -218,7 +221,7 @@ class Runner:
         self.session.record["load_seconds"] = self.load_seconds
         randomizer = Randomizer(self.model, self.plan.reinit)
         step0 = self.steps[0]
-        with self.clock("targets"):
+        with self.timed("targets"):
             self.trained_argmax = self._argmax(self.model.predict(self.x), step0)
         # The reference maps explain the class that every later step's rule picks for step 0.
         self.reference_targets = self.targets(step0)
@@ -227,35 +230,40 @@ class Runner:
             began = time.perf_counter()
             self.original_maps[method.label] = self._original_maps(method, step0)
             self.original_seconds[method.label] = time.perf_counter() - began
-        with self._progress() as bar:
+        per_unit = len(self.images)
+        total = (len(self.steps) + len(self.plan.controls)) * len(self.plan.methods) * per_unit
+        with progress_bar(total=total, desc=f"{self.model.name} {self.plan.schedule}", unit="map",
+                          disable=not self.plan.config.get("progress", True)) as bar:
             for step in self.steps:
-                todo = [m for m in self.plan.methods if not self._done(step, m)]
-                bar.update(len(self.images) * (len(self.plan.methods) - len(todo)))
+                todo = self._todo(step)
+                bar.update(per_unit * (len(self.plan.methods) - len(todo)))
                 if not todo:
                     continue
                 with self.at_step(randomizer, step) as targets:
                     for method in todo:
                         self._unit(step, method, targets)
-                        bar.update(len(self.images))
+                        bar.update(per_unit)
             for control in self.plan.controls:
                 self._control(control)
-                bar.update(len(self.images) * len(self.plan.methods))
-        self.session.close(dict(self.model.trace_counts), self.clock.seconds)
+                bar.update(per_unit * len(self.plan.methods))
+        self.session.close(dict(self.model.trace_counts), dict(self.phases))
         self._assemble()
 
     @contextmanager
     def at_step(self, randomizer: Randomizer, step: Step) -> Iterator[np.ndarray]:
-        """The model with the step's blocks re-initialized (Randomizer.step: self-checked, restored
-        after), yielding the classes the target rule explains there. Drawing, checking and restoring
-        the weights is the run's "randomize" time, the forward pass its "targets" (see _timings)."""
+        """The model with the step's blocks re-initialized (self-checked, restored after), yielding the
+        classes the target rule explains there: the weights' change is "randomize" time."""
         began = time.perf_counter()
         with randomizer.step(step):
-            self.clock.add("randomize", time.perf_counter() - began)
-            with self.clock("targets"):
+            self.phases["randomize"] += time.perf_counter() - began
+            with self.timed("targets"):
                 targets = self.targets(step)
             yield targets
             began = time.perf_counter()
-        self.clock.add("randomize", time.perf_counter() - began)
+        self.phases["randomize"] += time.perf_counter() - began
+
+    def _todo(self, step: Step) -> list[MethodSpec]:
+        return [m for m in self.plan.methods if _stem(step, m) not in self.finished]
 
     # -- one unit of work: a method at a step --------------------------------------------------------
     def _unit(self, step: Step, method: MethodSpec, targets: np.ndarray) -> None:
@@ -270,26 +278,20 @@ class Runner:
 
     def _commit(self, stem: str, rows: pd.DataFrame, maps: np.ndarray, seconds: float) -> None:
         path = self.parts / stem
-        with self.clock("write"):
-            # Not synced one by one: the scores, written last and synced, mark the unit done and
-            # sync the folder; a maps or seconds file a power loss emptied makes the part unreadable.
-            # Stored, not compressed (as maps.npz): compressing an InceptionV3 unit's kept maps cost
-            # ~0.4 s (results.write_npz)
-            write_npz(path.with_suffix(".npz"), {"maps": maps[: self.plan.maps_to_keep]}, durable=False,
-                      compressed=False)
+        kept = maps[: self.plan.maps_to_keep]
+        with self.timed("write"):
+            # Maps and seconds not synced one by one: the scores, written last and synced, mark the unit
+            # done and sync the folder; a file a power loss emptied makes the part unreadable.
+            write_npz(path.with_suffix(".npz"), {"maps": kept}, durable=False, compressed=False)
             write_json(path.with_suffix(".json"), {"seconds": seconds, "session": self.session.id}, durable=False)
-            write_csv(path.with_suffix(".csv"), rows)  # written last: its presence marks the unit done
+            write_csv(path.with_suffix(".csv"), rows)
         self.finished.add(stem)
-        self.committed[stem] = (rows, maps[: self.plan.maps_to_keep].copy())  # not a view of all the maps
+        self.committed[stem] = (rows, kept.copy())  # not a view of all the maps
 
-    def _done(self, step: Step, method: MethodSpec) -> bool:
-        return _stem(step, method) in self.finished
-
-    # -- controls: how low is "low", how high can a stochastic method get --------------------------------
     def _control(self, name: str) -> None:
         """A registered control (harness.controls) for the method entries that still lack it."""
         step = Step(CONTROL_STEP, name, ())
-        todo = [m for m in self.plan.methods if not self._done(step, m)]
+        todo = self._todo(step)
         if not todo:
             return
         computed = CONTROLS[name](self, todo)
@@ -311,16 +313,16 @@ class Runner:
             "image_ids": list(self.images.ids), "inputs": cache.array_digest(self.x),
             "method": method.name, "label": method.label, "params": self._params(method),
             "target_rule": self.plan.target, "targets": self.reference_targets.tolist(),
-            "rng": self._rng_seed(method, step0), "smoothing": vars(self.plan.smoothing) if self.plan.smoothing else None,
-            "hardware": cache.hardware(),
+            "rng": self._rng_seed(method, step0), "hardware": cache.hardware(),
+            "smoothing": vars(self.plan.smoothing) if self.plan.smoothing else None,
             # a segmentation model explains its reduction's scalar: same weights, other maps
             **({"reduction": self.model.reduction.key()} if hasattr(self.model, "reduction") else {}),
         })
-        with self.clock("map_cache"):
+        with self.timed("map_cache"):
             maps = cache.load_maps(key)
         if maps is None:
             maps = self.maps(method, step0, self.reference_targets)
-            with self.clock("map_cache"):
+            with self.timed("map_cache"):
                 cache.store_maps(key, maps)
         else:
             self.session.record.setdefault("cached_original_maps", []).append(method.label)
@@ -344,30 +346,30 @@ class Runner:
             # not by the draw (a model-free map stays identical, as in the plain schedules).
             noise_rng = np.random.default_rng([self.plan.seed, stable_hash(method.label), stable_hash("smoothing")])
             explain = denoised(explain, self.plan.smoothing.samples, self.plan.smoothing.spread, noise_rng)
-        with self.clock(KERNEL):
+        with self.timed(KERNEL):
             return np.asarray(explain(self.model, self.x, targets, rng, params), np.float32)
 
     def _score(self, step: Step, method: MethodSpec, targets: np.ndarray, maps: np.ndarray | list[PreparedMap],
                reference: np.ndarray | None = None, reference_targets: np.ndarray | None = None) -> pd.DataFrame:
         """Rows of one unit: `target_class` is the class `maps` explain, `reference_class` the class
         of the maps they are compared with (the original maps unless `reference` is given)."""
-        with self.clock("score"):
+        with self.timed("score"):
             reference = self._prepared_original(method) if reference is None else reference
             reference_targets = self.reference_targets if reference_targets is None else reference_targets
             schedule = CONTROL_SCHEDULE if step.index == CONTROL_STEP else self.plan.schedule
             scores = compare_batch(reference, maps, self.plan.metrics, images=self.x,
-                                   timer=lambda metric: self.clock(METRIC_PHASE + metric))
+                                   timer=lambda metric: self.timed(METRIC_PHASE + metric))
             flat = [score for image_scores in scores for score in image_scores]
             per_image = [len(image_scores) for image_scores in scores]
 
             def each(values) -> list:  # an image's value on each of its rows
                 return [value for value, n in zip(values, per_image) for _ in range(n)]
 
-            # Column by column: a dict per row and DataFrame.from_records cost ~10 ms a unit of 100 images.
             return pd.DataFrame({
                 "model": self.model.name, "method": method.name, "variant": method.label, "schedule": schedule,
                 "step": step.index, "block": step.block, "image_id": each(self.images.ids),
-                "target_class": each(int(t) for t in targets), "reference_class": each(int(t) for t in reference_targets),
+                "target_class": each(int(t) for t in targets),
+                "reference_class": each(int(t) for t in reference_targets),
                 "metric": [s.metric for s in flat], "value": [s.value for s in flat],
                 "degenerate": [s.degenerate for s in flat], "reason": [s.reason for s in flat], "seed": self.plan.seed,
             }, index=pd.RangeIndex(len(flat)), columns=SCORE_COLUMNS)
@@ -403,178 +405,119 @@ class Runner:
     def _assemble(self) -> None:
         """The run's files from its parts; run.json last: its presence marks the run complete."""
         began = time.perf_counter()
-        units = self._units()
-        scores = pd.concat([self._rows(_stem(s, m)) for s, m in units], ignore_index=True)
+        units = {_stem(s, m): (s, m) for s, m in self._units()}
+        parts = {stem: self._part(stem) for stem in units}
+        scores = pd.concat([rows for rows, _ in parts.values()], ignore_index=True)
         write_csv(self.run_dir / SCORES, scores)
         summary = summarize(scores, self.plan.seed)
         write_csv(self.run_dir / SUMMARY, summary)
         write_csv(self.run_dir / VERDICTS, verdict_table(summary, experiment_name(self.plan.config)))
-        # Stored, not compressed: dense float32 maps barely compress (~7 %; a cascading_mlp run's
-        # sparse Gradient x Input maps ~27 %), and compressing 18 states x 8 methods of InceptionV3
-        # maps would take about a minute (results.write_npz)
-        write_npz(self.run_dir / MAPS, self._maps_archive(units), compressed=False)
-        self._record(units, time.perf_counter() - began).write(self.run_dir)
-
-    def _maps_archive(self, units) -> dict[str, np.ndarray]:
         k = self.plan.maps_to_keep
         arrays = {"images": self.images.images[:k], "image_ids": np.array(self.images.ids[:k]),
                   "steps": np.array([s.index for s in self.steps]), "blocks": np.array([s.block for s in self.steps])}
-        for s, m in units:
+        for stem, (s, m) in units.items():
             if s.index != CONTROL_STEP:
-                arrays[maps_key(m.label, s.index)] = self._kept_maps(_stem(s, m))
-        return arrays
+                arrays[maps_key(m.label, s.index)] = parts[stem][1]
+        # Stored, not compressed: dense float32 maps barely compress, and slowly (results.write_npz)
+        write_npz(self.run_dir / MAPS, arrays, compressed=False)
+        self._record(list(units), time.perf_counter() - began).write(self.run_dir)
 
-    def _rows(self, stem: str) -> pd.DataFrame:
-        """A unit's score rows: as committed, or read back from its part (tests/test_runner.py: a
-        resumed run's files equal an uninterrupted one's, byte for byte)."""
-        return self.committed[stem][0] if stem in self.committed else read_table(self.parts / f"{stem}.csv")
-
-    def _kept_maps(self, stem: str) -> np.ndarray:
+    def _part(self, stem: str) -> tuple[pd.DataFrame, np.ndarray]:
+        """A unit's rows and kept maps: as committed, or read back from its part (tests/test_runner.py:
+        a resumed run's files equal an uninterrupted one's, byte for byte)."""
         if stem in self.committed:
-            return self.committed[stem][1]
+            return self.committed[stem]
         with np.load(self.parts / f"{stem}.npz") as part:
-            return part["maps"]
+            return read_table(self.parts / f"{stem}.csv"), part["maps"]
 
-    def _record(self, units, assemble_seconds: float) -> RunRecord:
-        parts = {_stem(s, m): json.loads((self.parts / f"{_stem(s, m)}.json").read_text()) for s, m in units}
-        computations = Session.history(self.parts, parts)
+    def _record(self, stems: list[str], assemble_seconds: float) -> RunRecord:
+        parts = {stem: json.loads((self.parts / f"{stem}.json").read_text()) for stem in stems}
+        # Every session that computed a unit, oldest first, with its units (a killed one has `seconds` null).
+        computed: dict[str, list[str]] = {}
+        for stem, part in parts.items():
+            computed.setdefault(part.get("session", "unknown"), []).append(stem)
+        computations = []
+        for session_id, units in computed.items():
+            file = self.parts / f"session-{session_id}.json"
+            record = json.loads(file.read_text()) if file.is_file() else {"session": session_id}
+            computations.append(record | {"units": units})
+        computations.sort(key=lambda r: r.get("started", ""))
         first = computations[0] if computations else {}
+        plan = self.plan
+        steps = [{"index": s.index, "block": s.block, "randomized": list(s.randomized)} for s in self.steps]
         return RunRecord(
-            format_version=FORMAT_VERSION, config=self.plan.config, config_key=self.plan.key(),
-            contents=self.plan.contents, versions=first.get("versions") or _versions(), seed=self.plan.seed,
-            model=_model_record(self.model) | {"donor": self.plan.donor, "weights_digest": self.plan.contents.get("model")},
-            schedule={"name": self.plan.schedule,
-                      "steps": [{"index": s.index, "block": s.block, "randomized": list(s.randomized)} for s in self.steps],
-                      "reinit": {k: v for k, v in vars(self.plan.reinit).items() if k != "donor"}},
-            metrics=self.plan.metrics.to_record(),
-            images={"count": len(self.images), "ids": self.images.ids, "digest": self.plan.contents.get("images")},
-            controls=list(self.plan.controls), methods=[vars(m) for m in self.plan.methods], target=self.plan.target,
+            format_version=FORMAT_VERSION, config=plan.config, config_key=plan.key(),
+            contents=plan.contents, versions=first.get("versions") or _versions(), seed=plan.seed,
+            model=_model_record(self.model) | {"donor": plan.donor, "weights_digest": plan.contents.get("model")},
+            schedule={"name": plan.schedule, "steps": steps,
+                      "reinit": {k: v for k, v in vars(plan.reinit).items() if k != "donor"}},
+            metrics=plan.metrics.to_record(),
+            images={"count": len(self.images), "ids": self.images.ids, "digest": plan.contents.get("images")},
+            controls=list(plan.controls), methods=[vars(m) for m in plan.methods], target=plan.target,
             timings=_timings(computations, {stem: part["seconds"] for stem, part in parts.items()}, assemble_seconds),
             trace_counts=first.get("trace_counts") or {}, computations=computations,
         )
-
-    @contextmanager
-    def _progress(self):
-        from harness.progress import progress_bar
-
-        total = (len(self.steps) + len(self.plan.controls)) * len(self.plan.methods) * len(self.images)
-        with progress_bar(total=total, desc=f"{self.model.name} {self.plan.schedule}", unit="map",
-                          disable=not self.plan.config.get("progress", True)) as bar:
-            yield bar
 
 
 @dataclass
 class Session:
     """One invocation that computed units: when it started, with which packages, and (if it was not
-    killed) how long it took and what TensorFlow traced. run.json lists them in order, so a resumed
-    run keeps the first computation's record and says what each later one added."""
+    killed) how long it took, what TensorFlow traced and where its time went. run.json lists them in
+    order, so a resumed run keeps the first computation's record and says what each later one added."""
     id: str
     path: Path
     record: dict[str, Any]
+    began: float
 
     @classmethod
     def open(cls, parts: Path) -> "Session":
+        import tensorflow as tf
+
         began = datetime.now(timezone.utc)
         # Unique even for two invocations of one process within a second (a resume right after a kill).
         session_id = f"{began:%Y%m%dT%H%M%S}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-        import tensorflow as tf
-
         record = {"session": session_id, "started": began.isoformat(timespec="microseconds"),
-                  "versions": _versions(), "seconds": None, "trace_counts": None, "_began": time.perf_counter(),
+                  "versions": _versions(), "seconds": None, "trace_counts": None,
                   # the CLI's `threads` setting as TensorFlow took it (0: TensorFlow's default)
                   "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads()}
-        session = cls(session_id, parts / f"session-{session_id}.json", record)
-        session._write()
+        session = cls(session_id, parts / f"session-{session_id}.json", record, time.perf_counter())
+        write_json(session.path, record)
         return session
 
     def close(self, trace_counts: dict[str, int], phases: dict[str, float]) -> None:
-        """Mark the session finished: its wall time, its traces, and where its time went (Clock)."""
-        self.record |= {"seconds": time.perf_counter() - self.record["_began"], "trace_counts": trace_counts,
-                        "phases": dict(phases)}
-        self._write()
-
-    def _write(self) -> None:
-        write_json(self.path, {k: v for k, v in self.record.items() if not k.startswith("_")})
-
-    @staticmethod
-    def history(parts: Path, units: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-        """Every session that computed a unit of this run, oldest first, with the units it computed
-        (a session killed before it finished has `seconds` null)."""
-        computed: dict[str, list[str]] = {}
-        for stem, part in units.items():
-            computed.setdefault(part.get("session", "unknown"), []).append(stem)
-        out = []
-        for session_id, stems in computed.items():
-            file = parts / f"session-{session_id}.json"
-            record = json.loads(file.read_text()) if file.is_file() else {"session": session_id}
-            out.append(record | {"units": stems})
-        return sorted(out, key=lambda r: r.get("started", ""))
+        self.record |= {"seconds": time.perf_counter() - self.began, "trace_counts": trace_counts, "phases": phases}
+        write_json(self.path, self.record)
 
 
 def _timings(computations: list[dict[str, Any]], unit_seconds: dict[str, float],
              assemble_seconds: float) -> dict[str, Any]:
-    """Where a run's time went, over the sessions that ran to their end (a killed session's wall time
-    is unknown) and the assembling of the run's files by the invocation that finished it.
-
-    Runner overhead is everything in a run that is not a method kernel:
-      total_seconds    = the sessions' wall time (from each session's start, after the model and the
-                         images are loaded, to its last unit and control) + assembling scores.csv,
-                         summary.csv and maps.npz (run.json itself, written last, is not timed);
-      kernel_seconds   = time inside the method calls that computed maps (`Runner.maps`: the
-                         registered method on all images of a unit, with its conversion to float32),
-                         in the schedule's steps, the original maps and the controls;
-      overhead_seconds = total_seconds - kernel_seconds; overhead_fraction = overhead / total.
-    `overhead_parts` splits the overhead: scoring (post-processing and metrics), writing the parts,
-    re-initializing and restoring blocks (the schedule's steps and the random_model control's two
-    models: Runner.at_step), the forward passes that pick each such state's target classes, the map
-    cache, assembling, and `other` (the rest: controls' bookkeeping, noise masks, the progress bar).
-    `score_by_metric` splits `score` by metric (harness.metrics.compare_batch's `timer`: each metric
-    and the forms it is the first to read); the rest of `score` prepares maps and builds the rows.
-    `load_seconds` (loading the model and the images and digesting them, before a session starts)
-    is reported beside, in neither total. `method_seconds` are the seconds of each unit's maps.
-    """
+    """Where a run's time went (docs/results-format.md), over the sessions that ran to their end (a
+    killed one's wall time is unknown) and the assembling by the invocation that finished the run.
+    Runner overhead is everything but the method calls (KERNEL): total = kernel + overhead, and the
+    overhead's parts (the sessions' timed phases, `assemble`, and `other`, the rest) add up to it.
+    `load_seconds` (the model and images, before a session starts) is in neither total."""
     whole = [c for c in computations if c.get("seconds") is not None]
     if not whole:
         return {"total_seconds": None, "method_seconds": unit_seconds, "kernel_seconds": None,
                 "overhead_seconds": None, "overhead_fraction": None, "overhead_parts": {}, "score_by_metric": {},
                 "load_seconds": None}
     total = sum(c["seconds"] for c in whole) + assemble_seconds
-    parts: dict[str, float] = {}
-    by_metric: dict[str, float] = {}
-    kernel = 0.0
+    parts: dict[str, float] = defaultdict(float)
+    by_metric: dict[str, float] = defaultdict(float)
     for c in whole:
-        phases = dict(c.get("phases") or {})
-        # a session recorded before phases were: its units' seconds stand for its kernel time
-        kernel += phases.pop(KERNEL) if KERNEL in phases else sum(unit_seconds[stem] for stem in c["units"])
-        for name, seconds in phases.items():
-            into, key = (by_metric, name.removeprefix(METRIC_PHASE)) if name.startswith(METRIC_PHASE) else (parts, name)
-            into[key] = into.get(key, 0.0) + seconds
+        for name, seconds in c["phases"].items():
+            if name.startswith(METRIC_PHASE):
+                by_metric[name.removeprefix(METRIC_PHASE)] += seconds
+            else:
+                parts[name] += seconds
+    kernel = parts.pop(KERNEL, 0.0)
     parts["assemble"] = assemble_seconds
     overhead = total - kernel
     parts["other"] = overhead - sum(parts.values())
     return {"total_seconds": total, "method_seconds": unit_seconds, "kernel_seconds": kernel,
             "overhead_seconds": overhead, "overhead_fraction": overhead / total if total else None,
-            "overhead_parts": parts, "score_by_metric": by_metric,
+            "overhead_parts": dict(parts), "score_by_metric": dict(by_metric),
             "load_seconds": sum(c.get("load_seconds") or 0.0 for c in whole)}
-
-
-class Clock:
-    """Seconds per phase of one invocation (scoring, writing, randomizing, ... and KERNEL: the method
-    calls), recorded with its session (Session.close) and split into runner overhead by _timings."""
-
-    def __init__(self):
-        self.seconds: dict[str, float] = {}
-
-    def add(self, phase: str, seconds: float) -> None:
-        self.seconds[phase] = self.seconds.get(phase, 0.0) + seconds
-
-    @contextmanager
-    def __call__(self, phase: str):
-        began = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.add(phase, time.perf_counter() - began)
 
 
 def _readable_part(path: Path) -> bool:
@@ -589,7 +532,6 @@ def _readable_part(path: Path) -> bool:
         return False
 
 
-# -- helpers ----------------------------------------------------------------------------------------
 def _stem(step: Step, method: MethodSpec) -> str:
     """File stem of a unit in parts/: s003-gradient, or control-ceiling-gradient (by method label)."""
     where = f"control-{step.block}" if step.index == CONTROL_STEP else f"s{step.index:03d}"
@@ -647,17 +589,16 @@ def _method_config(entry: Any) -> dict[str, Any]:
 
 
 def _plain(cfg: Mapping[str, Any]) -> dict[str, Any]:
-    try:
-        from omegaconf import DictConfig, OmegaConf
-        if isinstance(cfg, DictConfig):
-            return OmegaConf.to_container(cfg, resolve=True)
-    except ImportError:  # pragma: no cover
-        pass
+    from omegaconf import DictConfig, OmegaConf
+
+    if isinstance(cfg, DictConfig):
+        return OmegaConf.to_container(cfg, resolve=True)
     return json.loads(json.dumps(dict(cfg), default=str))
 
 
 def _versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
+
     out = {}
     for package in ("tensorflow", "keras", "tensorflow-hub", "saliency", "numpy", "scipy", "scikit-image",
                     "pandas", "hydra-core"):
@@ -666,25 +607,3 @@ def _versions() -> dict[str, str]:
         except PackageNotFoundError:
             out[package] = "missing"
     return out
-
-
-def _check_writable(folder: Path) -> None:
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / f".write-probe-{time.time_ns()}"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as error:
-        raise HarnessError(f"results folder {str(folder)!r} is not writable: {error.strerror or error}") from error
-
-
-@contextmanager
-def _exclusive(run_dir: Path):
-    """One job per run folder at a time (a second job with the same config would race on parts/)."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with open(run_dir / ".lock", "w") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError as error:
-            raise HarnessError(f"another job is running the same config in {run_dir}") from error
-        yield

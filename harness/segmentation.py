@@ -1,24 +1,14 @@
 """Segmentation models: per-pixel class scores reduced to the one scalar per class every method explains.
 
-A segmentation network outputs per-pixel logits `[b, H, W, classes]`. As in segmentation Grad-CAM
-(Vinogradova et al., AAAI 2020) and MATLAB's `gradCAM(net, X, classes, ReductionLayer=...)`, a
-*reduction* turns them into `[b, classes]`: the scores at the reduction layer (`scores`: softmax, the
-default, or the logits) summed over a set of pixels (`pixels`: all of them, the default; the pixels
-the network predicts as that class; or a user-given `mask`). `wrap` puts the reduction after the
-network's own output, so the wrapped `ModelUnderTest` looks like a classifier whose logits are the
-reduced scores: every method (Gradient, SmoothGrad, IG, Guided Backprop, Grad-CAM at a feature layer,
-Guided Grad-CAM), schedule, control and report works on it unchanged, and it shares the network's
-variables, so randomizing a block in place is seen by the next call.
-
-`pixels: predicted` takes the prediction of the input being explained (for SmoothGrad and IG, of each
-noisy / interpolated copy), as a constant: the mask carries no gradient. `mask` is one `[H, W]` array
-(a .npy file or nested lists in a config) shared by every image.
-
-`gradcam` computes segmentation Grad-CAM for several classes and several feature layers in one call.
+`wrap` puts a *reduction* (softmax or logit scores, summed over all pixels, the predicted pixels of a
+class, or a mask) after the network's `[b, H, W, classes]` output, so the wrapped model looks like a
+classifier and shares the network's variables; `gradcam` computes segmentation Grad-CAM for several
+classes and feature layers in one call. docs/segmentation.md tells the whole story.
 """
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,14 +54,8 @@ class Reduction:
 
     def key(self) -> dict[str, Any]:
         """What the explained scalar depends on besides the weights (the map cache's key)."""
-        import hashlib
-
         mask = None if self.mask is None else hashlib.sha256(self.mask.tobytes()).hexdigest()
         return {"scores": self.scores, "pixels": self.pixels, "mask": mask}
-
-    def to_record(self) -> dict[str, Any]:
-        return {"scores": self.scores, "pixels": self.pixels,
-                "mask_pixels": None if self.mask is None else int(np.count_nonzero(self.mask))}
 
 
 def load_mask(mask: Any) -> np.ndarray:
@@ -152,7 +136,12 @@ def wrap(model: ModelUnderTest, reduction: Reduction | None = None, class_names:
          feature_layers: Sequence[str] | None = None) -> SegmentationModel:
     """`model` (per-pixel logits) seen through `reduction`; it shares the model's variables and blocks."""
     reduction = reduction or Reduction()
-    shape = _pixel_output_shape(model)
+    probe = np.zeros((1, *(model.input_spec.size or (32, 32)), model.input_spec.channels), np.float32)
+    shape = list(np.shape(model.call(tf.constant(probe))))
+    if len(shape) != 4 or shape[-1] < 2:
+        raise HarnessError(f"model {model.name} outputs shape {shape}, not per-pixel logits [batch, H, W, classes]: "
+                           "it is no segmentation model; a reduction (output_layout: segmentation) applies only "
+                           "to those (valid for this model: output_layout: classes, no reduction)")
     classes = shape[-1]
     if reduction.mask is not None and tuple(reduction.mask.shape) != tuple(shape[1:3]):
         raise HarnessError(f"reduction mask has shape {list(reduction.mask.shape)}; model {model.name} "
@@ -160,7 +149,11 @@ def wrap(model: ModelUnderTest, reduction: Reduction | None = None, class_names:
     names = tuple(class_names or (f"class{k}" for k in range(classes)))
     if len(names) != classes:
         raise HarnessError(f"model {model.name} has {classes} classes but {len(names)} class_names")
-    palette = tuple(tuple(float(c) for c in rgb) for rgb in (colors or default_colors(classes)))
+    if not colors:  # black background, then matplotlib's tab20 colours
+        from matplotlib import colormaps
+
+        colors = [(0.0, 0.0, 0.0)] + [colormaps["tab20"](k % 20)[:3] for k in range(classes - 1)]
+    palette = tuple(tuple(float(c) for c in rgb) for rgb in colors)
     if len(palette) != classes or any(len(c) != 3 for c in palette):
         raise HarnessError(f"model {model.name}: colors must be {classes} RGB triples, one per class")
     if background is not None and not 0 <= int(background) < classes:
@@ -178,17 +171,6 @@ def wrap(model: ModelUnderTest, reduction: Reduction | None = None, class_names:
         feature_layers=tuple(feature_layers or ()))
 
 
-def _pixel_output_shape(model: ModelUnderTest) -> list[int]:
-    size = model.input_spec.size or (32, 32)
-    probe = np.zeros((1, *size, model.input_spec.channels), np.float32)
-    shape = list(np.shape(model.call(tf.constant(probe))))
-    if len(shape) != 4 or shape[-1] < 2:
-        raise HarnessError(f"model {model.name} outputs shape {shape}, not per-pixel logits [batch, H, W, classes]: "
-                           "it is no segmentation model; a reduction (output_layout: segmentation) applies only "
-                           "to those (valid for this model: output_layout: classes, no reduction)")
-    return shape
-
-
 def _reduced_keras_model(keras_model, reduction: Reduction):
     """The Keras model with the reduction as its last layer: the same layers (so Grad-CAM reaches
     every feature layer by name and Guided Backprop every ReLU) and the same variables."""
@@ -201,14 +183,6 @@ def _reduced_keras_model(keras_model, reduction: Reduction):
     inputs = keras_model.inputs[0] if len(keras_model.inputs) == 1 else keras_model.inputs
     return keras.Model(inputs, PixelReduction(name="pixel_reduction")(keras_model.outputs[0]),
                        name=keras_model.name)
-
-
-def default_colors(classes: int) -> list[tuple[float, float, float]]:
-    """Black background, then matplotlib's tab20 colours."""
-    from matplotlib import colormaps
-
-    tab = colormaps["tab20"]
-    return [(0.0, 0.0, 0.0)] + [tuple(float(c) for c in tab(k % 20)[:3]) for k in range(classes - 1)]
 
 
 # -- Grad-CAM for several classes and feature layers --------------------------------------------------
