@@ -102,10 +102,11 @@ def graph_digest(graph_def) -> str:
 
     def visit(nodes) -> None:
         for node in nodes:
-            for name in _called(node):
-                if name in library and name not in order:
-                    order.append(name)
-                    visit(library[name].node_def)
+            for value in node.attr.values():  # the functions a node calls (a call's `f`, a loop's `body`)
+                for name in [value.func.name] if value.HasField("func") else [f.name for f in value.list.func]:
+                    if name in library and name not in order:
+                        order.append(name)
+                        visit(library[name].node_def)
     visit(graph_def.node)
     functions = {name: f"f{i}" for i, name in enumerate(order)}
     nodes = {node.name: f"n{i}" for i, node in enumerate(graph_def.node)}
@@ -126,12 +127,6 @@ def graph_digest(graph_def) -> str:
         for node in copy.node_def:
             _canonical_attrs(node, functions)
     return hashlib.sha256(canonical.SerializeToString(deterministic=True)).hexdigest()
-
-
-def _called(node) -> list[str]:
-    """Names of the library functions a node's attributes name (a call's `f`, a loop's `body`)."""
-    return [name for value in node.attr.values()
-            for name in ([value.func.name] if value.HasField("func") else [f.name for f in value.list.func])]
 
 
 def _renamed_input(name: str, nodes: dict[str, str]) -> str:

@@ -48,26 +48,22 @@ class Reduction:
         unknown = sorted(set(cfg) - {"scores", "pixels", "mask"})
         if unknown:
             raise HarnessError(f"unknown reduction setting(s) {', '.join(unknown)}; valid: scores, pixels, mask")
-        mask = cfg.get("mask")
-        return cls(str(cfg.get("scores") or "softmax"), str(cfg.get("pixels") or "all"),
-                   None if mask is None else load_mask(mask))
+        mask = cfg.get("mask")  # a .npy path or nested lists, [H, W]; nonzero = counted
+        if isinstance(mask, (str, Path)):
+            if not Path(mask).is_file():
+                raise HarnessError(f"reduction mask file {str(mask)!r} does not exist (a .npy of [height, width])")
+            mask = np.load(mask)
+        if mask is not None:
+            mask = np.asarray(mask, np.float32)
+            if mask.ndim != 2:
+                raise HarnessError(f"reduction mask has shape {list(mask.shape)}; it must be [height, width]")
+            mask = (mask != 0).astype(np.float32)
+        return cls(str(cfg.get("scores") or "softmax"), str(cfg.get("pixels") or "all"), mask)
 
     def key(self) -> dict[str, Any]:
         """What the explained scalar depends on besides the weights (the map cache's key)."""
         mask = None if self.mask is None else hashlib.sha256(self.mask.tobytes()).hexdigest()
         return {"scores": self.scores, "pixels": self.pixels, "mask": mask}
-
-
-def load_mask(mask: Any) -> np.ndarray:
-    """A [H, W] float mask (1 = counted) from a .npy path or nested lists."""
-    if isinstance(mask, (str, Path)):
-        if not Path(mask).is_file():
-            raise HarnessError(f"reduction mask file {str(mask)!r} does not exist (a .npy of [height, width])")
-        mask = np.load(mask)
-    array = np.asarray(mask, np.float32)
-    if array.ndim != 2:
-        raise HarnessError(f"reduction mask has shape {list(array.shape)}; it must be [height, width]")
-    return (array != 0).astype(np.float32)
 
 
 def reduce_scores(pixel_logits: tf.Tensor, reduction: Reduction) -> tf.Tensor:
