@@ -23,13 +23,6 @@ from harness.methods.kernels import input_gradients
 TRUNCATE = 4.0  # scipy's gaussian_filter default: the kernel reaches int(4 sigma + 0.5) pixels
 
 
-def sigmas(steps: int, max_sigma: float, sqrt: bool) -> np.ndarray:
-    """PAIR's steps + 1 sigmas, from 0 to max_sigma."""
-    if sqrt:
-        return np.array([np.sqrt(float(i) * max_sigma / float(steps)) for i in range(steps + 1)])
-    return np.array([float(i) * max_sigma / float(steps) for i in range(steps + 1)])
-
-
 def gaussian_matrices(sigmas: np.ndarray, size: int) -> np.ndarray:
     """[k, size, size] float64: per sigma, scipy's `gaussian_filter1d(mode="constant")` along one axis as a
     Toeplitz matrix (the truncated kernel normalized over its taps, zeros beyond the border; sigma 0:
@@ -104,7 +97,9 @@ def _pair_blur_ig(pair, x, cmf, args, s) -> np.ndarray:
 def blur_ig(model, x, targets, rng, s) -> np.ndarray:
     """-sum_i dsigma_i * d blur / d sigma (sigma_i) * gradient(blur(sigma_i)), per image."""
     steps, grad_step, max_batch = int(s["steps"]), float(s["grad_step"]), int(s["max_batch"])
-    sigma = sigmas(steps, float(s["max_sigma"]), bool(s["sqrt"]))
+    # PAIR's steps + 1 sigmas from 0 to max_sigma (or their square roots)
+    sigma = np.array([float(i) * float(s["max_sigma"]) / float(steps) for i in range(steps + 1)])
+    sigma = np.sqrt(sigma) if s["sqrt"] else sigma
     increments = np.diff(sigma)
     total = np.zeros(x.shape, np.float64)
     rows = len(x) * steps

@@ -120,9 +120,6 @@ class Form:
     source: str | Callable[[MetricSettings], str]
     compute: Callable[[np.ndarray, MetricSettings], np.ndarray]
 
-    def source_for(self, settings: MetricSettings) -> str:
-        return self.source(settings) if callable(self.source) else self.source
-
 
 #: name -> Form; each map's forms are computed once, on first use (scoring.Side).
 FORMS: dict[str, Form] = {

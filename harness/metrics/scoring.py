@@ -42,7 +42,8 @@ class Side:
         todo = list({id(m): m for m in self.maps if name not in m.forms}.values())  # a map listed twice: once
         if todo:
             form = FORMS[name]
-            values = form.compute(Side(todo, self.settings)[form.source_for(self.settings)], self.settings)
+            source = form.source(self.settings) if callable(form.source) else form.source
+            values = form.compute(Side(todo, self.settings)[source], self.settings)
             for m, value in zip(todo, values, strict=True):
                 m.forms[name] = value
         return np.stack([m.forms[name] for m in self.maps])
