@@ -235,9 +235,49 @@ def test_study_puts_donors_side_by_side_and_judges_the_shortcut(tmp_path, capsys
     study.main([str(tmp_path)])
     out = capsys.readouterr().out
     assert "mnist_mlp_randlabels_authors@110000: train 97.0 %, held-out 11.0 %" in out
-    assert "| gradient | spearman_abs | 0.500 | 0.600 | 0.550 | 0.60 | 0.100 | 0.050 | yes |" in out
-    assert "| guided_backprop | spearman_abs | 0.700 | 0.650 | 0.400 | 0.70 | 0.050 | 0.300 | **no** |" in out
+    assert "| gradient | spearman_abs | 0.500 | 0.600 | 0.550 | 0.60 | 0.100 | 0.020 | 0.050 | yes |" in out
+    assert "| guided_backprop | spearman_abs | 0.700 | 0.650 | 0.400 | 0.70 | 0.050 | 0.020 | 0.300 | **no** |" in out
     assert "gradient yes, guided_backprop no, smoothgrad no; all methods: no" in out
+
+
+def test_study_allows_the_image_noise_where_the_seeds_agree_by_chance(tmp_path):
+    """The seeds agree to the third decimal (spread ~0), each mean's 95 % CI is +-0.02: a shortcut
+    0.01 off them is within (it matches them to the image noise), one 0.05 off is not. Red with the
+    spread alone as the bound (0.01 > 0.0), and with the noise ignored where the spread is larger."""
+    from harness.zoo import randlabel_study as study
+
+    _run(tmp_path / "a", "mnist_mlp_randlabels_authors", 110000, {"gradient": (0.988, 0.0), "smoothgrad": (0.30, 0.0)})
+    _run(tmp_path / "b", "mnist_mlp_randlabels_authors_seed1", 110000, {"gradient": (0.988, 0.0),
+                                                                          "smoothgrad": (0.40, 0.0)})
+    _run(tmp_path / "c", "mnist_mlp_randlabels", None, {"gradient": (0.978, 0.01), "smoothgrad": (0.39, 0.05)})
+    table = study.compare(study.donor_cells([tmp_path]), "mnist_mlp", "mnist_mlp_randlabels_authors",
+                          "mnist_mlp_randlabels_authors_seed1", "mnist_mlp_randlabels").set_index(["method", "metric"])
+    assert table.loc[("gradient", "spearman_abs"), "spread"] == 0.0
+    assert table["noise"].tolist() == pytest.approx([0.02] * 4)
+    assert table["within"].to_dict() == {("gradient", "spearman_abs"): True, ("gradient", "spearman_signed"): True,
+                                         ("smoothgrad", "spearman_abs"): True,  # 0.09 off, seeds 0.10 apart
+                                         ("smoothgrad", "spearman_signed"): False}  # 0.05 off: over both
+
+
+def test_study_takes_a_donor_snapshot_by_its_steps(tmp_path, capsys):
+    """`--reference NAME@8000` picks the runs whose donor is NAME at 8,000 steps (run.json records the
+    name and the steps apart), not NAME's 110,000-step runs beside them. Red when the name is matched
+    whole (no runs) or the steps are ignored (the 110,000-step mean)."""
+    from harness.zoo import randlabel_study as study
+
+    authors, seed1 = "mnist_mlp_randlabels_authors", "mnist_mlp_randlabels_authors_seed1"
+    _run(tmp_path / "a8", authors, 8000, {"gradient": (0.30, 0.0)})
+    _run(tmp_path / "a110", authors, 110000, {"gradient": (0.90, 0.0)})
+    _run(tmp_path / "b8", seed1, 8000, {"gradient": (0.32, 0.0)})
+    _run(tmp_path / "c", "mnist_mlp_randlabels", None, {"gradient": (0.31, 0.0)})
+    cells = study.donor_cells([tmp_path])
+    table = study.compare(cells, "mnist_mlp", f"{authors}@8000", f"{seed1}@8000", "mnist_mlp_randlabels")
+    assert table.set_index("metric").loc["spearman_abs", "seed0"] == 0.30
+    study.main([str(tmp_path), "--reference", f"{authors}@8000", "--replicate", f"{seed1}@8000"])
+    out = capsys.readouterr().out
+    assert f"{authors}@8000: train 97.0 %" in out and f"{seed1}@8000" in out and "all methods: yes" in out
+    with pytest.raises(ValueError, match=f"donor {authors}@15000; donors with runs: .*'{authors}@110000'"):
+        study.compare(cells, "mnist_mlp", f"{authors}@15000", f"{seed1}@8000", "mnist_mlp_randlabels")
 
 
 def test_study_says_which_donor_has_no_runs(tmp_path, capsys):
