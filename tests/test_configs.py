@@ -164,8 +164,13 @@ def test_keras_applications_models_declare_what_a_run_needs():
     ("inception_v3", 189, ("conv2d", "predictions")),
 ])
 def test_keras_applications_models_load_with_random_weights(name, blocks, ends):
+    import keras
+
     from harness.models import load_model
 
+    # Keras numbers unnamed layers per process (conv2d, conv2d_1, ...): after other tests built
+    # models, InceptionV3's first block would be conv2d_94. Start the numbering afresh.
+    keras.backend.clear_session()
     cfg = group_defaults("model", name)
     model = load_model(cfg, log=lambda line: None)
     assert model.identity.endswith("#random") and model.num_classes == 1000

@@ -469,6 +469,7 @@ def test_imported_graph_refuses_eager_calls(cnn):
     ids=["inception_v3", "mobilenet_v2"],
 )
 def test_applications_keras_guided_equals_hub_guided(build, size, endpoints, export_hub_style):
+    keras.backend.clear_session()  # the endpoints' auto-names (conv2d_1) count from a fresh session
     keras.utils.set_random_seed(9)
     model = build()
     x = np.random.default_rng(10).uniform(-1, 1, size=(2, size, size, 3)).astype(np.float32)
