@@ -114,7 +114,8 @@ def _callable_of(loaded, path: str):
     if signature is not None:
         outputs = list(signature.structured_outputs)
         if len(outputs) != 1:
-            raise HarnessError(f"SavedModel {path!r}: serving signature has outputs {outputs}; expected one logit output")
+            raise HarnessError(f"SavedModel {path!r}: serving signature has outputs {outputs}; "
+                               "expected one logit output")
         key = outputs[0]
         input_key = list(signature.structured_input_signature[1])[0]
         return lambda x: signature(**{input_key: x})[key]

@@ -78,7 +78,8 @@ def build_cnn(l2: float = 1e-3, dropout: float = 0.5):
         x = keras.layers.Dropout(dropout, name="dropout")(x)
     logits = keras.layers.Dense(10, name="logits", **kw(regularized=False))(x)
     model = keras.Model(inputs, logits, name="mnist_cnn")
-    return model, {f"{layer}/{var}": spec for layer in ("conv1", "conv2", "fc1", "logits") for var, spec in CNN_INIT.items()}
+    layers = ("conv1", "conv2", "fc1", "logits")
+    return model, {f"{layer}/{var}": spec for layer in layers for var, spec in CNN_INIT.items()}
 
 
 def build_mlp():

@@ -59,7 +59,7 @@ def compare(cells: pd.DataFrame, model: str, reference: str, replicate: str, can
     chosen = {donor: _runs_of(ours, donor) for donor in (reference, replicate, candidate)}
     missing = [donor for donor, runs in chosen.items() if runs.empty]
     if missing:
-        with_runs = sorted({f"{d}@{int(s)}" if pd.notna(s) else d for d, s in zip(ours["donor"], ours["steps"])})
+        with_runs = sorted({_label(d, s) for d, s in zip(ours["donor"], ours["steps"])})
         raise ValueError(f"no data randomization runs of {model} with donor {', '.join(missing)}; donors with runs: "
                          f"{with_runs}")
 
@@ -90,8 +90,13 @@ def _runs_of(cells: pd.DataFrame, donor: str) -> pd.DataFrame:
     return picked[picked["steps"] == int(steps)] if steps.isdigit() else picked
 
 
+def _label(name: str, steps) -> str:
+    """A donor as `schedule.donor_model=` names it: NAME@STEPS for a step-budget snapshot."""
+    return f"{name}@{int(steps)}" if pd.notna(steps) else name
+
+
 def verdict(table: pd.DataFrame) -> pd.Series:
-    """Per method: the shortcut is within the seeds' spread for every metric (NaN counts as not within)."""
+    """Per method: the shortcut is within for every metric (NaN counts as not within)."""
     return table.groupby("method", sort=False)["within"].all()
 
 
@@ -100,8 +105,8 @@ def donors_line(cells: pd.DataFrame, model: str, donors: list[str]) -> str:
     parts = []
     for donor in donors:
         row = _runs_of(cells[cells["model"] == model], donor).iloc[0]
-        steps = f"@{int(row['steps'])}" if pd.notna(row["steps"]) else ""
-        parts.append(f"{donor.partition('@')[0]}{steps}: train {_percent(row['train_accuracy'])}, held-out {_percent(row['test_accuracy'])}")
+        parts.append(f"{_label(row['donor'], row['steps'])}: train {_percent(row['train_accuracy'])}, "
+                     f"held-out {_percent(row['test_accuracy'])}")
     return "; ".join(parts)
 
 
@@ -139,7 +144,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     cells = donor_cells(args.folders)
     if cells.empty:
-        raise SystemExit(f"randlabel_study: error: no data randomization runs under {', '.join(map(str, args.folders))}")
+        folders = ", ".join(map(str, args.folders))
+        raise SystemExit(f"randlabel_study: error: no data randomization runs under {folders}")
     for model in dict.fromkeys(cells["model"]):
         donors = [name.format(model=model) for name in (args.reference, args.replicate, args.candidate)]
         print(f"\n## {model}")

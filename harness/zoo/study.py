@@ -74,8 +74,8 @@ def budget_table(folder: Path, step: int = 1, threshold: float = NEAR_ZERO) -> p
     # Recipes and methods in the order the experiment lists them, steps ascending.
     table = pd.DataFrame(rows)
     order = {c: {v: i for i, v in enumerate(dict.fromkeys(table[c]))} for c in ("recipe", "method")}
-    return table.sort_values(["recipe", "method", "steps"], key=lambda c: c.map(order[c.name]) if c.name in order else c,
-                             ignore_index=True)
+    return table.sort_values(["recipe", "method", "steps"], ignore_index=True,
+                             key=lambda c: c.map(order[c.name]) if c.name in order else c)
 
 
 def _held_out_accuracy(record: dict) -> float | None:
